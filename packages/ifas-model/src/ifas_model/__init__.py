@@ -1,0 +1,1 @@
+"""ifas_model package."""

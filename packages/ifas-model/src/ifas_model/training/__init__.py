@@ -1,0 +1,1 @@
+"""Training code of I-FAS (the Lopsided-LM trainer). Evaluation code never imports it."""

@@ -1,0 +1,309 @@
+"""The corpus contract of the I-FAS toolkit: column names, vocabularies, `datasets.Features` and validators.
+
+This is the one module of `scf` that the other packages import (`ifas_model` reads the VQA corpus,
+`ifas_eval` reads the benchmark dataset). It imports nothing heavy at module level so that importing it
+is cheap; `datasets` is imported inside the functions that need it.
+
+Two tables are defined:
+
+* the **benchmark dataset**: labelled face crops, one row per frame (image datasets: one row per image,
+  with ``frame_index = 0`` and ``video_id`` = the image id). Columns are `BENCHMARK_COLUMNS`.
+* the **VQA corpus** read by ``ifas-train``: the benchmark columns plus the question, the answer split
+  into judgment and interpretation (paper eq. 3), and captioner provenance. Columns are `VQA_COLUMNS`.
+
+Label polarity is fixed here once for the whole toolkit: ``label = 1`` means **real** (bona fide),
+``label = 0`` means **fake** (presentation attack). Scores everywhere are P(real). This is the FLIP/SSDG
+convention that the paper's comparison tables use (FACTS §3); datasets that ship the opposite polarity
+(CASIA-FAS lists) are converted on ingest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+# --- Labels ---------------------------------------------------------------------------------------
+LABEL_REAL = 1
+"""Bona fide (live) face. Scores are P(label == LABEL_REAL)."""
+LABEL_FAKE = 0
+"""Presentation attack."""
+LABEL_NAMES = ("fake", "real")
+"""`datasets.ClassLabel` names, index = label value (so ``LABEL_NAMES[1] == "real"``)."""
+
+# --- Attack types: a closed vocabulary ------------------------------------------------------------
+ATTACK_TYPES = ("live", "print", "replay", "mask", "mannequin", "makeup", "other")
+"""Closed vocabulary of attack types. ``live`` is the type of every real row and of no fake row.
+
+* ``print``: printed photo, poster, A4 paper, paper cut-outs and paper masks worn flat (CelebA-Spoof 1-6).
+* ``replay``: a face shown on a screen (phone, tablet, PC monitor).
+* ``mask``: 3D masks (resin, silicone, plaster, transparent; HiFiMask, 3DMask, HKBU-MARs, WMCA).
+* ``mannequin``: mannequin or doll heads.
+* ``makeup``: impersonation or obfuscation make-up (SiW-M).
+* ``other``: anything else (partial attacks, funny eye, paper glasses, ...).
+"""
+SPOOF_TYPES = ATTACK_TYPES[1:]
+"""Attack types of fake rows."""
+
+SPLITS = ("train", "dev", "test")
+"""Splits a benchmark row may belong to (the dataset's own protocol split)."""
+
+# --- The VQA format of the paper (eq. 3) ----------------------------------------------------------
+QUESTION = "Is this photo of a real person?"
+"""The single instruction of the paper, identical for every sample."""
+JUDGMENT_REAL = "Yes"
+JUDGMENT_FAKE = "No"
+INTERPRETATION_PREFIX = "This is "
+"""T_Interpretation = "This is <caption>" (paper, after eq. 3)."""
+ANSWER_SEPARATOR = ". "
+"""Between judgment and interpretation in the full answer: "Yes. This is a man ..."."""
+
+# --- Columns ---------------------------------------------------------------------------------------
+BENCHMARK_COLUMNS = (
+    "image",  # the face crop (RGB, 224x224 by default)
+    "label",  # 1 = real, 0 = fake (LABEL_NAMES)
+    "attack_type",  # one of ATTACK_TYPES
+    "attack_detail",  # free text sub-type as the dataset names it ("A4", "ipad_video", ...), "" if none
+    "source",  # source dataset name ("OULU-NPU", "CelebA-Spoof", "sample-domain-a", ...)
+    "subject_id",  # subject identity as the dataset names it, "" when unknown
+    "video_id",  # identifies the video (frames of one video share it); images use their own id
+    "frame_index",  # index of the frame in its video, 0 for still images
+    "split",  # one of SPLITS, the dataset's own protocol split
+    "path",  # path of the original file relative to the dataset root (provenance, resume key)
+)
+VQA_EXTRA_COLUMNS = (
+    "question",  # QUESTION
+    "judgment",  # "Yes" (real) or "No" (fake)
+    "interpretation",  # "This is <caption>"; empty for judgment-only corpora
+    "answer",  # judgment + ANSWER_SEPARATOR + interpretation (or judgment alone)
+    "caption",  # the caption used in the interpretation (T_R for reals, T_S for fakes)
+    "caption_general",  # the general captioner's caption of this image (T_R / T_F), kept for ablations
+    "captioner",  # id or path of the captioner that wrote `caption`
+    "captioner_general",  # id or path of the general captioner C_G
+    "keyword",  # the spoof keyword matched in `caption_general` ("" if none; always "" for reals)
+)
+VQA_COLUMNS = BENCHMARK_COLUMNS + VQA_EXTRA_COLUMNS
+
+_STRING_COLUMNS = (
+    "attack_type",
+    "attack_detail",
+    "source",
+    "subject_id",
+    "video_id",
+    "split",
+    "path",
+) + VQA_EXTRA_COLUMNS
+
+
+class SchemaError(ValueError):
+    """A table breaks the corpus contract. The message names the file, column and row."""
+
+    def __init__(self, message: str, *, column: str | None = None, row: int | None = None,
+                 file: str | None = None) -> None:
+        where = []
+        if file:
+            where.append(f"file {file}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        if row is not None:
+            where.append(f"row {row}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.column, self.row, self.file = column, row, file
+
+
+def benchmark_features() -> datasets.Features:
+    """`datasets.Features` of the benchmark dataset (columns `BENCHMARK_COLUMNS`)."""
+    import datasets
+
+    feats: dict[str, Any] = {}
+    for name in BENCHMARK_COLUMNS:
+        if name == "image":
+            feats[name] = datasets.Image()
+        elif name == "label":
+            feats[name] = datasets.ClassLabel(names=list(LABEL_NAMES))
+        elif name == "frame_index":
+            feats[name] = datasets.Value("int32")
+        else:
+            feats[name] = datasets.Value("string")
+    return datasets.Features(feats)
+
+
+def vqa_features() -> datasets.Features:
+    """`datasets.Features` of the VQA corpus (columns `VQA_COLUMNS`)."""
+    import datasets
+
+    feats = dict(benchmark_features())
+    for name in VQA_EXTRA_COLUMNS:
+        feats[name] = datasets.Value("string")
+    return datasets.Features(feats)
+
+
+def judgment_for(label: int) -> str:
+    """The judgment word of a label: "Yes" for real, "No" for fake."""
+    return JUDGMENT_REAL if int(label) == LABEL_REAL else JUDGMENT_FAKE
+
+
+def interpretation_for(caption: str) -> str:
+    """T_Interpretation = "This is <caption>", with the caption's trailing period removed."""
+    caption = caption.strip().rstrip(".").strip()
+    return f"{INTERPRETATION_PREFIX}{caption}" if caption else ""
+
+
+def compose_answer(judgment: str, interpretation: str) -> str:
+    """T_A = [T_Judgment, T_Interpretation] as one string (paper eq. 3)."""
+    return f"{judgment}{ANSWER_SEPARATOR}{interpretation}" if interpretation else judgment
+
+
+@dataclass(frozen=True)
+class _Check:
+    column: str
+    message: str
+
+
+def _row_problem(row: Mapping[str, Any], kind: str) -> _Check | None:
+    """First contract violation in one row (image column excluded), or None."""
+    label = row["label"]
+    if label not in (LABEL_FAKE, LABEL_REAL):
+        return _Check("label", f"label must be {LABEL_REAL} (real) or {LABEL_FAKE} (fake), got {label!r}")
+    for name in _STRING_COLUMNS:
+        if name in row and not isinstance(row[name], str):
+            return _Check(name, f"must be a string, got {type(row[name]).__name__}")
+    attack = row["attack_type"]
+    if attack not in ATTACK_TYPES:
+        return _Check("attack_type", f"{attack!r} is not one of {', '.join(ATTACK_TYPES)}")
+    if (label == LABEL_REAL) != (attack == "live"):
+        return _Check(
+            "attack_type",
+            f"label {label} ({LABEL_NAMES[label]}) does not agree with attack type {attack!r} "
+            "(real rows are 'live', fake rows are never 'live')",
+        )
+    if row["split"] not in SPLITS:
+        return _Check("split", f"{row['split']!r} is not one of {', '.join(SPLITS)}")
+    if not row["source"]:
+        return _Check("source", "must not be empty")
+    if not row["video_id"]:
+        return _Check("video_id", "must not be empty")
+    frame = row["frame_index"]
+    if not isinstance(frame, int) or frame < 0:
+        return _Check("frame_index", f"must be an integer >= 0, got {frame!r}")
+    if kind == "vqa":
+        if row["question"] != QUESTION:
+            return _Check("question", f"must be {QUESTION!r}, got {row['question']!r}")
+        if row["judgment"] != judgment_for(label):
+            return _Check("judgment", f"label {label} needs judgment {judgment_for(label)!r}, got {row['judgment']!r}")
+        interp = row["interpretation"]
+        if interp and not interp.startswith(INTERPRETATION_PREFIX):
+            return _Check("interpretation", f"must start with {INTERPRETATION_PREFIX!r}, got {interp!r}")
+        if row["answer"] != compose_answer(row["judgment"], interp):
+            return _Check("answer", f"must be judgment + {ANSWER_SEPARATOR!r} + interpretation, got {row['answer']!r}")
+    return None
+
+
+def validate_rows(rows: Iterable[Mapping[str, Any]], kind: str = "benchmark", *, file: str | None = None,
+                  start: int = 0) -> int:
+    """Check rows (dicts) against the contract; return how many were checked.
+
+    Args:
+        rows: the rows; the ``image`` value is not inspected (decode errors surface on ingest).
+        kind: ``"benchmark"`` or ``"vqa"``.
+        file: shown in the error message (a dataset path or Hub id).
+        start: index of the first row, for the error message.
+
+    Raises:
+        SchemaError: naming the file, the first offending column and the row.
+    """
+    columns = _columns_for(kind)
+    n = 0
+    for i, row in enumerate(rows, start=start):
+        missing = [c for c in columns if c != "image" and c not in row]
+        if missing:
+            raise SchemaError(f"missing (expected columns: {', '.join(columns)})", column=missing[0], row=i,
+                              file=file)
+        problem = _row_problem(row, kind)
+        if problem is not None:
+            raise SchemaError(problem.message, column=problem.column, row=i, file=file)
+        n += 1
+    return n
+
+
+def _columns_for(kind: str) -> tuple[str, ...]:
+    if kind == "benchmark":
+        return BENCHMARK_COLUMNS
+    if kind == "vqa":
+        return VQA_COLUMNS
+    raise ValueError(f"kind must be 'benchmark' or 'vqa', got {kind!r}")
+
+
+def validate_dataset(ds: datasets.Dataset, kind: str = "benchmark", *, file: str | None = None,
+                     batch_size: int = 10_000) -> None:
+    """Check a `datasets.Dataset` against the contract without decoding its images.
+
+    Column presence is checked first (the first missing column is named), then every row in batches.
+
+    Raises:
+        SchemaError: naming the file, the first offending column and the row.
+    """
+    columns = _columns_for(kind)
+    present = set(ds.column_names)
+    for c in columns:
+        if c not in present:
+            raise SchemaError(f"missing; the {kind} schema needs: {', '.join(columns)}", column=c, file=file)
+    label_feature = ds.features.get("label")
+    names = getattr(label_feature, "names", None)
+    if names is not None and tuple(names) != LABEL_NAMES:
+        raise SchemaError(f"ClassLabel names must be {list(LABEL_NAMES)} (real = 1), got {names}",
+                          column="label", file=file)
+    plain = ds.select_columns([c for c in columns if c != "image"])
+    for start in range(0, len(plain), batch_size):
+        batch = plain[start : start + batch_size]
+        keys = list(batch)
+        rows = (dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True))
+        validate_rows(rows, kind, file=file, start=start)
+
+
+def attack_type_counts(labels: Sequence[int], attack_types: Sequence[str]) -> dict[str, int]:
+    """Counts per attack type (reals counted as ``live``), in vocabulary order, zeros dropped."""
+    counts = dict.fromkeys(ATTACK_TYPES, 0)
+    for _label, attack in zip(labels, attack_types, strict=True):
+        counts[attack] = counts.get(attack, 0) + 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
+               validate: bool = True) -> datasets.DatasetDict:
+    """Load a benchmark dataset or VQA corpus from a local folder or the Hub, and check it.
+
+    Accepted forms, tried in this order:
+
+    * a folder written by ``save_to_disk`` (has ``dataset_dict.json`` or ``state.json``): `load_from_disk`;
+    * a local folder of data files in the Hub layout (what ``scf ingest`` / ``scf caption`` write):
+      ``datasets.load_dataset(FOLDER)``;
+    * a Hub id ``org/name`` (``name`` selects a config, one per source dataset): ``datasets.load_dataset``.
+
+    Raises:
+        FileNotFoundError: a local-looking path that does not exist.
+        SchemaError: the table breaks the contract (file, column and row named).
+    """
+    from pathlib import Path
+
+    import datasets
+
+    path = Path(source).expanduser()
+    if path.exists():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            loaded = datasets.load_from_disk(str(path))
+        else:
+            loaded = datasets.load_dataset(str(path), name=name)
+    elif source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise FileNotFoundError(f"dataset not found: {source} (not a local folder, nor a Hub id org/name)")
+    else:
+        loaded = datasets.load_dataset(source, name=name)
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    if validate:
+        for split, ds in loaded.items():
+            validate_dataset(ds, kind, file=f"{source} [{split}]")
+    return loaded

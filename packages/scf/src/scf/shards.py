@@ -1,0 +1,162 @@
+"""Incremental, resumable writing of a dataset as parquet shards in the Hugging Face Hub layout.
+
+Long jobs (ingest, captioning) write their rows through a `ShardWriter`: rows are buffered per split and
+flushed as ``data/<split>-<NNNNN>.parquet`` once a shard is full. A shard is written to a temporary file and
+renamed into place, so a killed job leaves only complete shards. On restart the writer reads the key column
+(by default ``path``; any column that identifies an item) of the shards already on disk; the job skips those
+keys, so nothing is redone or duplicated, and at most one shard's worth of work per split is lost.
+
+The folder is a dataset as the Hub stores one: ``datasets.load_dataset(FOLDER)`` loads it (splits from the
+file names), and ``huggingface_hub.upload_folder`` publishes it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})\.parquet$")
+SKIPPED_FILE = "skipped.jsonl"
+
+
+class ShardWriter:
+    """Buffers rows per split and writes complete parquet shards atomically; resumable by a key column.
+
+    Args:
+        out: dataset folder; shards go to ``out/data``.
+        features: the `datasets.Features` every row is encoded with.
+        shard_size: rows per shard.
+        key_column: column whose values identify finished items across restarts.
+    """
+
+    def __init__(self, out: str | Path, features: datasets.Features, *, shard_size: int = 1000,
+                 key_column: str = "path") -> None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        if key_column not in features:
+            raise ValueError(f"key column {key_column!r} is not a feature")
+        self.out = Path(out)
+        self.data_dir = self.out / "data"
+        self.features = features
+        self.shard_size = shard_size
+        self.key_column = key_column
+        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._next_index: dict[str, int] = {}
+        self.rows_written = 0
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.data_dir.glob("*.tmp"):
+            tmp.unlink()  # left by a kill in the middle of a write
+        self._done = self._scan()
+
+    def _scan(self) -> set[str]:
+        import pyarrow.parquet as pq
+
+        done: set[str] = set()
+        for path in sorted(self.data_dir.iterdir()):
+            m = SHARD_PATTERN.match(path.name)
+            if not m:
+                continue
+            split, index = m["split"], int(m["index"])
+            self._next_index[split] = max(self._next_index.get(split, 0), index + 1)
+            keys = pq.read_table(path, columns=[self.key_column]).column(0).to_pylist()
+            done.update(keys)
+        if done:
+            logger.info("resuming: %d rows already written in %s", len(done), self.data_dir)
+        return done
+
+    @property
+    def done_keys(self) -> frozenset[str]:
+        """Keys of rows already committed to disk by earlier runs or earlier flushes."""
+        return frozenset(self._done)
+
+    def add(self, row: dict[str, Any], split: str) -> None:
+        """Queue one row for ``split``; writes a shard when the split's buffer is full."""
+        buffer = self._buffers.setdefault(split, [])
+        buffer.append(row)
+        if len(buffer) >= self.shard_size:
+            self._flush(split)
+
+    def add_many(self, rows: Iterable[dict[str, Any]], split: str) -> None:
+        for row in rows:
+            self.add(row, split)
+
+    def _flush(self, split: str) -> None:
+        import datasets
+
+        rows = self._buffers.get(split) or []
+        if not rows:
+            return
+        index = self._next_index.get(split, 0)
+        final = self.data_dir / f"{split}-{index:05d}.parquet"
+        tmp = final.with_suffix(".parquet.tmp")
+        datasets.Dataset.from_list(rows, features=self.features).to_parquet(str(tmp))
+        os.replace(tmp, final)
+        self._next_index[split] = index + 1
+        self._done.update(r[self.key_column] for r in rows)
+        self.rows_written += len(rows)
+        self._buffers[split] = []
+
+    def flush(self) -> None:
+        """Write every non-empty buffer as a (possibly short) shard."""
+        for split in list(self._buffers):
+            self._flush(split)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Flush on errors and KeyboardInterrupt too: what was produced is kept.
+        self.close()
+
+
+class SkipLog:
+    """Append-only JSON-lines record of items that were skipped, with their reason; resumable.
+
+    Each line is ``{"key": ..., "reason": ..., "detail": ...}``; a key logged by an earlier run is not
+    logged twice.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, dict[str, str]] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.entries[entry["key"]] = entry
+
+    def add(self, key: str, reason: str, detail: str = "") -> None:
+        if key in self.entries:
+            return
+        entry = {"key": key, "reason": reason, "detail": detail}
+        self.entries[key] = entry
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def reasons(self) -> dict[str, int]:
+        """Number of skipped items per reason."""
+        counts: dict[str, int] = {}
+        for entry in self.entries.values():
+            counts[entry["reason"]] = counts.get(entry["reason"], 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def shard_splits(folder: str | Path) -> list[str]:
+    """Split names present in a shard folder, in the order train, dev, test, then others."""
+    names = {m["split"] for p in (Path(folder) / "data").glob("*.parquet") if (m := SHARD_PATTERN.match(p.name))}
+    order = {"train": 0, "dev": 1, "validation": 1, "test": 2}
+    return sorted(names, key=lambda s: (order.get(s, 3), s))
