@@ -1,0 +1,223 @@
+"""Resumable checkpoints of the trainer, written with safetensors and JSON only (nothing is pickled).
+
+A checkpoint is a folder ``<run>/checkpoints/step-NNNNNNNN/`` holding
+
+* ``model.safetensors``: the *trainable* parameters (frozen ones are rebuilt from the preset and seed, or the
+  pretrained weights, so a full fine-tune stores the LLM while a LoRA run stores only its adapters);
+* ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's per-parameter tensors (AdamW moments and
+  step counts) and everything else of its ``state_dict`` (param groups, hyper-parameters) as JSON;
+* ``rng-rank<R>.safetensors`` + ``rng-rank<R>.json``: torch CPU/CUDA, numpy and Python RNG states per rank;
+* ``trainer_state.json``: step, epoch, next micro-batch, counters and the scheduler's ``state_dict``.
+
+It is written under a temporary name and renamed when complete, so a kill while saving leaves the previous
+checkpoint as the latest. Because optimizer state is split into tensors + JSON, resuming never unpickles
+anything (``torch.load`` is not used at all).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    """The folder of the checkpoint at optimizer step ``step``."""
+    return Path(run_dir) / "checkpoints" / f"step-{step:08d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders of interrupted saves are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+# --- tensors + JSON instead of pickle ------------------------------------------------------------------
+
+def _split_tree(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested dict/list by ``{"__tensor__": key}``, collecting the tensors."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "_"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_key(k), _split_tree(v, f"{prefix}.{k}" if prefix else str(k), tensors)]
+                             for k, v in obj.items()]}
+    if isinstance(obj, list | tuple):
+        return {"__list__" if isinstance(obj, list) else "__tuple__":
+                [_split_tree(v, f"{prefix}.{i}" if prefix else str(i), tensors) for i, v in enumerate(obj)]}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at '{prefix}' in a checkpoint without pickling")
+
+
+def _key(k: Any) -> Any:
+    if isinstance(k, bool | int | str):
+        return k
+    raise TypeError(f"checkpoint dict keys must be int or str, got {type(k).__name__}")
+
+
+def _join_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `_split_tree`."""
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _join_tree(v, tensors) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            return [_join_tree(v, tensors) for v in obj["__list__"]]
+        if "__tuple__" in obj:
+            return tuple(_join_tree(v, tensors) for v in obj["__tuple__"])
+    return obj
+
+
+def save_tree(obj: Any, stem: Path) -> None:
+    """Save a nested structure of tensors and plain values as ``<stem>.safetensors`` + ``<stem>.json``."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split_tree(obj, "", tensors)
+    save_file(tensors, str(stem.with_suffix(".safetensors")))
+    stem.with_suffix(".json").write_text(json.dumps(skeleton))
+
+
+def load_tree(stem: Path) -> Any:
+    """Load what `save_tree` wrote (safetensors + JSON; nothing is unpickled)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(stem.with_suffix(".safetensors")))
+    return _join_tree(json.loads(stem.with_suffix(".json").read_text()), tensors)
+
+
+# --- RNG -----------------------------------------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training step draws from (torch CPU and CUDA, numpy, Python)."""
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+# --- whole checkpoints ---------------------------------------------------------------------------------
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require gradients, by name, on CPU."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, trainer_state: dict[str, Any], rank: int = 0, world_size: int = 1,
+                    barrier: Any = None, keep: int = 2) -> Path:
+    """Write a checkpoint atomically (rank 0 writes weights/optimizer, every rank its RNG state).
+
+    Args:
+        barrier: a callable synchronising the ranks (None in a single process).
+        keep: how many of the newest checkpoints to keep; older ones are deleted by rank 0.
+
+    Returns:
+        The checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    if barrier:
+        barrier()
+    save_tree(rng_state(), tmp / f"rng-rank{rank}")
+    if rank == 0:
+        save_file(trainable_state_dict(model), str(tmp / "model.safetensors"))
+        save_tree(optimizer.state_dict(), tmp / "optimizer")
+    if barrier:
+        barrier()
+    if rank == 0:
+        state = {**trainer_state, "step": step, "world_size": world_size, "scheduler": scheduler.state_dict()}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("checkpoint saved: %s", final)
+    if barrier:
+        barrier()
+    return final
+
+
+def load_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+    """Restore model (trainable part), optimizer, scheduler and this rank's RNG; return the trainer state.
+
+    Raises:
+        ValueError: the checkpoint was written by a different number of processes (the data order and RNG
+            streams would differ, so the resumption would not be exact), or its parameters do not match.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    state = json.loads((path / "trainer_state.json").read_text())
+    if state.get("world_size", 1) != world_size:
+        raise ValueError(f"{path}: written by {state.get('world_size')} processes, resuming with {world_size}; "
+                         "resume with the same number of processes")
+    weights = load_file(str(path / "model.safetensors"))
+    params = dict(model.named_parameters())
+    expected = {n for n, p in params.items() if p.requires_grad}
+    if set(weights) != expected:
+        missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise ValueError(f"{path}: trainable parameters do not match the model (missing {missing[:3]}, "
+                         f"unexpected {extra[:3]}); was it written with other --llm/--preset settings?")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(load_tree(path / "optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    set_rng_state(load_tree(path / f"rng-rank{rank}"))
+    return state

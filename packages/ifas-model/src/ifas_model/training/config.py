@@ -1,0 +1,257 @@
+"""Run settings of the I-FAS trainer: the frozen `TrainConfig`, its presets, and how they are resolved.
+
+Precedence, lowest first: the dataclass defaults (the paper's recipe) < the training preset named by
+``preset`` < an optional YAML file (unknown keys are errors) < explicit command-line flags.
+The resolved configuration is written to ``<output_dir>/config.yaml`` by the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LLM_MODES = ("full", "lora", "qlora", "frozen")
+LOSS_TYPES = ("lopsided", "plain")
+ANSWER_MODES = ("full", "judgment-only", "general-captions")
+PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("cosine", "constant")
+RESUME_MODES = ("auto", "must", "never")
+NO_EVAL = "none"
+"""Value of ``eval_split`` that turns periodic evaluation off."""
+HOLDOUT = "holdout"
+"""Value of ``eval_split`` that asks for the deterministic hold-out of the training split (see data.py)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on. Defaults are the paper's recipe (FACTS §1) where it has one."""
+
+    # --- data -------------------------------------------------------------------------------------
+    dataset: str = ""
+    """Hub id or local path of the scf VQA corpus (validated with ``scf.schema.load_table(kind="vqa")``)."""
+    train_split: str = "train"
+    """Split of the corpus to train on."""
+    eval_split: str | None = None
+    """Split for periodic evaluation. None: ``dev``, else ``test``, else ``holdout``; ``none`` disables it."""
+    holdout_fraction: float = 0.1
+    """Share of training *videos* held out when ``eval_split`` resolves to ``holdout`` (hash of video_id)."""
+    answers: str = "full"
+    """``full`` (judgment + SCF interpretation), ``judgment-only`` (no SCF), ``general-captions`` (T_F for fakes)."""
+    max_train_samples: int | None = None
+    """Use only the first N training rows (debugging); None uses all."""
+    max_eval_samples: int | None = 2000
+    """Cap on evaluated rows per evaluation (the first N of the eval split), to keep evaluation cheap."""
+    num_workers: int = 2
+    """DataLoader worker processes decoding images (0 = decode in the main process)."""
+
+    # --- model ------------------------------------------------------------------------------------
+    preset: str = "default"
+    """Model preset of ``ifas_model.presets.build_model``: ``default`` (CLIP ViT-L/14 + OPT-2.7B) or ``tiny``."""
+    vision_model: str | None = None
+    """Hub id or local path of the vision encoder, replacing the preset's (``default`` preset only)."""
+    language_model: str | None = None
+    """Hub id or local path of the LLM, replacing the preset's (``default`` preset only)."""
+    llm: str = "full"
+    """How the LLM trains: ``full``, ``lora``, ``qlora`` (4-bit base + LoRA) or ``frozen``. The vision encoder
+    is always frozen. ``full`` is the default because the paper's lr 1e-5 is a full fine-tuning rate and it
+    calls the LLM pre-trained, not frozen; ``lora``/``qlora`` fit smaller GPUs (raise lr to ~1e-4 with them)."""
+    lora_rank: int = 16
+    """LoRA rank r (``lora``/``qlora``)."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    loss: str = "lopsided"
+    """``lopsided`` (paper eq. 4) or ``plain`` (the ordinary LM loss over all answer tokens; Table 3 ablation)."""
+    alpha: float | None = None
+    """Weight of the judgment loss in the Lopsided LM loss; None keeps the model config's default."""
+    gac: bool = True
+    """Use the Globally Aware Connector's global (layer-CLS) features; False is the "no GAC" ablation."""
+
+    # --- optimisation -----------------------------------------------------------------------------
+    learning_rate: float = 1e-5
+    """AdamW peak learning rate (paper)."""
+    weight_decay: float = 1e-2
+    """AdamW weight decay (paper); not applied to biases and norm weights."""
+    batch_size: int = 32
+    """Samples per optimizer step on ONE device before accumulation (paper: 32 on one device)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step; effective batch = batch_size * grad_accum * world."""
+    epochs: int = 10
+    """Passes over the training split (paper: at most 10)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides ``epochs`` for the schedule length)."""
+    schedule: str = "cosine"
+    """Learning-rate schedule after warm-up (the paper is silent; cosine to zero, as in LLaVA-style tuning)."""
+    warmup_ratio: float = 0.03
+    """Share of the total steps spent in linear warm-up (paper silent; 3% as in LLaVA-style tuning)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables clipping)."""
+    precision: str = "auto"
+    """``auto`` = bf16 autocast on CUDA, fp32 on CPU; ``bf16`` forces autocast; ``fp32`` turns it off."""
+    gradient_checkpointing: bool = False
+    """Recompute LLM activations in the backward pass (less memory, ~30% slower)."""
+    seed: int = 0
+    """Seeds model construction, data order and dropout (results in the paper are the mean of 3 seeds)."""
+
+    # --- run folder -------------------------------------------------------------------------------
+    output_dir: str = "runs/ifas"
+    """Run folder: config.yaml, metrics.jsonl, checkpoints/, final/, summary.json."""
+    log_every: int = 10
+    """Write a training metrics line every N optimizer steps."""
+    eval_every: int = 500
+    """Evaluate every N optimizer steps (and always at the end); 0 = only at the end."""
+    save_every: int = 500
+    """Write a resumable checkpoint every N optimizer steps (and at the end); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    resume: str = "auto"
+    """``auto``: resume when the run folder has checkpoints; ``must``: fail without one; ``never``: fail if any."""
+    push_to_hub: str | None = None
+    """Hub repository ``org/name`` to upload ``final/`` and its model card to at the end."""
+    hub_private: bool = True
+    """Create the Hub repository as private."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"config field '{name}': {why}, got {getattr(self, name)!r}")
+
+        choices = {"llm": LLM_MODES, "loss": LOSS_TYPES, "answers": ANSWER_MODES, "precision": PRECISIONS,
+                   "schedule": SCHEDULES, "resume": RESUME_MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise bad(name, f"must be one of {', '.join(allowed)}")
+        if not self.dataset:
+            raise ValueError("config field 'dataset': required (a Hub id or a local path of a VQA corpus)")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise bad("alpha", "must be in [0, 1]")
+        if self.learning_rate <= 0:
+            raise bad("learning_rate", "must be > 0")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "must be >= 0")
+        for name in ("batch_size", "grad_accum", "epochs", "lora_rank", "lora_alpha", "log_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        for name in ("eval_every", "save_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        for name in ("max_steps", "max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise bad(name, "must be >= 1 or null")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise bad("warmup_ratio", "must be in [0, 1)")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise bad("holdout_fraction", "must be in (0, 1)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise bad("lora_dropout", "must be in [0, 1)")
+        if self.max_grad_norm < 0:
+            raise bad("max_grad_norm", "must be >= 0")
+        if self.push_to_hub is not None and self.push_to_hub.count("/") != 1:
+            raise bad("push_to_hub", "must be a Hub repository id org/name")
+        if self.preset != "default" and (self.vision_model or self.language_model):
+            raise ValueError("config fields 'vision_model'/'language_model' only apply to the 'default' preset")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain dict (YAML/JSON friendly)."""
+        return dataclasses.asdict(self)
+
+
+# Training presets: what a model preset changes in the recipe. ``tiny`` is the random offline model; the
+# paper's lr 1e-5 barely moves random weights, so it trains faster and shorter, in fp32, with no workers.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": {
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "batch_size": 16,
+        "epochs": 6,
+        "warmup_ratio": 0.0,
+        "schedule": "constant",
+        "precision": "fp32",
+        "num_workers": 0,
+        "eval_every": 0,
+        "save_every": 50,
+        "log_every": 5,
+        "max_eval_samples": 512,
+        "lora_rank": 8,
+        "lora_alpha": 16,
+    },
+}
+
+
+def config_field_names() -> tuple[str, ...]:
+    """Names of every `TrainConfig` field."""
+    return tuple(f.name for f in fields(TrainConfig))
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML run-settings file: a mapping of `TrainConfig` field names (``-`` or ``_``) to values.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a mapping, or a key that is not a `TrainConfig` field (named with the file).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must be a mapping of setting names to values, got {type(data).__name__}")
+    known = set(config_field_names())
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ValueError(f"{path}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
+        out[name] = value
+    return out
+
+
+def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
+    """Build the run's `TrainConfig`: defaults < preset < YAML file < explicit flags.
+
+    Args:
+        flags: settings given explicitly (None values are "not given" and ignored).
+        config_file: optional YAML file (see `read_yaml_config`).
+
+    Raises:
+        ValueError: an unknown preset, an unknown key, or a value that fails validation.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    from_file = read_yaml_config(config_file) if config_file else {}
+    known = set(config_field_names())
+    for key in flags:
+        if key not in known:
+            raise ValueError(f"unknown setting '{key}'")
+    preset = flags.get("preset", from_file.get("preset", TrainConfig.preset))
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset '{preset}' (known: {', '.join(TRAIN_PRESETS)})")
+    merged: dict[str, Any] = {**TRAIN_PRESETS[preset], **from_file, **flags, "preset": preset}
+    return TrainConfig(**merged)
+
+
+def write_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (readable back with `read_yaml_config`)."""
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+RESUME_INVARIANT_FIELDS = frozenset({"output_dir", "resume", "push_to_hub", "hub_private", "num_workers",
+                                     "log_every", "eval_every", "save_every", "keep_checkpoints",
+                                     "max_eval_samples", "dataset"})
+"""Fields that may change between a run and its resumption without changing the trained weights."""
+
+
+def resume_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
+    """Fields (other than `RESUME_INVARIANT_FIELDS`) whose value differs from the saved run configuration."""
+    now = current.to_dict()
+    return [k for k in now if k not in RESUME_INVARIANT_FIELDS and k in saved and saved[k] != now[k]]

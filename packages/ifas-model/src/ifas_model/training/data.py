@@ -1,0 +1,244 @@
+"""Training data of I-FAS: the VQA corpus as a torch Dataset, the collator, and a resumable batch order.
+
+Images are decoded here, in ``__getitem__`` (so in the DataLoader workers), inside a try/except: an image
+that cannot be decoded is skipped and counted, never a crash hours into a run. The batch order is a pure
+function of (seed, epoch), sharded over ranks, and can start from any micro-batch, which is what makes
+resuming after a kill exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from scf.schema import LABEL_FAKE, interpretation_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+    import torch
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = ("image", "label", "judgment", "interpretation", "caption_general", "video_id")
+
+
+def load_corpus(source: str) -> datasets.DatasetDict:
+    """Load and validate the VQA corpus (``scf.schema.load_table(source, kind="vqa")``), images undecoded.
+
+    Raises:
+        FileNotFoundError: the local path does not exist.
+        scf.schema.SchemaError: the corpus breaks the contract (file, column and row named).
+    """
+    import datasets
+
+    from scf.schema import load_table
+
+    corpus = load_table(source, kind="vqa")
+    return datasets.DatasetDict(
+        {split: ds.cast_column("image", datasets.Image(decode=False)) for split, ds in corpus.items()}
+    )
+
+
+def holdout_mask(video_ids: Sequence[str], fraction: float) -> list[bool]:
+    """True for rows whose video falls in the deterministic hold-out.
+
+    A video is held out when the first 8 hex digits of SHA-1(video_id), as a fraction of 2^32, are below
+    ``fraction``: all frames of one video land on the same side, the choice depends on nothing but the id,
+    and it is the same on every machine and every run.
+    """
+    out = []
+    for vid in video_ids:
+        h = int(hashlib.sha1(vid.encode("utf-8")).hexdigest()[:8], 16)
+        out.append(h / 2**32 < fraction)
+    return out
+
+
+def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split: str | None,
+                     holdout_fraction: float) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
+    """Choose the training and evaluation tables.
+
+    ``eval_split`` None picks ``dev``, else ``test``, else the hold-out; ``"none"`` disables evaluation;
+    ``"holdout"`` takes `holdout_mask` videos out of the training split.
+
+    Returns:
+        (train, eval or None, the name of the evaluation source).
+
+    Raises:
+        ValueError: a split that the corpus does not have (named with the ones it has).
+    """
+    have = ", ".join(corpus)
+    if train_split not in corpus:
+        raise ValueError(f"training split '{train_split}' not in the corpus (splits: {have})")
+    train = corpus[train_split]
+    if eval_split is None:
+        eval_split = next((s for s in ("dev", "test") if s in corpus and s != train_split), "holdout")
+    if eval_split == "none":
+        return train, None, "none"
+    if eval_split == "holdout":
+        mask = holdout_mask(train["video_id"], holdout_fraction)
+        held = [i for i, m in enumerate(mask) if m]
+        kept = [i for i, m in enumerate(mask) if not m]
+        if not held or not kept:
+            raise ValueError(f"the hold-out of {holdout_fraction:.0%} of training videos is empty or everything; "
+                             "name an --eval-split or change holdout_fraction")
+        return train.select(kept), train.select(held), f"holdout({holdout_fraction:g} of {train_split})"
+    if eval_split not in corpus:
+        raise ValueError(f"evaluation split '{eval_split}' not in the corpus (splits: {have})")
+    if eval_split == train_split:
+        raise ValueError(f"evaluation split '{eval_split}' is the training split")
+    return train, corpus[eval_split], eval_split
+
+
+def decode_image(value: Any) -> Image.Image:
+    """Decode an undecoded ``datasets.Image`` value (``{"bytes", "path"}``) or a PIL image to RGB.
+
+    Raises:
+        OSError, ValueError: the image cannot be read (PIL's `UnidentifiedImageError` is an OSError).
+    """
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        img = value
+    elif isinstance(value, dict) and value.get("bytes"):
+        img = Image.open(io.BytesIO(value["bytes"]))
+    elif isinstance(value, dict) and value.get("path"):
+        img = Image.open(value["path"])
+    else:
+        raise ValueError("no image bytes and no path")
+    img.load()
+    return img.convert("RGB")
+
+
+class VQADataset:
+    """Rows of the VQA corpus as training examples, images decoded on access (a map-style torch Dataset).
+
+    Args:
+        table: a VQA table whose ``image`` column is undecoded (see `load_corpus`).
+        answers: ``full`` (the corpus's judgment + interpretation), ``judgment-only`` (no interpretation:
+            the paper's "without SCF" ablation) or ``general-captions`` (fakes explained with the general
+            caption T_F instead of the spoof-aware T_S: the Table 4 ablation).
+    """
+
+    def __init__(self, table: datasets.Dataset, answers: str = "full") -> None:
+        self.table = table.select_columns(list(_COLUMNS))
+        self.answers = answers
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def interpretation(self, row: dict[str, Any]) -> str:
+        """The interpretation this run trains on for one row (see ``answers``)."""
+        if self.answers == "judgment-only":
+            return ""
+        if self.answers == "general-captions" and row["label"] == LABEL_FAKE:
+            return interpretation_for(row["caption_general"])
+        return row["interpretation"]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.table[int(index)]
+        try:
+            image = decode_image(row["image"])
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises SyntaxError on some broken PNGs
+            logger.debug("row %d: image not decodable (%s)", index, err)
+            image = None
+        return {"index": int(index), "image": image, "label": int(row["label"]), "judgment": row["judgment"],
+                "interpretation": self.interpretation(row), "video_id": row["video_id"]}
+
+
+@dataclass
+class Batch:
+    """One collated micro-batch: model inputs, the rows' labels and video ids, and how many were skipped."""
+
+    inputs: dict[str, torch.Tensor]
+    """``pixel_values``, ``input_ids``, ``attention_mask`` and, for training, ``labels``, ``answer_segments``."""
+    prompt_inputs: dict[str, torch.Tensor] | None
+    """Prompt-only inputs for ``model.score`` (evaluation batches only)."""
+    labels: list[int]
+    video_ids: list[str]
+    indices: list[int]
+    skipped: int
+    """Rows of this micro-batch whose image could not be decoded."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class VQACollator:
+    """Turn examples into a `Batch` with the I-FAS processor, dropping (and counting) undecodable images.
+
+    Args:
+        processor: the ``IFASProcessor``.
+        with_prompts: also build prompt-only inputs for scoring (evaluation).
+    """
+
+    def __init__(self, processor: Any, with_prompts: bool = False) -> None:
+        self.processor = processor
+        self.with_prompts = with_prompts
+
+    def __call__(self, examples: list[dict[str, Any]]) -> Batch:
+        good = [e for e in examples if e["image"] is not None]
+        skipped = len(examples) - len(good)
+        if not good:
+            return Batch({}, None, [], [], [], skipped)
+        images = [e["image"] for e in good]
+        enc = self.processor(images=images, judgments=[e["judgment"] for e in good],
+                             interpretations=[e["interpretation"] for e in good], return_tensors="pt")
+        prompt = None
+        if self.with_prompts:
+            p = self.processor(images=images, judgments=None, interpretations=None, return_tensors="pt")
+            prompt = {k: p[k] for k in ("pixel_values", "input_ids", "attention_mask")}
+        keys = ("pixel_values", "input_ids", "attention_mask", "labels", "answer_segments")
+        return Batch({k: enc[k] for k in keys if k in enc}, prompt, [e["label"] for e in good],
+                     [e["video_id"] for e in good], [e["index"] for e in good], skipped)
+
+
+class ResumableBatchSampler:
+    """Micro-batches of indices for one rank: a seeded permutation per epoch, startable at any micro-batch.
+
+    Epoch ``e`` shuffles with ``torch.Generator().manual_seed(seed + e)`` (``shuffle=False`` keeps order),
+    pads the order by wrapping to a multiple of ``world_size`` (as ``DistributedSampler`` does), cuts it into
+    global micro-batches of ``batch_size * world_size`` and gives rank ``r`` every ``world_size``-th row of
+    each, so every rank sees the same number of micro-batches. The order depends on nothing else, so a
+    resumed run that calls ``set_epoch(e, start=k)`` continues exactly where the killed one stopped.
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if num_rows < 1:
+            raise ValueError("cannot sample from an empty table")
+        self.num_rows, self.batch_size, self.seed, self.shuffle = num_rows, batch_size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's order and the first micro-batch to yield."""
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        """Micro-batches per epoch (for every rank)."""
+        padded = math.ceil(self.num_rows / self.world_size) * self.world_size
+        return math.ceil(padded / (self.batch_size * self.world_size))
+
+    def _order(self) -> list[int]:
+        import torch
+
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_rows, generator=g).tolist()
+        else:
+            order = list(range(self.num_rows))
+        padded = math.ceil(self.num_rows / self.world_size) * self.world_size
+        return order + order[: padded - self.num_rows]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self._order()
+        global_batch = self.batch_size * self.world_size
+        for k in range(self.start, len(self)):
+            chunk = order[k * global_batch : (k + 1) * global_batch]
+            yield chunk[self.rank :: self.world_size]
