@@ -92,7 +92,9 @@ class ShardWriter:
 
     def _flush(self, split: str) -> None:
         import datasets
+        from datasets.utils.logging import disable_progress_bar
 
+        disable_progress_bar()  # a bar per shard from `datasets` would drown the job's own progress bar
         rows = self._buffers.get(split) or []
         if not rows:
             return

@@ -1,0 +1,112 @@
+"""The corpus contract: features, validators and their error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from scf import schema
+
+
+def _row(**over):
+    row = {
+        "label": 0, "attack_type": "print", "attack_detail": "A4", "source": "OULU-NPU", "subject_id": "1",
+        "video_id": "1_1_01_2", "frame_index": 6, "split": "train", "path": "Train_files/1_1_01_2.avi#6",
+    }
+    row.update(over)
+    return row
+
+
+def _vqa(**over):
+    caption = "a person holding a printed photo"
+    row = _row()
+    row.update(question=schema.QUESTION, judgment="No", interpretation=schema.interpretation_for(caption),
+               caption=caption, caption_general=caption, captioner="c_s", captioner_general="c_g", keyword="photo")
+    row["answer"] = schema.compose_answer(row["judgment"], row["interpretation"])
+    row.update(over)
+    return row
+
+
+def test_real_is_one_everywhere():
+    assert schema.LABEL_REAL == 1 and schema.LABEL_NAMES[schema.LABEL_REAL] == "real"
+    assert schema.benchmark_features()["label"].names == ["fake", "real"]
+    assert schema.judgment_for(1) == "Yes" and schema.judgment_for(0) == "No"
+
+
+def test_vocabulary_covers_the_issue_minimum():
+    assert {"live", "print", "replay", "mask", "mannequin", "makeup", "other"} <= set(schema.ATTACK_TYPES)
+
+
+def test_features_have_every_column():
+    assert list(schema.benchmark_features()) == list(schema.BENCHMARK_COLUMNS)
+    assert list(schema.vqa_features()) == list(schema.VQA_COLUMNS)
+    assert set(schema.BENCHMARK_COLUMNS) < set(schema.VQA_COLUMNS)
+
+
+def test_answer_format_is_the_papers():
+    interp = schema.interpretation_for("a man holding a phone screen.")
+    assert interp == "This is a man holding a phone screen"
+    assert schema.compose_answer("No", interp) == "No. This is a man holding a phone screen"
+    assert schema.compose_answer("Yes", "") == "Yes"  # judgment-only corpus (the no-SCF ablation)
+
+
+def test_valid_rows_pass():
+    assert schema.validate_rows([_row(), _row(label=1, attack_type="live")]) == 2
+    assert schema.validate_rows([_vqa()], "vqa") == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "column"),
+    [
+        ({"label": 2}, "label"),
+        ({"attack_type": "deepfake"}, "attack_type"),
+        ({"label": 1}, "attack_type"),  # a real row must be live
+        ({"split": "val"}, "split"),
+        ({"video_id": ""}, "video_id"),
+        ({"frame_index": -1}, "frame_index"),
+        ({"subject_id": 7}, "subject_id"),
+    ],
+)
+def test_errors_name_file_column_and_row(bad, column):
+    rows = [_row(), _row(), _row(**bad)]
+    with pytest.raises(schema.SchemaError) as err:
+        schema.validate_rows(rows, file="oulu/data/train-00000.parquet")
+    msg = str(err.value)
+    assert f"column '{column}'" in msg and "row 2" in msg and "oulu/data/train-00000.parquet" in msg
+    assert err.value.column == column and err.value.row == 2
+
+
+def test_vqa_rules():
+    with pytest.raises(schema.SchemaError, match="column 'judgment'"):
+        schema.validate_rows([_vqa(judgment="Yes")], "vqa")
+    with pytest.raises(schema.SchemaError, match="column 'answer'"):
+        schema.validate_rows([_vqa(answer="No")], "vqa")
+    with pytest.raises(schema.SchemaError, match="column 'question'"):
+        schema.validate_rows([_vqa(question="Real?")], "vqa")
+    with pytest.raises(schema.SchemaError, match="column 'caption'.*missing"):
+        row = _vqa()
+        del row["caption"]
+        schema.validate_rows([row], "vqa")
+
+
+def test_validate_dataset_names_the_missing_column_and_bad_row():
+    import datasets
+
+    import numpy as np
+    from PIL import Image
+
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    rows = [dict(_row(), image=img), dict(_row(attack_type="paper"), image=img)]
+    ds = datasets.Dataset.from_list(rows, features=schema.benchmark_features())
+    ds = ds.cast_column("attack_type", datasets.Value("string"))
+    with pytest.raises(schema.SchemaError, match=r"column 'attack_type', row 1"):
+        schema.validate_dataset(ds, file="x")
+    with pytest.raises(schema.SchemaError, match="column 'subject_id': missing"):
+        schema.validate_dataset(ds.remove_columns("subject_id"), file="x")
+    inverted = ds.cast_column("label", datasets.ClassLabel(names=["real", "fake"]))
+    with pytest.raises(schema.SchemaError, match="real = 1"):
+        schema.validate_dataset(inverted, file="x")
+
+
+def test_load_table_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset not found"):
+        schema.load_table(str(tmp_path / "nope"))
