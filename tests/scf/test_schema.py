@@ -90,7 +90,6 @@ def test_vqa_rules():
 
 def test_validate_dataset_names_the_missing_column_and_bad_row():
     import datasets
-
     import numpy as np
     from PIL import Image
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor, PreTrainedTokenizerFast
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, PreTrainedTokenizerFast
 
 DEFAULT_CAPTIONER = "Salesforce/blip2-opt-2.7b"
 """The general captioner C_G of the paper (Li et al. 2023): BLIP-2 with OPT-2.7B."""
@@ -81,7 +81,7 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokeniz
     return fast
 
 
-def tiny_blip2_config(vocab_size: int = TINY_VOCAB_SIZE, image_size: int = 224, image_token_index: int = 3):
+def tiny_blip2_config(vocab_size: int = TINY_VOCAB_SIZE, image_size: int = 224, image_token_index: int = 3) -> Blip2Config:
     """A `Blip2Config` with the real architecture's shape at toy width (vision 32, Q-Former 32, OPT 32)."""
     from transformers import Blip2Config
 
