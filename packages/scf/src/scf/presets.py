@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, PreTrainedTokenizerFast
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        PreTrainedTokenizerFast,
+    )
 
 DEFAULT_CAPTIONER = "Salesforce/blip2-opt-2.7b"
 """The general captioner C_G of the paper (Li et al. 2023): BLIP-2 with OPT-2.7B."""
