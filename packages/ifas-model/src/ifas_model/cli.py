@@ -1,12 +1,106 @@
-"""The `ifas-train` command line."""
+"""The `ifas-train` command line: train I-FAS with the Lopsided LM loss on an SCF VQA corpus.
+
+Heavy libraries are imported inside the command so that ``ifas-train --help`` is fast. Several processes:
+``torchrun --nproc_per_node N $(which ifas-train) ...``.
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import click
 
+_CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dataset", required=True, help="Hub id or local path of the scf VQA corpus.")
-def main(dataset: str) -> None:
-    """Train the I-FAS model with the Lopsided LM loss on an SCF VQA corpus."""
-    raise click.ClickException("training is not implemented yet")
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--dataset", help="Hub id (org/name) or local path of the scf VQA corpus.")
+@click.option("--output", "-o", "output_dir", help="Run folder (config, metrics, checkpoints, final/). "
+              "[default: runs/ifas]")
+@click.option("--preset", help="Model and recipe preset: default (CLIP ViT-L/14 + OPT-2.7B) or tiny "
+              "(random, offline). [default: default]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML file of settings (TrainConfig field names); explicit flags override it.")
+@click.option("--llm", type=_CHOICE_LLM, help="How the LLM trains (the vision encoder is always frozen). "
+              "[default: lora]")
+@click.option("--loss", type=click.Choice(["lopsided", "plain"]), help="Lopsided LM loss or the plain LM loss.")
+@click.option("--alpha", type=float, help="Judgment weight of the Lopsided LM loss (model default if unset).")
+@click.option("--answers", type=click.Choice(["full", "judgment-only", "general-captions"]),
+              help="Answers trained on: full, judgment-only (no SCF), general-captions (T_F for fakes).")
+@click.option("--no-gac", "no_gac", is_flag=True, default=None, help="Ablation: no global features in the GAC.")
+@click.option("--lr", "learning_rate", type=float, help="Peak learning rate. [default: 1e-5]")
+@click.option("--weight-decay", type=float, help="AdamW weight decay. [default: 1e-2]")
+@click.option("--batch-size", type=int, help="Samples per device per micro-batch. [default: 32]")
+@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step. [default: 1]")
+@click.option("--epochs", type=int, help="Passes over the training split. [default: 10]")
+@click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs).")
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), help="LR after warm-up. [default: cosine]")
+@click.option("--warmup-ratio", type=float, help="Share of steps in linear warm-up. [default: 0.03]")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
+              help="auto = bf16 autocast on CUDA, fp32 on CPU. [default: auto]")
+@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Recompute activations (less memory).")
+@click.option("--seed", type=int, help="Seed of model init, data order and dropout. [default: 0]")
+@click.option("--train-split", help="Split to train on. [default: train]")
+@click.option("--eval-split", help="Evaluation split; default dev, else test, else 'holdout'; 'none' disables.")
+@click.option("--eval-every", type=int, help="Evaluate every N steps (0: only at the end). [default: 500]")
+@click.option("--save-every", type=int, help="Checkpoint every N steps (0: only at the end). [default: 500]")
+@click.option("--log-every", type=int, help="Metrics line every N steps. [default: 10]")
+@click.option("--keep-checkpoints", type=int, help="Newest checkpoints kept. [default: 2]")
+@click.option("--num-workers", type=int, help="DataLoader workers decoding images. [default: 2]")
+@click.option("--max-train-samples", type=int, help="Train on the first N rows only (debugging).")
+@click.option("--max-eval-samples", type=int, help="Evaluate on the first N rows only. [default: 2000]")
+@click.option("--vision-model", help="Vision encoder id or path replacing the default preset's.")
+@click.option("--language-model", help="LLM id or path replacing the default preset's.")
+@click.option("--lora-rank", type=int, help="LoRA rank for --llm lora/qlora. [default: 16]")
+@click.option("--resume/--no-resume", "resume", default=None,
+              help="--resume: require a checkpoint to continue from; --no-resume: refuse a folder that has "
+              "one. Default: resume automatically when the run folder has checkpoints.")
+@click.option("--push-to-hub", help="Upload final/ with its model card to this Hub repository (org/name).")
+@click.option("--public", is_flag=True, default=None, help="Create the Hub repository public (default private).")
+@click.option("--stop-after-steps", type=int, help="Stop cleanly with a checkpoint after this step (time-limited "
+              "jobs); rerun the same command to continue.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(config_file: str | None, no_gac: bool | None, resume: bool | None, public: bool | None,
+         stop_after_steps: int | None, verbose: bool, **flags: Any) -> None:
+    """Train the I-FAS model with the Lopsided LM loss on an SCF VQA corpus.
+
+    Settings resolve as: defaults (the paper's recipe) < --preset < --config FILE < explicit flags. The
+    resolved settings, metrics.jsonl, checkpoints/ and final/ (loadable with from_pretrained) go to --output.
+    """
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False)], force=True)
+    flags["gac"] = False if no_gac else None
+    flags["resume"] = None if resume is None else ("must" if resume else "never")
+    flags["hub_private"] = False if public else None
+    try:
+        from ifas_model.training.config import resolve_config
+
+        config = resolve_config(flags, config_file)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    run(config, stop_after=stop_after_steps)
+
+
+def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
+    """Run training with a resolved `TrainConfig`, turning user errors into one-line `click.ClickException`s."""
+    from ifas_model.training.distributed import shutdown_distributed
+    from ifas_model.training.trainer import NonFiniteLossError, ResumeError, Trainer
+    from scf.schema import SchemaError
+
+    try:
+        trainer = Trainer(config)
+        return trainer.fit(stop_after=stop_after)
+    except (SchemaError, ResumeError, NonFiniteLossError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    except (ValueError, OSError) as err:  # a missing model path, an unloadable corpus, a bad setting
+        logging.getLogger(__name__).debug("details", exc_info=True)
+        raise click.ClickException(f"{type(err).__name__}: {err}") from err
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":  # ``python -m ifas_model.cli`` (also what torchrun can launch)
+    main()

@@ -56,10 +56,12 @@ class TrainConfig:
     """Hub id or local path of the vision encoder, replacing the preset's (``default`` preset only)."""
     language_model: str | None = None
     """Hub id or local path of the LLM, replacing the preset's (``default`` preset only)."""
-    llm: str = "full"
-    """How the LLM trains: ``full``, ``lora``, ``qlora`` (4-bit base + LoRA) or ``frozen``. The vision encoder
-    is always frozen. ``full`` is the default because the paper's lr 1e-5 is a full fine-tuning rate and it
-    calls the LLM pre-trained, not frozen; ``lora``/``qlora`` fit smaller GPUs (raise lr to ~1e-4 with them)."""
+    llm: str = "lora"
+    """How the LLM trains: ``full``, ``lora``, ``qlora`` (4-bit base + LoRA) or ``frozen``; the vision encoder
+    is always frozen. ``lora`` is the default, as in the model config (``IFASConfig.llm_training``, see
+    docs/model.md): with AdamW, full tuning of OPT-2.7B needs ~45 GB for weights, gradients and moments before
+    activations, LoRA leaves room for batch 32 on one 80 GB GPU and keeps the LLM's language ability that the
+    interpretations rely on. ``full`` is the paper's likely setup (lr 1e-5 is a full fine-tuning rate)."""
     lora_rank: int = 16
     """LoRA rank r (``lora``/``qlora``)."""
     lora_alpha: int = 32

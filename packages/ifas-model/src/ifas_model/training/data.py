@@ -34,12 +34,18 @@ def load_corpus(source: str) -> datasets.DatasetDict:
     Raises:
         FileNotFoundError: the local path does not exist.
         scf.schema.SchemaError: the corpus breaks the contract (file, column and row named).
+        ValueError: it cannot be loaded at all (for example a Hub id while the Hub is unreachable).
     """
     import datasets
 
-    from scf.schema import load_table
+    from scf.schema import SchemaError, load_table
 
-    corpus = load_table(source, kind="vqa")
+    try:
+        corpus = load_table(source, kind="vqa")
+    except (SchemaError, FileNotFoundError):
+        raise
+    except Exception as err:  # Hub unreachable, not a dataset, unreadable files: one line naming the source
+        raise ValueError(f"cannot load the VQA corpus {source}: {type(err).__name__}: {err}") from err
     return datasets.DatasetDict(
         {split: ds.cast_column("image", datasets.Image(decode=False)) for split, ds in corpus.items()}
     )

@@ -1,0 +1,132 @@
+"""The model card (README.md) of a trained I-FAS checkpoint, and its upload to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_METRIC_NAMES = {"auc": "AUC", "hter": "HTER", "eer": "EER", "tpr_at_fpr_1pct": "TPR@FPR=1%",
+                 "loss": "loss"}
+
+
+def _yaml_list(name: str, values: list[str]) -> list[str]:
+    return [f"{name}:"] + [f"- {v}" for v in values] if values else []
+
+
+def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, eval_source: str,
+               base_models: list[str], parameter_counts: dict[str, int], steps: int,
+               skipped_images: int) -> str:
+    """Write the model card of a finished run.
+
+    Args:
+        config: the resolved `TrainConfig` as a dict.
+        eval_metrics: the last evaluation (FLIP/SSDG convention fractions and the loss), or None.
+        eval_source: where the evaluation rows came from (split name or hold-out description).
+        base_models: ids or paths of the pretrained parts (vision encoder, LLM); empty for random presets.
+        parameter_counts: ``trainable`` and ``frozen`` parameter counts.
+        steps: optimizer steps taken.
+        skipped_images: training images that could not be decoded and were skipped.
+    """
+    import yaml
+
+    dataset = config["dataset"]
+    hub_dataset = dataset.count("/") == 1 and not Path(dataset).exists()
+    front = ["---", "library_name: transformers", "pipeline_tag: image-text-to-text", "license: other"]
+    front += _yaml_list("base_model", [b for b in base_models if b.count("/") == 1])
+    front += _yaml_list("datasets", [dataset] if hub_dataset else [])
+    front += ["tags:", "- face-anti-spoofing", "- i-fas", "- interpretable", "---", ""]
+    lines = [
+        "# I-FAS: interpretable face anti-spoofing",
+        "",
+        "An I-FAS model (Zhang et al., *Interpretable Face Anti-Spoofing: Enhancing Generalization with Multimodal "
+        "Large Language Models*, AAAI 2025) trained with `ifas-train`. Given a face crop and the question "
+        '"Is this photo of a real person?" it answers "Yes"/"No" and explains why ("This is ..."); the '
+        "anti-spoofing score is P(\"Yes\") = P(real) from one forward pass.",
+        "",
+        "## Model",
+        "",
+        f"- Model preset: `{config['preset']}`"
+        + (" (random weights built from config: a test model, useless for real faces)" if config["preset"] == "tiny"
+           else ""),
+        f"- Pretrained parts: {', '.join(f'`{b}`' for b in base_models) if base_models else 'none (random)'}",
+        "- Vision encoder: frozen. Connector: the Globally Aware Connector (GAC)"
+        + ("" if config["gac"] else ", here WITHOUT global features (the \"no GAC\" ablation)") + ".",
+        f"- LLM training: `{config['llm']}` (LoRA merged into the weights before saving)",
+        f"- Parameters: {parameter_counts.get('trainable', 0):,} trained, {parameter_counts.get('frozen', 0):,} frozen",
+        "",
+        "## Training data",
+        "",
+        f"- Corpus: `{dataset}` (an SCF VQA corpus; split `{config['train_split']}`), answers: `{config['answers']}`",
+        f"- Images skipped because they could not be decoded: {skipped_images}",
+        "",
+        "## Training configuration",
+        "",
+        f"Loss: `{config['loss']}`" + (f" (alpha = {config['alpha']})" if config["alpha"] is not None else "")
+        + f"; {steps} optimizer steps. The resolved configuration:",
+        "",
+        "```yaml",
+        yaml.safe_dump(config, sort_keys=False).strip(),
+        "```",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if eval_metrics:
+        lines += [f"On `{eval_source}` (FLIP/SSDG convention: label 1 = real, frame scores averaged per video; "
+                  "HTER at the threshold chosen on this same set, as the published tables do, so it is not a "
+                  "deployable operating point):", "", "| metric | value |", "|---|---|"]
+        for key, label in _METRIC_NAMES.items():
+            if isinstance(eval_metrics.get(key), int | float):
+                value = eval_metrics[key]
+                lines.append(f"| {label} | {value * 100:.2f}% |" if key != "loss" else f"| {label} | {value:.4f} |")
+    else:
+        lines.append("No evaluation was run.")
+    lines += [
+        "",
+        "## Intended use",
+        "",
+        "Research on face anti-spoofing (presentation attack detection) and its explanations: scoring face crops "
+        "as real or attack, and reading the model's stated reason. Use `ifas-eval` for cross-domain protocols.",
+        "",
+        "## Limitations",
+        "",
+        "- Interpretations are generated text learned from automatic captions (SCF); they can be wrong even when "
+        "the judgment is right, and must not be taken as evidence.",
+        "- Trained on the attack types and capture conditions of its corpus; unseen attacks and domains can fail.",
+        "- Not a certified biometric component; choose an operating threshold on your own development data.",
+        "- Face datasets carry demographic biases that the model can inherit.",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from ifas_model.modeling import IFASForConditionalGeneration",
+        "from ifas_model.processing import IFASProcessor",
+        "",
+        'model = IFASForConditionalGeneration.from_pretrained("PATH_OR_REPO")',
+        'processor = IFASProcessor.from_pretrained("PATH_OR_REPO")',
+        "```",
+        "",
+    ]
+    return "\n".join(front + lines)
+
+
+def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = True, token: str | None = None) -> str:
+    """Upload a saved model folder (weights, processor, README.md) to a Hub model repository.
+
+    The token comes from ``token`` or the usual ``HF_TOKEN`` / ``hf auth login``; it is never printed.
+
+    Returns:
+        The URL of the commit.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+                             commit_message="Upload I-FAS checkpoint trained with ifas-train")
+    url = str(getattr(info, "commit_url", info))
+    logger.info("pushed %s to %s", folder, repo_id)
+    return url

@@ -1,0 +1,517 @@
+"""The I-FAS training loop: Lopsided-LM fine-tuning on an SCF VQA corpus, resumable and multi-process.
+
+Read top to bottom: `build_for_training` (model, frozen parts, LLM mode), `Trainer.__init__` (data,
+optimizer, schedule, run folder), `Trainer.fit` (the loop: accumulate, step, log, evaluate, checkpoint),
+`Trainer.evaluate`, `Trainer.finish` (final model, card, summary, optional push).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import TrainConfig, resume_differences, write_config
+from .data import Batch, ResumableBatchSampler, VQACollator, VQADataset, load_corpus, split_train_eval
+from .distributed import DistState, all_reduce_sum, any_rank, barrier, gather_lists, init_distributed
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from rich.console import Console
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or gradient norm) became NaN or inf; the run stopped, the last good checkpoint is kept."""
+
+
+class ResumeError(ValueError):
+    """The run folder cannot be resumed with these settings (or must be and cannot)."""
+
+
+def build_for_training(config: TrainConfig) -> tuple[Any, Any]:
+    """Build the model and processor of the preset with the run's switches, and set what trains.
+
+    The vision encoder is frozen (`freeze_vision`); the LLM follows ``config.llm`` (`apply_llm_training`);
+    the connector and the projection to the LLM always train.
+    """
+    from ifas_model.adapters import apply_llm_training, freeze_vision
+    from ifas_model.presets import build_model
+
+    overrides: dict[str, Any] = {"loss_type": config.loss, "use_global_tokens": config.gac,
+                                 "llm_training": config.llm, "lora_r": config.lora_rank,
+                                 "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout}
+    if config.alpha is not None:
+        overrides["lopsided_alpha"] = config.alpha
+    if config.vision_model:
+        overrides["vision_model"] = config.vision_model
+    if config.language_model:
+        overrides["language_model"] = config.language_model
+    model, processor = build_model(config.preset, seed=config.seed, **overrides)
+    freeze_vision(model)
+    model = apply_llm_training(model, config.llm)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, processor
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable and frozen parameter counts (bitsandbytes 4-bit weights pack two values per uint8 element)."""
+    import torch
+
+    trainable = frozen = 0
+    for p in model.parameters():
+        n = p.numel() * (2 if p.dtype == torch.uint8 else 1)
+        if p.requires_grad:
+            trainable += n
+        else:
+            frozen += n
+    return {"trainable": trainable, "frozen": frozen}
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (paper: lr 1e-5, weight decay 1e-2) with no decay on biases and norm weights (tensors of rank < 2)."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate, betas=(0.9, 0.999),
+                             eps=1e-8, foreach=False)
+
+
+class WarmupSchedule:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine to zero at ``total`` (or constant).
+
+    A class (not a closure) so that ``LambdaLR.state_dict`` stays plain data.
+    """
+
+    def __init__(self, warmup: int, total: int, kind: str) -> None:
+        self.warmup, self.total, self.kind = warmup, total, kind
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.kind == "constant":
+            return 1.0
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "total": self.total, "kind": self.kind}
+
+
+class Trainer:
+    """One training run of I-FAS in one process of (possibly) several.
+
+    Args:
+        config: the resolved run settings.
+        model, processor: prebuilt ones (tests); None builds them with `build_for_training`.
+        console: where the banner and progress bar go (rank 0 only); None = a new rich console.
+    """
+
+    def __init__(self, config: TrainConfig, *, model: Any = None, processor: Any = None,
+                 console: Console | None = None) -> None:
+        import torch
+        from rich.console import Console
+
+        self.config = config
+        self.dist: DistState = init_distributed()
+        self.console = console or Console(stderr=True)
+        self.run_dir = Path(config.output_dir)
+        torch.manual_seed(config.seed)
+
+        # -- data: validated corpus, train/eval tables, resumable order ---------------------------------
+        corpus = load_corpus(config.dataset)
+        train_table, eval_table, self.eval_source = split_train_eval(
+            corpus, config.train_split, config.eval_split, config.holdout_fraction)
+        if config.max_train_samples:
+            train_table = train_table.select(range(min(config.max_train_samples, len(train_table))))
+        if eval_table is not None and config.max_eval_samples:
+            eval_table = eval_table.select(range(min(config.max_eval_samples, len(eval_table))))
+        self.train_set = VQADataset(train_table, config.answers)
+        self.eval_set = VQADataset(eval_table, config.answers) if eval_table is not None else None
+
+        # -- model -------------------------------------------------------------------------------------
+        if model is None:
+            model, processor = build_for_training(config)
+        self.processor = processor
+        self.model = model.to(self.dist.device)
+        self.counts = parameter_counts(self.model)
+        if self.counts["trainable"] == 0:
+            raise ValueError("nothing to train: every parameter is frozen")
+        self.ddp = self.model
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.dist.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+        # -- order, loaders, schedule ---------------------------------------------------------------------
+        self.sampler = ResumableBatchSampler(len(self.train_set), config.batch_size, seed=config.seed,
+                                             rank=self.dist.rank, world_size=self.dist.world_size)
+        self.loader = self._loader(self.train_set, self.sampler, VQACollator(processor))
+        self.micro_per_epoch = len(self.sampler)
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / config.grad_accum)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.optimizer = make_optimizer(self.model, config)
+        warmup = int(config.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupSchedule(warmup, self.total_steps, config.schedule))
+
+        # -- position and counters (restored on resume) -----------------------------------------------
+        self.step, self.epoch, self.micro = 0, 0, 0
+        self.skipped_before = 0  # global count of skipped images before this session (from the checkpoint)
+        self.skipped_local = 0  # this rank's count in this session
+        self.last_eval: dict[str, Any] | None = None
+        self.placeholder: Batch | None = None
+
+    # --- set-up helpers ---------------------------------------------------------------------------------
+
+    def _loader(self, dataset: VQADataset, batch_sampler: Any, collate: VQACollator) -> Any:
+        import torch
+        from torch.utils.data import DataLoader
+
+        # Its own generator: creating an iterator must not draw from the global RNG, or resuming mid-epoch
+        # would shift every later dropout mask.
+        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate,
+                          num_workers=self.config.num_workers, generator=torch.Generator().manual_seed(0),
+                          persistent_workers=False)
+
+    @property
+    def effective_batch(self) -> int:
+        """Samples per optimizer step over all ranks."""
+        return self.config.batch_size * self.config.grad_accum * self.dist.world_size
+
+    def prepare_run_dir(self) -> Path | None:
+        """Create the run folder, write config.yaml, and return the checkpoint to resume from (or None).
+
+        Raises:
+            ResumeError: ``resume=must`` without a checkpoint, ``resume=never`` with one, or settings that
+                differ from the saved run's in a way that changes the trained weights.
+        """
+        import yaml
+
+        from .checkpoint import latest_checkpoint
+
+        ckpt = latest_checkpoint(self.run_dir)
+        mode = self.config.resume
+        if mode == "must" and ckpt is None:
+            raise ResumeError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+        if mode == "never" and ckpt is not None:
+            raise ResumeError(f"{self.run_dir} already has checkpoints ({ckpt.name}); choose a new --output or "
+                              "resume it")
+        saved_cfg = self.run_dir / "config.yaml"
+        if ckpt is not None and saved_cfg.is_file():
+            diff = resume_differences(yaml.safe_load(saved_cfg.read_text()) or {}, self.config)
+            if diff:
+                raise ResumeError(f"cannot resume {self.run_dir}: settings differ from the saved run in "
+                                  f"{', '.join(diff)} (see {saved_cfg})")
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(self.config, saved_cfg)
+        barrier(self.dist)
+        return ckpt
+
+    def resume_from(self, ckpt: Path) -> None:
+        """Restore weights, optimizer, schedule, RNG and the data position from a checkpoint."""
+        from .checkpoint import load_checkpoint
+
+        state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                rank=self.dist.rank, world_size=self.dist.world_size)
+        self.step, self.epoch, self.micro = state["step"], state["epoch"], state["micro"]
+        self.skipped_before = state.get("skipped_images", 0) if self.dist.is_main else 0
+        self.last_eval = state.get("last_eval")
+        if self.dist.is_main:
+            self._truncate_metrics(self.step)
+        logger.info("resumed from %s (step %d, epoch %d, micro-batch %d)", ckpt, self.step, self.epoch, self.micro)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics lines written after ``step`` by the killed session (they will be written again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to ``<run>/metrics.jsonl`` (rank 0 only)."""
+        if self.dist.is_main:
+            with (self.run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def banner(self, resumed_from: Path | None) -> None:
+        """Print the resolved configuration and the derived figures once (rank 0)."""
+        if not self.dist.is_main:
+            return
+        from rich.table import Table
+
+        table = Table(title="ifas-train", show_header=False, box=None, pad_edge=False)
+        for key, value in self.config.to_dict().items():
+            table.add_row(key, str(value))
+        derived = {
+            "device": f"{self.dist.device} x {self.dist.world_size} process(es)",
+            "precision": "bf16 autocast" if self.autocast_dtype is not None else "fp32",
+            "effective batch": f"{self.effective_batch} (= {self.config.batch_size} x {self.config.grad_accum} "
+                               f"accumulation x {self.dist.world_size} processes)",
+            "trainable parameters": f"{self.counts['trainable']:,}",
+            "frozen parameters": f"{self.counts['frozen']:,}",
+            "training rows": f"{len(self.train_set):,}",
+            "evaluation": f"{self.eval_source} ({len(self.eval_set) if self.eval_set else 0:,} rows)",
+            "steps": f"{self.total_steps:,} ({self.steps_per_epoch:,} per epoch)",
+            "resumed from": str(resumed_from) if resumed_from else "-",
+        }
+        for key, value in derived.items():
+            table.add_row(f"[bold]{key}[/]", value)
+        self.console.print(table)
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``total_steps`` (resuming if the run folder has a checkpoint), then `finish`.
+
+        Args:
+            stop_after: stop cleanly after this optimizer step, with a checkpoint, without finishing (for time-
+                limited jobs; the next call resumes). None trains to the end.
+
+        Returns:
+            The summary (also written to ``<run>/summary.json``); ``{"stopped_at": step}`` when stopped early.
+
+        Raises:
+            NonFiniteLossError: NaN/inf loss or gradient norm; the last good checkpoint is kept.
+        """
+
+        ckpt = self.prepare_run_dir()
+        if ckpt is not None:
+            self.resume_from(ckpt)
+        self.banner(ckpt)
+        self.ddp.train()
+        window = {"loss": 0.0, "loss_judgment": 0.0, "loss_interpretation": 0.0, "n": 0, "samples": 0}
+        t_window = time.perf_counter()
+        with self._progress() as progress:
+            task = progress.add_task("training", total=self.total_steps, completed=self.step, loss=float("nan"),
+                                     rate=0.0)
+            while self.step < self.total_steps:
+                self.sampler.set_epoch(self.epoch, start=self.micro)
+                batches = iter(self.loader)
+                while self.micro < self.micro_per_epoch and self.step < self.total_steps:
+                    n_group = min(self.config.grad_accum, self.micro_per_epoch - self.micro)
+                    for j in range(n_group):
+                        out = self._forward_backward(next(batches), n_group, sync=j == n_group - 1)
+                        for key in ("loss", "loss_judgment", "loss_interpretation"):
+                            window[key] += out[key]
+                        window["n"] += out["n"]
+                        window["samples"] += out["samples"]
+                    self.micro += n_group
+                    self._optimizer_step()
+                    if self.micro >= self.micro_per_epoch:
+                        self.epoch, self.micro = self.epoch + 1, 0
+                    if self.step % self.config.log_every == 0 or self.step == self.total_steps:
+                        t_window = self._log_train(window, t_window, progress, task)
+                    progress.update(task, completed=self.step)
+                    if self.config.eval_every and self.step % self.config.eval_every == 0 \
+                            and self.step < self.total_steps:
+                        self.evaluate()
+                    last = self.step == self.total_steps or self.step == stop_after
+                    if last or (self.config.save_every and self.step % self.config.save_every == 0):
+                        self.save()
+                    if self.step == stop_after and self.step < self.total_steps:
+                        return {"stopped_at": self.step}
+                del batches
+        return self.finish()
+
+    def _progress(self) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} samples/s"),
+                        TimeRemainingColumn(), console=self.console, disable=not self.dist.is_main)
+
+    def _placeholder_batch(self) -> Batch:
+        """A one-row batch (black image, answer "No") used with weight 0 when every row of a micro-batch
+        failed to decode, so that every rank still runs forward/backward and DDP stays in step."""
+        if self.placeholder is None:
+            from PIL import Image
+
+            from scf.schema import JUDGMENT_FAKE
+
+            collate = VQACollator(self.processor)
+            self.placeholder = collate([{"index": -1, "image": Image.new("RGB", (224, 224)), "label": 0,
+                                         "judgment": JUDGMENT_FAKE, "interpretation": "", "video_id": "-"}])
+        return self.placeholder
+
+    def _forward_backward(self, batch: Batch, n_group: int, *, sync: bool) -> dict[str, float]:
+        """Forward and backward one micro-batch, its loss scaled by 1 / micro-batches in the step."""
+        import contextlib
+
+        import torch
+
+        self.skipped_local += batch.skipped
+        weight = 1.0 / n_group
+        if len(batch) == 0:
+            batch, weight = self._placeholder_batch(), 0.0
+        inputs = {k: v.to(self.dist.device) for k, v in batch.inputs.items()}
+        no_sync = self.ddp.no_sync() if (self.dist.distributed and not sync) else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                out = self.ddp(**inputs)
+            loss = out.loss
+            bad = not bool(torch.isfinite(loss.detach()).item())
+            if any_rank(self.dist, bad):
+                self._stop_non_finite("loss", float(loss.detach()), batch)
+            (loss * weight).backward()
+        parts = {k: float(getattr(out, k).detach()) if getattr(out, k, None) is not None else 0.0
+                 for k in ("loss_judgment", "loss_interpretation")}
+        if not weight:  # the placeholder: nothing to report
+            return {"loss": 0.0, "loss_judgment": 0.0, "loss_interpretation": 0.0, "n": 0, "samples": 0}
+        return {"loss": float(loss.detach()), **parts, "n": 1, "samples": len(batch)}
+
+    def _optimizer_step(self) -> None:
+        import torch
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.config.max_grad_norm > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm))
+        else:
+            norm = float(torch.linalg.vector_norm(
+                torch.stack([p.grad.detach().float().norm() for p in params if p.grad is not None])))
+        if any_rank(self.dist, not math.isfinite(norm)):
+            self._stop_non_finite("gradient norm", norm, None)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def _stop_non_finite(self, what: str, value: float, batch: Batch | None) -> None:
+        from .checkpoint import latest_checkpoint
+
+        good = latest_checkpoint(self.run_dir)
+        rows = f", rows {batch.indices[:8]}" if batch is not None and batch.indices else ""
+        message = (f"non-finite {what} ({value}) at step {self.step + 1} (epoch {self.epoch}, micro-batch "
+                   f"{self.micro}{rows}); stopped. Last good checkpoint: {good or 'none'}")
+        self.log_metrics({"event": "non_finite", "what": what, "step": self.step + 1, "epoch": self.epoch,
+                          "micro_batch": self.micro, "last_good_checkpoint": str(good) if good else None})
+        raise NonFiniteLossError(message)
+
+    def skipped_images(self) -> int:
+        """Training images skipped so far (all ranks, this and earlier sessions)."""
+        return int(self.skipped_before + all_reduce_sum(self.dist, [float(self.skipped_local)])[0])
+
+    def _log_train(self, window: dict[str, Any], t_window: float, progress: Any, task: Any) -> float:
+        n, samples = all_reduce_sum(self.dist, [float(window["n"]), float(window["samples"])])
+        sums = all_reduce_sum(self.dist, [window["loss"], window["loss_judgment"], window["loss_interpretation"]])
+        now = time.perf_counter()
+        rate = samples / max(now - t_window, 1e-9)
+        record = {"step": self.step, "epoch": self.epoch, "split": "train", "loss": sums[0] / max(n, 1),
+                  "loss_judgment": sums[1] / max(n, 1), "loss_interpretation": sums[2] / max(n, 1),
+                  "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate,
+                  "skipped_images": self.skipped_images()}
+        self.log_metrics(record)
+        progress.update(task, loss=record["loss"], rate=rate)
+        for key in window:
+            window[key] = 0 if key in ("n", "samples") else 0.0
+        return now
+
+    # --- evaluation, checkpoints, the end -------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """Loss, AUC and HTER (FLIP/SSDG convention, `ifas_model.metrics.flip_metrics`) on the eval rows.
+
+        Every rank scores its shard; rank 0 computes the metrics on the gathered, de-duplicated scores.
+        """
+        import torch
+
+        if self.eval_set is None:
+            return None
+        from ifas_model.metrics import flip_metrics
+
+        sampler = ResumableBatchSampler(len(self.eval_set), self.config.batch_size, shuffle=False,
+                                        rank=self.dist.rank, world_size=self.dist.world_size)
+        loader = self._loader(self.eval_set, sampler, VQACollator(self.processor, with_prompts=True))
+        self.model.eval()
+        loss_sum, loss_n, rows, skipped = 0.0, 0, [], 0
+        with torch.no_grad(), torch.autocast(self.dist.device.type, dtype=self.autocast_dtype or torch.float32,
+                                             enabled=self.autocast_dtype is not None):
+            for batch in loader:
+                skipped += batch.skipped
+                if not len(batch):
+                    continue
+                out = self.model(**{k: v.to(self.dist.device) for k, v in batch.inputs.items()})
+                loss_sum += float(out.loss) * len(batch)
+                loss_n += len(batch)
+                prompt = {k: v.to(self.dist.device) for k, v in batch.prompt_inputs.items()}
+                scores = self.model.score(**prompt).float().cpu().tolist()
+                rows += list(zip(batch.indices, scores, batch.labels, batch.video_ids, strict=True))
+        self.model.train()
+        loss_sum, loss_n, skipped = all_reduce_sum(self.dist, [loss_sum, float(loss_n), float(skipped)])
+        rows = gather_lists(self.dist, rows)
+        unique = {r[0]: r for r in rows}.values()  # wrap-around padding repeats rows in multi-process runs
+        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "split": "eval", "source": self.eval_source,
+                                  "loss": loss_sum / max(loss_n, 1), "n_rows": len(unique),
+                                  "skipped_images": int(skipped)}
+        try:
+            m = flip_metrics([r[1] for r in unique], [r[2] for r in unique], [r[3] for r in unique],
+                             name=self.eval_source)
+            record.update({k: m[k] for k in ("auc", "hter", "eer", "threshold", "tpr_at_fpr_1pct", "n_samples")})
+        except ValueError as err:  # a single-class evaluation set: the loss is still reported
+            record["metrics_error"] = str(err)
+        self.log_metrics(record)
+        if self.dist.is_main:
+            logger.info("eval step %d: loss %.4f AUC %s HTER %s", self.step, record["loss"],
+                        record.get("auc"), record.get("hter"))
+        self.last_eval = record
+        return record
+
+    def save(self) -> Path:
+        """Write a resumable checkpoint at the current step."""
+        from .checkpoint import save_checkpoint
+
+        skipped = self.skipped_images()
+        state = {"epoch": self.epoch, "micro": self.micro, "skipped_images": skipped, "last_eval": self.last_eval,
+                 "total_steps": self.total_steps}
+        return save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=self.optimizer,
+                               scheduler=self.scheduler, trainer_state=state, rank=self.dist.rank,
+                               world_size=self.dist.world_size,
+                               barrier=(lambda: barrier(self.dist)) if self.dist.distributed else None,
+                               keep=self.config.keep_checkpoints)
+
+    def finish(self) -> dict[str, Any]:
+        """Final evaluation, ``<run>/final`` (LoRA merged, loadable with one ``from_pretrained``), model card,
+        ``summary.json`` and the optional push. Returns the summary."""
+        from ifas_model.adapters import merge_for_save
+
+        from .card import model_card, push_to_hub
+
+        final_eval = self.evaluate() if (self.last_eval is None or self.last_eval["step"] != self.step) \
+            else self.last_eval
+        skipped = self.skipped_images()
+        summary = {"steps": self.step, "epochs_completed": self.epoch, "effective_batch": self.effective_batch,
+                   "parameters": self.counts, "skipped_images": skipped, "eval": final_eval,
+                   "final": str(self.run_dir / "final")}
+        if self.dist.is_main:
+            final = self.run_dir / "final"
+            merged = merge_for_save(self.model)
+            merged.save_pretrained(final)
+            self.processor.save_pretrained(final)
+            base = [b for b in getattr(self.model.config, "base_models", []) or []]
+            card = model_card(self.config.to_dict(), eval_metrics=final_eval, eval_source=self.eval_source,
+                              base_models=base, parameter_counts=self.counts, steps=self.step,
+                              skipped_images=skipped)
+            (final / "README.md").write_text(card)
+            if self.config.push_to_hub:
+                summary["hub_commit"] = push_to_hub(final, self.config.push_to_hub, private=self.config.hub_private)
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            self.console.print(f"[bold green]done[/]: {self.step} steps, skipped images {skipped}, "
+                               + (f"eval AUC {final_eval.get('auc', float('nan')):.4f} HTER "
+                                  f"{final_eval.get('hter', float('nan')):.4f}, " if final_eval else "")
+                               + f"model in {final}")
+        barrier(self.dist)
+        return summary

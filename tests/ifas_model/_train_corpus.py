@@ -1,0 +1,66 @@
+"""Test support for the trainer tests: a small VQA corpus built from the embedded synthetic sample.
+
+The captions are fixed per attack type (no captioner runs), so the corpus is deterministic and cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CAPTIONS = {
+    "live": "a man with short hair in front of a wall",
+    "print": "a printed paper photo of a face",
+    "replay": "a face on a phone screen",
+}
+GENERAL_CAPTIONS = {
+    "live": CAPTIONS["live"],
+    "print": "a photo of a man",
+    "replay": "a picture of a person",
+}
+
+
+def vqa_rows(split_rows: list[dict]) -> list[dict]:
+    """Benchmark rows (image undecoded) -> VQA rows with fixed captions."""
+    from scf.schema import QUESTION, compose_answer, interpretation_for, judgment_for
+
+    out = []
+    for row in split_rows:
+        caption = CAPTIONS[row["attack_type"]]
+        judgment = judgment_for(row["label"])
+        interp = interpretation_for(caption)
+        out.append({**row, "question": QUESTION, "judgment": judgment, "interpretation": interp,
+                    "answer": compose_answer(judgment, interp), "caption": caption,
+                    "caption_general": GENERAL_CAPTIONS[row["attack_type"]],
+                    "captioner": "fixed-test-captions", "captioner_general": "fixed-test-captions",
+                    "keyword": "" if row["label"] == 1 else row["attack_type"]})
+    return out
+
+
+def build_corpus(out: Path, *, corrupt_every: int = 0, splits: tuple[str, ...] = ("train", "test"),
+                 max_rows: int | None = None) -> Path:
+    """Write the sample as a VQA corpus (``save_to_disk`` folder) and return its path.
+
+    Args:
+        corrupt_every: replace the image bytes of every N-th training row by garbage (0: none).
+        splits: which splits of the sample to write.
+        max_rows: keep only the first rows of each split (a spread of labels is kept by striding).
+    """
+    import datasets
+
+    from scf.sample import build_sample
+    from scf.schema import vqa_features
+
+    sample = build_sample(0)
+    out_splits = {}
+    for split in splits:
+        rows = sample[split].cast_column("image", datasets.Image(decode=False)).to_list()
+        if max_rows:
+            step = max(1, len(rows) // max_rows)
+            rows = rows[::step][:max_rows]
+        rows = vqa_rows(rows)
+        if corrupt_every and split == "train":
+            for i in range(0, len(rows), corrupt_every):
+                rows[i]["image"] = {"bytes": b"this is not an image", "path": None}
+        out_splits[split] = datasets.Dataset.from_list(rows, features=vqa_features())
+    datasets.DatasetDict(out_splits).save_to_disk(str(out))
+    return out
