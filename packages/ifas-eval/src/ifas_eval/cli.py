@@ -1,19 +1,282 @@
-"""The `ifas-eval` command line."""
+"""The ``ifas-eval`` and ``ifas-predict`` command lines (the library is imported inside the commands)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from pathlib import Path
+
 import click
 
+logger = logging.getLogger(__name__)
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--protocol", help="Protocol name.")
-def main(protocol: str | None) -> None:
-    """Score I-FAS checkpoints or score files on cross-domain FAS protocols."""
-    raise click.ClickException("evaluation is not implemented yet")
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("inputs", nargs=-1)
-def predict(inputs: tuple[str, ...]) -> None:
-    """Judge images, folders or videos with an I-FAS checkpoint; one JSON line per input."""
-    raise click.ClickException("prediction is not implemented yet")
+def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)], force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    return (ValueError, FileNotFoundError, OSError, KeyError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
+def _named_files(specs: tuple[str, ...]) -> list[tuple[str, str]]:
+    named = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if sep and name and not Path(spec).exists():
+            named.append((name, path))
+        else:
+            named.append((Path(spec).stem, spec))
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise click.ClickException(f"--scores names repeat ({', '.join(names)}); use NAME=FILE")
+    return named
+
+
+def _list_protocols() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ifas_eval.protocols import builtin_protocols
+
+    table = Table(title="Built-in protocols (ifas-eval --protocol NAME; or a YAML file of the same form)",
+                  show_lines=True)
+    for col in ("Protocol", "Setting (--checkpoint SETTING=CKPT)", "Train: source [splits]", "Test sets [splits]"):
+        table.add_column(col)
+    for p in builtin_protocols():
+        for i, s in enumerate(p.settings):
+            table.add_row(f"[bold]{p.name}[/bold]\n{p.title}" if i == 0 else "", f"{s.name}\n({s.label})",
+                          "\n".join(sel.describe() for sel in s.train) or "-",
+                          "\n".join(t.describe() for t in s.tests))
+    Console().print(table)
+    click.echo("Splits: 'test' = the dataset's own test split; MCIO training sources use train+test as FLIP's "
+               "lists do. Sources are the `source` values written by `scf ingest`.")
+
+
+@click.command(context_settings=_CONTEXT)
+@click.option("--list-protocols", is_flag=True, help="Show the built-in protocols and exit.")
+@click.option("--protocol", metavar="NAME|FILE.yaml",
+              help="mcio (Protocol 1), one-to-eleven (Protocol 2), sample, or a protocol YAML file.")
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="[SETTING=]CKPT",
+              help="Checkpoint folder (save_pretrained) or Hub id. SETTING=CKPT evaluates CKPT on one setting "
+                   "(leave-one-out: one checkpoint per setting); a plain CKPT is evaluated on every setting. "
+                   "Repeat for seeds (mean ± std).")
+@click.option("--data", metavar="PATH|ORG/NAME",
+              help="Benchmark dataset: a dataset folder, a folder of per-source dataset folders, or a Hub id "
+                   "(one config per source). Default for the sample protocol: the embedded sample.")
+@click.option("--scores", "score_files", multiple=True, metavar="[NAME=]FILE.csv",
+              help="Score file(s) with columns video_id,label,score (label 1 = real, score = P(real); optional "
+                   "attack_type, frame). Several are compared side by side under the same conventions.")
+@click.option("--dev-scores", metavar="FILE.csv",
+              help="With --scores: a dev score file; its FLIP/SSDG EER threshold is the operating threshold.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.1), default=None,
+              help="Operating threshold for HTER@thr and the ISO/IEC 30107-3 metrics (default: the protocol's "
+                   "dev sets' EER threshold if it has dev sets, else 0.5). The headline HTER always follows "
+                   "FLIP/SSDG (threshold picked on the test set itself).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default with --checkpoint: eval-<protocol>). Score files, results.{md,csv,json}"
+                   ", run.json and report/.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder (default with --checkpoint: <out>/report; with --scores: none).")
+@click.option("--no-report", is_flag=True, help="Do not write the report.")
+@click.option("--explain", type=click.IntRange(0), default=4, show_default=True,
+              help="Per test set, explain this many wrong and this many right frames in the report page.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
+              help="Generation budget of an explanation.")
+@click.option("--setting", "settings", multiple=True, help="Only these settings of the protocol.")
+@click.option("--test-set", "test_sets", multiple=True, help="Only these test sets.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="auto: bfloat16 on CUDA, float32 on CPU.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...], data: str | None,
+         score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None, out_dir: Path | None,
+         report_dir: Path | None, no_report: bool, explain: int, max_new_tokens: int, settings: tuple[str, ...],
+         test_sets: tuple[str, ...], batch_size: int, device: str, dtype: str, as_json: bool,
+         verbose: bool) -> None:
+    """Evaluate I-FAS checkpoints on cross-domain FAS protocols, or score files, under explicit conventions.
+
+    \b
+    Headline numbers follow FLIP/SSDG (the paper's tables): frame scores averaged per video, AUC, HTER = EER
+    at the threshold chosen on the test set itself, TPR@FPR=1%. Beside them: HTER at a fixed operating
+    threshold and ISO/IEC 30107-3 APCER (per attack type, max) / BPCER / ACER. See docs/metrics.md.
+
+    \b
+    Examples:
+      ifas-eval --list-protocols
+      ifas-eval --scores results.csv --json
+      ifas-eval --scores ours=a.csv --scores flip=b.csv
+      ifas-eval --protocol one-to-eleven --checkpoint runs/celeba/final --data /data/fas-benchmark
+      ifas-eval --protocol mcio --checkpoint M=runs/ocim/final --checkpoint C=runs/omic/final ... --data D
+      ifas-eval --protocol sample --checkpoint runs/sample/final
+    """
+    if list_protocols:
+        _list_protocols()
+        return
+    _setup_logging(verbose)
+    if score_files and (protocol or checkpoints):
+        raise click.ClickException("--scores and --protocol/--checkpoint are separate modes; use one")
+    try:
+        if score_files:
+            _score_file_mode(score_files, dev_scores, threshold, out_dir, report_dir, as_json)
+        elif protocol:
+            if not checkpoints:
+                raise click.ClickException("--protocol needs at least one --checkpoint (or use --scores)")
+            _checkpoint_mode(protocol, checkpoints, data, threshold, out_dir, report_dir, no_report, explain,
+                             max_new_tokens, settings, test_sets, batch_size, device, dtype, as_json)
+        else:
+            raise click.ClickException("nothing to do: give --scores FILE, or --protocol NAME --checkpoint CKPT, "
+                                       "or --list-protocols (see --help)")
+    except click.ClickException:
+        raise
+    except _user_errors() as e:
+        logger.debug("error", exc_info=True)
+        raise click.ClickException(_one_line(e)) from None
+
+
+def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None,
+                     out_dir: Path | None, report_dir: Path | None, as_json: bool) -> None:
+    from ifas_eval.runner import evaluate_score_files, print_tables, run_meta, write_report, write_tables
+
+    named = _named_files(score_files)
+    scored = evaluate_score_files(named, threshold=threshold, dev=dev_scores)
+    title = "Score files"
+    if out_dir is not None:
+        meta = run_meta(mode="scores", score_files=dict(named), dev_scores=dev_scores, threshold=threshold)
+        write_tables(out_dir, scored, title, meta, with_setting=False)
+        (out_dir / "run.json").write_text(json.dumps(meta, indent=2))
+    if report_dir is not None:
+        write_report(report_dir, scored, title)
+        logger.info("report: %s", report_dir / "index.html")
+    if as_json:
+        results = [s.result for s in scored]
+        if len(results) == 1:
+            click.echo(json.dumps(results[0]))
+        else:
+            click.echo(json.dumps({"convention": results[0]["convention"],
+                                   "results": {r["test_set"]: r for r in results}}))
+    else:
+        print_tables(scored, title, with_setting=False)
+
+
+def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str | None, threshold: float | None,
+                     out_dir: Path | None, report_dir: Path | None, no_report: bool, explain: int,
+                     max_new_tokens: int, settings: tuple[str, ...], test_sets: tuple[str, ...], batch_size: int,
+                     device: str, dtype: str, as_json: bool) -> None:
+    from ifas_eval.protocols import load_protocol
+    from ifas_eval.runner import (
+        evaluate_protocol,
+        plan_checkpoints,
+        print_tables,
+        run_meta,
+        write_report,
+        write_tables,
+    )
+
+    protocol = load_protocol(protocol_name)
+    plan = plan_checkpoints(protocol, checkpoints, settings)
+    out = out_dir or Path(f"eval-{protocol.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(mode="checkpoint", protocol=protocol.name, protocol_file=protocol.path, data=data or
+                    protocol.default_data, checkpoints=plan.per_setting, threshold=threshold,
+                    batch_size=batch_size, device=device, dtype=dtype, test_sets=list(test_sets))
+    (out / "run.json").write_text(json.dumps(meta, indent=2))
+    if protocol.default_data == "embedded-sample" and data is None:
+        logger.warning("data: the embedded SYNTHETIC sample; its numbers test the toolkit, they are not FAS "
+                       "results")
+    scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
+                               device=device, dtype=dtype, test_sets=test_sets)
+    title = protocol.title
+    write_tables(out, scored, title, meta, with_setting=True)
+    if not no_report:
+        write_report(report_dir or out / "report", scored, title, explain=explain, max_new_tokens=max_new_tokens,
+                     device=device, dtype=dtype)
+    if as_json:
+        click.echo((out / "results.json").read_text())
+    else:
+        print_tables(scored, title, with_setting=True)
+        click.echo(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.json'}"
+                   + ("" if no_report else f"; report: {(report_dir or out / 'report') / 'index.html'}"))
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--checkpoint", metavar="CKPT", help="I-FAS checkpoint folder (save_pretrained) or Hub id.")
+@click.option("--preset", type=click.Choice(["tiny"]), default=None,
+              help="Use a RANDOM, untrained tiny model built offline (tests the pipeline; judgments are noise).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.1), default=0.5, show_default=True,
+              help="judgment = real iff p_real >= threshold. 0.5 is the model's own 'Yes'; set it from a dev "
+                   "set (ifas-eval reports the dev EER threshold). Written into every JSON line.")
+@click.option("--frames", "num_frames", type=click.IntRange(1), default=None,
+              help="Frames per video, spread evenly (default: FLIP/SSDG's two frames, 6 and 6 + n // 2).")
+@click.option("--no-face-detection", is_flag=True, help="Inputs are face crops already: use the whole image.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
+              help="Generation budget of the explanation.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None, threshold: float,
+            num_frames: int | None, no_face_detection: bool, max_new_tokens: int, device: str, dtype: str,
+            verbose: bool) -> None:
+    """Judge images, folders or videos with an I-FAS checkpoint; one JSON line per input on stdout.
+
+    \b
+    Each line: {"input", "p_real", "judgment" ("real"/"fake" at --threshold), "threshold", "answer" (the
+    generated Yes/No), "explanation", "face_box"} and, for videos, "frames". An unreadable input gives a line
+    with "error"; the rest are still processed and the exit status is 1 at the end.
+    """
+    _setup_logging(verbose)
+    if (checkpoint is None) == (preset is None):
+        raise click.ClickException("give exactly one of --checkpoint CKPT or --preset tiny")
+    try:
+        from ifas_eval.predict import expand_inputs, predict_inputs
+
+        if preset:
+            model, processor = _tiny_model(device)
+        else:
+            from ifas_eval.scoring import load_checkpoint
+
+            model, processor = load_checkpoint(checkpoint, device, dtype)
+        failures = 0
+        for record in predict_inputs(model, processor, expand_inputs(inputs), threshold=threshold,
+                                     detect_faces=not no_face_detection, max_new_tokens=max_new_tokens,
+                                     num_frames=num_frames):
+            failures += "error" in record
+            click.echo(json.dumps(record))
+            sys.stdout.flush()
+    except _user_errors() as e:
+        logger.debug("error", exc_info=True)
+        raise click.ClickException(_one_line(e)) from None
+    if failures:
+        raise click.ClickException(f"{failures} input(s) could not be processed (see their 'error' field)")
+
+
+def _tiny_model(device: str) -> tuple[object, object]:
+    from ifas_eval.scoring import pick_device
+    from ifas_model.presets import build_model
+
+    click.secho("WARNING: --preset tiny is a RANDOM, UNTRAINED model built offline; its p_real, judgments and "
+                "explanations are noise. Use it to test the pipeline only.", fg="red", bold=True, err=True)
+    built = build_model("tiny")
+    model, processor = built if isinstance(built, tuple) else (built, None)
+    if processor is None:
+        raise click.ClickException("ifas_model.presets.build_model('tiny') returned no processor")
+    model.to(pick_device(device)).eval()
+    return model, processor

@@ -1,0 +1,136 @@
+"""Single-image and video judgment (``ifas-predict``): face crop, P(real), judgment and generated explanation.
+
+For each input (an image, a video, or every image/video inside a folder, sorted) one JSON object::
+
+    {"input": "...", "p_real": 0.93, "judgment": "real", "threshold": 0.5, "answer": "Yes",
+     "explanation": "This is a man ...", "face_box": [x, y, w, h] | null, "frames": [...]}
+
+* ``p_real``: the model's one-pass P("Yes") on the face crop; for a video, the mean over the sampled frames
+  (the FLIP/SSDG video rule: frames ``6`` and ``6 + n // 2``, `scf.video.flip_frame_indices`).
+* ``judgment``: ``"real"`` iff ``p_real >= threshold``. The default threshold 0.5 is the model's own "Yes";
+  a deployment should set it from a dev set (``ifas-eval`` prints the dev-set EER threshold).
+* ``answer`` / ``explanation``: the generated judgment word and interpretation (paper eq. 3). For a video they
+  come from the frame whose score is most decisive in the direction of the video's judgment.
+* ``face_box``: the largest face (OpenCV Haar cascade, `scf.faces`), in the pixels of the input image (for a
+  video: of that frame); ``null`` when no face is found, in which case the whole image is used and
+  ``"face_found": false`` is set.
+
+An unreadable input yields ``{"input": ..., "error": "..."}``; the others are still processed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+
+def _is_video(path: Path) -> bool:
+    from scf.video import VIDEO_EXTENSIONS
+
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+    """Expand folders into their image and video files (recursive, sorted); files and missing paths pass."""
+    from scf.video import VIDEO_EXTENSIONS
+
+    out: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+            if not found:
+                logger.warning("%s: folder without images or videos", path)
+                out.append(raw)  # reported as an error line
+            out.extend(str(p) for p in found)
+        else:
+            out.append(raw)
+    return out
+
+
+def face_crop(image: np.ndarray, detect: bool = True) -> tuple[Any, list[int] | None]:
+    """The 224x224 face crop of an RGB array and its box (None: no face, whole image used)."""
+    from scf.faces import crop_face, detect_largest_face
+
+    box = detect_largest_face(image) if detect else None
+    return crop_face(image, box), (list(box) if box is not None else None)
+
+
+def _load_frames(path: Path, num_frames: int | None) -> list[tuple[int, np.ndarray]]:
+    from PIL import Image, UnidentifiedImageError
+
+    from scf.faces import to_rgb
+    from scf.video import equidistant_frame_indices, flip_frame_indices, frame_count, read_frames
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir():
+        raise ValueError(f"{path}: folder without images or videos")
+    if _is_video(path):
+        n = frame_count(path)
+        idx = equidistant_frame_indices(n, num_frames) if num_frames else flip_frame_indices(n)
+        return list(zip(idx, read_frames(path, idx), strict=True))
+    try:
+        with Image.open(path) as im:
+            return [(0, to_rgb(im))]
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: not a readable image or video ({type(e).__name__})") from None
+
+
+def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, threshold: float = 0.5,
+                   detect_faces: bool = True, max_new_tokens: int = 40,
+                   num_frames: int | None = None) -> Iterable[dict[str, Any]]:
+    """Judge each input; yields one JSON-ready dict per input (module docstring), errors included.
+
+    Args:
+        model: the I-FAS model.
+        processor: its processor.
+        inputs: image or video paths (folders already expanded, see `expand_inputs`).
+        threshold: ``judgment`` is "real" iff ``p_real >= threshold``.
+        detect_faces: crop the largest face (else the whole image, squared).
+        max_new_tokens: generation budget of the explanation.
+        num_frames: frames per video spread evenly; None = the FLIP/SSDG two frames.
+    """
+    from ifas_model.inference import explain_images
+
+    for raw in inputs:
+        path = Path(raw)
+        try:
+            frames = _load_frames(path, num_frames)
+            crops, boxes = zip(*(face_crop(f, detect_faces) for _, f in frames), strict=True)
+            answers = explain_images(model, processor, list(crops), max_new_tokens)
+        except Exception as e:  # noqa: BLE001 - one bad input must not stop the others; reported as a line
+            logger.debug("failed on %s", raw, exc_info=True)
+            yield {"input": raw, "error": f"{type(e).__name__}: {e}"}
+            continue
+        p = np.array([float(a["p_real"]) for a in answers])
+        p_real = float(p.mean())
+        is_real = p_real >= threshold
+        best = int(np.argmax(p) if is_real else np.argmin(p))
+        record: dict[str, Any] = {
+            "input": raw,
+            "p_real": round(p_real, 6),
+            "judgment": "real" if is_real else "fake",
+            "threshold": threshold,
+            "answer": str(answers[best].get("judgment", "")),
+            "explanation": str(answers[best].get("explanation", "")),
+            "face_box": boxes[best],
+        }
+        if boxes[best] is None and detect_faces:
+            record["face_found"] = False
+        if _is_video(path):
+            record["frames"] = [
+                {"index": int(i), "p_real": round(float(a["p_real"]), 6), "face_box": b,
+                 "answer": str(a.get("judgment", "")), "explanation": str(a.get("explanation", ""))}
+                for (i, _), a, b in zip(frames, answers, boxes, strict=True)
+            ]
+        yield record

@@ -1,0 +1,228 @@
+"""Cross-domain evaluation protocols: which sources and splits train, and which are tested, per setting.
+
+A protocol is a YAML file (the built-in ones ship as package data in ``ifas_eval/protocol_files/``)::
+
+    name: mcio
+    title: "Protocol 1: ..."
+    description: ...
+    default_data: embedded-sample      # optional: data used when --data is not given
+    settings:
+      - name: M                        # the key of --checkpoint M=CKPT
+        label: "O&C&I->M"
+        train: [{source: OULU-NPU, splits: [train, test]}, ...]
+        dev: [{source: ..., splits: [dev]}]          # optional: fixes the operating threshold
+        test:
+          - {source: MSU-MFSD, splits: [test]}       # a test set named after its source
+          - name: all-masks                          # or a named union of several selections
+            from: [{source: HiFiMask, splits: [test]}, {source: WMCA, splits: [test]}]
+
+Sources are the benchmark dataset's ``source`` values (the names ``scf ingest`` writes) and splits are
+its ``split`` values (`scf.schema.SPLITS`). Unknown keys are errors. ``train`` is informative for
+``ifas-eval`` (it shows what a checkpoint of that setting must have been trained on); ``ifas-train``
+selects the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_PROTOCOLS = ("mcio", "one-to-eleven", "sample")
+EMBEDDED_SAMPLE = "embedded-sample"
+"""``default_data`` value meaning: the embedded synthetic sample (`scf.sample.build_sample`) built in process."""
+
+DATASET_NAMES = (
+    "CelebA-Spoof", "MSU-MFSD", "CASIA-FASD", "Idiap Replay-Attack", "OULU-NPU", "SiW", "Rose-Youtu",
+    "HKBU-MARs-V1+", "WMCA", "SiW-M-V2", "CASIA-SURF-3DMask", "HiFiMask",
+)
+"""The twelve source names the built-in paper protocols use; they must equal what ``scf ingest`` writes."""
+
+
+class ProtocolError(ValueError):
+    """A protocol file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Rows of one source dataset in some of its splits."""
+
+    source: str
+    splits: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.source} [{'+'.join(self.splits)}]"
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A named test set: the union of one or more selections."""
+
+    name: str
+    parts: tuple[Selection, ...]
+
+    def describe(self) -> str:
+        return " + ".join(p.describe() for p in self.parts)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One train -> test setting of a protocol (one checkpoint is trained per setting)."""
+
+    name: str
+    label: str
+    train: tuple[Selection, ...]
+    tests: tuple[TestSet, ...]
+    dev: tuple[Selection, ...] = ()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A cross-domain protocol: settings, each with its training sources and test sets."""
+
+    name: str
+    title: str
+    description: str
+    settings: tuple[Setting, ...]
+    default_data: str | None = None
+    path: str = ""
+
+    def setting(self, name: str) -> Setting:
+        for s in self.settings:
+            if s.name == name:
+                return s
+        raise KeyError(f"protocol {self.name!r} has no setting {name!r}; settings: "
+                       f"{', '.join(s.name for s in self.settings)}")
+
+    def sources(self) -> list[str]:
+        """Every source named by the protocol (train, dev and test), in first-seen order."""
+        seen: dict[str, None] = {}
+        for s in self.settings:
+            for sel in (*s.train, *s.dev, *(p for t in s.tests for p in t.parts)):
+                seen.setdefault(sel.source, None)
+        return list(seen)
+
+
+def _check_keys(obj: Any, allowed: set[str], where: str, file: str) -> dict:
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{file}: {where} must be a mapping, got {type(obj).__name__}")
+    unknown = set(obj) - allowed
+    if unknown:
+        raise ProtocolError(f"{file}: {where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                            f"(allowed: {', '.join(sorted(allowed))})")
+    return obj
+
+
+def _selection(obj: Any, where: str, file: str) -> Selection:
+    from scf.schema import SPLITS
+
+    d = _check_keys(obj, {"source", "splits"}, where, file)
+    source = d.get("source")
+    if not isinstance(source, str) or not source:
+        raise ProtocolError(f"{file}: {where}: 'source' must be a non-empty string")
+    splits = d.get("splits")
+    if isinstance(splits, str):
+        splits = [splits]
+    if not isinstance(splits, list) or not splits:
+        raise ProtocolError(f"{file}: {where}: 'splits' must be a non-empty list of {', '.join(SPLITS)}")
+    for sp in splits:
+        if sp not in SPLITS:
+            raise ProtocolError(f"{file}: {where}: split {sp!r} is not one of {', '.join(SPLITS)}")
+    return Selection(source, tuple(splits))
+
+
+def _selections(obj: Any, where: str, file: str, *, required: bool) -> tuple[Selection, ...]:
+    if obj is None and not required:
+        return ()
+    if not isinstance(obj, list) or (required and not obj):
+        raise ProtocolError(f"{file}: {where} must be a non-empty list of {{source, splits}}")
+    return tuple(_selection(o, f"{where}[{i}]", file) for i, o in enumerate(obj))
+
+
+def _test_set(obj: Any, where: str, file: str) -> TestSet:
+    if isinstance(obj, dict) and "from" in obj:
+        d = _check_keys(obj, {"name", "from"}, where, file)
+        name = d.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(f"{file}: {where}: a test set with 'from' needs a 'name'")
+        return TestSet(name, _selections(d["from"], f"{where}.from", file, required=True))
+    sel = _selection(obj, where, file)
+    return TestSet(sel.source, (sel,))
+
+
+def parse_protocol(data: Any, file: str = "<protocol>") -> Protocol:
+    """Build a `Protocol` from parsed YAML, checking every key.
+
+    Raises:
+        ProtocolError: naming the file and the offending key.
+    """
+    d = _check_keys(data, {"name", "title", "description", "default_data", "settings"}, "top level", file)
+    name = d.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"{file}: 'name' must be a non-empty string")
+    raw_settings = d.get("settings")
+    if not isinstance(raw_settings, list) or not raw_settings:
+        raise ProtocolError(f"{file}: 'settings' must be a non-empty list")
+    settings = []
+    for i, s in enumerate(raw_settings):
+        where = f"settings[{i}]"
+        sd = _check_keys(s, {"name", "label", "train", "dev", "test"}, where, file)
+        s_name = sd.get("name")
+        if not isinstance(s_name, str) or not s_name or "=" in s_name:
+            raise ProtocolError(f"{file}: {where}: 'name' must be a non-empty string without '='")
+        raw_tests = sd.get("test")
+        if not isinstance(raw_tests, list) or not raw_tests:
+            raise ProtocolError(f"{file}: {where}.test must be a non-empty list")
+        tests = tuple(_test_set(t, f"{where}.test[{j}]", file) for j, t in enumerate(raw_tests))
+        names = [t.name for t in tests]
+        if len(set(names)) != len(names):
+            raise ProtocolError(f"{file}: {where}: test set names repeat: {names}")
+        settings.append(Setting(
+            name=s_name,
+            label=str(sd.get("label") or s_name),
+            train=_selections(sd.get("train"), f"{where}.train", file, required=False),
+            tests=tests,
+            dev=_selections(sd.get("dev"), f"{where}.dev", file, required=False),
+        ))
+    s_names = [s.name for s in settings]
+    if len(set(s_names)) != len(s_names):
+        raise ProtocolError(f"{file}: setting names repeat: {s_names}")
+    default_data = d.get("default_data")
+    if default_data is not None and not isinstance(default_data, str):
+        raise ProtocolError(f"{file}: 'default_data' must be a string")
+    return Protocol(name=name, title=str(d.get("title") or name), description=str(d.get("description") or ""),
+                    settings=tuple(settings), default_data=default_data, path=file)
+
+
+def load_protocol(name_or_path: str) -> Protocol:
+    """A built-in protocol by name (`BUILTIN_PROTOCOLS`) or a user protocol from a YAML file.
+
+    Raises:
+        ProtocolError: unknown name, unreadable file, or a malformed protocol.
+    """
+    import yaml
+
+    if name_or_path in BUILTIN_PROTOCOLS:
+        from importlib.resources import files
+
+        resource = files("ifas_eval") / "protocol_files" / f"{name_or_path}.yaml"
+        text, file = resource.read_text(), f"built-in protocol {name_or_path}"
+    else:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ProtocolError(f"unknown protocol {name_or_path!r}: not one of {', '.join(BUILTIN_PROTOCOLS)} "
+                                "and not a YAML file")
+        text, file = path.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ProtocolError(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_protocol(data, file)
+
+
+def builtin_protocols() -> list[Protocol]:
+    """All built-in protocols, parsed."""
+    return [load_protocol(n) for n in BUILTIN_PROTOCOLS]

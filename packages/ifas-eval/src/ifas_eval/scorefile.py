@@ -1,0 +1,135 @@
+"""Score files: one CSV row per scored frame, ``video_id,label,score`` (+ ``attack_type``, ``frame``, ``path``).
+
+``label`` is 1 for real and 0 for fake, ``score`` is P(real) (`scf.schema` polarity). ``attack_type`` (one of
+`scf.schema.ATTACK_TYPES`) enables the per-attack-type ISO/IEC 30107-3 table; ``frame`` and ``path`` are
+provenance. Other columns are ignored. Frames that share a ``video_id`` are averaged before the metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from ifas_eval.metrics import ScoreSet
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("video_id", "label", "score")
+OPTIONAL_COLUMNS = ("attack_type", "frame", "path")
+WRITE_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+
+class ScoreFileError(ValueError):
+    """A score file is malformed; the message names the file, the line and the column."""
+
+
+def read_scores(path: str | Path, name: str | None = None) -> ScoreSet:
+    """Read a score file into a `ScoreSet`.
+
+    Args:
+        path: the CSV file.
+        name: the test set's name (default: the file's stem).
+
+    Raises:
+        ScoreFileError: missing file or column, label not 0/1, score not a finite number in [0, 1],
+            attack type not in the vocabulary (file, line and column named).
+    """
+    from scf.schema import ATTACK_TYPES
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScoreFileError(f"{path}: score file not found")
+    scores: list[float] = []
+    labels: list[int] = []
+    videos: list[str] = []
+    attacks: list[str] = []
+    frames: list[int] = []
+    paths: list[str] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        for column in REQUIRED_COLUMNS:
+            if column not in header:
+                raise ScoreFileError(f"{path}: missing column '{column}' (header: {','.join(header) or 'empty'}; "
+                                     f"needs {','.join(REQUIRED_COLUMNS)})")
+        has_attack, has_frame = "attack_type" in header, "frame" in header
+        for row in reader:
+            line = reader.line_num
+
+            def bad(column: str, message: str, line: int = line) -> ScoreFileError:
+                return ScoreFileError(f"{path}, line {line}, column '{column}': {message}")
+
+            video = (row.get("video_id") or "").strip()
+            if not video:
+                raise bad("video_id", "empty")
+            label_text = (row.get("label") or "").strip()
+            if label_text not in ("0", "1"):
+                raise bad("label", f"must be 0 (fake) or 1 (real), got {label_text!r}")
+            score_text = (row.get("score") or "").strip()
+            try:
+                score = float(score_text)
+            except ValueError:
+                raise bad("score", f"not a number: {score_text!r}") from None
+            if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+                raise bad("score", f"must be P(real) in [0, 1], got {score_text!r}")
+            label = int(label_text)
+            attack = (row.get("attack_type") or "").strip() if has_attack else ""
+            if attack and attack not in ATTACK_TYPES:
+                raise bad("attack_type", f"{attack!r} is not one of {', '.join(ATTACK_TYPES)}")
+            if attack and (attack == "live") != (label == 1):
+                raise bad("attack_type", f"{attack!r} disagrees with label {label} (real rows are 'live')")
+            frame_text = (row.get("frame") or "0").strip() if has_frame else "0"
+            try:
+                frame = int(frame_text or "0")
+            except ValueError:
+                raise bad("frame", f"not an integer: {frame_text!r}") from None
+            scores.append(score)
+            labels.append(label)
+            videos.append(video)
+            attacks.append(attack or ("live" if label == 1 else ""))
+            frames.append(frame)
+            paths.append((row.get("path") or "").strip())
+    if not scores:
+        raise ScoreFileError(f"{path}: no score rows (empty test set)")
+    return ScoreSet(name or path.stem, scores, labels, videos, attacks, frames, paths)
+
+
+def write_header(path: Path) -> None:
+    """Start a score file (overwrites)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerow(WRITE_COLUMNS)
+
+
+def append_rows(path: Path, rows: Iterable[tuple[str, int, float, str, int, str]]) -> None:
+    """Append ``(video_id, label, score, attack_type, frame, path)`` rows and flush (crash-safe progress)."""
+    with path.open("a", newline="") as fh:
+        writer = csv.writer(fh)
+        for video, label, score, attack, frame, p in rows:
+            writer.writerow((video, int(label), f"{float(score):.8g}", attack, int(frame), p))
+        fh.flush()
+
+
+def count_rows(path: Path) -> int:
+    """Number of complete data rows in a score file being written (a torn last line is dropped)."""
+    if not path.exists():
+        return 0
+    text = path.read_text()
+    if not text.endswith("\n"):
+        # a crash mid-line: cut the partial row so that appending resumes cleanly
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text)
+    return max(0, text.count("\n") - 1)
+
+
+def write_scores(path: str | Path, score_set: ScoreSet) -> Path:
+    """Write a whole `ScoreSet` as a score file."""
+    path = Path(path)
+    write_header(path)
+    append_rows(path, zip(score_set.video_ids, score_set.labels.tolist(), score_set.scores.tolist(),
+                          score_set.attack_types, score_set.frames, score_set.paths, strict=True))
+    return path

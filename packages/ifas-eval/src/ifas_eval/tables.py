@@ -1,0 +1,185 @@
+"""Result tables: per-test-set metrics aggregated over checkpoints (mean ± std), as rich, Markdown, CSV and JSON.
+
+A *result* is the dict of `ifas_eval.metrics.evaluate_score_set` plus ``setting``, ``checkpoint`` and
+``seed_index`` (the position of the checkpoint among those of its setting). Rows of the paper-style table
+are test sets; numbers are percentages. With several checkpoints per setting (seeds) a cell is
+``mean ± std`` with the sample standard deviation (ddof = 1). The "Average" row first averages the test
+sets of each seed index, then takes mean ± std over seed indices (the paper's "mean of three seeds").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ifas_eval.metrics import CONVENTION_CAPTIONS, FIXED_CONVENTION, FLIP_CONVENTION, ISO_CONVENTION
+
+logger = logging.getLogger(__name__)
+
+Getter = Callable[[dict[str, Any]], float]
+
+MAIN_COLUMNS: tuple[tuple[str, Getter], ...] = (
+    ("HTER (%)", lambda r: r["hter"]),
+    ("AUC (%)", lambda r: r["auc"]),
+    ("TPR@FPR=1% (%)", lambda r: r["tpr_at_fpr_1pct"]),
+)
+OPERATING_COLUMNS: tuple[tuple[str, Getter], ...] = (
+    ("HTER@thr (%)", lambda r: r["fixed_threshold"]["hter"]),
+    ("APCER max (%)", lambda r: r["iso"]["apcer"]),
+    ("BPCER (%)", lambda r: r["iso"]["bpcer"]),
+    ("ACER (%)", lambda r: r["iso"]["acer"]),
+    ("BPCER@APCER=5% (%)", lambda r: r["iso"]["bpcer_at_apcer"]["5%"]["bpcer"]),
+)
+
+
+def _key(r: dict[str, Any]) -> tuple[str, str]:
+    return (r.get("setting", ""), r["test_set"])
+
+
+def group_rows(results: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    """Results grouped by (setting, test set) in first-seen order, each group sorted by seed index."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(_key(r), []).append(r)
+    return [(k, sorted(v, key=lambda r: r.get("seed_index", 0))) for k, v in groups.items()]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    arr = np.asarray(values, dtype=np.float64) * 100.0
+    return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else None)
+
+
+def _fmt(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def aggregate(results: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Getter]] = MAIN_COLUMNS,
+              ) -> dict[str, Any]:
+    """Mean ± std (percent) per (setting, test set) and the average row.
+
+    Returns:
+        ``{"rows": [{"setting", "test_set", "label", "n_checkpoints", "n_real", "n_fake", <column>: {"mean",
+        "std"}}], "average": {<column>: {"mean", "std"}, "n_seeds"}}``.
+    """
+    groups = group_rows(results)
+    rows = []
+    for (setting, test_set), rs in groups:
+        row: dict[str, Any] = {"setting": setting, "test_set": test_set, "label": rs[0].get("setting_label", setting),
+                               "n_checkpoints": len(rs), "n_real": rs[0]["n_real"], "n_fake": rs[0]["n_fake"]}
+        for name, get in columns:
+            mean, std = _mean_std([get(r) for r in rs])
+            row[name] = {"mean": mean, "std": std}
+        rows.append(row)
+    n_seeds = min(len(rs) for _, rs in groups) if groups else 0
+    if groups and any(len(rs) != n_seeds for _, rs in groups):
+        logger.warning("settings have different numbers of checkpoints; the average uses the first %d of each",
+                       n_seeds)
+    average: dict[str, Any] = {"n_seeds": n_seeds}
+    for name, get in columns:
+        per_seed = [np.mean([get(rs[k]) for _, rs in groups]) for k in range(n_seeds)]
+        mean, std = _mean_std(per_seed) if per_seed else (float("nan"), None)
+        average[name] = {"mean": mean, "std": std}
+    return {"rows": rows, "average": average}
+
+
+def _table_cells(agg: dict[str, Any], columns: Sequence[tuple[str, Getter]], with_setting: bool,
+                 ) -> tuple[list[str], list[list[str]]]:
+    header = (["Setting"] if with_setting else []) + ["Test set", "Real / fake"] + [c for c, _ in columns]
+    body = []
+    for row in agg["rows"]:
+        cells = ([row["label"]] if with_setting else []) + [row["test_set"], f"{row['n_real']} / {row['n_fake']}"]
+        cells += [_fmt(row[c]["mean"], row[c]["std"]) for c, _ in columns]
+        body.append(cells)
+    if len(agg["rows"]) > 1:
+        avg = agg["average"]
+        body.append((["Average"] if with_setting else []) + (["", ""] if with_setting else ["Average", ""])
+                    + [_fmt(avg[c]["mean"], avg[c]["std"]) for c, _ in columns])
+    return header, body
+
+
+def caption(conventions: Sequence[str], extra: str = "") -> str:
+    """The caption naming the conventions a table's numbers follow."""
+    text = " ".join(f"[{c}] {CONVENTION_CAPTIONS[c]}" for c in conventions)
+    return f"{text} {extra}".strip()
+
+
+def rich_table(agg: dict[str, Any], title: str, columns: Sequence[tuple[str, Getter]] = MAIN_COLUMNS,
+               conventions: Sequence[str] = (FLIP_CONVENTION,), with_setting: bool = True,
+               extra_caption: str = "") -> Any:
+    """A `rich.table.Table` of an aggregate, captioned with its conventions."""
+    from rich.table import Table
+
+    header, body = _table_cells(agg, columns, with_setting)
+    table = Table(title=title, caption=caption(conventions, extra_caption), caption_justify="left")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="right" if i >= len(header) - len(columns) else "left")
+    for i, cells in enumerate(body):
+        table.add_row(*cells, style="bold" if i == len(body) - 1 and cells[0] == "Average" else None)
+    return table
+
+
+def markdown_table(agg: dict[str, Any], title: str, columns: Sequence[tuple[str, Getter]] = MAIN_COLUMNS,
+                   conventions: Sequence[str] = (FLIP_CONVENTION,), with_setting: bool = True,
+                   extra_caption: str = "") -> str:
+    """The same table in Markdown, with its caption under it."""
+    header, body = _table_cells(agg, columns, with_setting)
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    lines += ["", f"*{caption(conventions, extra_caption)}*", ""]
+    return "\n".join(lines)
+
+
+def results_csv(results: Sequence[dict[str, Any]]) -> str:
+    """Long-format CSV: one line per (setting, test set, checkpoint) with every scalar metric (fractions)."""
+    fields = ["setting", "test_set", "checkpoint", "seed_index", "n_real", "n_fake", "n_frames", "auc", "eer",
+              "hter", "threshold", "tpr_at_fpr_1pct", "fixed_threshold", "threshold_source", "hter_at_threshold",
+              "apcer_max", "apcer_max_type", "bpcer", "acer", "bpcer_at_apcer_1pct", "bpcer_at_apcer_5pct",
+              "bpcer_at_apcer_10pct"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(fields)
+    for r in results:
+        iso, fixed = r["iso"], r["fixed_threshold"]
+        writer.writerow([r.get("setting", ""), r["test_set"], r.get("checkpoint", ""), r.get("seed_index", 0),
+                         r["n_real"], r["n_fake"], r["n_frames"], r["auc"], r["eer"], r["hter"], r["threshold"],
+                         r["tpr_at_fpr_1pct"], fixed["threshold"], fixed["threshold_source"], fixed["hter"],
+                         iso["apcer"], iso["apcer_type"], iso["bpcer"], iso["acer"],
+                         iso["bpcer_at_apcer"]["1%"]["bpcer"], iso["bpcer_at_apcer"]["5%"]["bpcer"],
+                         iso["bpcer_at_apcer"]["10%"]["bpcer"]])
+    return buf.getvalue()
+
+
+def results_json(results: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """Everything as one JSON document: run metadata, per-checkpoint results and the aggregates."""
+    doc = {
+        **meta,
+        "conventions": {c: CONVENTION_CAPTIONS[c] for c in (FLIP_CONVENTION, FIXED_CONVENTION, ISO_CONVENTION)},
+        "results": list(results),
+        "table": aggregate(results, MAIN_COLUMNS),
+        "operating_point_table": aggregate(results, OPERATING_COLUMNS),
+    }
+    return json.dumps(doc, indent=2, default=float)
+
+
+def attack_type_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Error table per attack type at the operating threshold: one line per (test set, checkpoint, type)."""
+    rows = []
+    for r in results:
+        iso = r["iso"]
+        for attack, apcer in iso["apcer_per_type"].items():
+            rows.append([r.get("setting", ""), r["test_set"], r.get("checkpoint", ""), attack,
+                         str(iso["n_per_type"].get(attack, 0)), f"{apcer * 100:.2f}", f"{iso['threshold']:.4g}"])
+        rows.append([r.get("setting", ""), r["test_set"], r.get("checkpoint", ""), "live (BPCER)",
+                     str(iso["n_per_type"].get("live", 0)), f"{iso['bpcer'] * 100:.2f}", f"{iso['threshold']:.4g}"])
+    return rows
+
+
+ATTACK_TABLE_HEADER = ["Setting", "Test set", "Checkpoint", "Attack type", "Videos", "Error (%)", "Threshold"]
+ATTACK_TABLE_CAPTION = (f"[{ISO_CONVENTION}] APCER per attack type (attacks accepted, score >= threshold) and "
+                        "BPCER of the live class (bona fide rejected, score < threshold), video level.")

@@ -1,0 +1,122 @@
+"""Protocols: the built-in YAMLs parse, name the datasets the paper names, and user YAMLs are checked."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ifas_eval.cli import main
+from ifas_eval.protocols import (
+    DATASET_NAMES,
+    ProtocolError,
+    builtin_protocols,
+    load_protocol,
+)
+
+
+def test_builtin_protocols_parse():
+    names = [p.name for p in builtin_protocols()]
+    assert names == ["mcio", "one-to-eleven", "sample"]
+
+
+def test_mcio_is_leave_one_out_with_flip_splits():
+    p = load_protocol("mcio")
+    mcio = {"M": "MSU-MFSD", "C": "CASIA-FASD", "I": "Idiap Replay-Attack", "O": "OULU-NPU"}
+    assert [s.name for s in p.settings] == ["M", "C", "I", "O"]
+    for s in p.settings:
+        target = mcio[s.name]
+        assert [t.name for t in s.tests] == [target]
+        assert s.tests[0].parts[0].splits == ("test",)
+        assert {sel.source for sel in s.train} == set(mcio.values()) - {target}
+        assert all(sel.splits == ("train", "test") for sel in s.train)  # FLIP's train lists: train + test
+    assert [s.label for s in p.settings] == ["O&C&I->M", "O&M&I->C", "O&C&M->I", "I&C&M->O"]
+
+
+def test_one_to_eleven_trains_on_celeba_and_tests_eleven_targets():
+    p = load_protocol("one-to-eleven")
+    (s,) = p.settings
+    assert [sel.source for sel in s.train] == ["CelebA-Spoof"]
+    assert len(s.tests) == 11
+    assert {t.name for t in s.tests} == set(DATASET_NAMES) - {"CelebA-Spoof"}
+
+
+def test_sample_protocol_uses_the_sample_domains():
+    from scf.sample import SAMPLE_SOURCES
+
+    p = load_protocol("sample")
+    assert p.default_data == "embedded-sample"
+    assert {s.name for s in p.settings} == set(SAMPLE_SOURCES)
+    for s in p.settings:
+        assert s.name not in {sel.source for sel in s.train}
+
+
+def test_user_protocol_file(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text(
+        "name: mine\nsettings:\n  - name: A\n    train: [{source: X, splits: [train]}]\n"
+        "    dev: [{source: X, splits: [dev]}]\n"
+        "    test:\n      - {source: Y, splits: [test]}\n"
+        "      - name: both\n        from: [{source: Y, splits: [test]}, {source: Z, splits: [train, test]}]\n"
+    )
+    p = load_protocol(str(f))
+    (s,) = p.settings
+    assert [t.name for t in s.tests] == ["Y", "both"]
+    assert s.tests[1].describe() == "Y [test] + Z [train+test]"
+    assert s.dev[0].splits == ("dev",)
+    assert p.sources() == ["X", "Y", "Z"]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("name: x\nsettings: []\n", "'settings' must be a non-empty list"),
+        ("name: x\nsetings: []\n", "unknown key"),
+        ("name: x\nsettings:\n  - name: A\n    test: [{source: Y, splits: [val]}]\n", "split 'val' is not one of"),
+        ("name: x\nsettings:\n  - name: A\n    test: [{source: Y}]\n", "'splits' must be a non-empty list"),
+        ("name: x\nsettings:\n  - name: A\n    test: []\n", "settings\\[0\\].test must be a non-empty list"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_protocol_files(tmp_path, text, match):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ProtocolError, match=match):
+        load_protocol(str(f))
+
+
+def test_unknown_protocol_is_a_cli_error():
+    res = CliRunner().invoke(main, ["--protocol", "nope", "--checkpoint", "x"])
+    assert res.exit_code != 0 and "unknown protocol 'nope'" in res.stderr
+
+
+def test_list_protocols():
+    res = CliRunner().invoke(main, ["--list-protocols"])
+    assert res.exit_code == 0, res.output
+    for word in ("mcio", "one-to-eleven", "sample", "O&C&I->M", "CelebA-Spoof", "HiFiMask"):
+        assert word in res.stdout
+
+
+def test_source_names_agree_with_scf_ingest():
+    """The protocol source names must be those `scf ingest` writes (its registry is authoritative)."""
+    ingest = pytest.importorskip("scf.ingest", reason="scf.ingest is not in this tree yet")
+    if not hasattr(ingest, "__path__"):
+        pytest.skip("scf.ingest is not a package yet")
+    registered = _ingest_source_names(ingest)
+    if not registered:
+        pytest.skip("scf.ingest exposes no source names yet")
+    missing = set(DATASET_NAMES) - set(registered)
+    assert not missing, f"protocol sources not written by scf ingest: {sorted(missing)}"
+
+
+def _ingest_source_names(ingest) -> list[str]:
+    readers = getattr(pytest.importorskip("scf.ingest.readers"), "DATASET_READERS", ())
+    if readers:
+        return [r.title for r in readers]  # the `source` column is the reader's title
+    for attr in ("SOURCE_NAMES", "DATASET_NAMES", "SOURCES"):
+        names = getattr(ingest, attr, None)
+        if names:
+            return list(names)
+    readers = getattr(ingest, "READERS", None) or getattr(ingest, "REGISTRY", None)
+    if isinstance(readers, dict):
+        return [getattr(r, "source", k) for k, r in readers.items()]
+    return []
