@@ -1,0 +1,261 @@
+"""BLIP-2 captioners of SCF: the general captioner C_G and, once fine-tuned, the spoof-aware captioner C_S.
+
+Both are `transformers.Blip2ForConditionalGeneration` with its `Blip2Processor`, loaded from a Hub id or a
+local folder (``Salesforce/blip2-opt-2.7b`` by default, FACTS §5) or built tiny and random from config
+(``tiny`` preset, offline). Generation is batched under `torch.inference_mode`; the per-batch step
+`Blip2Captioner.generate_batch` is the one place a faster decoding path (issue 8) would replace.
+
+Decoding choices (the paper is silent; ours, after LAVIS ``caption_coco_ft``): prompt ``"a photo of"``,
+at most 30 and at least 8 new tokens, greedy (one beam) unless ``num_beams`` says otherwise. The caption
+is the continuation of the prompt only (the prompt text is not part of it), whitespace-normalised.
+Trailing whitespace of the prompt is dropped before tokenising: OPT's byte-level BPE merges a space with
+the word after it, so the first caption token must carry its own leading space, in generation and in
+fine-tuning alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from scf.presets import CAPTIONER_PRESETS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+logger = logging.getLogger(__name__)
+
+TINY = "tiny"
+"""Captioner source name of the tiny random BLIP-2 preset."""
+BLIP2_MODEL_TYPE = "blip-2"
+
+
+class CaptionerError(ValueError):
+    """The captioner cannot be used: not BLIP-2, not found, or an unsupported option."""
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How captions are decoded; recorded with every output (dataset card, ``scf_caption_config.json``)."""
+
+    prompt: str = "a photo of"
+    """Text the language model continues; also the fine-tuning prompt of C_S (LAVIS: "a photo of ")."""
+    max_new_tokens: int = 30
+    """LAVIS caption_coco_ft ``max_len``."""
+    min_new_tokens: int = 8
+    """LAVIS caption_coco_ft ``min_len``."""
+    num_beams: int = 1
+    """1 = greedy (our default, deterministic and fastest); LAVIS evaluates with 5."""
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as tokenised (trailing whitespace dropped)."""
+        return self.prompt.rstrip()
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": False,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+
+class Captioner(Protocol):
+    """Anything that turns images into captions (a BLIP-2 captioner, or a stand-in in tests)."""
+
+    name: str
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
+
+
+def clean_caption(text: str) -> str:
+    """Drop non-printable characters and collapse whitespace."""
+    return " ".join("".join(ch for ch in text if ch.isprintable() or ch.isspace()).split())
+
+
+def resolve_source(preset: str, captioner: str | None) -> str:
+    """The captioner source: an explicit id/path wins over the preset; the ``tiny`` preset gives ``tiny``.
+
+    Raises:
+        CaptionerError: an unknown preset.
+    """
+    if captioner:
+        return captioner
+    if preset not in CAPTIONER_PRESETS:
+        raise CaptionerError(f"unknown captioner preset {preset!r}; choose one of {', '.join(CAPTIONER_PRESETS)}")
+    return CAPTIONER_PRESETS[preset].checkpoint or TINY
+
+
+def check_blip2(source: str) -> None:
+    """Check that ``source`` is a BLIP-2 checkpoint by its config alone, before any weight is loaded.
+
+    Raises:
+        CaptionerError: the config cannot be read, or its ``model_type`` is not ``blip-2``.
+    """
+    if source == TINY:
+        return
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise CaptionerError(f"cannot read the config of captioner {source!r}: {str(e).splitlines()[0]}") from e
+    if config.model_type != BLIP2_MODEL_TYPE:
+        raise CaptionerError(
+            f"captioner {source!r} is a {config.model_type!r} model; SCF needs a BLIP-2 checkpoint "
+            f"(model_type 'blip-2', e.g. Salesforce/blip2-opt-2.7b)"
+        )
+    if not getattr(config, "use_decoder_only_language_model", True):
+        raise CaptionerError(f"captioner {source!r} uses an encoder-decoder language model (Flan-T5); SCF "
+                             "supports the decoder-only (OPT) BLIP-2 checkpoints")
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The device to run on: the given one, else ``cuda:LOCAL_RANK`` when CUDA is available, else CPU."""
+    import os
+
+    import torch
+
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU; or ``bf16``/``fp16``/``fp32``."""
+    import torch
+
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype in table:
+        return table[dtype]
+    if dtype != "auto":
+        raise CaptionerError(f"dtype must be auto, bf16, fp16 or fp32, got {dtype!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_blip2(source: str, *, dtype: str = "auto", device: str | None = None, load_in_8bit: bool = False,
+               seed: int = 0) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
+    """Load (or, for ``tiny``, build) a BLIP-2 model and processor, checked to be BLIP-2 first.
+
+    Args:
+        source: Hub id, local folder, or ``tiny``.
+        dtype: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (see `pick_dtype`).
+        device: torch device string; default `pick_device`.
+        load_in_8bit: quantise the weights to 8 bits with bitsandbytes (``BitsAndBytesConfig(load_in_8bit=True)``).
+        seed: seed of the tiny preset's random weights.
+
+    Raises:
+        CaptionerError: not BLIP-2, unreadable, or 8-bit asked of the tiny preset.
+    """
+    check_blip2(source)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    if source == TINY:
+        if load_in_8bit:
+            raise CaptionerError("8-bit loading needs a real checkpoint; the tiny preset is built in fp32")
+        from scf.presets import build_tiny_captioner
+
+        model, processor = build_tiny_captioner(seed=seed)
+        model = model.to(dev, torch_dtype)
+    else:
+        from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if load_in_8bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+            kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
+        processor = Blip2Processor.from_pretrained(source)
+        model = Blip2ForConditionalGeneration.from_pretrained(source, **kwargs)
+        if not load_in_8bit:
+            model = model.to(dev)
+    model.eval()
+    return model, processor
+
+
+class Blip2Captioner:
+    """Batched captioning with a BLIP-2 model.
+
+    Args:
+        model: a `Blip2ForConditionalGeneration` (eval mode, on its device).
+        processor: its `Blip2Processor`.
+        name: the id or path recorded as the captioner in the corpus.
+        decoding: decoding settings.
+        batch_size: images per `generate` call.
+    """
+
+    def __init__(self, model: Blip2ForConditionalGeneration, processor: Blip2Processor, name: str,
+                 decoding: DecodingConfig | None = None, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.processor, self.name = model, processor, name
+        self.decoding = decoding or DecodingConfig()
+        self.batch_size = batch_size
+        self.processor.tokenizer.padding_side = "left"  # decoder-only generation continues at the right edge
+
+    @classmethod
+    def load(cls, source: str, *, decoding: DecodingConfig | None = None, batch_size: int = 32,
+             dtype: str = "auto", device: str | None = None, load_in_8bit: bool = False,
+             name: str | None = None) -> Blip2Captioner:
+        """Load a captioner from a Hub id, local folder or ``tiny`` (see `load_blip2`)."""
+        model, processor = load_blip2(source, dtype=dtype, device=device, load_in_8bit=load_in_8bit)
+        return cls(model, processor, name or source, decoding, batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """Captions of ``images`` (any size, RGB or not), in order, ``batch_size`` at a time."""
+        out: list[str] = []
+        for start in range(0, len(images), self.batch_size):
+            out += self.generate_batch(images[start : start + self.batch_size])
+        return out
+
+    def generate_batch(self, images: Sequence[Image.Image]) -> list[str]:
+        """Caption one batch: preprocess, `generate` under `torch.inference_mode`, decode the new tokens.
+
+        All prompts of a batch are the same text, so no padding is needed; the images are resized to the
+        processor's size, so a batch is one dense tensor. A fast path (compiled or static-cache decoding)
+        replaces this method.
+        """
+        import torch
+
+        images = [im.convert("RGB") for im in images]
+        inputs = self.processor(images=images, text=[self.decoding.prompt_text] * len(images), return_tensors="pt")
+        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+        pixel_values = inputs["pixel_values"].to(self.device, dtype)  # (B, 3, H, W)
+        input_ids = inputs["input_ids"].to(self.device)  # (B, num_query_tokens + 1 + prompt tokens)
+        with torch.inference_mode():
+            generated = self.model.generate(
+                pixel_values=pixel_values, input_ids=input_ids, attention_mask=inputs["attention_mask"].to(self.device),
+                **self.decoding.generate_kwargs(),
+            )
+        new_tokens = generated[:, input_ids.shape[1] :]  # generate returns prompt + continuation
+        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [clean_caption(t) for t in texts]
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the captions: recorded in the run configuration."""
+        return {"captioner": self.name, "batch_size": self.batch_size, "decoding": asdict(self.decoding),
+                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}

@@ -1,0 +1,297 @@
+"""Fine-tuning the general captioner C_G on the spoof-aware set D_S into C_S (paper, Algorithm 1 line 10).
+
+The paper gives no recipe; ours follows LAVIS ``projects/blip2/train/caption_coco_ft.yaml`` (FACTS §5):
+AdamW, lr 1e-5, weight decay 0.05, linear warm-up then cosine decay to 0, 5 epochs, batch 16, prompt
+"a photo of", at most 30 caption tokens, the loss on the caption tokens only (image tokens, BOS, prompt
+and padding are ``-100``). Trained: the Q-Former, its query tokens and the language projection; frozen:
+the vision encoder and the LLM. Optional (``lora_r > 0``): LoRA adapters (peft) on the LLM's attention
+``q_proj``/``v_proj``, merged into the weights before saving, so the result is a plain BLIP-2 checkpoint.
+
+Departures from LAVIS, each for a reason: the warm-up is ``min(warmup_steps, 10% of all steps)`` because
+D_S can be far smaller than COCO (LAVIS warms up 1000 steps); the model is held in fp32 and run under bf16
+autocast on GPU (the Q-Former is trained in fp32, as in LAVIS); gradients are clipped at norm 1.
+
+Fault tolerance: every ``checkpoint_every`` steps the trainable weights (safetensors), the optimizer state
+(loaded back with ``weights_only=True``) and the step are written atomically; a restarted run resumes from
+the last checkpoint with the same data order (the epoch's permutation is a function of seed and epoch).
+Dropout randomness after a resume differs from an uninterrupted run. The result is saved with
+``save_pretrained`` (safetensors) with the processor, so ``Blip2ForConditionalGeneration.from_pretrained``
+loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_PREFIXES = ("qformer.", "query_tokens", "language_projection.")
+"""Parameters trained by default: the Q-Former, its learned queries and the projection to the LLM."""
+CHECKPOINTS_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+FINETUNE_RECORD = "scf_finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The C_S fine-tuning recipe (defaults after LAVIS caption_coco_ft; see the module docstring)."""
+
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.05
+    epochs: int = 5
+    batch_size: int = 16
+    warmup_steps: int = 1000
+    """Linear warm-up length, capped at 10% of all steps."""
+    max_caption_tokens: int = 30
+    grad_clip: float = 1.0
+    lora_r: int = 0
+    """0 = LLM frozen (default); > 0 = LoRA of this rank on the LLM's q_proj and v_proj."""
+    lora_alpha: int = 16
+    checkpoint_every: int = 200
+    """Optimizer steps between checkpoints."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "checkpoint_every", "max_caption_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lora_r < 0 or self.warmup_steps < 0:
+            raise ValueError("lora_r and warmup_steps must be >= 0")
+
+
+def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up to 1 over ``min(warmup_steps, total_steps // 10)`` steps, then cosine to 0."""
+    warm = min(warmup_steps, total_steps // 10)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def mark_trainable(model: torch.nn.Module, config: FinetuneConfig) -> tuple[int, int]:
+    """Freeze everything but the trained parts; return (trainable, frozen) parameter counts."""
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(TRAINABLE_PREFIXES) or (config.lora_r > 0 and "lora_" in name)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def build_batch(processor: Blip2Processor, images: Sequence[Image.Image], captions: Sequence[str], prompt: str,
+                max_caption_tokens: int) -> dict[str, torch.Tensor]:
+    """Model inputs for caption training: ``[image tokens, BOS, prompt, caption, EOS]``, right-padded.
+
+    ``labels`` equal ``input_ids`` on the caption and EOS tokens and ``-100`` everywhere else, so the loss is
+    on the caption tokens only.
+    """
+    import torch
+
+    tok = processor.tokenizer
+    prompt = prompt.rstrip()
+    enc = processor(images=[im.convert("RGB") for im in images], text=[prompt] * len(images), return_tensors="pt")
+    head = enc["input_ids"]  # (B, num_query_tokens + 1 + P): identical rows
+    lead = " " if prompt else ""
+    tails = [tok(lead + c.strip(), add_special_tokens=False)["input_ids"][:max_caption_tokens] + [tok.eos_token_id]
+             for c in captions]
+    width = head.shape[1] + max(len(t) for t in tails)
+    input_ids = torch.full((len(images), width), tok.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for i, tail in enumerate(tails):
+        n = head.shape[1] + len(tail)
+        input_ids[i, : head.shape[1]] = head[i]
+        input_ids[i, head.shape[1] : n] = torch.tensor(tail)
+        attention_mask[i, :n] = 1
+        labels[i, head.shape[1] : n] = torch.tensor(tail)
+    return {"pixel_values": enc["pixel_values"], "input_ids": input_ids, "attention_mask": attention_mask,
+            "labels": labels}
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    done = sorted(p for p in folder.glob("step-*") if (p / "state.json").exists())
+    return done[-1] if done else None
+
+
+def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     losses: list[float]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    final = folder / f"step-{step:08d}"
+    tmp = folder / f".tmp-step-{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")  # read back with weights_only=True
+    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(folder.glob("step-*"))[:-2]:  # keep the two newest
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    if missing or any(n not in params for n in state):
+        raise RuntimeError(f"checkpoint {path} does not match the model's trainable parameters "
+                           f"(e.g. {(missing or list(state))[0]}); delete it or use another --out")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    meta = json.loads((path / "state.json").read_text())
+    return int(meta["step"]), list(meta["losses"])
+
+
+def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Processor,
+                       load_images: Callable[[Sequence[int]], list[Image.Image]], captions: Sequence[str],
+                       config: FinetuneConfig, work_dir: str | Path, *, prompt: str = "a photo of",
+                       show_progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``model`` in place on (image, caption) pairs; resumable from checkpoints in ``work_dir``.
+
+    Args:
+        model: C_G, in fp32 (the trained parts are updated in place; with LoRA the adapters are merged).
+        processor: its processor.
+        load_images: returns the images of the given sample indices (0 .. len(captions) - 1).
+        captions: the target caption of each sample (T_F of D_S).
+        config: the recipe.
+        work_dir: where ``checkpoints/`` and ``metrics.jsonl`` go.
+        prompt: the prompt the captions continue (the same one C_S is decoded with).
+        show_progress: draw a rich progress bar.
+
+    Returns:
+        A record: steps, first/last losses, trainable/frozen counts, the config. The returned model is
+        ``model`` itself unless LoRA was used, in which case use ``record["model"]`` (the merged model).
+    """
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not captions:
+        raise ValueError("no training samples: the spoof-aware set D_S is empty")
+    work = Path(work_dir)
+    ckpt_dir = work / CHECKPOINTS_DIR
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    if config.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05,
+                          target_modules=r".*language_model.*\.(q_proj|v_proj)")
+        model = get_peft_model(model, lora)
+    trainable, frozen = mark_trainable(model, config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(captions) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, config.warmup_steps))
+    step, losses = 0, []
+    latest = _latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        step, losses = _load_checkpoint(latest, model, optimizer)
+        for _ in range(step):
+            scheduler.step()
+        logger.info("resuming fine-tuning from %s (step %d of %d)", latest, step, total)
+    logger.info("fine-tuning C_S: %d samples, %d steps (%d epochs x %d), batch %d, trainable %s, frozen %s",
+                len(captions), total, config.epochs, steps_per_epoch, config.batch_size, f"{trainable:,}",
+                f"{frozen:,}")
+    autocast = device.type == "cuda"
+    model.train()
+    metrics = (work / METRICS_FILE).open("a")
+    progress = Progress(TextColumn("fine-tune C_S"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                        TimeRemainingColumn(), disable=not show_progress)
+    try:
+        with progress:
+            task = progress.add_task("fine-tune", total=total, completed=step, loss="-")
+            while step < total:
+                epoch, offset = divmod(step, steps_per_epoch)
+                order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+                idx = order[offset * config.batch_size : (offset + 1) * config.batch_size].tolist()
+                batch = build_batch(processor, load_images(idx), [captions[i] for i in idx], prompt,
+                                    config.max_caption_tokens)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss = model(**batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                loss_value = loss.item()
+                losses.append(loss_value)
+                metrics.write(json.dumps({"step": step, "epoch": epoch, "loss": loss_value,
+                                          "lr": scheduler.get_last_lr()[0]}) + "\n")
+                metrics.flush()
+                progress.update(task, completed=step, loss=f"{loss_value:.4f}")
+                if step % config.checkpoint_every == 0 or step == total:
+                    _save_checkpoint(ckpt_dir, step, model, optimizer, losses)
+    finally:
+        metrics.close()
+    model.eval()
+    if config.lora_r > 0:
+        model = model.merge_and_unload()
+    return {"model": model, "steps": total, "samples": len(captions), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "trainable_parameters": trainable,
+            "frozen_parameters": frozen, "config": asdict(config), "prompt": prompt}
+
+
+def save_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Processor, out: str | Path,
+                   record: dict[str, Any] | None = None) -> Path:
+    """Save C_S with ``save_pretrained`` (safetensors) and its processor, atomically (``out`` appears whole).
+
+    ``Blip2ForConditionalGeneration.from_pretrained(out)`` and ``Blip2Processor.from_pretrained(out)`` load it.
+    """
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    processor.save_pretrained(str(tmp))
+    if record is not None:
+        clean = {k: v for k, v in record.items() if k != "model"}
+        (tmp / FINETUNE_RECORD).write_text(json.dumps(clean, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def push_captioner_to_hub(folder: str | Path, repo_id: str, *, private: bool = True,
+                          token: str | None = None) -> str:
+    """Upload a saved captioner folder to a Hub model repository; return the repository URL.
+
+    The token comes from ``token``, ``HF_TOKEN`` or the cached login, and is never logged.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                      commit_message="SCF spoof-aware captioner C_S")
+    return str(url)

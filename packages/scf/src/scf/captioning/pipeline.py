@@ -1,0 +1,566 @@
+"""The SCF pipeline (paper, Algorithm 1) as five resumable stages, run alone or in sequence by ``scf caption``.
+
+Stages and their output folders under ``--out``:
+
+1. ``general`` -> ``general/``: C_G's caption of each selected row (T_F for fakes, T_R for reals).
+2. ``filter`` -> ``filter/``: the spoof-aware set D_S (fakes whose T_F holds a keyword of their own attack
+   type) and the per-type statistics.
+3. ``finetune`` -> ``finetune/`` (checkpoints, metrics) and ``captioner/`` (C_S, ``save_pretrained``).
+4. ``spoof`` -> ``spoof/``: C_S's caption T_S of every fake.
+5. ``corpus`` -> ``corpus/``: the VQA corpus (``corpus-general/`` or ``corpus-judgment/`` for the ablations).
+
+``--split`` selects the part of Algorithm 1: ``fake`` = stages 1-4 on the fakes (lines 1-10 and T_S of
+line 11); ``real`` = stage 1 on the reals (T_R of line 11); ``all`` = stage 1 on both, stages 2-4, and the
+corpus (line 12). With ``--interpretation general`` or ``none`` the corpus needs no C_S, so ``all`` runs
+only stages 1 and 5.
+
+Captions are written in shards as they are produced (`scf.shards.ShardWriter`, keyed by a per-row id), so a
+killed run resumes where it stopped. Under ``torchrun``/``accelerate launch`` every rank captions a disjoint
+deterministic slice (row ``i`` goes to rank ``i % world_size``) into its own ``rank-NNNNN/`` shard folder;
+the filter, the fine-tuning and the corpus run on rank 0 (the others wait at a gloo barrier), and the corpus
+is written in dataset order whatever the number of ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scf.captioning.captioner import (
+    Blip2Captioner,
+    Captioner,
+    DecodingConfig,
+    check_blip2,
+    load_blip2,
+)
+from scf.captioning.corpus import CORPUS_DIRS, INTERPRETATIONS, dataset_card, vqa_row
+from scf.captioning.finetune import FINETUNE_RECORD, FinetuneConfig
+from scf.captioning.keywords import KeywordDictionary, load_keywords, suggest_keywords
+from scf.schema import LABEL_NAMES, LABEL_REAL, SPOOF_TYPES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("general", "filter", "finetune", "spoof", "corpus")
+SPLIT_CHOICES = ("fake", "real", "all")
+CONFIG_FILE = "scf_caption_config.json"
+CAPTIONER_DIR = "captioner"
+DS_FILE = "d_s.jsonl"
+STATS_FILE = "stats.json"
+_COMPAT_KEYS = ("dataset", "captioner_general", "decoding", "keywords_fingerprint", "finetune")
+
+
+class PipelineError(RuntimeError):
+    """A user-facing failure of the SCF pipeline: the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CaptionRunConfig:
+    """Settings of one ``scf caption`` run (recorded in ``scf_caption_config.json``)."""
+
+    out: Path
+    """Output folder; each stage writes a subfolder."""
+    dataset: str | None = None
+    """Benchmark dataset: Hub id or local folder; None = the embedded sample (`scf.sample.build_sample`)."""
+    captioner: str = "Salesforce/blip2-opt-2.7b"
+    """C_G: Hub id, local folder, or ``tiny``."""
+    split: str = "all"
+    stage: str | None = None
+    """Run only this stage; None = every stage of ``split``."""
+    keywords_file: str | None = None
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    batch_size: int = 32
+    dtype: str = "auto"
+    load_in_8bit: bool = False
+    device: str | None = None
+    interpretation: str = "spoof"
+    shard_size: int = 1000
+    dataset_splits: tuple[str, ...] | None = None
+    """Dataset splits to caption; None = all."""
+    finetune_splits: tuple[str, ...] = ("train",)
+    """Splits whose fakes may enter D_S (keeps held-out images out of C_S); falls back to all splits if none."""
+    push_to_hub: str | None = None
+    push_captioner_to_hub: str | None = None
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_CHOICES:
+            raise PipelineError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
+        if self.stage is not None and self.stage not in STAGES:
+            raise PipelineError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.interpretation not in INTERPRETATIONS:
+            raise PipelineError(f"--interpretation must be one of {', '.join(INTERPRETATIONS)}")
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise PipelineError("--batch-size and --shard-size must be >= 1")
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run executes, in order."""
+        if self.stage:
+            return (self.stage,)
+        if self.split == "real":
+            return ("general",)
+        if self.split == "fake":
+            return ("general", "filter", "finetune", "spoof")
+        if self.interpretation != "spoof":
+            return ("general", "corpus")
+        return STAGES
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Rank and world size from the launcher's environment (``torchrun``, ``accelerate launch``)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> DistContext:
+        ctx = cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+        if ctx.world_size > 1:
+            import datetime
+
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                # Only barriers are exchanged, so gloo serves GPU runs too; rank 0 may fine-tune C_S for hours.
+                dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
+        return ctx
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+# --- Stage outputs: caption shards keyed by a per-row id ------------------------------------------------
+
+def row_key(split: str, source: str, path: str, frame_index: int) -> str:
+    """The per-row id of the caption shards: dataset split, source, path and frame."""
+    return f"{split}:{source}:{path}#{frame_index}"
+
+
+def caption_features() -> datasets.Features:
+    import datasets
+
+    return datasets.Features({"key": datasets.Value("string"), "caption": datasets.Value("string")})
+
+
+def write_captions(stage_dir: str | Path, split: str, pairs: Sequence[tuple[str, str]], rank: int = 0) -> None:
+    """Write (key, caption) pairs into a caption stage folder, as a captioning rank would."""
+    from scf.shards import ShardWriter
+
+    with ShardWriter(Path(stage_dir) / f"rank-{rank:05d}", caption_features(), key_column="key") as w:
+        w.add_many(({"key": k, "caption": c} for k, c in pairs), split)
+
+
+def read_captions(stage_dir: str | Path) -> dict[str, str]:
+    """All (key -> caption) of a caption stage folder, over every rank's shards."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, str] = {}
+    for path in sorted(Path(stage_dir).glob("rank-*/data/*.parquet")):
+        table = pq.read_table(path, columns=["key", "caption"])
+        out.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+    return out
+
+
+@dataclass(frozen=True)
+class _Item:
+    split: str
+    index: int
+    key: str
+    label: int
+    attack_type: str
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("scf", "torch", "transformers", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class CaptionPipeline:
+    """Runs the SCF stages of a `CaptionRunConfig`.
+
+    Args:
+        config: the run settings.
+        dataset: the benchmark dataset; None loads ``config.dataset`` (or the embedded sample).
+        general_captioner: a ready C_G for the ``general`` stage (tests inject known captions this way);
+            None loads ``config.captioner``.
+        console: rich console for tables and rates.
+    """
+
+    def __init__(self, config: CaptionRunConfig, dataset: datasets.DatasetDict | None = None,
+                 general_captioner: Captioner | None = None, console: Any = None) -> None:
+        from rich.console import Console
+
+        self.config = config
+        self.out = Path(config.out)
+        self.dist = DistContext.from_env()
+        self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
+        self._general_captioner = general_captioner
+        self.stages = config.stages()
+        # Every check below is cheap and runs before any model is loaded.
+        self.keywords: KeywordDictionary = load_keywords(config.keywords_file)
+        if "finetune" in self.stages or ("general" in self.stages and general_captioner is None):
+            check_blip2(config.captioner)
+        self.dataset_label = (config.dataset or "scf.sample (embedded synthetic sample)") if dataset is None \
+            else (config.dataset or "in-memory dataset")
+        self.dataset = dataset if dataset is not None else self._load_dataset()
+        self.items = self._index()
+        self._check_work()
+        self.record = self._check_and_write_config()
+
+    # --- set-up -----------------------------------------------------------------------------------
+    def _load_dataset(self) -> datasets.DatasetDict:
+        if self.config.dataset is None:
+            from scf.sample import build_sample
+
+            logger.info("no --dataset: using the embedded synthetic sample (scf.sample)")
+            ds = build_sample()
+        else:
+            from scf.schema import load_table
+
+            ds = load_table(self.config.dataset, "benchmark")
+        if self.config.dataset_splits:
+            unknown = [s for s in self.config.dataset_splits if s not in ds]
+            if unknown:
+                raise PipelineError(f"dataset {self.config.dataset or 'sample'} has no split {unknown[0]!r} "
+                                    f"(it has: {', '.join(ds)})")
+            import datasets
+
+            ds = datasets.DatasetDict({s: ds[s] for s in self.config.dataset_splits})
+        return ds
+
+    def _index(self) -> list[_Item]:
+        from scf.schema import BENCHMARK_COLUMNS, SchemaError
+
+        items: list[_Item] = []
+        seen: dict[str, tuple[str, int]] = {}
+        for split, ds in self.dataset.items():
+            missing = [c for c in BENCHMARK_COLUMNS if c not in ds.column_names]
+            if missing:
+                raise SchemaError(f"missing; the benchmark schema needs: {', '.join(BENCHMARK_COLUMNS)}",
+                                  column=missing[0], file=f"{self.config.dataset or 'dataset'} [{split}]")
+            cols = ds.select_columns(["label", "attack_type", "source", "path", "frame_index"]).to_dict()
+            for i, (label, attack, source, path, frame) in enumerate(zip(
+                    cols["label"], cols["attack_type"], cols["source"], cols["path"], cols["frame_index"], strict=True)):
+                key = row_key(split, source, path, frame)
+                if key in seen:
+                    raise PipelineError(f"split {split!r} rows {seen[key][1]} and {i} share source, path and frame "
+                                        f"({source}, {path}, {frame}); each row needs its own (path, frame_index)")
+                seen[key] = (split, i)
+                items.append(_Item(split, i, key, int(label), attack))
+        return items
+
+    def _fakes(self) -> list[_Item]:
+        return [it for it in self.items if it.label != LABEL_REAL]
+
+    def _reals(self) -> list[_Item]:
+        return [it for it in self.items if it.label == LABEL_REAL]
+
+    def _check_work(self) -> None:
+        if self.config.split in ("fake", "all") and not self._fakes() and "general" in self.stages:
+            raise PipelineError("the dataset has no fake rows (label 0): nothing for SCF's spoof-aware captions")
+        if self.config.split == "real" and not self._reals():
+            raise PipelineError("the dataset has no real rows (label 1) to caption")
+        if "filter" in self.stages:
+            present = sorted({it.attack_type for it in self._fakes()}, key=SPOOF_TYPES.index)
+            uncovered = [t for t in present if t not in self.keywords.attack_types]
+            if uncovered:
+                raise PipelineError(
+                    f"attack type(s) {', '.join(uncovered)} of the dataset have no keywords in the dictionary "
+                    f"({', '.join(self.keywords.sources)}); add them to a --keywords file"
+                )
+
+    def _check_and_write_config(self) -> dict[str, Any]:
+        record = {
+            "dataset": self.dataset_label,
+            "dataset_splits": list(self.dataset),
+            "captioner_general": self.config.captioner,
+            "captioner_spoof": str(self.out / CAPTIONER_DIR),
+            "decoding": asdict(self.config.decoding),
+            "finetune": asdict(self.config.finetune),
+            "finetune_splits": list(self.config.finetune_splits),
+            "keywords": self.keywords.to_dict(),
+            "keywords_sources": list(self.keywords.sources),
+            "keywords_fingerprint": self.keywords.fingerprint(),
+            "batch_size": self.config.batch_size,
+            "dtype": self.config.dtype,
+            "load_in_8bit": self.config.load_in_8bit,
+            "world_size": self.dist.world_size,
+            "versions": _versions(),
+        }
+        path = self.out / CONFIG_FILE
+        if path.exists():
+            old = json.loads(path.read_text())
+            for key in _COMPAT_KEYS:
+                if key in old and old[key] != record[key]:
+                    raise PipelineError(f"{self.out} was produced with a different {key} ({old[key]} there, "
+                                        f"{record[key]} now); use a new --out to keep both")
+        self.dist.barrier()  # every rank has compared before rank 0 rewrites the file
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_json(path, record)
+        return record
+
+    # --- running ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run the configured stages; return a summary (per stage: what it did)."""
+        summary: dict[str, Any] = {}
+        for stage in self.stages:
+            summary[stage] = getattr(self, f"_stage_{stage}")()
+            self.dist.barrier()
+        return summary
+
+    def _caption_stage(self, name: str, items: list[_Item], factory: Callable[[], Captioner]) -> dict[str, Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from scf.shards import ShardWriter
+
+        stage_dir = self.out / name
+        done = read_captions(stage_dir)
+        mine = [it for i, it in enumerate(items) if i % self.dist.world_size == self.dist.rank and it.key not in done]
+        already = sum(it.key in done for it in items)
+        if not mine:
+            self.console.print(f"[bold]{name}[/]: all {len(items)} images already captioned")
+            return {"captioned": 0, "already": already}
+        captioner = factory()
+        start = time.perf_counter()
+        n = 0
+        progress = Progress(TextColumn(f"{name} captions"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn(),
+                            console=self.console, disable=not (self.config.show_progress and self.dist.is_main))
+        with ShardWriter(stage_dir / f"rank-{self.dist.rank:05d}", caption_features(),
+                         shard_size=self.config.shard_size, key_column="key") as writer, progress:
+            task = progress.add_task(name, total=len(mine), rate="-")
+            by_split: dict[str, list[_Item]] = {}
+            for it in mine:
+                by_split.setdefault(it.split, []).append(it)
+            for split, its in by_split.items():
+                images_ds = self.dataset[split].select_columns(["image"])
+                for b in range(0, len(its), self.config.batch_size):
+                    batch = its[b : b + self.config.batch_size]
+                    images = images_ds[[it.index for it in batch]]["image"]
+                    captions = captioner.caption(images)
+                    if len(captions) != len(batch):
+                        raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
+                    writer.add_many(({"key": it.key, "caption": c} for it, c in zip(batch, captions, strict=True)),
+                                    split)
+                    n += len(batch)
+                    progress.update(task, advance=len(batch), rate=f"{n / (time.perf_counter() - start):.2f}")
+        seconds = time.perf_counter() - start
+        rate = n / seconds if seconds > 0 else float("nan")
+        self.console.print(f"[bold]{name}[/]: rank {self.dist.rank} captioned {n} images in {seconds:.1f} s "
+                           f"([bold]{rate:.2f} images/s[/])" + (f", {already} done before" if already else ""))
+        return {"captioned": n, "already": already, "seconds": seconds, "images_per_second": rate}
+
+    def _load_captioner(self, source: str, name: str) -> Blip2Captioner:
+        return Blip2Captioner.load(source, decoding=self.config.decoding, batch_size=self.config.batch_size,
+                                   dtype=self.config.dtype, device=self.config.device,
+                                   load_in_8bit=self.config.load_in_8bit, name=name)
+
+    def _stage_general(self) -> dict[str, Any]:
+        split = self.config.split
+        items = self.items if split == "all" else (self._fakes() if split == "fake" else self._reals())
+        if self._general_captioner is not None:
+            injected = self._general_captioner
+            return self._caption_stage("general", items, lambda: injected)
+        return self._caption_stage("general", items, lambda: self._load_captioner(self.config.captioner,
+                                                                                   self.config.captioner))
+
+    def _stage_filter(self) -> dict[str, Any]:
+        if not self.dist.is_main:
+            return {}
+        general = read_captions(self.out / "general")
+        fakes = self._fakes()
+        missing = [it for it in fakes if it.key not in general]
+        if missing:
+            raise PipelineError(f"general captions are missing for {len(missing)} of {len(fakes)} fakes "
+                                f"(e.g. {missing[0].key}); run the general stage first (--stage general --split fake)")
+        splits = [s for s in self.config.finetune_splits if s in self.dataset] or list(self.dataset)
+        pool = [it for it in fakes if it.split in splits]
+        stats = {t: {"kept": 0, "total": 0} for t in SPOOF_TYPES if any(it.attack_type == t for it in pool)}
+        kept, unmatched_captions = [], {}
+        for it in pool:
+            caption = general[it.key]
+            word = self.keywords.match(caption, it.attack_type)
+            stats[it.attack_type]["total"] += 1
+            if word:
+                stats[it.attack_type]["kept"] += 1
+                kept.append({"key": it.key, "split": it.split, "index": it.index, "attack_type": it.attack_type,
+                             "caption": caption, "keyword": word})
+            else:
+                unmatched_captions.setdefault(it.attack_type, []).append(caption)
+        self._print_filter_table(stats, splits)
+        empty = [t for t, s in stats.items() if s["kept"] == 0]
+        hints = "; ".join(f"{t}: {', '.join(suggest_keywords(unmatched_captions.get(t, []), 6)) or '-'}" for t in empty)
+        if not kept:
+            raise PipelineError(f"the spoof-aware set D_S is empty: no fake's general caption contains a keyword of "
+                                f"its own attack type ({', '.join(empty)} matched nothing). Frequent words in their "
+                                f"captions, candidates for a --keywords file: {hints}")
+        if empty:
+            logger.warning("attack type(s) %s matched no keyword; C_S learns nothing specific to them. Frequent "
+                           "words of their captions: %s", ", ".join(empty), hints)
+        folder = self.out / "filter"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (DS_FILE + ".tmp")
+        with tmp.open("w") as f:
+            for row in kept:
+                f.write(json.dumps(row) + "\n")
+        os.replace(tmp, folder / DS_FILE)
+        _write_json(folder / STATS_FILE, {"splits": splits, "per_attack_type": stats, "d_s_size": len(kept),
+                                          "keywords_fingerprint": self.keywords.fingerprint()})
+        return {"d_s": len(kept), "stats": stats}
+
+    def _print_filter_table(self, stats: dict[str, dict[str, int]], splits: list[str]) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"SCF keyword filter (fakes of {', '.join(splits)})")
+        for col in ("attack type", "kept", "total", "kept %"):
+            table.add_column(col, justify="left" if col == "attack type" else "right")
+        for attack, s in stats.items():
+            table.add_row(attack, str(s["kept"]), str(s["total"]), f"{100 * s['kept'] / max(1, s['total']):.1f}")
+        total_kept, total = sum(s["kept"] for s in stats.values()), sum(s["total"] for s in stats.values())
+        table.add_row("[bold]all", str(total_kept), str(total), f"{100 * total_kept / max(1, total):.1f}")
+        self.console.print(table)
+
+    def _stage_finetune(self) -> dict[str, Any]:
+        target = self.out / CAPTIONER_DIR
+        if not self.dist.is_main:
+            return {}
+        if (target / FINETUNE_RECORD).exists():
+            self.console.print(f"[bold]finetune[/]: C_S already saved in {target}")
+            return {"skipped": True}
+        ds_file = self.out / "filter" / DS_FILE
+        if not ds_file.exists():
+            raise PipelineError(f"{ds_file} not found; run the filter stage first (--stage filter)")
+        rows = [json.loads(line) for line in ds_file.read_text().splitlines() if line.strip()]
+        from scf.captioning.finetune import finetune_captioner, push_captioner_to_hub, save_captioner
+
+        model, processor = load_blip2(self.config.captioner, dtype="fp32", device=self.config.device)
+        images_by_split = {s: self.dataset[s].select_columns(["image"]) for s in {r["split"] for r in rows}}
+
+        def load_images(idx: Sequence[int]) -> list:
+            return [images_by_split[rows[i]["split"]][rows[i]["index"]]["image"] for i in idx]
+
+        record = finetune_captioner(model, processor, load_images, [r["caption"] for r in rows], self.config.finetune,
+                                    self.out / "finetune", prompt=self.config.decoding.prompt,
+                                    show_progress=self.config.show_progress)
+        record["captioner_general"] = self.config.captioner
+        save_captioner(record["model"], processor, target, record)
+        self.console.print(f"[bold]finetune[/]: {record['samples']} samples, {record['steps']} steps, loss "
+                           f"{record['first_loss']:.4f} -> {record['last_loss']:.4f}; C_S saved to {target}")
+        if self.config.push_captioner_to_hub:
+            url = push_captioner_to_hub(target, self.config.push_captioner_to_hub)
+            self.console.print(f"C_S pushed to {url}")
+        return {k: v for k, v in record.items() if k != "model"}
+
+    def _spoof_name(self) -> str:
+        return self.config.push_captioner_to_hub or str(self.out / CAPTIONER_DIR)
+
+    def _stage_spoof(self) -> dict[str, Any]:
+        target = self.out / CAPTIONER_DIR
+        if not (target / FINETUNE_RECORD).exists():
+            raise PipelineError(f"no spoof-aware captioner in {target}; run the finetune stage first (--stage finetune)")
+        return self._caption_stage("spoof", self._fakes(), lambda: self._load_captioner(str(target), self._spoof_name()))
+
+    def _stage_corpus(self) -> dict[str, Any]:
+        if not self.dist.is_main:
+            return {}
+        import datasets
+
+        from scf.schema import BENCHMARK_COLUMNS, validate_rows, vqa_features
+        from scf.shards import ShardWriter
+
+        mode = self.config.interpretation
+        general = read_captions(self.out / "general")
+        spoof = read_captions(self.out / "spoof") if mode == "spoof" else {}
+        missing = [it for it in self.items if it.key not in general]
+        if missing:
+            raise PipelineError(f"general captions are missing for {len(missing)} of {len(self.items)} rows "
+                                f"(e.g. {missing[0].key}); run --split all (or --split real and --split fake) first")
+        missing = [it for it in self._fakes() if it.key not in spoof] if mode == "spoof" else []
+        if missing:
+            raise PipelineError(f"spoof-aware captions are missing for {len(missing)} fakes (e.g. {missing[0].key}); "
+                                "run --split fake first, or use --interpretation general")
+        final = self.out / CORPUS_DIRS[mode]
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        counts: dict[str, int] = {}
+        samples: list[dict[str, str]] = []
+        chunk = 256
+        with ShardWriter(tmp, vqa_features(), shard_size=self.config.shard_size) as writer:
+            for split, ds in self.dataset.items():
+                raw = ds.cast_column("image", datasets.Image(decode=False)).select_columns(list(BENCHMARK_COLUMNS))
+                keys = {it.index: it for it in self.items if it.split == split}
+                for start in range(0, len(raw), chunk):
+                    block = raw[start : start + chunk]
+                    rows = [dict(zip(block, values, strict=True)) for values in zip(*block.values(), strict=True)]
+                    out_rows = []
+                    for offset, row in enumerate(rows):
+                        it = keys[start + offset]
+                        out_rows.append(vqa_row(
+                            row, caption_general=general[it.key], caption_spoof=spoof.get(it.key),
+                            captioner_general=self.config.captioner, captioner_spoof=self._spoof_name(),
+                            keyword=self.keywords.match(general[it.key], it.attack_type) if it.label != LABEL_REAL else "",
+                            interpretation=mode))
+                    validate_rows(out_rows, "vqa", file=str(final), start=start)
+                    writer.add_many(out_rows, split)
+                    for r in out_rows:
+                        s = self._sample(r)
+                        if sum(x["label"] == s["label"] for x in samples) < (4 if s["label"] == "fake" else 2):
+                            samples.append(s)
+                counts[split] = len(raw)
+        stats_file = self.out / "filter" / STATS_FILE
+        stats = json.loads(stats_file.read_text())["per_attack_type"] if stats_file.exists() else None
+        card_config = {k: v for k, v in self.record.items() if k != "versions"} | {"interpretation": mode}
+        (tmp / "README.md").write_text(dataset_card(
+            title="I-FAS VQA corpus (SCF captions)", splits=counts, config=card_config, filter_stats=stats,
+            samples=samples, interpretation=mode))
+        _write_json(tmp / CONFIG_FILE, self.record | {"interpretation": mode})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        self.console.print(f"[bold]corpus[/]: {sum(counts.values())} rows ({', '.join(f'{s} {n}' for s, n in counts.items())}) "
+                           f"written to {final}")
+        if self.config.push_to_hub:
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+            api.create_repo(self.config.push_to_hub, repo_type="dataset", private=True, exist_ok=True)
+            api.upload_folder(folder_path=str(final), repo_id=self.config.push_to_hub, repo_type="dataset",
+                              commit_message="SCF VQA corpus")
+            self.console.print(f"corpus pushed to the Hub dataset {self.config.push_to_hub}")
+        return {"rows": counts, "folder": str(final)}
+
+    @staticmethod
+    def _sample(row: dict[str, Any]) -> dict[str, str]:
+        return {"label": LABEL_NAMES[int(row["label"])], "attack_type": row["attack_type"], "keyword": row["keyword"],
+                "caption_general": row["caption_general"], "caption": row["caption"]}
