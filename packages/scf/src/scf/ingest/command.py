@@ -1,0 +1,66 @@
+"""The body of ``scf ingest`` (the click command in `scf.cli` imports this lazily): options -> run -> report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger(__name__)
+
+
+def list_sources_table():  # noqa: ANN201 - rich.table.Table
+    """A rich table of the sources: name, dataset, pre-cropped, expected layout."""
+    from rich.table import Table
+
+    from .registry import SOURCES
+
+    table = Table(title="scf ingest --source NAME")
+    for col in ("name", "dataset", "detect", "expected layout under --root"):
+        table.add_column(col)
+    for name, cls in SOURCES.items():
+        table.add_row(name, cls.title, "off" if cls.precropped else "on", cls.layout)
+    return table
+
+
+def ingest_main(*, source: str | None, root: str | None, out: str | None, config_name: str | None,
+                lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
+                detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
+                image_format: str, push_to_hub: str | None, private: bool, list_sources: bool,
+                no_progress: bool) -> None:
+    """Run ``scf ingest``; every user error becomes a one-line `click.ClickException`."""
+    from rich.console import Console
+
+    from .base import IngestError
+    from .card import push_to_hub as push
+    from .card import summary_table
+    from .runner import IngestConfig, run_ingest
+
+    console = Console()
+    if list_sources:
+        console.print(list_sources_table())
+        return
+    missing = [flag for flag, value in (("--source", source), ("--root", root), ("--out", out)) if not value]
+    if missing:
+        raise click.ClickException(f"missing option(s) {', '.join(missing)} (or --list-sources)")
+    try:
+        config = IngestConfig(source=source, root=Path(root), out=Path(out), config_name=config_name,
+                              lists=tuple(Path(p) for p in lists), label_polarity=label_polarity, split=split,
+                              frames=frames, detect=detect, margin=margin, size=size, neighbours=neighbours,
+                              workers=workers, shard_size=shard_size, image_format=image_format)
+        summary = run_ingest(config, show_progress=not no_progress)
+    except IngestError as e:
+        raise click.ClickException(str(e)) from e
+    console.print(summary_table(summary))
+    if summary.unaccounted:
+        raise click.ClickException(f"{len(summary.unaccounted)} file(s) have neither rows nor a skip record "
+                                   f"(e.g. {summary.unaccounted[0]}); this is a bug, please report it")
+    console.print(f"written to {config.out}; load it with datasets.load_dataset({str(config.out)!r}"
+                  + (f", {config_name!r})" if config_name else ")"))
+    if push_to_hub:
+        try:
+            url = push(config.out, push_to_hub, private=private)
+        except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
+            raise click.ClickException(f"push to {push_to_hub} failed: {type(e).__name__}: {e}") from e
+        console.print(f"pushed to {url}")

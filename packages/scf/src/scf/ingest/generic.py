@@ -1,0 +1,137 @@
+"""Generic readers: an image folder with ``real``/``fake`` (or per-attack-type) sub-folders, and a CSV manifest."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from scf.schema import ATTACK_TYPES, LABEL_FAKE, LABEL_REAL
+
+from .base import IngestError, Item, Meta, Reader, ReaderOptions, Skip, norm_split
+from .lists import locate
+
+LIVE_NAMES = {"real", "live", "bonafide", "bona_fide", "bona-fide", "genuine"}
+FAKE_NAMES = {"fake", "spoof", "attack", "attacks"}
+_TYPE_NAMES = {t: t for t in ATTACK_TYPES if t != "live"} | {"photo": "print", "paper": "print",
+                                                              "video": "replay", "screen": "replay"}
+
+
+def _class_meta(folder: str) -> Meta | None:
+    low = folder.lower()
+    if low in LIVE_NAMES:
+        return Meta(LABEL_REAL, "live")
+    if low in FAKE_NAMES:
+        return Meta(LABEL_FAKE, "other", "fake (attack type not given)")
+    if low in _TYPE_NAMES:
+        return Meta(LABEL_FAKE, _TYPE_NAMES[low], folder)
+    return None
+
+
+class ImageFolderReader(Reader):
+    """``[<split>/]<class>/.../<file>``: class folders ``real``/``live``/``bonafide`` (real) and ``fake``/
+    ``spoof``/``attack`` (attack type ``other``), or one folder per attack type (``print``, ``replay``,
+    ``mask``, ``mannequin``, ``makeup``, ``other``; ``photo``/``paper`` -> print, ``video``/``screen`` ->
+    replay). An optional first level ``train``/``dev``/``val``/``test`` gives the split, else ``--split``
+    (default test). Images are items; videos under the class folders are sampled like any video. Subject:
+    unknown (empty).
+    """
+
+    name, title = "image-folder", "image folder"
+    frames_as_videos = False
+    layout = "[<split>/]{real,fake | print,replay,mask,...}/<files>"
+    license_note = "the licence of the images' owners"
+
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        names = {p.name.lower() for p in root.iterdir() if p.is_dir()}
+        inner = {q.name.lower() for p in root.iterdir() if p.is_dir() and norm_split(p.name)
+                 for q in p.iterdir() if q.is_dir()}
+        if not any(_class_meta(n) for n in names | inner):
+            raise IngestError(f"image-folder: {root} has no real/fake (or attack-type) sub-folder "
+                              f"(expected {self.layout})")
+
+    def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
+        for entry in self.walk(root, options):
+            parts = PurePosixPath(entry.path).parts
+            split = norm_split(parts[0]) if len(parts) > 1 else None
+            rest = parts[1:] if split else parts
+            meta = _class_meta(rest[0]) if len(rest) > 1 else None
+            if meta is None:
+                yield Skip(entry.path, "no naming rule", f"not below a class folder ({self.layout})")
+                continue
+            video_id = PurePosixPath(entry.path).with_suffix("").as_posix()
+            yield Item(path=entry.path, kind=entry.kind, meta=meta, split=split or options.split or "test",
+                       video_id=video_id)
+
+
+MANIFEST_COLUMNS = ("path", "label", "attack_type", "attack_detail", "subject_id", "video_id", "split")
+
+
+def parse_label(raw: str) -> int | None:
+    """A manifest label: ``1``/``real``/``live``/``bonafide`` -> 1, ``0``/``fake``/``spoof``/``attack`` -> 0."""
+    low = raw.strip().lower()
+    if low == "1" or low in LIVE_NAMES:
+        return LABEL_REAL
+    if low == "0" or low in FAKE_NAMES:
+        return LABEL_FAKE
+    return None
+
+
+class CsvManifestReader(Reader):
+    """A CSV manifest (``--list manifest.csv``) with a header row. Columns: ``path`` and ``label`` required;
+    ``attack_type``, ``attack_detail``, ``subject_id``, ``video_id``, ``split`` optional; others ignored.
+
+    ``path`` is relative to ``--root`` (an image, a video, or a folder of frames). ``label`` uses the toolkit's
+    polarity, 1 = real (or the words real/live/bonafide and fake/spoof/attack). ``attack_type`` must be one
+    of `scf.schema.ATTACK_TYPES` (default: live for reals, other for fakes). ``split`` defaults to
+    ``--split``, else test. A row with a bad value is skipped with the row number and reason.
+    """
+
+    name, title = "csv", "CSV manifest"
+    layout = "--list manifest.csv with columns path,label[,attack_type,attack_detail,subject_id,video_id,split]"
+    license_note = "the licence of the images' owners"
+
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        if len(options.lists) != 1:
+            raise IngestError("csv: give exactly one manifest with --list")
+        path = options.lists[0]
+        if not path.is_file():
+            raise IngestError(f"manifest not found: {path}")
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        missing = [c for c in ("path", "label") if c not in header]
+        if missing:
+            raise IngestError(f"{path}: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
+
+    def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
+        path = options.lists[0]
+        with path.open(newline="", encoding="utf-8") as f:
+            for row_no, row in enumerate(csv.DictReader(f), start=2):
+                where = f"{path.name}:{row_no}"
+                rel = (row.get("path") or "").strip().strip("/")
+                if not rel:
+                    yield Skip(where, "malformed manifest row", "empty path")
+                    continue
+                label = parse_label(row.get("label") or "")
+                if label is None:
+                    yield Skip(rel, "malformed manifest row", f"{where}: label {row.get('label')!r}")
+                    continue
+                attack = (row.get("attack_type") or "").strip().lower() or ("live" if label else "other")
+                try:
+                    meta = Meta(label, attack, (row.get("attack_detail") or "").strip(),
+                                (row.get("subject_id") or "").strip())
+                except ValueError as e:
+                    yield Skip(rel, "malformed manifest row", f"{where}: {e}")
+                    continue
+                raw_split = (row.get("split") or "").strip()
+                split = norm_split(raw_split) if raw_split else (options.split or "test")
+                if split is None:
+                    yield Skip(rel, "malformed manifest row", f"{where}: split {raw_split!r}")
+                    continue
+                found = locate(root, rel)
+                if found is None:
+                    yield Skip(rel, "missing file", f"{where}: nothing at {root / rel}")
+                    continue
+                kind, rel_found, frames = found
+                video_id = (row.get("video_id") or "").strip() or PurePosixPath(rel).with_suffix("").as_posix()
+                yield Item(path=rel_found, kind=kind, meta=meta, split=split, video_id=video_id, frames=frames)

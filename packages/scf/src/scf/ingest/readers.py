@@ -1,0 +1,313 @@
+"""Readers of the twelve FAS datasets in their delivered layouts (naming rules in `scf.ingest.naming`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+
+from .base import IngestError, Item, Meta, Reader, ReaderOptions, Skip, WalkEntry
+from .lists import CasiaFasListReader
+from .naming import CELEBA_SPOOF_TYPES, PARSERS
+
+logger = logging.getLogger(__name__)
+
+LICENSE_NOTE = ("{title} is distributed by its owners under a licence agreement. This folder holds face crops "
+                "derived from it: you may use and share it only as that agreement allows, and only if you hold "
+                "the licence yourself. scf ships no images of the dataset.")
+
+
+def _find_file(root: Path, name: str, depth: int = 3) -> Path | None:
+    """A file called ``name`` at most ``depth`` folders below ``root`` (protocol files of a release)."""
+    base = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if len(Path(dirpath).parts) - base >= depth:
+            dirnames[:] = []
+        if name in filenames:
+            return Path(dirpath) / name
+    return None
+
+
+class DatasetReader(Reader):
+    """A dataset in its delivered folder layout: every media file (or frame folder) through a naming rule.
+
+    With ``--list`` it reads CASIA-FAS-Dataset lists of that dataset instead (`CasiaFasListReader`), so
+    preprocessed copies work too. ``default_split`` applies when neither a rule nor ``--split`` gives one.
+    """
+
+    default_split: str | None = None
+    markers: tuple[str, ...] = ()  # folder names (lower case) of which the layout has at least one
+
+    @property
+    def parse(self) -> Callable[[PurePosixPath], Meta | None]:
+        return PARSERS[self.name]
+
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        if options.lists:
+            CasiaFasListReader(self.name).check(root, options)
+            return
+        if self.markers:
+            found = any(d.name.lower() in self.markers for d in _dirs(root, 3))
+            if not found:
+                raise IngestError(f"{self.title}: {root} does not look like its layout ({self.layout}); "
+                                  f"expected a folder named one of {', '.join(self.markers)}")
+
+    def split_for(self, entry: WalkEntry, meta: Meta, options: ReaderOptions) -> str | None:
+        return meta.split or options.split or self.default_split
+
+    def item(self, entry: WalkEntry, meta: Meta, split: str) -> Item:
+        path = PurePosixPath(entry.path)
+        video_id = entry.name_path.as_posix() if entry.kind == "frames" else path.with_suffix("").as_posix()
+        return Item(path=entry.path, kind=entry.kind, meta=meta, split=split, video_id=video_id,
+                    frames=entry.frames)
+
+    def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
+        if options.lists:
+            lister = CasiaFasListReader(self.name)
+            yield from lister.scan(root, options)
+            return
+        for entry in self.walk(root, options):
+            skip = self.exclude(entry)
+            if skip is not None:
+                yield skip
+                continue
+            meta = self.parse(entry.name_path)
+            if meta is None:
+                yield Skip(entry.path, "no naming rule", f"name matches no {self.title} rule ({self.layout})")
+                continue
+            split = self.split_for(entry, meta, options)
+            if split is None:
+                yield Skip(entry.path, "no split rule", f"{self.title}: pass --split or use the release layout")
+                continue
+            yield self.item(entry, meta, split)
+
+    def exclude(self, entry: WalkEntry) -> Skip | None:
+        """A skip for files the layout holds but the protocol leaves out; None to read the entry."""
+        return None
+
+
+def _dirs(root: Path, depth: int) -> Iterator[Path]:
+    base = len(root.parts)
+    for dirpath, dirnames, _ in os.walk(root):
+        if len(Path(dirpath).parts) - base >= depth:
+            dirnames[:] = []
+        for d in dirnames:
+            yield Path(dirpath) / d
+
+
+class MsuMfsd(DatasetReader):
+    name, title = "msu-mfsd", "MSU-MFSD"
+    layout = "scene01/{real,attack}/<name>.{mp4,mov} + train_sub_list.txt, test_sub_list.txt"
+    homepage = "https://sites.google.com/site/huhanhomepage/download/"
+    markers = ("real", "attack", "scene01")
+
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        super().check(root, options)
+        self.subject_split: dict[str, str] = {}
+        if options.lists:
+            return
+        for split in ("train", "test"):
+            found = _find_file(root, f"{split}_sub_list.txt")
+            if found is None:
+                if options.split:
+                    continue
+                raise IngestError(f"MSU-MFSD: {split}_sub_list.txt not found under {root} (it ships with the "
+                                  "release and gives the train/test subjects); or pass --split")
+            for line in found.read_text().split():
+                self.subject_split[line.strip().zfill(3)] = split
+
+    def split_for(self, entry: WalkEntry, meta: Meta, options: ReaderOptions) -> str | None:
+        return self.subject_split.get(meta.subject_id) or meta.split or options.split
+
+
+class CasiaFasd(DatasetReader):
+    name, title = "casia-fasd", "CASIA-FASD"
+    layout = "{train,test}_release/<subject>/<1..8|HR_1..HR_4>.avi"
+    markers = ("train_release", "test_release")
+
+
+class ReplayAttack(DatasetReader):
+    name, title = "replay-attack", "Idiap Replay-Attack"
+    layout = "{train,devel,test}/{real,attack/{fixed,hand}}/<name>.mov (enroll/ is skipped)"
+    homepage = "https://www.idiap.ch/en/scientific-research/data/replayattack"
+    markers = ("train", "devel", "test")
+
+    def exclude(self, entry: WalkEntry) -> Skip | None:
+        if "enroll" in (p.lower() for p in PurePosixPath(entry.path).parts):
+            return Skip(entry.path, "not in the protocol", "enrollment video (face verification only)")
+        return None
+
+
+class OuluNpu(DatasetReader):
+    name, title = "oulu-npu", "OULU-NPU"
+    layout = "{Train,Dev,Test}_files/<phone>_<session>_<user>_<access>.avi"
+    homepage = "https://sites.google.com/site/oulunpudatabase/"
+    markers = ("train_files", "dev_files", "test_files")
+
+
+class Siw(DatasetReader):
+    name, title = "siw", "SiW"
+    layout = "{Train,Test}/{live,spoof}/<subject>/<subject>-<sensor>-<type>-<medium>-<session>.mov"
+    homepage = "http://cvlab.cse.msu.edu/siw-spoof-in-the-wild-database.html"
+    markers = ("train", "test")
+
+
+class RoseYoutu(DatasetReader):
+    name, title = "rose-youtu", "Rose-Youtu"
+    layout = "[<split>/]<subject>/<code>_..._<subject>_<k>.mp4 (code G, Ps, Pq, Vl, Vm, Mc, Mf, Mu)"
+    homepage = "https://rose1.ntu.edu.sg/dataset/faceLivenessDetection/"
+    default_split = "test"
+
+
+class HkbuMars(DatasetReader):
+    name, title = "hkbu-mars", "HKBU-MARs-V1+"
+    layout = "{real,mask}/<subject>/<video>.{avi,mp4} (or live/attack folders; frame folders accepted)"
+    homepage = "http://rds.comp.hkbu.edu.hk/mars/"
+    default_split = "test"
+    markers = ("real", "live", "genuine", "mask", "masks", "attack", "fake", "spoof")
+
+
+class Wmca(DatasetReader):
+    """WMCA, RGB stream. The release stores all channels in HDF5 files; ``h5py`` is not a dependency, so the
+    colour stream must be extracted first to a video file or a frame folder named like the HDF5 file
+    (``<client>_<session>_<presenter>_<type>_<pai>``), keeping the release's folders. The grand-test protocol
+    CSV (``,client_id,filepath,group,label``) given with ``--list`` sets the split (train, dev, eval -> test)
+    and is checked against the names; a ``.txt`` list is read as a CASIA-FAS list.
+    """
+
+    name, title = "wmca", "WMCA"
+    layout = "face-station/<date>/<client>_<session>_<presenter>_<type>_<pai>.{mp4,avi} or frame folders"
+    homepage = "https://www.idiap.ch/en/scientific-research/data/wmca"
+    default_split = "test"
+
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        self.csv_split: dict[str, str] = {}
+        csvs = [p for p in options.lists if p.suffix.lower() == ".csv"]
+        txts = [p for p in options.lists if p.suffix.lower() != ".csv"]
+        if txts:
+            CasiaFasListReader(self.name).check(root, ReaderOptions(txts, options.label_polarity, options.split))
+        for path in csvs:
+            if not path.is_file():
+                raise IngestError(f"list file not found: {path}")
+            with path.open(newline="") as f:
+                rows = csv.DictReader(f)
+                if not {"filepath", "group"} <= set(rows.fieldnames or ()):
+                    raise IngestError(f"{path}: a WMCA protocol CSV needs the columns filepath and group")
+                for row in rows:
+                    stem = PurePosixPath(row["filepath"]).name
+                    self.csv_split[stem] = {"eval": "test", "devel": "dev"}.get(row["group"], row["group"])
+        hdf5 = next((p for p in root.rglob("*") if p.suffix.lower() in (".hdf5", ".h5")), None)
+        if hdf5 is not None and not any(True for _ in self.walk(root, options)):
+            raise IngestError(f"WMCA: {root} holds HDF5 files ({hdf5.name}) and no video or frame folder; "
+                              "extract the RGB (color) stream first (h5py is not a dependency of scf)")
+
+    def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
+        txts = tuple(p for p in options.lists if p.suffix.lower() != ".csv")
+        if txts:
+            yield from CasiaFasListReader(self.name).scan(root, ReaderOptions(txts, options.label_polarity,
+                                                                               options.split, options.exclude))
+            return
+        yield from super().scan(root, ReaderOptions((), options.label_polarity, options.split, options.exclude))
+
+    def split_for(self, entry: WalkEntry, meta: Meta, options: ReaderOptions) -> str | None:
+        if self.csv_split:  # the protocol CSV decides; a file it does not list is skipped ("no split rule")
+            name = entry.name_path.name if entry.kind == "frames" else entry.name_path.with_suffix("").name
+            return self.csv_split.get(name)
+        return super().split_for(entry, meta, options)
+
+
+class SiwMV2(DatasetReader):
+    name, title = "siw-m-v2", "SiW-M-V2"
+    layout = "<Live|Makeup_*|Mask_*|Partial_*|Paper|Replay>/.../<video>.{mov,mp4}"
+    homepage = "http://cvlab.cse.msu.edu/siw-m-spoof-in-the-wild-with-multiple-attacks-database.html"
+    default_split = "test"
+
+
+class CasiaSurf3DMask(DatasetReader):
+    name, title = "casia-surf-3dmask", "CASIA-SURF-3DMask"
+    layout = "Real/<subject>/<video> and Fake/<subject>/<group>/<video> (video files or frame folders)"
+    default_split = "test"
+    markers = ("real", "fake")
+
+
+class HiFiMask(DatasetReader):
+    name, title = "hifimask", "HiFiMask"
+    layout = "[Data/]<skin>_<subject>_<type>_<scene>_<light>_<sensor>/ frames (or .mp4/.avi of that name)"
+    default_split = "test"
+
+
+class CelebASpoof(DatasetReader):
+    """CelebA-Spoof: still images with per-image face boxes.
+
+    Boxes: ``<id>_BB.txt`` beside each image holds ``x y w h score`` in the coordinates of the image resized to
+    224 x 224 (the CelebA-Spoof README's convention; its demo code scales them by ``real_w / 224`` and
+    ``real_h / 224``). They are used instead of detection; an image without one is detected.
+    Spoof type: entry 40 of the label vector in ``metas/intra_test/{train,test}_label.json`` (keys
+    ``Data/<split>/<subject>/<live|spoof>/<id>.jpg``).
+    """
+
+    name, title = "celeba-spoof", "CelebA-Spoof"
+    layout = "Data/{train,test}/<subject>/{live,spoof}/<id>.{jpg,png} + <id>_BB.txt, metas/intra_test/*.json"
+    homepage = "https://github.com/ZhangYuanhan-AI/CelebA-Spoof"
+    frames_as_videos = False
+    markers = ("live", "spoof")
+
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        super().check(root, options)
+        self.spoof_types: dict[str, int] = {}
+        for split in ("train", "test"):
+            found = _find_file(root, f"{split}_label.json", depth=4)
+            if found is None:
+                continue
+            try:
+                labels = json.loads(found.read_text())
+            except (OSError, ValueError) as e:
+                raise IngestError(f"{found}: not a CelebA-Spoof label file ({e})") from e
+            for key, vector in labels.items():
+                if isinstance(vector, list) and len(vector) > 40:
+                    self.spoof_types[PurePosixPath(key).as_posix()] = int(vector[40])
+        if not self.spoof_types:
+            logger.warning("CelebA-Spoof: no metas/intra_test/*_label.json under %s: spoof types will be "
+                           "'other' (spoof type unknown)", root)
+
+    def item(self, entry: WalkEntry, meta: Meta, split: str) -> Item:
+        item = super().item(entry, meta, split)
+        rel = PurePosixPath(entry.path)
+        if meta.label == 0:
+            parts = rel.parts
+            key = "/".join(parts[parts.index("Data"):]) if "Data" in parts else rel.as_posix()
+            code = self.spoof_types.get(key, self.spoof_types.get(rel.as_posix()))
+            if code is not None and code in CELEBA_SPOOF_TYPES and code != 0:
+                attack, detail = CELEBA_SPOOF_TYPES[code]
+                meta = Meta(0, attack, detail, meta.subject_id, meta.split)
+        box = _read_celeba_box(self.root / rel.with_name(rel.stem + "_BB.txt"))
+        return Item(path=item.path, kind="image", meta=meta, split=split, video_id=item.video_id,
+                    box=box, box_space=224 if box else None)
+
+    def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
+        self.root = root
+        yield from super().scan(root, options)
+
+
+def _read_celeba_box(path: Path) -> tuple[float, float, float, float] | None:
+    """``x y w h [score]`` of a CelebA-Spoof ``*_BB.txt`` (224-scaled), or None when absent or malformed."""
+    try:
+        values = [float(v) for v in path.read_text().split()[:4]]
+    except (OSError, ValueError):
+        return None
+    if len(values) < 4 or values[2] <= 0 or values[3] <= 0:
+        return None
+    return values[0], values[1], values[2], values[3]
+
+
+DATASET_READERS: tuple[type[DatasetReader], ...] = (
+    CelebASpoof, MsuMfsd, CasiaFasd, ReplayAttack, OuluNpu, Siw, RoseYoutu, HkbuMars, Wmca, SiwMV2,
+    CasiaSurf3DMask, HiFiMask,
+)
+"""The twelve datasets of the paper's protocols (FACTS §1), in the order of the One-to-Eleven table."""
+
+for _cls in DATASET_READERS:
+    _cls.license_note = LICENSE_NOTE.format(title=_cls.title)

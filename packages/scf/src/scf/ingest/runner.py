@@ -1,0 +1,300 @@
+"""The ingest run: stream a reader's items through worker processes into resumable parquet shards.
+
+`run_ingest(IngestConfig(...))` is what ``scf ingest`` calls. It
+
+1. checks the source, the root and the reader's layout before any work (`IngestError`);
+2. streams the reader's items (never the whole dataset in memory) to ``workers`` processes (in-process when
+   ``workers == 1``), at most a few items in flight per worker;
+3. writes rows through `scf.shards.ShardWriter` keyed by ``path`` (``<file>`` for images and frame files,
+   ``<video file>#<frame>`` for video frames) and skips through `scf.shards.SkipLog`, so a rerun after a kill
+   redoes nothing that reached a shard and duplicates no row;
+4. recounts the whole folder from its shards and skip log, checks that every file seen is accounted for
+   (rows or skips), and writes ``ingest_summary.json``, ``ingest_config.json`` and the dataset card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from scf import faces, schema
+from scf.shards import SKIPPED_FILE, ShardWriter, SkipLog
+
+from .base import IngestError, Item, ReaderOptions, Skip
+from .lists import POLARITIES
+from .registry import canonical_name, get_reader
+from .worker import Outcome, WorkSettings, init_worker, process
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "ingest_config.json"
+SUMMARY_FILE = "ingest_summary.json"
+_IMAGE_SETTINGS = ("source", "frames", "detect", "margin", "size", "neighbours", "image_format")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Settings of one ``scf ingest`` run."""
+
+    source: str  # registry name or alias (scf ingest --list-sources)
+    root: Path  # the dataset as the user holds it
+    out: Path  # dataset folder; with config_name, the parent folder of several sources
+    config_name: str | None = None  # write to out/<config_name>/ and list it in out/README.md
+    lists: tuple[Path, ...] = ()  # list / protocol / manifest files
+    label_polarity: str | None = None  # live0 | live1 (CASIA-FAS lists)
+    split: str | None = None  # split for items no rule gives one
+    frames: str = "flip"  # "flip" or a number k of equidistant frames
+    detect: bool | None = None  # None: on, except for readers of pre-cropped faces
+    margin: float = faces.DEFAULT_MARGIN
+    size: int = faces.DEFAULT_SIZE
+    neighbours: int = 3
+    workers: int = 1
+    shard_size: int = 1000
+    image_format: str = "png"
+
+    def __post_init__(self) -> None:
+        if self.frames != "flip" and not (self.frames.isdigit() and int(self.frames) >= 1):
+            raise IngestError(f"--frames must be 'flip' or a positive number of frames, got {self.frames!r}")
+        if self.margin < 0:
+            raise IngestError(f"--margin must be >= 0, got {self.margin}")
+        if not 16 <= self.size <= 2048:
+            raise IngestError(f"--size must be between 16 and 2048, got {self.size}")
+        if self.workers < 1 or self.shard_size < 1 or self.neighbours < 0:
+            raise IngestError("--workers and --shard-size must be >= 1, --neighbours >= 0")
+        if self.image_format not in ("png", "jpeg"):
+            raise IngestError(f"--image-format must be png or jpeg, got {self.image_format!r}")
+        if self.label_polarity is not None and self.label_polarity not in POLARITIES:
+            raise IngestError(f"--label-polarity must be one of {', '.join(POLARITIES)}")
+        if self.split is not None and self.split not in schema.SPLITS:
+            raise IngestError(f"--split must be one of {', '.join(schema.SPLITS)}")
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.out / self.config_name if self.config_name else self.out
+
+
+@dataclass
+class IngestSummary:
+    """Counts of a finished ingest, over the whole output folder (earlier interrupted runs included)."""
+
+    source: str
+    title: str
+    splits: dict[str, dict[str, Any]]  # split -> {"rows", "real", "fake", "videos", "attack_types": {...}}
+    skipped: dict[str, int]  # reason -> items
+    files_seen: int
+    files_with_rows: int
+    files_skipped: int
+    unaccounted: list[str]
+    rows_total: int
+    skipped_total: int
+    rows_this_run: int
+    other_files: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _unit_of(key: str, units: set[str]) -> str:
+    """The file (or frame folder) a row or skip key belongs to."""
+    if key in units:
+        return key
+    if "#" in key:
+        return key.rsplit("#", 1)[0]
+    parent = PurePosixPath(key).parent.as_posix()
+    return parent if parent in units else key
+
+
+def _resolved(config: IngestConfig) -> tuple[str, Any, ReaderOptions, WorkSettings]:
+    name = canonical_name(config.source)
+    root = Path(config.root).expanduser()
+    if not root.exists():
+        raise IngestError(f"--root does not exist: {root}")
+    if not root.is_dir():
+        raise IngestError(f"--root is not a folder: {root}")
+    reader = get_reader(name)
+    lists = tuple(Path(p).expanduser() for p in config.lists)
+    out = config.dataset_dir.expanduser().resolve()
+    options = ReaderOptions(lists, config.label_polarity, config.split,
+                            exclude=(out,) if out.is_relative_to(root.resolve()) else ())
+    reader.check(root, options)
+    detect = (not reader.precropped) if config.detect is None else config.detect
+    settings = WorkSettings(config.frames, detect, config.margin, config.size, config.neighbours,
+                            config.image_format)
+    return name, reader, options, settings
+
+
+def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
+    path = folder / CONFIG_FILE
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    changed = [k for k in _IMAGE_SETTINGS if old.get(k) != recorded.get(k)]
+    if changed:
+        raise IngestError(f"{folder} was written with other settings ({', '.join(f'{k}={old.get(k)!r}' for k in changed)}); "
+                          "resume with the same settings or choose another --out")
+
+
+def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool = True) -> IngestSummary:  # noqa: ANN401
+    """Ingest one source into the benchmark dataset folder; resumable. See the module docstring.
+
+    Args:
+        config: the run settings.
+        console: a `rich.console.Console` for the progress bar (default: a new one on stderr).
+        show_progress: show the rich progress bar.
+
+    Raises:
+        IngestError: unknown source, missing root, wrong layout or bad option, before any work is done.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .card import write_cards
+
+    start = time.monotonic()
+    name, reader, options, settings = _resolved(config)
+    folder = config.dataset_dir
+    recorded = {"source": name, **{k: getattr(settings, k) for k in _IMAGE_SETTINGS if k != "source"},
+                "root": str(Path(config.root).expanduser().resolve()), "lists": [str(p) for p in options.lists],
+                "label_polarity": config.label_polarity, "split": config.split, "workers": config.workers,
+                "shard_size": config.shard_size}
+    _check_settings(folder, recorded)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
+
+    writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
+    skiplog = SkipLog(folder / SKIPPED_FILE)
+    done_keys = writer.done_keys
+    done_by_unit: dict[str, set[str]] = {}
+    for key in done_keys:
+        unit = key.rsplit("#", 1)[0] if "#" in key else PurePosixPath(key).parent.as_posix()
+        done_by_unit.setdefault(unit, set()).add(key)
+    skipped_by_unit: dict[str, set[str]] = {}
+    for key in skiplog.entries:
+        if "#" in key:
+            skipped_by_unit.setdefault(key.rsplit("#", 1)[0], set()).add(key)
+
+    units: set[str] = set()
+    rows_before = len(done_keys)
+    console = console or Console(stderr=True)
+    progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                        TextColumn("{task.completed} files"), TextColumn("{task.fields[rows]} rows"),
+                        TextColumn("{task.fields[skips]} skipped"), TimeElapsedColumn(), console=console,
+                        disable=not show_progress, transient=False)
+    counters = {"rows": 0, "skips": 0}
+
+    def tasks() -> Iterator[Item]:
+        for entry in reader.scan(Path(config.root).expanduser(), options):
+            if isinstance(entry, Skip):
+                units.add(entry.path)
+                if entry.path not in skiplog.entries:
+                    counters["skips"] += 1
+                skiplog.add(entry.path, entry.reason, entry.detail)
+                progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
+                continue
+            units.add(entry.path)
+            if entry.key in done_keys or entry.key in skiplog.entries:
+                progress.update(task, advance=1)
+                continue  # finished by an earlier run (a row or a logged skip)
+            yield entry
+
+    def handle(outcome: Outcome, item: Item) -> None:
+        for row in outcome.rows:
+            writer.add(row, row["split"])
+        for key, reason, detail in outcome.skips:
+            skiplog.add(key, reason, detail)
+        counters["rows"] += len(outcome.rows)
+        counters["skips"] += len(outcome.skips)
+        progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
+
+    def args(item: Item) -> tuple:
+        done = frozenset(done_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
+        skipped = frozenset(skipped_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
+        return item, str(Path(config.root).expanduser()), reader.title, settings, done, skipped
+
+    logger.info("ingest %s from %s into %s (%s)", reader.title, config.root, folder,
+                ", ".join(f"{k}={v}" for k, v in asdict(settings).items()))
+    with progress, writer:
+        task = progress.add_task(f"ingest {reader.title}", total=None, rows=0, skips=0)
+        if config.workers == 1:
+            for item in tasks():
+                handle(process(*args(item)), item)
+        else:
+            _run_pool(config.workers, tasks(), args, handle)
+
+    summary = summarize(folder, name, reader.title, units, reader.other_files)
+    summary.rows_this_run = summary.rows_total - rows_before
+    summary.seconds = round(time.monotonic() - start, 2)
+    summary.settings = recorded
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    write_cards(config, reader, summary)
+    if summary.unaccounted:
+        logger.error("%d file(s) seen have neither rows nor a skip record, e.g. %s", len(summary.unaccounted),
+                     summary.unaccounted[:3])
+    return summary
+
+
+def _run_pool(workers: int, items: Iterator[Item], args: Any, handle: Any) -> None:  # noqa: ANN401
+    """Run `process` over items in ``workers`` processes, at most ``2 * workers`` items in flight."""
+    import multiprocessing
+
+    # spawn: the parent holds pyarrow/datasets threads, which fork would copy in an undefined state.
+    context = multiprocessing.get_context("spawn")
+    pending: dict[Future, Item] = {}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker)
+    try:
+        for item in items:
+            pending[pool.submit(process, *args(item))] = item
+            if len(pending) >= 2 * workers:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    handle(future.result(), pending.pop(future))
+        for future in list(pending):
+            handle(future.result(), pending.pop(future))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def summarize(folder: Path, source: str, title: str, units: set[str], other_files: dict[str, int]) -> IngestSummary:
+    """Recount a dataset folder from its shards and skip log (only the plain columns are read)."""
+    import pyarrow.parquet as pq
+
+    from scf.shards import SHARD_PATTERN
+
+    splits: dict[str, dict[str, Any]] = {}
+    row_units: set[str] = set()
+    for path in sorted((folder / "data").glob("*.parquet")):
+        m = SHARD_PATTERN.match(path.name)
+        if not m:
+            continue
+        table = pq.read_table(path, columns=["label", "attack_type", "video_id", "path"]).to_pydict()
+        s = splits.setdefault(m["split"], {"rows": 0, "real": 0, "fake": 0, "videos": set(), "attack_types": {}})
+        for label, attack, video_id, key in zip(table["label"], table["attack_type"], table["video_id"],
+                                                table["path"], strict=True):
+            s["rows"] += 1
+            s["real" if label == schema.LABEL_REAL else "fake"] += 1
+            s["videos"].add(video_id)
+            s["attack_types"][attack] = s["attack_types"].get(attack, 0) + 1
+            row_units.add(_unit_of(key, units))
+    order = {n: i for i, n in enumerate(schema.SPLITS)}
+    splits = {k: splits[k] for k in sorted(splits, key=lambda k: (order.get(k, 9), k))}
+    for s in splits.values():
+        s["videos"] = len(s["videos"])
+        s["attack_types"] = {t: s["attack_types"][t] for t in schema.ATTACK_TYPES if t in s["attack_types"]}
+    skiplog = SkipLog(folder / SKIPPED_FILE)
+    skip_units = {_unit_of(k, units) for k in skiplog.entries}
+    seen = units or (row_units | skip_units)
+    unaccounted = sorted(seen - row_units - skip_units)
+    return IngestSummary(
+        source=source, title=title, splits=splits, skipped=skiplog.reasons(), files_seen=len(seen),
+        files_with_rows=len(seen & row_units), files_skipped=len((seen & skip_units) - row_units),
+        unaccounted=unaccounted[:100], rows_total=sum(s["rows"] for s in splits.values()),
+        skipped_total=len(skiplog.entries), rows_this_run=0, other_files=dict(sorted(other_files.items())),
+    )

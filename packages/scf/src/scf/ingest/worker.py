@@ -1,0 +1,244 @@
+"""Work on one item, in a worker process: decode, pick frames, find the face, crop, encode -> rows and skips.
+
+Everything here is a plain function of picklable arguments so that `concurrent.futures.ProcessPoolExecutor`
+can run it. Nothing heavy is imported at module level beyond numpy (cv2 and PIL inside the functions).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from scf import faces, video
+
+from .base import Item, natural_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    """How an item becomes rows (the image-affecting part of the ingest settings)."""
+
+    frames: str = "flip"  # "flip": frames 6 and 6 + n // 2; "<k>": k equidistant frames
+    detect: bool = True  # False: the input is a face crop already; it is only squared and resized
+    margin: float = faces.DEFAULT_MARGIN
+    size: int = faces.DEFAULT_SIZE
+    neighbours: int = 3  # frames tried on each side of a sampled frame where no face is found
+    image_format: str = "png"  # "png" (lossless; FLIP's crops are PNG) or "jpeg" (quality 95, ~5x smaller)
+
+    def frame_indices(self, n: int) -> list[int]:
+        if self.frames == "flip":
+            return video.flip_frame_indices(n)
+        return video.equidistant_frame_indices(n, int(self.frames))
+
+
+@dataclass
+class Outcome:
+    """Rows (benchmark columns, image as ``{"bytes", "path"}``) and skips ``(key, reason, detail)`` of an item."""
+
+    rows: list[dict[str, Any]]
+    skips: list[tuple[str, str, str]]
+
+
+class SkipItem(Exception):
+    """Raised inside a worker to skip an item with a reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def init_worker() -> None:
+    """Worker-process initialiser: one OpenCV thread per process (the pool supplies the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file as an RGB uint8 array; `SkipItem` with the reason for anything unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise SkipItem("missing file", str(path))
+    if path.stat().st_size == 0:
+        raise SkipItem("empty file", "0 bytes")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return faces.to_rgb(im)
+    except UnidentifiedImageError as e:
+        raise SkipItem("unreadable image", "not an image format Pillow knows") from e
+    except Image.DecompressionBombError as e:
+        raise SkipItem("unreadable image", f"too large ({e})") from e
+    except faces.ImageModeError as e:
+        raise SkipItem("unsupported image mode", str(e)) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SkipItem("corrupt image", str(e)[:200]) from e
+
+
+def encode(image: Any, image_format: str) -> dict[str, Any]:  # noqa: ANN401 - PIL.Image
+    buf = io.BytesIO()
+    if image_format == "jpeg":
+        image.save(buf, format="JPEG", quality=95)
+    else:
+        image.save(buf, format="PNG", compress_level=3)  # 3: near the size of 6 at a third of the time
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def face_box(image: np.ndarray, settings: WorkSettings, item: Item | None = None) -> faces.Box | None:
+    """The box to crop: the dataset's box when it has one, else the detector's; None when no face."""
+    if item is not None and item.box is not None:
+        h, w = image.shape[:2]
+        sx = w / item.box_space if item.box_space else 1.0
+        sy = h / item.box_space if item.box_space else 1.0
+        x, y, bw, bh = item.box
+        box = (int(round(x * sx)), int(round(y * sy)), int(round(bw * sx)), int(round(bh * sy)))
+        if box[2] > 1 and box[3] > 1 and box[0] < w and box[1] < h and box[0] + box[2] > 0 and box[1] + box[3] > 0:
+            return box
+    return faces.detect_largest_face(image)
+
+
+def _row(item: Item, image: Any, key: str, frame_index: int, settings: WorkSettings,  # noqa: ANN401
+         source: str) -> dict[str, Any]:
+    m = item.meta
+    return {"image": encode(image, settings.image_format), "label": m.label, "attack_type": m.attack_type,
+            "attack_detail": m.attack_detail, "source": source, "subject_id": m.subject_id,
+            "video_id": item.video_id, "frame_index": int(frame_index), "split": item.split, "path": key}
+
+
+def _crop(image: np.ndarray, settings: WorkSettings, item: Item) -> Any | None:  # noqa: ANN401
+    if not settings.detect and item.box is None:
+        return faces.crop_face(image, None, 0.0, settings.size)
+    box = face_box(image, settings, item)
+    return None if box is None else faces.crop_face(image, box, settings.margin, settings.size)
+
+
+def _candidates(target: int, n: int, radius: int) -> list[int]:
+    order = [target]
+    for d in range(1, radius + 1):
+        order += [target + d, target - d]
+    return [i for i in order if 0 <= i < n]
+
+
+def _pending_slots(targets: list[int], done: set[int], skipped: set[int]) -> list[int]:
+    """Targets not yet covered: a done frame covers the nearest target; a logged skip covers its own."""
+    covered = set(skipped)
+    for d in done:
+        covered.add(min(targets, key=lambda t: (abs(t - d), t)))
+    return [t for t in targets if t not in covered]
+
+
+def process(item: Item, root: str, source: str, settings: WorkSettings, done: frozenset[str] = frozenset(),
+            skipped: frozenset[str] = frozenset()) -> Outcome:
+    """Turn one item into rows and skips. Never raises for bad input: problems become skips.
+
+    Args:
+        item: the item.
+        root: dataset root (the item's paths are relative to it).
+        source: the ``source`` column value.
+        settings: frame rule, detection, crop and encoding.
+        done: keys of this item's rows already on disk (resume): frames of videos not to redo.
+        skipped: keys of this item's sampled frames already logged as skipped.
+    """
+    base = Path(root)
+    try:
+        if item.kind == "image":
+            image = load_image(base / item.path)
+            crop = _crop(image, settings, item)
+            if crop is None:
+                raise SkipItem("no face detected", "")
+            return Outcome([_row(item, crop, item.key, item.frame_index or 0, settings, source)], [])
+        if item.kind == "video":
+            return _process_video(item, base, source, settings, done, skipped)
+        return _process_frames(item, base, source, settings, done, skipped)
+    except SkipItem as e:
+        return Outcome([], [(item.key, e.reason, e.detail)])
+    except Exception as e:  # noqa: BLE001 - a worker never dies on one bad file; the skip names the error
+        logger.debug("unexpected error on %s", item.path, exc_info=True)
+        return Outcome([], [(item.key, "unexpected error", f"{type(e).__name__}: {e}"[:300])])
+
+
+def _process_video(item: Item, base: Path, source: str, settings: WorkSettings, done: frozenset[str],
+                   skipped: frozenset[str]) -> Outcome:
+    path = base / item.path
+    try:
+        n = video.frame_count(path)
+    except video.VideoReadError as e:
+        reason = "empty file" if "0 bytes" in str(e) else "missing file" if "no such file" in str(e) else \
+            "unreadable video"
+        raise SkipItem(reason, str(e).split(": ", 1)[-1]) from e
+    targets = settings.frame_indices(n)
+    done_idx = {int(k.rsplit("#", 1)[1]) for k in done}
+    skip_idx = {int(k.rsplit("#", 1)[1]) for k in skipped}
+    pending = _pending_slots(targets, done_idx, skip_idx)
+    if not pending:
+        return Outcome([], [])
+    radius = settings.neighbours if settings.detect else 0
+    wanted = {i for t in pending for i in _candidates(t, n, radius)}
+    try:
+        frames = video.read_frame_map(path, wanted)
+    except video.VideoReadError as e:
+        raise SkipItem("unreadable video", str(e).split(": ", 1)[-1]) from e
+    if not frames:
+        raise SkipItem("unreadable video", f"no frame of {sorted(wanted)[:4]}... decodes (container says {n})")
+    return _fill_slots(item, source, settings, pending, done_idx, n, radius, frames.get,
+                       key=lambda i: f"{item.path}#{i}")
+
+
+def _process_frames(item: Item, base: Path, source: str, settings: WorkSettings, done: frozenset[str],
+                    skipped: frozenset[str]) -> Outcome:
+    files = sorted(item.frames, key=lambda f: natural_key(PurePosixPath(f).name))
+    if not files:
+        raise SkipItem("empty frame folder", "")
+    n = len(files)
+    position = {f: i for i, f in enumerate(files)}
+    done_idx = {position[k] for k in done if k in position}
+    skip_idx = {int(k.rsplit("#", 1)[1]) for k in skipped}
+    pending = _pending_slots(settings.frame_indices(n), done_idx, skip_idx)
+    radius = settings.neighbours if settings.detect else 0
+    cache: dict[int, np.ndarray | None] = {}
+
+    def get(i: int) -> np.ndarray | None:
+        if i not in cache:
+            try:
+                cache[i] = load_image(base / files[i])
+            except SkipItem:
+                cache[i] = None
+        return cache[i]
+
+    return _fill_slots(item, source, settings, pending, done_idx, n, radius, get, key=lambda i: files[i])
+
+
+def _fill_slots(item: Item, source: str, settings: WorkSettings, pending: list[int], used: set[int], n: int,
+                radius: int, get: Any, key: Any) -> Outcome:  # noqa: ANN401
+    rows, skips = [], []
+    used = set(used)
+    for target in pending:
+        found = False
+        decoded = 0
+        for i in _candidates(target, n, radius):
+            if i in used:
+                continue
+            frame = get(i)
+            if frame is None:
+                continue
+            decoded += 1
+            crop = _crop(frame, settings, item)
+            if crop is None:
+                continue
+            rows.append(_row(item, crop, key(i), i, settings, source))
+            used.add(i)
+            found = True
+            break
+        if not found:
+            reason = "no face detected" if decoded else "unreadable frame"
+            skips.append((f"{item.path}#{target}", reason,
+                          f"frame {target} and {radius} neighbour(s) each side of {n} frames"))
+    return Outcome(rows, skips)
