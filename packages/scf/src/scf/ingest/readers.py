@@ -50,7 +50,7 @@ class DatasetReader(Reader):
             CasiaFasListReader(self.name).check(root, options)
             return
         if self.markers:
-            found = any(d.name.lower() in self.markers for d in _dirs(root, 3))
+            found = any(d.name.lower() in self.markers for d in _dirs(root, 4))
             if not found:
                 raise IngestError(f"{self.title}: {root} does not look like its layout ({self.layout}); "
                                   f"expected a folder named one of {', '.join(self.markers)}")
@@ -92,10 +92,10 @@ class DatasetReader(Reader):
 def _dirs(root: Path, depth: int) -> Iterator[Path]:
     base = len(root.parts)
     for dirpath, dirnames, _ in os.walk(root):
-        if len(Path(dirpath).parts) - base >= depth:
-            dirnames[:] = []
         for d in dirnames:
             yield Path(dirpath) / d
+        if len(Path(dirpath).parts) - base + 1 >= depth:
+            dirnames[:] = []
 
 
 class MsuMfsd(DatasetReader):

@@ -1,0 +1,62 @@
+"""scf.faces: mode conversion, Haar detection on a real face photo, square crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scf import faces
+
+
+@pytest.fixture(scope="module")
+def face():
+    import cv2
+    from skimage import data
+
+    return cv2.resize(data.astronaut()[20:260, 110:340], (115, 120))  # Eileen Collins, public domain
+
+
+def test_detects_the_astronaut_and_crops_224(face):
+    box = faces.detect_largest_face(face)
+    assert box is not None
+    x, y, w, h = box
+    assert 20 <= x <= 45 and 10 <= y <= 40 and 35 <= w <= 70  # the face, not the suit
+    crop = faces.crop_face(face, box)
+    assert crop.size == (224, 224) and crop.mode == "RGB"
+
+
+def test_no_face_in_a_flat_image():
+    assert faces.detect_largest_face(np.full((120, 120, 3), 128, np.uint8)) is None
+
+
+def test_crop_at_the_border_stays_square_and_margin_grows_the_crop(face):
+    edge = faces.crop_face(face, (0, 0, 40, 30), margin=0.5, size=64)
+    assert edge.size == (64, 64)
+    whole = faces.crop_face(np.zeros((30, 60, 3), np.uint8), None, size=32)
+    assert whole.size == (32, 32)
+    with pytest.raises(ValueError):
+        faces.crop_face(face, (0, 0, 10, 10), margin=-1)
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "RGBA", "LA", "CMYK", "I;16", "I", "YCbCr"])
+def test_to_rgb_converts_every_common_mode(face, mode):
+    base = Image.fromarray(face)
+    if mode in ("I;16", "I"):
+        gray = np.asarray(base.convert("L")).astype(np.uint16) * 257
+        img = Image.fromarray(gray.astype(np.int32 if mode == "I" else np.uint16))
+        if mode == "I;16":
+            img = Image.fromarray(gray, mode="I;16")
+    else:
+        img = base.convert(mode)
+    out = faces.to_rgb(img)
+    assert out.shape == (120, 115, 3) and out.dtype == np.uint8
+    if mode in ("I;16", "I", "L"):
+        assert abs(int(out.mean()) - int(np.asarray(base.convert("L")).mean())) <= 2  # 16 bits scaled to 8
+
+
+def test_to_rgb_composites_alpha_over_white_and_rejects_float():
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    assert faces.to_rgb(rgba)[0, 0].tolist() == [255, 255, 255]
+    with pytest.raises(faces.ImageModeError, match="F"):
+        faces.to_rgb(Image.new("F", (4, 4)))
