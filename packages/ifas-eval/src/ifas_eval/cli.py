@@ -62,7 +62,7 @@ def _list_protocols() -> None:
             table.add_row(f"[bold]{p.name}[/bold]\n{p.title}" if i == 0 else "", f"{s.name}\n({s.label})",
                           "\n".join(sel.describe() for sel in s.train) or "-",
                           "\n".join(t.describe() for t in s.tests))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     click.echo("Splits: 'test' = the dataset's own test split; MCIO training sources use train+test as FLIP's "
                "lists do. Sources are the `source` values written by `scf ingest`.")
 

@@ -205,11 +205,11 @@ def write_html(out: Path, title: str, tables_html: str, figures: Sequence[tuple[
             parts.append(f"<h3>{e(name)}</h3><div class='gal'>")
             for x in (x for x in examples if x.test_set == name):
                 truth = "real" if x.label == 1 else f"fake ({x.attack_type or 'unknown'})"
+                answer = ". ".join(t for t in (x.judgment, x.explanation) if t) or "(empty generation)"
                 parts.append(
                     f"<div class='card {'right' if x.correct else 'wrong'}'><img class='face' src='{e(x.image_file)}'>"
                     f"<div><b>truth:</b> {e(truth)}<br><b>p_real:</b> {x.p_real:.3f} "
-                    f"({'right' if x.correct else 'wrong'})<br><b>answer:</b> {e(x.judgment)}. "
-                    f"{e(x.explanation)}</div></div>")
+                    f"({'right' if x.correct else 'wrong'})<br><b>answer:</b> {e(answer)}</div></div>")
             parts.append("</div>")
     parts.append("</body></html>")
     path = out / "index.html"

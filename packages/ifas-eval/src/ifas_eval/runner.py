@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +218,7 @@ def print_tables(scored: Sequence[Scored], title: str, with_setting: bool) -> No
     from ifas_eval.tables import OPERATING_COLUMNS, aggregate, rich_table
 
     results = [s.result for s in scored]
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # pipes and files: no truncated columns
     console.print(rich_table(aggregate(results), title, with_setting=with_setting))
     console.print(rich_table(aggregate(results, OPERATING_COLUMNS), "At the operating threshold",
                              OPERATING_COLUMNS, (FIXED_CONVENTION, ISO_CONVENTION), with_setting=with_setting,
