@@ -114,19 +114,19 @@ class CsvManifestReader(Reader):
                     continue
                 label = parse_label(row.get("label") or "")
                 if label is None:
-                    yield Skip(rel, "malformed manifest row", f"{where}: label {row.get('label')!r}")
+                    yield Skip(where, "malformed manifest row", f"{rel}: label {row.get('label')!r}")
                     continue
                 attack = (row.get("attack_type") or "").strip().lower() or ("live" if label else "other")
                 try:
                     meta = Meta(label, attack, (row.get("attack_detail") or "").strip(),
                                 (row.get("subject_id") or "").strip())
                 except ValueError as e:
-                    yield Skip(rel, "malformed manifest row", f"{where}: {e}")
+                    yield Skip(where, "malformed manifest row", f"{rel}: {e}")
                     continue
                 raw_split = (row.get("split") or "").strip()
                 split = norm_split(raw_split) if raw_split else (options.split or "test")
                 if split is None:
-                    yield Skip(rel, "malformed manifest row", f"{where}: split {raw_split!r}")
+                    yield Skip(where, "malformed manifest row", f"{rel}: split {raw_split!r}")
                     continue
                 found = locate(root, rel)
                 if found is None:

@@ -199,6 +199,10 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 skiplog.add(entry.path, entry.reason, entry.detail)
                 progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
                 continue
+            if entry.path in units:  # the same file twice (a manifest or list naming it twice): once only
+                skiplog.add(f"{entry.path}@duplicate", "duplicate entry", entry.path)
+                counters["skips"] += 1
+                continue
             units.add(entry.path)
             if entry.key in done_keys or entry.key in skiplog.entries:
                 progress.update(task, advance=1)

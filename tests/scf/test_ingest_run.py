@@ -1,0 +1,289 @@
+"""End-to-end ingest: real decoding of fake trees (a real face photo), bad files, resume, workers, CLI, cards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+LISTS = Path("/work/shared/reference/lists")
+
+
+@pytest.fixture(scope="module")
+def face():
+    import cv2
+    from skimage import data
+
+    return cv2.resize(data.astronaut()[20:260, 110:340], (115, 120))  # Eileen Collins, public domain
+
+
+def write_video(path: Path, face, n=16, blank=False):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (144, 144))
+    for i in range(n):
+        canvas = np.full((144, 144, 3), 90, np.uint8)
+        if not blank:
+            canvas[12 + i % 3 : 132 + i % 3, 14:129] = face
+        w.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    w.release()
+
+
+def write_image(path: Path, array, **save):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = array if isinstance(array, Image.Image) else Image.fromarray(array)
+    img.save(path, **save)
+
+
+def oulu_tree(root: Path, face) -> None:
+    write_video(root / "Train_files/1_1_01_1.avi", face)
+    write_video(root / "Train_files/1_1_01_2.avi", face)
+    write_video(root / "Dev_files/2_2_22_4.mov", face)
+    write_video(root / "Test_files/3_3_40_5.mp4", face)
+    write_video(root / "Test_files/3_3_41_1.avi", face, blank=True)  # no face anywhere
+    (root / "Test_files/3_3_42_1.avi").write_bytes(b"")  # zero bytes
+    (root / "Test_files/3_3_43_2.avi").write_bytes(b"RIFF" + b"\0" * 300)  # corrupt
+    (root / "Test_files/notes.avi").write_bytes(b"x")  # matches no naming rule
+    (root / "Protocols").mkdir()
+    (root / "Protocols/readme.txt").write_text("metadata")
+
+
+def run(source, root, out, **kw):
+    from scf.ingest import IngestConfig, run_ingest
+
+    return run_ingest(IngestConfig(source=source, root=root, out=out, **kw), show_progress=False)
+
+
+def load(out, name=None):
+    import datasets
+
+    # a cache per folder: datasets' cache key of a local parquet folder can collide across temporary folders
+    return datasets.load_dataset(str(out), name, cache_dir=str(Path(out).parent / f"hf-cache-{Path(out).name}"))
+
+
+def test_oulu_videos_end_to_end(tmp_path, face):
+    from scf.schema import validate_dataset
+
+    root, out = tmp_path / "OULU", tmp_path / "out"
+    oulu_tree(root, face)
+    s = run("oulu-npu", root, out, shard_size=3)
+    assert s.splits["train"]["rows"] == 4 and s.splits["train"]["attack_types"] == {"live": 2, "print": 2}
+    assert s.splits["dev"]["attack_types"] == {"replay": 2} and s.splits["test"]["attack_types"] == {"replay": 2}
+    assert s.skipped == {"empty file": 1, "no face detected": 2, "no naming rule": 1, "unreadable video": 1}
+    assert (s.files_seen, s.files_with_rows, s.files_skipped, s.unaccounted) == (8, 4, 4, [])
+    assert s.other_files == {".txt": 1}
+    ds = load(out)
+    for split in ds.values():
+        validate_dataset(split)
+    train = ds["train"]
+    assert sorted(train["frame_index"]) == [6, 6, 14, 14]  # FLIP rule: 6 and 6 + 16 // 2
+    assert sorted(set(train["video_id"])) == ["Train_files/1_1_01_1", "Train_files/1_1_01_2"]
+    assert "Train_files/1_1_01_1.avi#6" in train["path"]
+    assert train[0]["image"].size == (224, 224) and train[0]["image"].mode == "RGB"
+    assert set(train["subject_id"]) == {"01"} and set(train["source"]) == {"OULU-NPU"}
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "config_name: default" in card and "licence" in card.lower()
+    assert "| train | 4 | 2 | 2 | 2 |" in card and "files seen 8 = with rows 4 + skipped 4" in card
+    skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert {e["key"] for e in skipped} >= {"Test_files/3_3_42_1.avi", "Test_files/3_3_41_1.avi#6"}
+
+
+def test_resume_after_interruption_redoes_nothing(tmp_path, face):
+    from scf.ingest import runner
+
+    root, out = tmp_path / "OULU", tmp_path / "out"
+    oulu_tree(root, face)
+    real_process, calls = runner.process, []
+
+    def dying(*args):
+        calls.append(args[0].path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_process(*args)
+
+    with mock.patch.object(runner, "process", dying), pytest.raises(KeyboardInterrupt):
+        run("oulu-npu", root, out, shard_size=1)
+    first = list(calls)
+    rows_before = sum(1 for _ in (out / "data").glob("*.parquet"))
+    assert rows_before == 4  # Dev and Test videos before the kill: two frames each, one row per shard
+    calls.clear()
+
+    def counting(*args):
+        calls.append(args[0].path)
+        return real_process(*args)
+
+    with mock.patch.object(runner, "process", counting):
+        s = run("oulu-npu", root, out, shard_size=1)
+    # finished videos are still opened to count frames, but no finished frame is decoded or written again
+    assert s.rows_this_run == 4 and s.rows_total == 8
+    paths = [p for split in load(out).values() for p in split["path"]]
+    assert len(paths) == len(set(paths)) == 8
+    assert first[:3] == calls[:3]
+    with pytest.raises(Exception, match="other settings"):
+        run("oulu-npu", root, out, margin=0.5)
+
+
+def test_two_workers_write_the_same_rows(tmp_path, face):
+    root = tmp_path / "OULU"
+    oulu_tree(root, face)
+    one = run("oulu-npu", root, tmp_path / "one")
+    two = run("oulu-npu", root, tmp_path / "two", workers=2)
+    assert one.splits == two.splits and one.skipped == two.skipped
+    a = {p for split in load(tmp_path / "one").values() for p in split["path"]}
+    b = {p for split in load(tmp_path / "two").values() for p in split["path"]}
+    assert a == b
+
+
+def test_celeba_spoof_images_boxes_modes_and_bad_files(tmp_path, face):
+    from PIL import Image
+
+    root = tmp_path / "CelebA_Spoof"
+    live, spoof = root / "Data/train/4980/live", root / "Data/train/4980/spoof"
+    write_image(live / "1.jpg", face)
+    flat = np.full((100, 100, 3), 128, np.uint8)  # no face: only its box can crop it
+    write_image(live / "2.png", flat)
+    (live / "2_BB.txt").write_text("56 56 112 112 0.99\n")  # 224-scaled: the centre half of the image
+    write_image(spoof / "3.png", Image.fromarray(face).convert("L"))
+    write_image(spoof / "4.png", Image.fromarray(face).convert("RGBA"))
+    write_image(spoof / "5.jpg", Image.fromarray(face).convert("CMYK"))
+    write_image(spoof / "6.png", Image.fromarray((np.asarray(Image.fromarray(face).convert("L")).astype(np.uint16)
+                                                  * 257), mode="I;16"))
+    write_image(spoof / "7.tif", Image.fromarray(np.zeros((40, 40), np.float32), mode="F"))
+    full = spoof / "8.jpg"
+    write_image(full, face)
+    (spoof / "9.jpg").write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])  # truncated
+    (spoof / "10.png").write_bytes(b"")
+    (spoof / "11.jpg").write_text("not an image")
+    write_image(spoof / "12.png", flat)  # no face, no box
+    (root / "metas/intra_test").mkdir(parents=True)
+    labels = {f"Data/train/4980/spoof/{i}.{e}": [0] * 40 + [t, 0, 0, 1]
+              for i, e, t in [(3, "png", 3), (4, "png", 8), (5, "jpg", 10), (6, "png", 1), (8, "jpg", 7)]}
+    (root / "metas/intra_test/train_label.json").write_text(json.dumps(labels))
+    s = run("celeba-spoof", root, tmp_path / "out")
+    assert s.splits["train"]["real"] == 2
+    assert s.splits["train"]["attack_types"] == {"live": 2, "print": 2, "replay": 2, "mask": 1}
+    assert s.skipped == {"corrupt image": 1, "empty file": 1, "no face detected": 1, "unreadable image": 1,
+                         "unsupported image mode": 1}
+    assert s.files_seen == 12 and not s.unaccounted
+    ds = load(tmp_path / "out")["train"]
+    row = ds[ds["path"].index("Data/train/4980/live/2.png")]
+    assert np.asarray(row["image"]).std() < 1  # the box crop of the flat image
+    assert ds[ds["path"].index("Data/train/4980/spoof/5.jpg")]["attack_detail"] == "3D mask"
+
+
+def test_flip_mcio_crops_and_lists(tmp_path, face):
+    if not LISTS.is_dir():
+        pytest.skip("reference lists of the field not on this machine")
+    root = tmp_path / "frame"
+    chosen = {}
+    for name in ("casia_real_train.txt", "msu_fake_test.txt", "replay_fake_train.txt", "oulu_real_test.txt"):
+        lines = (LISTS / "flip-mcio" / name).read_text().split()[:2]
+        lst = tmp_path / "txt" / name
+        lst.parent.mkdir(exist_ok=True)
+        lst.write_text("\n".join(lines) + "\n")
+        chosen[name] = lines
+        for line in lines:
+            write_image(root / line, face)
+            if line != lines[-1] or name != "oulu_real_test.txt":  # one video lacks its frame1
+                write_image(root / line.replace("_frame0.", "_frame1."), face)
+    lists = tuple(sorted((tmp_path / "txt").glob("*.txt")))
+    s = run("flip-mcio", root, tmp_path / "out", lists=lists)
+    assert s.skipped == {"missing file": 1}
+    assert s.settings["detect"] is False  # pre-cropped
+    rows = {split: ds for split, ds in load(tmp_path / "out").items()}
+    total = sum(len(ds) for ds in rows.values())
+    assert total == 15
+    everything = [r for ds in rows.values() for r in ds.select_columns(["label", "attack_type", "frame_index",
+                                                                        "video_id", "path"])]
+    for r in everything:
+        assert r["label"] == (("/real/" in r["path"]) * 1)
+        assert r["frame_index"] == int(r["path"][-5])
+        assert r["video_id"] == r["path"].rsplit("_frame", 1)[0]
+
+
+def test_casia_fas_lists_with_polarity(tmp_path, face):
+    from scf.ingest import IngestError
+
+    root = tmp_path / "CASIA-FAS"
+    lines = ["OULU_NPU/Train_files/6_3_19_1 0", "OULU_NPU/Train_files/3_3_04_3 1", "OULU_NPU/Train_files/9_9_99_9 1",
+             "OULU_NPU/Train_files/5_2_01_2 0", "OULU_NPU/Train_files/missing_1 1"]
+    for line in lines[:4]:
+        for i in range(8):
+            write_image(root / line.split()[0] / "crop" / f"{i + 1}.png", face)
+    lst = tmp_path / "OULU_NPU_video_train.txt"
+    lst.write_text("\n".join(lines) + "\n")
+    with pytest.raises(IngestError, match="label-polarity is required"):
+        run("casia-fas-list", root, tmp_path / "out", lists=(lst,))
+    good = tmp_path / "good_train.txt"
+    good.write_text("\n".join(lines[:3]) + "\n")
+    with pytest.raises(IngestError, match="contradicts.*live0"):
+        run("casia-fas-list", root, tmp_path / "out", lists=(good,), label_polarity="live1")
+    s = run("casia-fas-list", root, tmp_path / "out", lists=(lst,), label_polarity="live0")
+    assert s.splits["train"]["attack_types"] == {"live": 2, "print": 2, "other": 2}  # 9_9_99_9: no rule
+    assert s.skipped == {"list label contradicts the file name": 1, "missing file": 1}
+    ds = load(tmp_path / "out")["train"]
+    assert sorted(set(ds["video_id"]))[0] == "OULU_NPU/Train_files/3_3_04_3"
+    assert sorted(ds["frame_index"]) == [6, 6, 6, 7, 7, 7]  # 8 frames: FLIP's 6 and 6 + 4 -> clamped to 7
+
+
+def test_image_folder_and_csv_manifest(tmp_path, face):
+    root = tmp_path / "imgs"
+    write_image(root / "train/real/a.png", face)
+    write_image(root / "train/print/b.png", face)
+    write_image(root / "test/fake/c.png", face)
+    write_image(root / "stray.png", face)
+    s = run("image-folder", root, tmp_path / "out1")
+    assert s.splits["train"]["attack_types"] == {"live": 1, "print": 1}
+    assert s.splits["test"]["attack_types"] == {"other": 1} and s.skipped == {"no naming rule": 1}
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,attack_type,split,subject_id\ntrain/real/a.png,real,,train,s1\n"
+                        "train/print/b.png,0,replay,dev,s2\ntest/fake/c.png,2,,test,\ntest/fake/c.png,0,paper,test,\n"
+                        "nope.png,1,,train,\ntrain/real/a.png,1,,train,s1\n")
+    s = run("csv", root, tmp_path / "out2", lists=(manifest,))
+    assert s.splits["train"]["attack_types"] == {"live": 1} and s.splits["dev"]["attack_types"] == {"replay": 1}
+    assert s.skipped == {"duplicate entry": 1, "malformed manifest row": 2, "missing file": 1}
+
+
+def test_cli_errors_configs_card_and_push(tmp_path, face):
+    from click.testing import CliRunner
+
+    from scf.cli import main
+
+    cli = CliRunner()
+    r = cli.invoke(main, ["ingest", "--list-sources"])
+    assert r.exit_code == 0 and "hifimask" in r.output and "casia-fas-list" in r.output
+    r = cli.invoke(main, ["ingest", "--source", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "unknown source 'nope'" in r.output and "Traceback" not in r.output
+    r = cli.invoke(main, ["ingest", "--source", "oulu", "--root", str(tmp_path / "absent"), "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "--root does not exist" in r.output
+    assert not (tmp_path / "o").exists()  # failed before any work
+
+    write_image(tmp_path / "a/train/real/x.png", face)
+    write_image(tmp_path / "a/train/fake/y.png", face)
+    write_image(tmp_path / "b/test/replay/z.png", face)
+    hub = tmp_path / "hub"
+    for name, src in (("set-a", "a"), ("set-b", "b")):
+        r = cli.invoke(main, ["ingest", "--source", "image-folder", "--root", str(tmp_path / src), "--out", str(hub),
+                              "--config", name, "--no-progress"])
+        assert r.exit_code == 0, r.output
+    assert "real" in r.output and "files seen 1 = with rows 1 + skipped 0" in r.output
+    card = (hub / "README.md").read_text()
+    assert "config_name: set-a" in card and "path: set-b/data/test-*" in card
+    assert len(load(hub, "set-a")["train"]) == 2 and len(load(hub, "set-b")["test"]) == 1
+
+    with mock.patch("huggingface_hub.HfApi") as api_cls:
+        api_cls.return_value.create_repo.return_value = "https://huggingface.co/datasets/org/fas"
+        r = cli.invoke(main, ["ingest", "--source", "image-folder", "--root", str(tmp_path / "b"), "--out", str(hub),
+                              "--config", "set-b", "--no-progress", "--push-to-hub", "org/fas"])
+    assert r.exit_code == 0, r.output
+    api = api_cls.return_value
+    api.create_repo.assert_called_once_with("org/fas", repo_type="dataset", exist_ok=True, private=False)
+    kwargs = api.upload_folder.call_args.kwargs
+    assert kwargs["folder_path"] == str(hub) and kwargs["repo_id"] == "org/fas" and kwargs["repo_type"] == "dataset"
