@@ -30,7 +30,7 @@ class WorkSettings:
     margin: float = faces.DEFAULT_MARGIN
     size: int = faces.DEFAULT_SIZE
     neighbours: int = 3  # frames tried on each side of a sampled frame where no face is found
-    image_format: str = "png"  # "png" (lossless; FLIP's crops are PNG) or "jpeg" (quality 95, ~5x smaller)
+    image_format: str = "png"  # "png" (lossless; FLIP's crops are PNG) or "jpeg" (quality 95, several times smaller)
 
     def frame_indices(self, n: int) -> list[int]:
         if self.frames == "flip":
