@@ -122,7 +122,7 @@ def test_predict_images_folder_video_and_errors(tiny_checkpoint, tmp_path):
     writer.release()
     res = CliRunner().invoke(predict, [str(tmp_path / "astronaut.png"), str(folder), str(tmp_path / "broken.jpg"),
                                        str(video), "--checkpoint", str(tiny_checkpoint), "--threshold", "0.3",
-                                       "--max-new-tokens", "5"])
+                                       "--max-new-tokens", "5", "--normalize", "yes_no"])
     assert res.exit_code == 1, res.output
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert [line["input"].rsplit("/", 1)[-1] for line in lines] == ["astronaut.png", "crop.jpg", "broken.jpg",
@@ -130,7 +130,7 @@ def test_predict_images_folder_video_and_errors(tiny_checkpoint, tmp_path):
     ok = [line for line in lines if "error" not in line]
     assert len(ok) == 3
     for line in ok:
-        assert 0.0 <= line["p_real"] <= 1.0 and line["threshold"] == 0.3
+        assert 0.0 <= line["p_real"] <= 1.0 and line["threshold"] == 0.3 and line["normalize"] == "yes_no"
         assert line["judgment"] == ("real" if line["p_real"] >= 0.3 else "fake")
         assert isinstance(line["explanation"], str)
     assert lines[0]["face_box"] is not None  # the astronaut's face is found by the Haar cascade

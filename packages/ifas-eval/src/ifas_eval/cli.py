@@ -103,12 +103,16 @@ def _list_protocols() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True, help="auto: bfloat16 on CUDA, float32 on CPU.")
+@click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
+              help="P(real) read at the answer position: vocab = P(' Yes') over the whole vocabulary (the "
+                   "paper's score); yes_no = P(' Yes') / (P(' Yes') + P(' No')), better suited to a fixed 0.5 "
+                   "threshold on a lightly trained model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...], data: str | None,
          score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None, out_dir: Path | None,
          report_dir: Path | None, no_report: bool, explain: int, max_new_tokens: int, settings: tuple[str, ...],
-         test_sets: tuple[str, ...], batch_size: int, device: str, dtype: str, as_json: bool,
+         test_sets: tuple[str, ...], batch_size: int, device: str, dtype: str, normalize: str, as_json: bool,
          verbose: bool) -> None:
     """Evaluate I-FAS checkpoints on cross-domain FAS protocols, or score files, under explicit conventions.
 
@@ -139,7 +143,7 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
             if not checkpoints:
                 raise click.ClickException("--protocol needs at least one --checkpoint (or use --scores)")
             _checkpoint_mode(protocol, checkpoints, data, threshold, out_dir, report_dir, no_report, explain,
-                             max_new_tokens, settings, test_sets, batch_size, device, dtype, as_json)
+                             max_new_tokens, settings, test_sets, batch_size, device, dtype, normalize, as_json)
         else:
             raise click.ClickException("nothing to do: give --scores FILE, or --protocol NAME --checkpoint CKPT, "
                                        "or --list-protocols (see --help)")
@@ -178,7 +182,7 @@ def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, thres
 def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str | None, threshold: float | None,
                      out_dir: Path | None, report_dir: Path | None, no_report: bool, explain: int,
                      max_new_tokens: int, settings: tuple[str, ...], test_sets: tuple[str, ...], batch_size: int,
-                     device: str, dtype: str, as_json: bool) -> None:
+                     device: str, dtype: str, normalize: str, as_json: bool) -> None:
     from ifas_eval.protocols import load_protocol
     from ifas_eval.runner import (
         evaluate_protocol,
@@ -195,18 +199,19 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(mode="checkpoint", protocol=protocol.name, protocol_file=protocol.path, data=data or
                     protocol.default_data, checkpoints=plan.per_setting, threshold=threshold,
-                    batch_size=batch_size, device=device, dtype=dtype, test_sets=list(test_sets))
+                    batch_size=batch_size, device=device, dtype=dtype, normalize=normalize,
+                    test_sets=list(test_sets))
     (out / "run.json").write_text(json.dumps(meta, indent=2))
     if protocol.default_data == "embedded-sample" and data is None:
         logger.warning("data: the embedded SYNTHETIC sample; its numbers test the toolkit, they are not FAS "
                        "results")
     scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
-                               device=device, dtype=dtype, test_sets=test_sets)
+                               device=device, dtype=dtype, test_sets=test_sets, normalize=normalize)
     title = protocol.title
     write_tables(out, scored, title, meta, with_setting=True)
     if not no_report:
         write_report(report_dir or out / "report", scored, title, explain=explain, max_new_tokens=max_new_tokens,
-                     device=device, dtype=dtype)
+                     device=device, dtype=dtype, normalize=normalize)
     if as_json:
         click.echo((out / "results.json").read_text())
     else:
@@ -225,6 +230,10 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
                    "set (ifas-eval reports the dev EER threshold). Written into every JSON line.")
 @click.option("--frames", "num_frames", type=click.IntRange(1), default=None,
               help="Frames per video, spread evenly (default: FLIP/SSDG's two frames, 6 and 6 + n // 2).")
+@click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
+              help="P(real) read at the answer position: vocab = P(' Yes') over the whole vocabulary (the "
+                   "paper's score); yes_no = P(' Yes') / (P(' Yes') + P(' No')), better suited to a fixed 0.5 "
+                   "threshold on a lightly trained model.")
 @click.option("--no-face-detection", is_flag=True, help="Inputs are face crops already: use the whole image.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
               help="Generation budget of the explanation.")
@@ -233,8 +242,8 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
               show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None, threshold: float,
-            num_frames: int | None, no_face_detection: bool, max_new_tokens: int, device: str, dtype: str,
-            verbose: bool) -> None:
+            num_frames: int | None, normalize: str, no_face_detection: bool, max_new_tokens: int, device: str,
+            dtype: str, verbose: bool) -> None:
     """Judge images, folders or videos with an I-FAS checkpoint; one JSON line per input on stdout.
 
     \b
@@ -257,7 +266,7 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None,
         failures = 0
         for record in predict_inputs(model, processor, expand_inputs(inputs), threshold=threshold,
                                      detect_faces=not no_face_detection, max_new_tokens=max_new_tokens,
-                                     num_frames=num_frames):
+                                     num_frames=num_frames, normalize=normalize):
             failures += "error" in record
             click.echo(json.dumps(record))
             sys.stdout.flush()

@@ -88,7 +88,7 @@ def _load_frames(path: Path, num_frames: int | None) -> list[tuple[int, np.ndarr
 
 def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, threshold: float = 0.5,
                    detect_faces: bool = True, max_new_tokens: int = 40,
-                   num_frames: int | None = None) -> Iterable[dict[str, Any]]:
+                   num_frames: int | None = None, normalize: str = "vocab") -> Iterable[dict[str, Any]]:
     """Judge each input; yields one JSON-ready dict per input (module docstring), errors included.
 
     Args:
@@ -99,6 +99,8 @@ def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, thresho
         detect_faces: crop the largest face (else the whole image, squared).
         max_new_tokens: generation budget of the explanation.
         num_frames: frames per video spread evenly; None = the FLIP/SSDG two frames.
+        normalize: how ``p_real`` is read: "vocab" (P(" Yes") over the vocabulary, the paper's score) or
+            "yes_no" (P(" Yes") / (P(" Yes") + P(" No"))).
     """
     from ifas_model.inference import explain_images
 
@@ -107,7 +109,7 @@ def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, thresho
         try:
             frames = _load_frames(path, num_frames)
             crops, boxes = zip(*(face_crop(f, detect_faces) for _, f in frames), strict=True)
-            answers = explain_images(model, processor, list(crops), max_new_tokens)
+            answers = explain_images(model, processor, list(crops), max_new_tokens, normalize=normalize)
         except Exception as e:  # noqa: BLE001 - one bad input must not stop the others; reported as a line
             logger.debug("failed on %s", raw, exc_info=True)
             yield {"input": raw, "error": f"{type(e).__name__}: {e}"}
@@ -121,6 +123,7 @@ def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, thresho
             "p_real": round(p_real, 6),
             "judgment": "real" if is_real else "fake",
             "threshold": threshold,
+            "normalize": normalize,
             "answer": str(answers[best].get("judgment", "")),
             "explanation": str(answers[best].get("explanation", "")),
             "face_box": boxes[best],

@@ -131,7 +131,7 @@ def pick_examples(ss: ScoreSet, threshold: float, per_kind: int) -> list[int]:
 
 
 def explain_examples(model: Any, processor: Any, ss: ScoreSet, images: Sequence[Any], indices: Sequence[int],
-                     out: Path, threshold: float, max_new_tokens: int) -> list[Example]:
+                     out: Path, threshold: float, max_new_tokens: int, normalize: str = "vocab") -> list[Example]:
     """Generate explanations for chosen frames and save their crops under ``out/images``.
 
     Args:
@@ -143,11 +143,12 @@ def explain_examples(model: Any, processor: Any, ss: ScoreSet, images: Sequence[
         out: the report folder.
         threshold: operating threshold for the right/wrong verdict.
         max_new_tokens: generation budget of the explanation.
+        normalize: how ``p_real`` is read ("vocab" or "yes_no", as in scoring).
     """
     from ifas_model.inference import explain_images
 
     (out / "images").mkdir(parents=True, exist_ok=True)
-    answers = explain_images(model, processor, list(images), max_new_tokens) if len(images) else []
+    answers = explain_images(model, processor, list(images), max_new_tokens, normalize=normalize) if len(images) else []
     examples = []
     for k, (i, image, ans) in enumerate(zip(indices, images, answers, strict=True)):
         file = f"images/{safe_name(ss.name)}_{k:02d}.jpg"

@@ -120,7 +120,8 @@ def evaluate_score_files(named: Sequence[tuple[str, str]], *, threshold: float |
 
 def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | None, out: Path,
                       batch_size: int = 32, threshold: float | None = None, device: str = "auto",
-                      dtype: str = "auto", test_sets: Sequence[str] = ()) -> list[Scored]:
+                      dtype: str = "auto", test_sets: Sequence[str] = (), normalize: str = "vocab",
+                      ) -> list[Scored]:
     """Score every planned checkpoint on its setting's test sets and compute the metrics.
 
     The operating threshold (fixed-threshold HTER, ISO metrics) is ``threshold`` when given, else the
@@ -161,16 +162,19 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
             for seed_index, ckpt in enumerate(plan.per_setting[setting.name]):
                 logger.info("setting %s (%s): checkpoint %s", setting.name, setting.label, ckpt)
                 model, processor = load_checkpoint(ckpt, device, dtype)
-                folder = out / "scores" / safe_name(setting.name) / tags[ckpt]
+                # score files of the other normalisation must never be reused by a resume
+                suffix = "" if normalize == "vocab" else f"-{normalize}"
+                folder = out / "scores" / safe_name(setting.name) / f"{tags[ckpt]}{suffix}"
                 thr, source = threshold, None
                 if thr is None and dev_rows is not None:
                     dev_set = score_test_set(model, processor, dev_rows, f"{setting.name} dev",
-                                             folder / "_dev.csv", batch_size=batch_size, progress=progress)
+                                             folder / "_dev.csv", batch_size=batch_size, progress=progress,
+                                             normalize=normalize)
                     thr, source = dev_threshold(dev_set), f"dev:{setting.name}"
                 for test in tests:
                     ss = score_test_set(model, processor, rows[test.name], test.name,
                                         folder / f"{safe_name(test.name)}.csv", batch_size=batch_size,
-                                        progress=progress)
+                                        progress=progress, normalize=normalize)
                     result = evaluate_score_set(ss, threshold=thr, threshold_source=source)
                     result.update({"setting": setting.name, "setting_label": setting.label, "checkpoint": ckpt,
                                    "seed_index": seed_index})
@@ -226,7 +230,8 @@ def print_tables(scored: Sequence[Scored], title: str, with_setting: bool) -> No
 
 
 def write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, explain: int = 0,
-                 max_new_tokens: int = 40, device: str = "auto", dtype: str = "auto") -> Path:
+                 max_new_tokens: int = 40, device: str = "auto", dtype: str = "auto",
+                 normalize: str = "vocab") -> Path:
     """The report folder (`ifas_eval.report`): curves per test set, attack-type table, HTML page.
 
     With ``explain > 0`` and checkpoint results, the first checkpoint of each setting explains up to
@@ -264,7 +269,7 @@ def write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, expl
             idx = report.pick_examples(s.scores, thr, explain)
             images = _row_images(s.rows, idx)
             examples += report.explain_examples(model, processor, s.scores, images, idx, report_dir, thr,
-                                                max_new_tokens)
+                                                max_new_tokens, normalize)
     tables_html = _md_table_to_html(markdown_table(aggregate(results), "Results", MAIN_COLUMNS,
                                                    with_setting=any(r["setting"] for r in results)))
     report.write_html(report_dir, title, tables_html, figures, results, examples)

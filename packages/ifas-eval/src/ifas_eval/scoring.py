@@ -192,7 +192,7 @@ def _meta_rows(ds: datasets.Dataset) -> tuple[list[int], list[str], list[str], l
 
 
 def score_test_set(model: Any, processor: Any, ds: datasets.Dataset, name: str, out_csv: Path, *,
-                   batch_size: int, progress: Any = None) -> ScoreSet:
+                   batch_size: int, progress: Any = None, normalize: str = "vocab") -> ScoreSet:
     """Score every frame of a test set, appending to ``out_csv`` as batches finish (resumable).
 
     Args:
@@ -203,6 +203,8 @@ def score_test_set(model: Any, processor: Any, ds: datasets.Dataset, name: str, 
         out_csv: the final score file; ``<out_csv>.partial`` holds a run in progress.
         batch_size: images per forward pass.
         progress: a `rich.progress.Progress` to report on (optional).
+        normalize: how P(real) is read (`ifas_model.inference.score_images`): "vocab" = P(" Yes") over the
+            vocabulary (the paper's score), "yes_no" = P(" Yes") / (P(" Yes") + P(" No")).
 
     Returns:
         The `ScoreSet` read back from the finished score file.
@@ -231,7 +233,8 @@ def score_test_set(model: Any, processor: Any, ds: datasets.Dataset, name: str, 
     task = progress.add_task(name, total=n, completed=start) if progress is not None else None
     for lo in range(start, n, batch_size):
         hi = min(n, lo + batch_size)
-        scores = np.asarray(score_images(model, processor, _images(ds, lo, hi), batch_size), dtype=np.float64)
+        scores = np.asarray(score_images(model, processor, _images(ds, lo, hi), batch_size,
+                                         normalize=normalize), dtype=np.float64)
         scorefile.append_rows(partial, zip(videos[lo:hi], labels[lo:hi], scores.tolist(), attacks[lo:hi],
                                            frames[lo:hi], paths[lo:hi], strict=True))
         if progress is not None:
