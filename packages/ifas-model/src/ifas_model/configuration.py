@@ -157,6 +157,8 @@ class IFASConfig(PretrainedConfig):
             as the LLM's BPE tokenizes them after "Answer:" (FACTS §5). Set from the tokenizer when the model is
             built; `score` reads `yes_token_id`, and the processor trains exactly these ids.
         initializer_range (`float`, defaults to 0.02): std for the connector's language projection.
+        base_models (`list[str]`, optional): Hub ids / paths of the pretrained parts the model was assembled
+            from (vision, text), written by `from_pretrained_parts`; model cards cite them.
     """
 
     model_type = "ifas"
@@ -176,6 +178,7 @@ class IFASConfig(PretrainedConfig):
         yes_token_id: int | None = None,
         no_token_id: int | None = None,
         initializer_range: float = 0.02,
+        base_models: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         self.vision_config = _sub_config(vision_config, CLIPVisionConfig, "vision_config")
@@ -193,6 +196,7 @@ class IFASConfig(PretrainedConfig):
         self.yes_token_id = None if yes_token_id is None else int(yes_token_id)
         self.no_token_id = None if no_token_id is None else int(no_token_id)
         self.initializer_range = float(initializer_range)
+        self.base_models = [str(b) for b in base_models] if base_models else []
         kwargs.setdefault("tie_word_embeddings", getattr(self.text_config, "tie_word_embeddings", True))
         super().__init__(**kwargs)
         self.validate_ifas()

@@ -204,6 +204,7 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
             text_config=language_model.config.to_dict(),
             yes_token_id=ids["Yes"],
             no_token_id=ids["No"],
+            base_models=[str(vision), str(text)],
             **top_kw,
         )
         # Build the shell on the meta device (no 2.7 B random init), then drop the pretrained parts in.

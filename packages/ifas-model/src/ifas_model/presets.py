@@ -132,8 +132,11 @@ def build_model(preset: str = "tiny", seed: int = 0, **overrides: Any) -> tuple[
     Args:
         preset: a key of `MODEL_PRESETS` ("tiny" or "default").
         seed: seed of the random init (the whole tiny model; the new GAC of "default").
-        **overrides: connector settings (num_queries, depth, hidden_size, use_global_tokens, ...) and model
-            settings (lopsided_alpha, loss_type, llm_training, lora_r, ...); unknown keys raise ValueError.
+        **overrides: connector settings (num_queries, depth, hidden_size, use_global_tokens, ...), model
+            settings (lopsided_alpha, loss_type, llm_training, lora_r, ...), and ``vision_model`` /
+            ``language_model``: Hub ids or local paths that replace the preset's parts (the "default" preset
+            then loads those; with "tiny", both must be given and the tiny configs are not used).
+            Unknown keys raise ValueError.
 
     Returns:
         (model in eval mode with its vision tower frozen, processor).
@@ -149,15 +152,23 @@ def build_model(preset: str = "tiny", seed: int = 0, **overrides: Any) -> tuple[
     if preset not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of: {', '.join(MODEL_PRESETS)}")
     spec = MODEL_PRESETS[preset]
+    vision = overrides.pop("vision_model", None) or spec.vision
+    text = overrides.pop("language_model", None) or spec.text
+    if (vision is None) != (text is None):
+        raise ValueError(
+            f"preset {preset!r} builds its parts from config; to load pretrained parts give both vision_model "
+            f"and language_model (got vision_model={vision!r}, language_model={text!r})"
+        )
     torch.manual_seed(seed)
-    if spec.vision is None:
+    if vision is None:
         config = tiny_config(**overrides)
         model = IFASForConditionalGeneration(config).eval()
         processor = IFASProcessor(build_image_processor(config.vision_config.image_size), build_tiny_tokenizer())
     else:
+        connector = spec.connector if spec.vision is not None else {}
         model = IFASForConditionalGeneration.from_pretrained_parts(
-            vision=spec.vision, text=spec.text, **{**spec.connector, **overrides}
+            vision=vision, text=text, **{**connector, **overrides}
         )
-        processor = IFASProcessor.from_pretrained_parts(vision=spec.vision, text=spec.text)
+        processor = IFASProcessor.from_pretrained_parts(vision=vision, text=text)
     logger.info("built model preset %r (%d visual tokens)", preset, model.config.image_token_count)
     return model, processor

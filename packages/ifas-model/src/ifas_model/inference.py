@@ -1,0 +1,153 @@
+"""Batched inference: P(real) for many images (`score_images`) and judgment + explanation (`explain_images`).
+
+Both run under `torch.inference_mode`, on the model's device, with pixel values cast to the vision tower's
+dtype by the model. Scores are P(real) = P(" Yes") at the answer position (see
+`IFASForConditionalGeneration.score`); `explain_images` reads the same probability from the first step of
+generation (the raw logits of the answer position, before any logits processor), so its `p_real` equals
+`score_images` for the same images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from .modeling import IFASForConditionalGeneration
+    from .processing import IFASProcessor
+
+logger = logging.getLogger(__name__)
+
+
+def _batches(n: int, size: int) -> list[tuple[int, int]]:
+    if size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {size}")
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _progress(total: int, description: str, enabled: bool) -> Any:
+    """A rich progress bar with throughput when enabled, else None."""
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    progress.start()
+    progress.add_task(description, total=total)
+    return progress
+
+
+def _prompt_inputs(model: IFASForConditionalGeneration, processor: IFASProcessor,
+                   images: Sequence[Image.Image]) -> dict[str, Any]:
+    """Prompt-only (left-padded) inputs on the model's device."""
+    batch = processor(list(images))
+    device = model.get_input_embeddings().weight.device
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def score_images(
+    model: IFASForConditionalGeneration,
+    processor: IFASProcessor,
+    images: Sequence[Image.Image],
+    batch_size: int = 32,
+    normalize: str = "vocab",
+    progress: bool = False,
+) -> np.ndarray:
+    """P(real) of each image, one forward pass per batch.
+
+    Args:
+        model: an I-FAS model (put in eval mode here).
+        processor: its processor.
+        images: PIL images (face crops).
+        batch_size: images per forward pass.
+        normalize: "vocab" (P(" Yes") over the vocabulary, default) or "yes_no" (two-way renormalised).
+        progress: show a rich progress bar.
+
+    Returns:
+        float32 array (N,) of P(real), in the order of `images`.
+    """
+    import torch
+
+    images = list(images)
+    model.eval()
+    out = np.empty(len(images), dtype=np.float32)
+    bar = _progress(len(images), "scoring", progress)
+    try:
+        with torch.inference_mode():
+            for start, stop in _batches(len(images), batch_size):
+                inputs = _prompt_inputs(model, processor, images[start:stop])
+                out[start:stop] = model.score(**inputs, normalize=normalize).float().cpu().numpy()
+                if bar is not None:
+                    bar.advance(bar.task_ids[0], stop - start)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return out
+
+
+def explain_images(
+    model: IFASForConditionalGeneration,
+    processor: IFASProcessor,
+    images: Sequence[Image.Image],
+    max_new_tokens: int = 40,
+    batch_size: int = 16,
+    normalize: str = "vocab",
+    progress: bool = False,
+    **generate_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Judgment, explanation and P(real) of each image (greedy decoding unless `generate_kwargs` say otherwise).
+
+    Args:
+        model: an I-FAS model (put in eval mode here).
+        processor: its processor.
+        images: PIL images (face crops).
+        max_new_tokens: generation budget of the answer (judgment + interpretation).
+        batch_size: images per `generate` call.
+        normalize: how `p_real` is read from the answer-position logits ("vocab" or "yes_no").
+        progress: show a rich progress bar.
+        **generate_kwargs: passed to `model.generate` (e.g. ``num_beams``).
+
+    Returns:
+        One dict per image: ``p_real`` (float, P(real) at the answer position), ``judgment`` ("Yes" / "No", or
+        the first generated token's text if the model answered otherwise), ``explanation`` (the text after the
+        judgment, e.g. "This is a man ...", "" if none).
+    """
+    import torch
+
+    from .modeling import SCORE_NORMALIZATIONS
+
+    if normalize not in SCORE_NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {normalize!r}")
+    images = list(images)
+    model.eval()
+    yes, no = model.config.yes_token_id, model.config.no_token_id
+    results: list[dict[str, Any]] = []
+    bar = _progress(len(images), "explaining", progress)
+    try:
+        with torch.inference_mode():
+            for start, stop in _batches(len(images), batch_size):
+                inputs = _prompt_inputs(model, processor, images[start:stop])
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, output_logits=True,
+                                     return_dict_in_generate=True, **generate_kwargs)
+                first = out.logits[0]  # raw logits at the answer position, (B, V) or (B * beams, V)
+                rows = stop - start
+                if first.shape[0] != rows:  # beam search: every beam of an image starts from the same state
+                    first = first.view(rows, -1, first.shape[-1])[:, 0]
+                probs = first.float().softmax(dim=-1)  # (B, V)
+                p_real = probs[:, yes]
+                if normalize == "yes_no":
+                    p_real = p_real / (probs[:, yes] + probs[:, no]).clamp_min(torch.finfo(torch.float32).tiny)
+                for ids, p in zip(out.sequences.tolist(), p_real.cpu().tolist(), strict=True):
+                    judgment, explanation = processor.decode_answer(ids)
+                    results.append({"p_real": float(p), "judgment": judgment, "explanation": explanation})
+                if bar is not None:
+                    bar.advance(bar.task_ids[0], stop - start)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return results
