@@ -4,7 +4,7 @@ The paper gives no recipe; ours follows LAVIS ``projects/blip2/train/caption_coc
 AdamW, lr 1e-5, weight decay 0.05, linear warm-up then cosine decay to 0, 5 epochs, batch 16, prompt
 "a photo of", at most 30 caption tokens, the loss on the caption tokens only (image tokens, BOS, prompt
 and padding are ``-100``). Trained: the Q-Former, its query tokens and the language projection; frozen:
-the vision encoder and the LLM. Optional (``lora_r > 0``): LoRA adapters (peft) on the LLM's attention
+the vision encoder and the LLM, which also run in eval mode (no dropout). Optional (``lora_r > 0``): LoRA adapters (peft) on the LLM's attention
 ``q_proj``/``v_proj``, merged into the weights before saving, so the result is a plain BLIP-2 checkpoint.
 
 Departures from LAVIS, each for a reason: the warm-up is ``min(warmup_steps, 10% of all steps)`` because
@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -216,14 +217,24 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
     latest = _latest_checkpoint(ckpt_dir)
     if latest is not None:
         step, losses = _load_checkpoint(latest, model, optimizer)
-        for _ in range(step):
-            scheduler.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is meant here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(step):
+                scheduler.step()
         logger.info("resuming fine-tuning from %s (step %d of %d)", latest, step, total)
+        metrics_path = work / METRICS_FILE
+        if metrics_path.exists():  # drop the lines of steps after the checkpoint: they are redone
+            kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+            metrics_path.write_text("".join(ln + "\n" for ln in kept))
     logger.info("fine-tuning C_S: %d samples, %d steps (%d epochs x %d), batch %d, trainable %s, frozen %s",
                 len(captions), total, config.epochs, steps_per_epoch, config.batch_size, f"{trainable:,}",
                 f"{frozen:,}")
     autocast = device.type == "cuda"
     model.train()
+    for name, module in model.named_modules():
+        # Frozen towers run in eval mode (no dropout), as LAVIS does for the ViT: their features stay fixed.
+        if name.endswith(("vision_model", "language_model")) and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
     metrics = (work / METRICS_FILE).open("a")
     progress = Progress(TextColumn("fine-tune C_S"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                         TimeRemainingColumn(), disable=not show_progress)

@@ -1,0 +1,170 @@
+"""Fine-tuning C_G into C_S on the tiny random BLIP-2: label masking, loss going down, resume, save/load, push."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+def _images(n: int, size: int = 32):
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    return [Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+CAPTIONS = ["a man holding a printed paper", "a face on a phone screen", "a woman with a paper mask",
+            "a picture of a face on a monitor"]
+
+
+def _no_dropout(model):
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+@pytest.fixture()
+def tiny():
+    from scf.presets import build_tiny_captioner
+
+    model, processor = build_tiny_captioner(seed=0)
+    return _no_dropout(model), processor
+
+
+def test_build_batch_puts_the_loss_on_caption_tokens_only(tiny):
+    from scf.captioning.finetune import build_batch
+
+    model, processor = tiny
+    batch = build_batch(processor, _images(2), ["a paper", "a phone screen here"], "a photo of ", 30)
+    tok = processor.tokenizer
+    head = processor(images=_images(1), text=["a photo of"], return_tensors="pt")["input_ids"].shape[1]
+    labels, ids = batch["labels"], batch["input_ids"]
+    assert labels.shape == ids.shape == batch["attention_mask"].shape
+    assert (labels[:, :head] == -100).all()  # image tokens, BOS, prompt
+    for i, caption in enumerate(["a paper", "a phone screen here"]):
+        target = tok(" " + caption, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert labels[i, head : head + len(target)].tolist() == target
+        assert (labels[i, head + len(target) :] == -100).all()  # right padding
+        assert batch["attention_mask"][i].sum() == head + len(target)
+    assert tok.decode(ids[0, head:head + 2]).strip() == "a paper"
+
+
+def test_trainable_parts_are_qformer_queries_and_projection(tiny):
+    from scf.captioning.finetune import FinetuneConfig, mark_trainable
+
+    model, _ = tiny
+    trainable, frozen = mark_trainable(model, FinetuneConfig())
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "query_tokens" in names and any(n.startswith("language_projection.") for n in names)
+    assert not any(n.startswith(("vision_model.", "language_model.")) for n in names)
+    assert trainable > 0 and frozen > 0
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from scf.captioning.finetune import lr_lambda
+
+    f = lr_lambda(total_steps=100, warmup_steps=1000)  # warm-up capped at 10 steps
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+def test_finetune_lowers_the_loss_and_saves_a_loadable_blip2(tiny, tmp_path):
+    import torch
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    from scf.captioning.captioner import Blip2Captioner, DecodingConfig
+    from scf.captioning.finetune import FinetuneConfig, finetune_captioner, save_captioner
+
+    model, processor = tiny
+    images = _images(4)
+    config = FinetuneConfig(learning_rate=1e-2, warmup_steps=0, epochs=8, batch_size=4, checkpoint_every=3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    record = finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                                tmp_path / "ft", show_progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 9)) and record["steps"] == 8
+    losses = [m["loss"] for m in metrics]
+    # The tiny OPT is random and frozen, so only the visual prefix can lower the loss: a small but steady drop.
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.01 and losses[-1] < losses[0]
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith(("qformer.", "query_tokens", "language_projection.")) for n in changed)
+
+    out = save_captioner(record["model"], processor, tmp_path / "captioner", record)
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    assert json.loads((out / "scf_finetune.json").read_text())["steps"] == 8
+    loaded = Blip2ForConditionalGeneration.from_pretrained(out)
+    Blip2Processor.from_pretrained(out)
+    for (n, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+    captions = Blip2Captioner.load(str(out), decoding=DecodingConfig(max_new_tokens=4, min_new_tokens=1),
+                                   batch_size=3).caption(images)
+    assert len(captions) == 4 and all(isinstance(c, str) for c in captions)
+
+
+def test_finetune_resumes_after_an_interruption_exactly(tmp_path):
+    import torch
+
+    from scf.captioning.finetune import FinetuneConfig, finetune_captioner
+    from scf.presets import build_tiny_captioner
+
+    images = _images(4)
+    config = FinetuneConfig(learning_rate=1e-3, warmup_steps=2, epochs=4, batch_size=2, checkpoint_every=2)
+
+    ref, processor = build_tiny_captioner(seed=0)
+    finetune_captioner(_no_dropout(ref), processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                       tmp_path / "ref", show_progress=False)
+
+    calls = {"n": 0}
+
+    def flaky(idx):
+        calls["n"] += 1
+        if calls["n"] == 6:  # dies during step 6, after the checkpoint at step 4
+            raise KeyboardInterrupt
+        return [images[i] for i in idx]
+
+    model, processor = build_tiny_captioner(seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_captioner(_no_dropout(model), processor, flaky, CAPTIONS, config, tmp_path / "run", show_progress=False)
+    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").glob("step-*"))] == ["step-00000002",
+                                                                                           "step-00000004"]
+    fresh, processor = build_tiny_captioner(seed=0)  # a new process: weights from C_G, state from the checkpoint
+    record = finetune_captioner(_no_dropout(fresh), processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                                tmp_path / "run", show_progress=False)
+    assert record["steps"] == 8
+    ref_metrics = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 9))  # step 5 was redone, not logged twice
+    for a, b in zip(ref_metrics, metrics, strict=True):
+        # Same data order, learning rate and optimizer state; float round-off only.
+        assert a["lr"] == pytest.approx(b["lr"]) and a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+    for (n, a), b in zip(ref.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=5e-3), n
+
+
+def test_push_captioner_uploads_the_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from scf.captioning.finetune import push_captioner_to_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw["repo_type"]))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, repo_type, commit_message):
+            calls.append(("upload", folder_path, repo_id, repo_type))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    url = push_captioner_to_hub(tmp_path, "me/scf-cs")
+    assert url.endswith("me/scf-cs")
+    assert ("create", "me/scf-cs", "model") in calls and ("upload", str(tmp_path), "me/scf-cs", "model") in calls
