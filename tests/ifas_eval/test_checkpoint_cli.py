@@ -88,6 +88,26 @@ def test_seeds_give_mean_and_std(tiny_checkpoint, tmp_path):
     assert row["n_checkpoints"] == 2 and row["HTER (%)"]["std"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_data_folder_of_per_source_datasets(tiny_checkpoint, tmp_path):
+    """--data PARENT whose subfolders are dataset folders (scf ingest --config-name layout)."""
+    from ifas_eval.cli import main
+    from scf.sample import write_sample
+
+    write_sample(tmp_path / "bench" / "sample")
+    (tmp_path / "bench" / "README.md").write_text("# configs\n")
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-d", "--checkpoint",
+                                    str(tiny_checkpoint), "--data", str(tmp_path / "bench"), "--out", str(out),
+                                    "--no-report", "--json"])
+    assert res.exit_code == 0, res.output
+    (result,) = json.loads(res.stdout)["results"]
+    assert (result["test_set"], result["n_real"], result["n_fake"]) == ("sample-domain-d", 5, 10)
+    res = CliRunner().invoke(main, ["--protocol", "one-to-eleven", "--checkpoint", str(tiny_checkpoint),
+                                    "--data", str(tmp_path / "bench" / "sample"), "--out", str(out)])
+    assert res.exit_code != 0
+    assert "test set 'MSU-MFSD': no rows of MSU-MFSD [test]" in res.stderr.strip().splitlines()[-1]
+
+
 def test_checkpoint_errors(tiny_checkpoint, tmp_path):
     from ifas_eval.cli import main
 

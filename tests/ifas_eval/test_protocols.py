@@ -92,7 +92,8 @@ def test_unknown_protocol_is_a_cli_error():
 def test_list_protocols():
     res = CliRunner().invoke(main, ["--list-protocols"])
     assert res.exit_code == 0, res.output
-    for word in ("mcio", "one-to-eleven", "sample", "O&C&I->M", "CelebA-Spoof", "HiFiMask"):
+    for word in ("mcio", "one-to-eleven", "sample", "O&C&I->M", "CelebA-Spoof [train]", "HiFiMask [test]",
+                 "OULU-NPU [train+test]"):
         assert word in res.stdout
 
 

@@ -54,7 +54,7 @@ def test_several_files_side_by_side_and_outputs(tmp_path):
     res = CliRunner().invoke(main, ["--scores", f"ours={a}", "--scores", f"theirs={b}", "--out", str(out_dir),
                                     "--report", str(report), "--threshold", "0.6"])
     assert res.exit_code == 0, res.output
-    assert "ours" in res.stdout and "theirs" in res.stdout and "FLIP/SSDG" in res.stdout
+    assert "ours" in res.stdout and "theirs" in res.stdout and "[flip-ssdg] FLIP/SSDG" in res.stdout
     doc = json.loads((out_dir / "results.json").read_text())
     assert [r["test_set"] for r in doc["results"]] == ["ours", "theirs"]
     assert all(r["fixed_threshold"]["threshold"] == 0.6 for r in doc["results"])

@@ -49,6 +49,7 @@ def _named_files(specs: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def _list_protocols() -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ifas_eval.protocols import builtin_protocols
@@ -59,9 +60,10 @@ def _list_protocols() -> None:
         table.add_column(col)
     for p in builtin_protocols():
         for i, s in enumerate(p.settings):
-            table.add_row(f"[bold]{p.name}[/bold]\n{p.title}" if i == 0 else "", f"{s.name}\n({s.label})",
-                          "\n".join(sel.describe() for sel in s.train) or "-",
-                          "\n".join(t.describe() for t in s.tests))
+            table.add_row(f"[bold]{escape(p.name)}[/bold]\n{escape(p.title)}" if i == 0 else "",
+                          escape(f"{s.name}\n({s.label})"),
+                          escape("\n".join(sel.describe() for sel in s.train) or "-"),
+                          escape("\n".join(t.describe() for t in s.tests)))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     click.echo("Splits: 'test' = the dataset's own test split; MCIO training sources use train+test as FLIP's "
                "lists do. Sources are the `source` values written by `scf ingest`.")

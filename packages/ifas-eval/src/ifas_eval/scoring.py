@@ -73,8 +73,9 @@ class BenchmarkData:
 
 
 def _is_table_folder(path: Path) -> bool:
+    # a README.md alone does not make a dataset: `scf ingest --config-name` writes one into the parent folder
     return ((path / "dataset_dict.json").exists() or (path / "state.json").exists() or (path / "data").is_dir()
-            or any(path.glob("*.parquet")) or (path / "README.md").exists())
+            or any(path.glob("*.parquet")))
 
 
 def load_benchmark(data: str | None, protocol: Protocol, needed_sources: list[str] | None = None) -> BenchmarkData:

@@ -113,14 +113,15 @@ def rich_table(agg: dict[str, Any], title: str, columns: Sequence[tuple[str, Get
                conventions: Sequence[str] = (FLIP_CONVENTION,), with_setting: bool = True,
                extra_caption: str = "") -> Any:
     """A `rich.table.Table` of an aggregate, captioned with its conventions."""
+    from rich.markup import escape
     from rich.table import Table
 
     header, body = _table_cells(agg, columns, with_setting)
-    table = Table(title=title, caption=caption(conventions, extra_caption), caption_justify="left")
+    table = Table(title=escape(title), caption=escape(caption(conventions, extra_caption)), caption_justify="left")
     for i, h in enumerate(header):
-        table.add_column(h, justify="right" if i >= len(header) - len(columns) else "left")
+        table.add_column(escape(h), justify="right" if i >= len(header) - len(columns) else "left")
     for i, cells in enumerate(body):
-        table.add_row(*cells, style="bold" if i == len(body) - 1 and cells[0] == "Average" else None)
+        table.add_row(*(escape(c) for c in cells), style="bold" if i == len(body) - 1 and cells[0] == "Average" else None)
     return table
 
 
