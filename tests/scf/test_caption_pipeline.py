@@ -1,0 +1,267 @@
+"""The SCF pipeline end to end on a toy benchmark dataset: stages, files, resume, bad input, the CLI.
+
+The general captioner of the pipeline test is a stand-in with known, keyword-bearing captions (a random tiny
+BLIP-2 names no spoof medium, so D_S would be empty); everything after it (filter, fine-tuning of the tiny
+BLIP-2, spoof-aware captioning with the saved C_S, corpus) runs for real.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from scf.schema import QUESTION, VQA_COLUMNS
+
+GENERAL = {  # attack type -> general caption of the stand-in C_G
+    "live": "a man with a beard in an office",
+    "print": "a man holding a printed paper photo",
+    "replay": "a woman looking at a phone screen",
+}
+
+
+def toy_dataset(n: int = 2, attacks: tuple[str, ...] = ("live", "print", "replay")):
+    import datasets
+    from PIL import Image
+
+    from scf.schema import benchmark_features
+
+    rng = np.random.RandomState(0)
+    out = {}
+    for split in ("train", "test"):
+        rows = []
+        for attack in attacks:
+            for i in range(n):
+                rows.append({
+                    "image": Image.fromarray(rng.randint(0, 255, (32, 32, 3), dtype=np.uint8)),
+                    "label": 1 if attack == "live" else 0, "attack_type": attack, "attack_detail": "",
+                    "source": "toy", "subject_id": str(i), "video_id": f"{attack}-{i}", "frame_index": 0,
+                    "split": split, "path": f"{attack}/{i}.png",
+                })
+        out[split] = datasets.Dataset.from_list(rows, features=benchmark_features())
+    return datasets.DatasetDict(out)
+
+
+class KnownCaptioner:
+    """Stand-in C_G: the caption of an image is fixed by the attack type its pixel seed encodes."""
+
+    name = "known-general"
+
+    def __init__(self, captions: list[str], fail_after: int | None = None) -> None:
+        self.queue, self.fail_after, self.calls, self.seen = list(captions), fail_after, 0, 0
+
+    def caption(self, images):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # a kill in the middle of the stage
+        self.seen += len(images)
+        out, self.queue = self.queue[: len(images)], self.queue[len(images) :]
+        return out
+
+
+def _config(out, **kw):
+    from scf.captioning.captioner import DecodingConfig
+    from scf.captioning.finetune import FinetuneConfig
+    from scf.captioning.pipeline import CaptionRunConfig
+
+    base = dict(out=out, captioner="tiny", decoding=DecodingConfig(max_new_tokens=4, min_new_tokens=1),
+                finetune=FinetuneConfig(epochs=1, batch_size=2, learning_rate=1e-3, warmup_steps=0),
+                batch_size=2, shard_size=2, show_progress=False)
+    base.update(kw)
+    return CaptionRunConfig(**base)
+
+
+def _general_captions(ds, split_filter=lambda attack: True):
+    return [GENERAL[a] for s in ds for a in ds[s]["attack_type"] if split_filter(a)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_datasets_cache(tmp_path_factory):
+    """A private `datasets` cache: load_dataset of a local folder can return a stale cached copy of another
+    folder with the same name and file names (seen with datasets 5.2), which would hide what this run wrote."""
+    import datasets
+
+    old = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf-datasets-cache")
+    yield
+    datasets.config.HF_DATASETS_CACHE = old
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    from scf.captioning.pipeline import CaptionPipeline
+
+    ds = toy_dataset()
+    out = tmp_path_factory.mktemp("scf") / "run"
+    summary = CaptionPipeline(_config(out), dataset=ds, general_captioner=KnownCaptioner(_general_captions(ds))).run()
+    return ds, out, summary
+
+
+def test_pipeline_writes_every_stage_and_a_valid_corpus(pipeline_run):
+    import datasets
+
+    from scf.schema import load_table
+
+    ds, out, summary = pipeline_run
+    assert list(summary) == ["general", "filter", "finetune", "spoof", "corpus"]
+    assert summary["general"]["captioned"] == 12 and summary["spoof"]["captioned"] == 8
+    assert summary["filter"]["stats"] == {"print": {"kept": 2, "total": 2}, "replay": {"kept": 2, "total": 2}}
+    d_s = [json.loads(line) for line in (out / "filter" / "d_s.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in d_s} == {"train"} and {r["keyword"] for r in d_s} == {"printed", "phone"}
+    assert (out / "captioner" / "model.safetensors").exists()
+
+    corpus = load_table(str(out / "corpus"), "vqa")  # validates every row against the VQA contract
+    assert {s: len(d) for s, d in corpus.items()} == {"train": 6, "test": 6}
+    assert tuple(corpus["train"].column_names) == VQA_COLUMNS
+    plain = datasets.load_dataset(str(out / "corpus"))
+    assert plain["train"].num_rows == 6
+    rows = corpus["train"].remove_columns("image").to_list()
+    assert [r["path"] for r in rows] == ds["train"]["path"]  # dataset order
+    for r in rows:
+        assert r["question"] == QUESTION
+        assert r["caption_general"] == GENERAL[r["attack_type"]] and r["captioner_general"] == "tiny"
+        if r["label"] == 1:
+            assert r["judgment"] == "Yes" and r["caption"] == GENERAL["live"] and r["keyword"] == ""
+            assert r["interpretation"] == "This is a man with a beard in an office"
+        else:
+            assert r["judgment"] == "No" and r["captioner"] == str(out / "captioner")
+            assert r["keyword"] == {"print": "printed", "replay": "phone"}[r["attack_type"]]
+        assert r["answer"] == f"{r['judgment']}. {r['interpretation']}" if r["interpretation"] else r["judgment"]
+    assert np.array_equal(np.asarray(corpus["test"][0]["image"]), np.asarray(ds["test"][0]["image"]))
+
+    card = (out / "corpus" / "README.md").read_text()
+    assert "| print | 2 | 2 | 100.0 |" in card and "a woman looking at a phone screen" in card
+    config = json.loads((out / "scf_caption_config.json").read_text())
+    assert config["decoding"]["max_new_tokens"] == 4 and config["keywords"]["replay"][0] == "screen"
+    assert json.loads((out / "corpus" / "scf_caption_config.json").read_text())["interpretation"] == "spoof"
+
+
+def test_rerun_redoes_nothing_and_general_ablation_uses_t_f(pipeline_run):
+    from scf.captioning.pipeline import CaptionPipeline, read_captions
+
+    ds, out, _ = pipeline_run
+    summary = CaptionPipeline(_config(out), dataset=ds, general_captioner=KnownCaptioner([])).run()
+    assert summary["general"]["captioned"] == 0 and summary["spoof"]["captioned"] == 0
+    assert summary["finetune"] == {"skipped": True}
+    assert len(read_captions(out / "general")) == 12
+
+    summary = CaptionPipeline(_config(out, interpretation="general"), dataset=ds).run()
+    assert list(summary) == ["general", "corpus"]
+    import datasets
+
+    corpus = datasets.load_dataset(str(out / "corpus-general"))["train"].remove_columns("image")
+    fakes = [r for r in corpus.to_list() if r["label"] == 0]
+    assert all(r["caption"] == r["caption_general"] and r["captioner"] == "tiny" for r in fakes)
+
+
+def test_general_stage_resumes_without_losing_or_duplicating_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    from scf.captioning.pipeline import CaptionPipeline, read_captions
+
+    ds = toy_dataset(n=3)
+    captions = _general_captions(ds)
+    first = KnownCaptioner(captions, fail_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        CaptionPipeline(_config(tmp_path, stage="general"), dataset=ds, general_captioner=first).run()
+    done = read_captions(tmp_path / "general")
+    assert len(done) == 6  # three batches of two, flushed when the run died
+
+    second = KnownCaptioner(captions[6:])
+    CaptionPipeline(_config(tmp_path, stage="general"), dataset=ds, general_captioner=second).run()
+    assert second.seen == 12  # only what was missing
+    keys = [k for p in (tmp_path / "general").glob("rank-*/data/*.parquet") for k in pq.read_table(p)["key"].to_pylist()]
+    assert len(keys) == len(set(keys)) == 18
+
+
+def test_filter_reports_types_that_matched_nothing(tmp_path):
+    from scf.captioning.pipeline import CaptionPipeline, PipelineError
+
+    ds = toy_dataset(n=1)
+    dull = ["a man with a beard in an office"] * 6
+    with pytest.raises(PipelineError) as info:
+        CaptionPipeline(_config(tmp_path, split="fake"), dataset=ds, general_captioner=KnownCaptioner(dull)).run()
+    msg = str(info.value)
+    assert "D_S is empty" in msg and "print, replay matched nothing" in msg and "beard" in msg
+
+
+def test_bad_input_fails_before_any_model_is_loaded(tmp_path):
+    from transformers import BertConfig
+
+    from scf.captioning.captioner import CaptionerError
+    from scf.captioning.pipeline import CaptionPipeline, PipelineError
+    from scf.schema import SchemaError
+
+    ds = toy_dataset(n=1)
+    with pytest.raises(SchemaError, match="column 'attack_detail'"):
+        CaptionPipeline(_config(tmp_path), dataset=ds.remove_columns("attack_detail"))
+
+    BertConfig().save_pretrained(tmp_path / "bert")
+    with pytest.raises(CaptionerError, match="is a 'bert' model"):
+        CaptionPipeline(_config(tmp_path, captioner=str(tmp_path / "bert")), dataset=ds)
+    with pytest.raises(CaptionerError, match="cannot read the config"):
+        CaptionPipeline(_config(tmp_path, captioner=str(tmp_path / "missing")), dataset=ds)
+
+    only_replay = tmp_path / "k.yaml"
+    only_replay.write_text("mode: replace\nkeywords:\n  replay: [screen]\n")
+    with pytest.raises(PipelineError, match="attack type.s. print of the dataset have no keywords"):
+        CaptionPipeline(_config(tmp_path, keywords_file=str(only_replay)), dataset=ds)
+
+    with pytest.raises(PipelineError, match="no fake rows"):
+        CaptionPipeline(_config(tmp_path, split="fake"), dataset=toy_dataset(n=1, attacks=("live",)))
+
+    CaptionPipeline(_config(tmp_path / "a", stage="general"), dataset=ds, general_captioner=KnownCaptioner(["x"] * 6)).run()
+    with pytest.raises(PipelineError, match="different decoding"):
+        from scf.captioning.captioner import DecodingConfig
+
+        CaptionPipeline(_config(tmp_path / "a", decoding=DecodingConfig(max_new_tokens=9)), dataset=ds)
+    with pytest.raises(PipelineError, match="spoof-aware captions are missing"):
+        CaptionPipeline(_config(tmp_path / "a", stage="corpus"), dataset=ds).run()
+
+
+def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from scf.captioning.pipeline import read_captions
+    from scf.cli import main
+
+    ds = toy_dataset(n=1)
+    ds.save_to_disk(str(tmp_path / "bench"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["caption", "--dataset", str(tmp_path / "bench"), "--preset", "tiny", "--split", "real",
+                                  "--out", str(tmp_path / "out"), "--max-new-tokens", "3", "--min-new-tokens", "1",
+                                  "--no-progress"])
+    assert result.exit_code == 0, result.output
+    captions = read_captions(tmp_path / "out" / "general")
+    assert sorted(captions) == ["test:toy:live/0.png#0", "train:toy:live/0.png#0"]  # the tiny BLIP-2's real path
+    assert all(isinstance(c, str) for c in captions.values())
+    assert "images/s" in result.output
+
+    result = runner.invoke(main, ["caption", "--dataset", str(tmp_path / "nowhere"), "--preset", "tiny",
+                                  "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "dataset not found" in result.output and "Traceback" not in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("keywords:\n  printing: [paper]\n")
+    result = runner.invoke(main, ["caption", "--keywords", str(bad), "--preset", "tiny", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "printing" in result.output
+
+
+def test_corpus_push_uses_the_hub_api(pipeline_run, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from scf.captioning.pipeline import CaptionPipeline
+
+    ds, out, _ = pipeline_run
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw["repo_type"]))
+
+        def upload_folder(self, folder_path, repo_id, repo_type, commit_message):
+            calls.append(("upload", folder_path, repo_id, repo_type))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    CaptionPipeline(_config(out, stage="corpus", push_to_hub="me/corpus"), dataset=ds).run()
+    assert calls == [("create", "me/corpus", "dataset"), ("upload", str(out / "corpus"), "me/corpus", "dataset")]
