@@ -291,3 +291,42 @@ def _tiny_model(device: str) -> tuple[object, object]:
         raise click.ClickException("ifas_model.presets.build_model('tiny') returned no processor")
     model.to(pick_device(device)).eval()
     return model, processor
+
+
+@click.command(context_settings=_CONTEXT)
+@click.option("--checkpoint", metavar="CKPT", help="I-FAS checkpoint folder (save_pretrained) or Hub id.")
+@click.option("--preset", type=click.Choice(["tiny"]), default=None,
+              help="Use a RANDOM, untrained tiny model built offline (the page says so; judgments are noise).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Initial threshold of the page's slider (real iff p_real >= threshold); set it from a dev set.")
+@click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
+              help="How p_real is read at the answer position (see ifas-predict --help).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (0.0.0.0: all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str, port: int,
+         device: str, dtype: str, verbose: bool) -> None:
+    """Serve the one-image web demo (Gradio): photo or webcam in; face, p_real, judgment, explanation out."""
+    _setup_logging(verbose)
+    if (checkpoint is None) == (preset is None):
+        raise click.ClickException("give exactly one of --checkpoint CKPT or --preset tiny")
+    try:
+        from ifas_eval.demo import build_demo
+
+        if preset:
+            model, processor = _tiny_model(device)
+            note = "This is a RANDOM, UNTRAINED tiny model built offline: its outputs are noise."
+        else:
+            from ifas_eval.scoring import load_checkpoint
+
+            model, processor = load_checkpoint(checkpoint, device, dtype)
+            note = f"Checkpoint: {checkpoint}"
+        app = build_demo(model, processor, threshold=threshold, model_note=note, normalize=normalize)
+    except ImportError as e:
+        raise click.ClickException(f"the demo needs Gradio: pip install 'ifas-eval[demo]' ({e})") from None
+    except _user_errors() as e:
+        raise click.ClickException(_one_line(e)) from None
+    app.launch(server_name=host, server_port=port, share=False, show_error=True)

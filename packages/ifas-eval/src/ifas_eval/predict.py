@@ -86,6 +86,41 @@ def _load_frames(path: Path, num_frames: int | None) -> list[tuple[int, np.ndarr
         raise ValueError(f"{path}: not a readable image or video ({type(e).__name__})") from None
 
 
+def judge_frames(model: Any, processor: Any, frames: Sequence[np.ndarray], *, threshold: float = 0.5,
+                 detect_faces: bool = True, max_new_tokens: int = 40,
+                 normalize: str = "vocab") -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
+    """Judge the RGB frames of one input (one image, or the sampled frames of a video) together.
+
+    Returns the JSON-ready record (without ``input``), the per-frame answers of `explain_images` (each with
+    its ``crop``, the face crop that was scored), and the per-frame face boxes.
+    """
+    from ifas_model.inference import explain_images
+
+    if not frames:
+        raise ValueError("no frames to judge")
+    crops, boxes = zip(*(face_crop(f, detect_faces) for f in frames), strict=True)
+    answers = explain_images(model, processor, list(crops), max_new_tokens, normalize=normalize)
+    for answer, crop in zip(answers, crops, strict=True):
+        answer["crop"] = crop
+    p = np.array([float(a["p_real"]) for a in answers])
+    p_real = float(p.mean())
+    is_real = p_real >= threshold
+    best = int(np.argmax(p) if is_real else np.argmin(p))
+    record: dict[str, Any] = {
+        "p_real": round(p_real, 6),
+        "judgment": "real" if is_real else "fake",
+        "threshold": threshold,
+        "normalize": normalize,
+        "answer": str(answers[best].get("judgment", "")),
+        "explanation": str(answers[best].get("explanation", "")),
+        "face_box": boxes[best],
+        "best_frame": best,
+    }
+    if boxes[best] is None and detect_faces:
+        record["face_found"] = False
+    return record, list(answers), list(boxes)
+
+
 def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, threshold: float = 0.5,
                    detect_faces: bool = True, max_new_tokens: int = 40,
                    num_frames: int | None = None, normalize: str = "vocab") -> Iterable[dict[str, Any]]:
@@ -102,35 +137,21 @@ def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, thresho
         normalize: how ``p_real`` is read: "vocab" (P(" Yes") over the vocabulary, the paper's score) or
             "yes_no" (P(" Yes") / (P(" Yes") + P(" No"))).
     """
-    from ifas_model.inference import explain_images
-
     for raw in inputs:
         path = Path(raw)
         try:
             frames = _load_frames(path, num_frames)
-            crops, boxes = zip(*(face_crop(f, detect_faces) for _, f in frames), strict=True)
-            answers = explain_images(model, processor, list(crops), max_new_tokens, normalize=normalize)
+            record, answers, boxes = judge_frames(model, processor, [f for _, f in frames], threshold=threshold,
+                                                  detect_faces=detect_faces, max_new_tokens=max_new_tokens,
+                                                  normalize=normalize)
         except Exception as e:  # noqa: BLE001 - one bad input must not stop the others; reported as a line
             logger.debug("failed on %s", raw, exc_info=True)
             yield {"input": raw, "error": f"{type(e).__name__}: {e}"}
             continue
-        p = np.array([float(a["p_real"]) for a in answers])
-        p_real = float(p.mean())
-        is_real = p_real >= threshold
-        best = int(np.argmax(p) if is_real else np.argmin(p))
-        record: dict[str, Any] = {
-            "input": raw,
-            "p_real": round(p_real, 6),
-            "judgment": "real" if is_real else "fake",
-            "threshold": threshold,
-            "normalize": normalize,
-            "answer": str(answers[best].get("judgment", "")),
-            "explanation": str(answers[best].get("explanation", "")),
-            "face_box": boxes[best],
-        }
-        if boxes[best] is None and detect_faces:
-            record["face_found"] = False
-        if _is_video(path):
+        record = {"input": raw, **record}
+        if not _is_video(path):
+            record.pop("best_frame")
+        else:
             record["frames"] = [
                 {"index": int(i), "p_real": round(float(a["p_real"]), 6), "face_box": b,
                  "answer": str(a.get("judgment", "")), "explanation": str(a.get("explanation", ""))}
