@@ -80,3 +80,81 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
                 size=size, neighbours=neighbours, workers=workers, shard_size=shard_size,
                 image_format=image_format, push_to_hub=push_to_hub, private=private,
                 list_sources=list_sources, no_progress=no_progress)
+
+
+@main.command("caption")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Output folder: one subfolder per stage, the VQA corpus in OUT/corpus.")
+@click.option("--split", "split", type=click.Choice(["fake", "real", "all"]), default="all", show_default=True,
+              help="fake: general captions, filter, fine-tune C_S, spoof-aware captions of the fakes; "
+                   "real: general captions of the reals; all: both, then the corpus.")
+@click.option("--stage", type=click.Choice(["general", "filter", "finetune", "spoof", "corpus"]), default=None,
+              help="Run only this stage (default: every stage of --split).")
+@click.option("--dataset", default=None, help="Benchmark dataset: Hub id or local folder (default: embedded sample).")
+@click.option("--splits", default=None, help="Comma-separated dataset splits to caption (default: all).")
+@click.option("--preset", type=click.Choice(["default", "tiny"]), default="default", show_default=True,
+              help="default: Salesforce/blip2-opt-2.7b; tiny: random tiny BLIP-2 built offline (captions are noise).")
+@click.option("--captioner", default=None, help="General captioner C_G: Hub id or local BLIP-2 folder (overrides --preset).")
+@click.option("--keywords", "keywords_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML keyword file extending (mode: extend) or replacing (mode: replace) the default dictionary.")
+@click.option("--interpretation", type=click.Choice(["spoof", "general", "none"]), default="spoof", show_default=True,
+              help="Fakes' interpretation: spoof = T_S (the paper), general = T_F, none = judgment only (Table 4 ablations).")
+@click.option("--prompt", default="a photo of", show_default=True, help="Decoding and fine-tuning prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--min-new-tokens", type=click.IntRange(0), default=8, show_default=True)
+@click.option("--num-beams", type=click.IntRange(1), default=1, show_default=True, help="1 = greedy.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per generate call.")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--load-in-8bit", is_flag=True, help="Load the captioners in 8 bits (bitsandbytes).")
+@click.option("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu).")
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True, help="C_S fine-tuning epochs.")
+@click.option("--lr", type=float, default=1e-5, show_default=True, help="C_S fine-tuning learning rate.")
+@click.option("--ft-batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(0), default=1000, show_default=True,
+              help="Linear warm-up steps (capped at 10%% of all steps).")
+@click.option("--lora-r", type=click.IntRange(0), default=0, show_default=True,
+              help="0 = LLM frozen; > 0 = LoRA of this rank on the LLM (peft), merged on save.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--finetune-splits", default="train", show_default=True,
+              help="Comma-separated splits whose fakes may enter D_S (all splits if none of them exists).")
+@click.option("--shard-size", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--push-to-hub", default=None, help="Hub dataset repo to upload the corpus to.")
+@click.option("--push-captioner-to-hub", default=None, help="Hub model repo to upload C_S to.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def caption_command(out: str, split: str, stage: str | None, dataset: str | None, splits: str | None, preset: str,
+                    captioner: str | None, keywords_file: str | None, interpretation: str, prompt: str,
+                    max_new_tokens: int, min_new_tokens: int, num_beams: int, batch_size: int, dtype: str,
+                    load_in_8bit: bool, device: str | None, epochs: int, lr: float, ft_batch_size: int,
+                    warmup_steps: int, lora_r: int, checkpoint_every: int, finetune_splits: str, shard_size: int,
+                    seed: int, push_to_hub: str | None, push_captioner_to_hub: str | None, no_progress: bool) -> None:
+    """Spoof-aware Captioning and Filtering (Algorithm 1): caption, filter, fine-tune C_S, write the VQA corpus.
+
+    Resumable: rerun the same command after a crash. Several processes share the work under torchrun or
+    accelerate launch. See docs/captioning.md.
+    """
+    from pathlib import Path
+
+    from scf.captioning.captioner import CaptionerError, DecodingConfig, resolve_source
+    from scf.captioning.finetune import FinetuneConfig
+    from scf.captioning.keywords import KeywordError
+    from scf.captioning.pipeline import CaptionPipeline, CaptionRunConfig, PipelineError
+    from scf.schema import SchemaError
+
+    def _csv(text: str | None) -> tuple[str, ...] | None:
+        return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+
+    try:
+        decoding = DecodingConfig(prompt=prompt, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                  num_beams=num_beams)
+        ft = FinetuneConfig(learning_rate=lr, epochs=epochs, batch_size=ft_batch_size, warmup_steps=warmup_steps,
+                            lora_r=lora_r, checkpoint_every=checkpoint_every, seed=seed)
+        config = CaptionRunConfig(
+            out=Path(out), dataset=dataset, captioner=resolve_source(preset, captioner), split=split, stage=stage,
+            keywords_file=keywords_file, decoding=decoding, finetune=ft, batch_size=batch_size, dtype=dtype,
+            load_in_8bit=load_in_8bit, device=device, interpretation=interpretation, shard_size=shard_size,
+            dataset_splits=_csv(splits), finetune_splits=_csv(finetune_splits) or ("train",),
+            push_to_hub=push_to_hub, push_captioner_to_hub=push_captioner_to_hub, show_progress=not no_progress)
+        CaptionPipeline(config).run()
+    except (CaptionerError, KeywordError, PipelineError, SchemaError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
