@@ -33,27 +33,50 @@ class ResumeError(ValueError):
     """The run folder cannot be resumed with these settings (or must be and cannot)."""
 
 
-def build_for_training(config: TrainConfig) -> tuple[Any, Any]:
+def base_models(config: TrainConfig) -> list[str]:
+    """Ids or paths of the pretrained parts a run starts from (empty for presets built from config)."""
+    from ifas_model.presets import MODEL_PRESETS
+
+    spec = MODEL_PRESETS[config.preset]
+    parts = [config.vision_model or spec.vision, config.language_model or spec.text]
+    return [p for p in parts if p]
+
+
+def build_for_training(config: TrainConfig, compute_dtype: Any = None) -> tuple[Any, Any]:
     """Build the model and processor of the preset with the run's switches, and set what trains.
 
     The vision encoder is frozen (`freeze_vision`); the LLM follows ``config.llm`` (`apply_llm_training`);
-    the connector and the projection to the LLM always train.
+    the connector and the projection to the LLM always train. ``--vision-model`` / ``--language-model``
+    replace the default preset's parts (`from_pretrained_parts`).
+
+    Args:
+        compute_dtype: the dtype of the 4-bit layers' matmuls with ``llm=qlora`` (bf16 on CUDA).
     """
+    import torch
+
     from ifas_model.adapters import apply_llm_training, freeze_vision
-    from ifas_model.presets import build_model
+    from ifas_model.presets import MODEL_PRESETS, build_model
 
     overrides: dict[str, Any] = {"loss_type": config.loss, "use_global_tokens": config.gac,
-                                 "llm_training": config.llm, "lora_r": config.lora_rank,
-                                 "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout}
+                                 "llm_training": config.llm}
     if config.alpha is not None:
         overrides["lopsided_alpha"] = config.alpha
-    if config.vision_model:
-        overrides["vision_model"] = config.vision_model
-    if config.language_model:
-        overrides["language_model"] = config.language_model
-    model, processor = build_model(config.preset, seed=config.seed, **overrides)
+    if config.vision_model or config.language_model:
+        from ifas_model.modeling import IFASForConditionalGeneration
+        from ifas_model.processing import IFASProcessor
+
+        spec = MODEL_PRESETS[config.preset]
+        vision, text = config.vision_model or spec.vision, config.language_model or spec.text
+        torch.manual_seed(config.seed)  # the fresh GAC's initialisation, as build_model does
+        model = IFASForConditionalGeneration.from_pretrained_parts(vision=vision, text=text,
+                                                                   **{**spec.connector, **overrides})
+        processor = IFASProcessor.from_pretrained_parts(vision=vision, text=text)
+    else:
+        model, processor = build_model(config.preset, seed=config.seed, **overrides)
     freeze_vision(model)
-    model = apply_llm_training(model, config.llm)
+    model = apply_llm_training(model, config.llm, lora_r=config.lora_rank, lora_alpha=config.lora_alpha,
+                               lora_dropout=config.lora_dropout,
+                               compute_dtype=compute_dtype if config.llm == "qlora" else None)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, processor
@@ -137,8 +160,10 @@ class Trainer:
         self.eval_set = VQADataset(eval_table, config.answers) if eval_table is not None else None
 
         # -- model -------------------------------------------------------------------------------------
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.dist.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         if model is None:
-            model, processor = build_for_training(config)
+            model, processor = build_for_training(config, compute_dtype=self.autocast_dtype)
         self.processor = processor
         self.model = model.to(self.dist.device)
         self.counts = parameter_counts(self.model)
@@ -150,8 +175,6 @@ class Trainer:
 
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
-        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.dist.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
 
         # -- order, loaders, schedule ---------------------------------------------------------------------
         self.sampler = ResumableBatchSampler(len(self.train_set), config.batch_size, seed=config.seed,
@@ -301,7 +324,8 @@ class Trainer:
             while self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch, start=self.micro)
                 batches = iter(self.loader)
-                while self.micro < self.micro_per_epoch and self.step < self.total_steps:
+                epoch_done = False
+                while not epoch_done and self.step < self.total_steps:
                     n_group = min(self.config.grad_accum, self.micro_per_epoch - self.micro)
                     for j in range(n_group):
                         out = self._forward_backward(next(batches), n_group, sync=j == n_group - 1)
@@ -311,8 +335,8 @@ class Trainer:
                         window["samples"] += out["samples"]
                     self.micro += n_group
                     self._optimizer_step()
-                    if self.micro >= self.micro_per_epoch:
-                        self.epoch, self.micro = self.epoch + 1, 0
+                    if self.micro >= self.micro_per_epoch:  # (epoch, micro) always names the next micro-batch
+                        self.epoch, self.micro, epoch_done = self.epoch + 1, 0, True
                     if self.step % self.config.log_every == 0 or self.step == self.total_steps:
                         t_window = self._log_train(window, t_window, progress, task)
                     progress.update(task, completed=self.step)
@@ -501,7 +525,7 @@ class Trainer:
             merged = merge_for_save(self.model)
             merged.save_pretrained(final)
             self.processor.save_pretrained(final)
-            base = [b for b in getattr(self.model.config, "base_models", []) or []]
+            base = base_models(self.config)
             card = model_card(self.config.to_dict(), eval_metrics=final_eval, eval_source=self.eval_source,
                               base_models=base, parameter_counts=self.counts, steps=self.step,
                               skipped_images=skipped)

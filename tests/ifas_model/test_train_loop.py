@@ -1,0 +1,137 @@
+"""The training loop on the tiny preset: exact resume, frozen parts, NaN stop, skipped images, eval metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _train_corpus import build_corpus
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("corpus") / "vqa", splits=("train",), max_rows=24)
+
+
+def _config(corpus, out, **kw):
+    from ifas_model.training.config import resolve_config
+
+    settings = {"dataset": str(corpus), "preset": "tiny", "output_dir": str(out), "batch_size": 4,
+                "max_steps": 4, "save_every": 2, "eval_split": "none", "llm": "lora", "lora_dropout": 0.1,
+                "schedule": "cosine", "warmup_ratio": 0.25, "log_every": 1}
+    return resolve_config({**settings, **kw})
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_after_a_stop_ends_with_the_same_weights(small_corpus, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from ifas_model.training.checkpoint import list_checkpoints
+    from ifas_model.training.trainer import Trainer
+
+    straight = Trainer(_config(small_corpus, tmp_path / "straight"))
+    straight.fit()
+    expected = _state(straight.model)  # after finish: LoRA merged into the LLM weights
+
+    first = Trainer(_config(small_corpus, tmp_path / "resumed"))
+    assert first.fit(stop_after=2) == {"stopped_at": 2}
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["step-00000002"]
+    second = Trainer(_config(small_corpus, tmp_path / "resumed"))
+    second.fit()
+    got = _state(second.model)
+    assert second.step == 4 and got.keys() == expected.keys()
+    different = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not different, different[:5]
+    # the trainable state at step 4 (LoRA adapters before merging) is identical too
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "step-00000004" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "step-00000004" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the dropout of the LoRA branch draws random numbers: exactness needs the restored RNG, not luck
+    assert any("lora_A" in k for k in a)
+    # metrics of the resumed run: one train line per step, no duplicates from the stopped session
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_resume_refuses_changed_settings_and_respects_never(small_corpus, tmp_path):
+    from ifas_model.training.trainer import ResumeError, Trainer
+
+    Trainer(_config(small_corpus, tmp_path / "run")).fit(stop_after=2)
+    with pytest.raises(ResumeError, match="learning_rate"):
+        Trainer(_config(small_corpus, tmp_path / "run", learning_rate=0.5)).fit()
+    with pytest.raises(ResumeError, match="already has checkpoints"):
+        Trainer(_config(small_corpus, tmp_path / "run", resume="never")).fit()
+    with pytest.raises(ResumeError, match="no checkpoint"):
+        Trainer(_config(small_corpus, tmp_path / "empty", resume="must")).fit()
+
+
+@pytest.mark.parametrize("llm", ["frozen", "lora", "full"])
+def test_frozen_parameters_stay_bit_identical(small_corpus, tmp_path, llm):
+    import torch
+
+    from ifas_model.training.trainer import Trainer
+
+    trainer = Trainer(_config(small_corpus, tmp_path, llm=llm, max_steps=4, save_every=0))
+    before = _state(trainer.model)
+    frozen = {n for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.fit(stop_after=2)
+    after = _state(trainer.model)
+    assert all(torch.equal(before[n], after[n]) for n in frozen)
+    assert all(not n.startswith("vision_model") for n in trained)  # the vision encoder never trains
+    assert any(not torch.equal(before[n], after[n]) for n in trained)  # and something did train
+    lm_trained = [n for n in trained if n.startswith("language_model")]
+    if llm == "frozen":
+        assert not lm_trained
+    elif llm == "lora":
+        assert lm_trained and all("lora" in n for n in lm_trained)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(small_corpus, tmp_path):
+    import torch
+
+    from ifas_model.training.checkpoint import list_checkpoints
+    from ifas_model.training.trainer import NonFiniteLossError, Trainer
+
+    trainer = Trainer(_config(small_corpus, tmp_path))
+    model, calls = trainer.ddp, {"n": 0}
+
+    class InjectNaN(torch.nn.Module):
+        """Passes through, but the third forward's loss is NaN (as an overflow would make it)."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, **inputs):
+            out = self.inner(**inputs)
+            calls["n"] += 1
+            if calls["n"] == 3:
+                out.loss = out.loss * float("nan")
+            return out
+
+    trainer.ddp = InjectNaN()
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 3 \(epoch 0, micro-batch 2, rows"):
+        trainer.fit()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002"]
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "non_finite" and events[-1]["step"] == 3
+    assert events[-1]["last_good_checkpoint"].endswith("step-00000002")
+    assert not (tmp_path / "final").exists()
+
+
+def test_undecodable_images_are_skipped_and_counted(tmp_path):
+    from ifas_model.training.trainer import Trainer
+
+    corpus = build_corpus(tmp_path / "broken", corrupt_every=4, splits=("train",), max_rows=16)
+    trainer = Trainer(_config(corpus, tmp_path / "run", max_steps=8, save_every=0))  # 2 epochs of 4 steps
+    summary = trainer.fit()
+    assert summary["skipped_images"] == 2 * 4  # rows 0, 4, 8, 12, once per epoch
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["skipped_images"] == 8
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_images"] == 8
