@@ -265,3 +265,52 @@ def test_corpus_push_uses_the_hub_api(pipeline_run, monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     CaptionPipeline(_config(out, stage="corpus", push_to_hub="me/corpus"), dataset=ds).run()
     assert calls == [("create", "me/corpus", "dataset"), ("upload", str(out / "corpus"), "me/corpus", "dataset")]
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_work_and_rank0_merges(tmp_path):
+    """torchrun, 2 processes, gloo on CPU: the fakes' general captions are written first (keyword-bearing), the
+    rest (reals' captions, filter, fine-tuning on rank 0, spoof-aware captions on both ranks, corpus) is real."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import datasets
+    import pyarrow.parquet as pq
+
+    from scf.captioning.pipeline import read_captions, row_key, write_captions
+
+    ds = toy_dataset(n=2)
+    ds.save_to_disk(str(tmp_path / "bench"))
+    out = tmp_path / "out"
+    for split in ds:
+        rows = ds[split].remove_columns("image").to_list()
+        write_captions(out / "general", split, [(row_key(split, r["source"], r["path"], r["frame_index"]),
+                                                 GENERAL[r["attack_type"]]) for r in rows if r["label"] == 0])
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(tmp_path / "cache"))
+    cmd = [str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "--no-python", str(bindir / "scf"),
+           "caption", "--dataset", str(tmp_path / "bench"), "--preset", "tiny", "--out", str(out), "--batch-size", "1",
+           "--shard-size", "1", "--max-new-tokens", "3", "--min-new-tokens", "1", "--epochs", "1",
+           "--ft-batch-size", "2", "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def keys(stage: str, rank: int) -> list[str]:
+        return [k for p in sorted((out / stage / f"rank-{rank:05d}" / "data").glob("*.parquet"))
+                for k in pq.read_table(p)["key"].to_pylist()]
+
+    reals = {row_key(s, "toy", p, 0) for s in ds for p, a in zip(ds[s]["path"], ds[s]["attack_type"], strict=True)
+             if a == "live"}
+    fakes = {row_key(s, "toy", p, 0) for s in ds for p, a in zip(ds[s]["path"], ds[s]["attack_type"], strict=True)
+             if a != "live"}
+    real0, real1 = set(keys("general", 0)) & reals, set(keys("general", 1))
+    assert real0 and real1 and not real0 & real1 and real0 | real1 == reals  # disjoint slices of the reals
+    spoof0, spoof1 = keys("spoof", 0), keys("spoof", 1)
+    assert len(spoof0) == len(spoof1) == 4 and set(spoof0) | set(spoof1) == fakes
+    assert len(read_captions(out / "general")) == 12
+    corpus = datasets.load_dataset(str(out / "corpus"), cache_dir=str(tmp_path / "cache2"))
+    for split in ds:
+        assert corpus[split]["path"] == ds[split]["path"]  # rank 0 merged in dataset order
+    assert "images/s" in proc.stderr + proc.stdout
