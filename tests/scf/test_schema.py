@@ -109,3 +109,28 @@ def test_validate_dataset_names_the_missing_column_and_bad_row():
 def test_load_table_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset not found"):
         schema.load_table(str(tmp_path / "nope"))
+
+
+def test_load_table_sees_a_rewritten_folder(tmp_path):
+    # Two folders of the same name and file names, and a folder rewritten in place: each load must return
+    # what is on disk now, not a cached copy (datasets keys local caches on names and coarse metadata).
+    import numpy as np
+    from PIL import Image
+
+    from scf.shards import ShardWriter
+
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+
+    def write(folder, n):
+        with ShardWriter(folder, schema.benchmark_features(), shard_size=100) as w:
+            for i in range(n):
+                w.add(dict(_row(video_id=f"v{i}", path=f"p{i}"), image=img), "train")
+
+    write(tmp_path / "a" / "ds", 3)
+    write(tmp_path / "b" / "ds", 5)
+    assert len(schema.load_table(str(tmp_path / "a" / "ds"))["train"]) == 3
+    assert len(schema.load_table(str(tmp_path / "b" / "ds"))["train"]) == 5
+    for f in (tmp_path / "a" / "ds" / "data").glob("*.parquet"):
+        f.unlink()
+    write(tmp_path / "a" / "ds", 4)
+    assert len(schema.load_table(str(tmp_path / "a" / "ds"))["train"]) == 4

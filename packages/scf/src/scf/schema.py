@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -296,7 +297,7 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = datasets.load_dataset(str(path), name=name)
+            loaded = datasets.load_dataset(str(path), name=name, cache_dir=str(_local_cache_dir(path)))
     elif source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise FileNotFoundError(f"dataset not found: {source} (not a local folder, nor a Hub id org/name)")
     else:
@@ -307,3 +308,22 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
         for split, ds in loaded.items():
             validate_dataset(ds, kind, file=f"{source} [{split}]")
     return loaded
+
+
+def _local_cache_dir(folder: Path) -> Path:
+    """A `datasets` cache folder keyed by the exact files of a local dataset folder.
+
+    `datasets` keys its cache of a local folder on names and coarse file metadata, so a folder rewritten
+    within the same second, or another folder with the same name and file names, can be served from a stale
+    cache. Keying on absolute paths, sizes and nanosecond modification times makes a changed folder (a
+    resumed ingest, a new corpus) always load what is on disk now.
+    """
+    import hashlib
+
+    import datasets
+
+    h = hashlib.sha1()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return Path(datasets.config.HF_DATASETS_CACHE) / "scf-local" / h.hexdigest()[:16]
