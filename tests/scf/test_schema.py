@@ -134,3 +134,19 @@ def test_load_table_sees_a_rewritten_folder(tmp_path):
         f.unlink()
     write(tmp_path / "a" / "ds", 4)
     assert len(schema.load_table(str(tmp_path / "a" / "ds"))["train"]) == 4
+
+
+def test_load_table_reads_several_sources_as_configs(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from scf.shards import ShardWriter
+
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    for source, n in (("OULU-NPU", 2), ("MSU-MFSD", 3)):
+        with ShardWriter(tmp_path / source, schema.benchmark_features()) as w:
+            for i in range(n):
+                w.add(dict(_row(source=source, video_id=f"v{i}", path=f"{source}/p{i}"), image=img), "train")
+    both = schema.load_table(str(tmp_path))
+    assert sorted(set(both["train"]["source"])) == ["MSU-MFSD", "OULU-NPU"] and len(both["train"]) == 5
+    assert set(schema.load_table(str(tmp_path), name="MSU-MFSD")["train"]["source"]) == {"MSU-MFSD"}

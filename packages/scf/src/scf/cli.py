@@ -19,17 +19,25 @@ def main() -> None:
 
 @main.command("sample")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the dataset to.")
+@click.option("--as-files", is_flag=True,
+              help="Write JPEG files and a CSV manifest per domain (to try `scf ingest --source csv` on), "
+                   "instead of the benchmark dataset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The sample is deterministic for a seed.")
 @click.option("--frames-per-video", type=click.IntRange(1, 50), default=2, show_default=True)
-def sample_command(out: str, seed: int, frames_per_video: int) -> None:
+def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -> None:
     """Write the embedded SYNTHETIC sample as a benchmark dataset (offline, no licence needed).
 
     Public-domain face photos rendered as print and replay attacks in four synthetic capture domains.
     """
     from rich.console import Console
 
-    from scf.sample import write_sample
+    from scf.sample import write_sample, write_sample_files
 
+    if as_files:
+        folders = write_sample_files(out, seed, frames_per_video=frames_per_video)
+        Console().print(f"[bold]synthetic sample[/] (seed {seed}) written as files to {out}: "
+                        + ", ".join(f"{f.name}/manifest.csv" for f in folders))
+        return
     path = write_sample(out, seed, frames_per_video=frames_per_video)
     Console().print(f"[bold]synthetic sample[/] (seed {seed}) written to {path}; "
                     f"load it with datasets.load_dataset({str(path)!r})")
@@ -42,6 +50,9 @@ def sample_command(out: str, seed: int, frames_per_video: int) -> None:
               help="Dataset folder (data/<split>-NNNNN.parquet + README.md); with --config, the parent folder.")
 @click.option("--config", "config_name", default=None,
               help="Write to OUT/<CONFIG>/ as one config of a multi-source Hub dataset (OUT/README.md lists them).")
+@click.option("--source-name", default=None,
+              help="Value of the `source` column (default: the dataset's name; set it for your own data with "
+                   "the generic readers, as the protocols select training and test data by source).")
 @click.option("--list", "lists", multiple=True, type=click.Path(dir_okay=False),
               help="List, protocol or manifest file (repeatable): CASIA-FAS lists, FLIP txt lists, WMCA CSV, manifest.")
 @click.option("--label-polarity", type=click.Choice(["live0", "live1"]), default=None,
@@ -65,7 +76,7 @@ def sample_command(out: str, seed: int, frames_per_video: int) -> None:
 @click.option("--list-sources", is_flag=True, help="List the sources and their expected layouts, then exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def ingest_command(source: str | None, root: str | None, out: str | None, config_name: str | None,
-                   lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
+                   source_name: str | None, lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
                    detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
                    image_format: str, push_to_hub: str | None, private: bool, list_sources: bool,
                    no_progress: bool) -> None:
@@ -75,7 +86,7 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
     """
     from scf.ingest.command import ingest_main
 
-    ingest_main(source=source, root=root, out=out, config_name=config_name, lists=lists,
+    ingest_main(source=source, root=root, out=out, config_name=config_name, source_name=source_name, lists=lists,
                 label_polarity=label_polarity, split=split, frames=frames, detect=detect, margin=margin,
                 size=size, neighbours=neighbours, workers=workers, shard_size=shard_size,
                 image_format=image_format, push_to_hub=push_to_hub, private=private,

@@ -211,3 +211,33 @@ def _raw_image_feature():  # noqa: ANN202
     import datasets
 
     return datasets.Image(decode=False)
+
+
+def write_sample_files(out: str | Path, seed: int = 0, *, frames_per_video: int = 2) -> list[Path]:
+    """Write the sample as a user would hold a dataset: JPEG files and a CSV manifest per capture domain.
+
+    Layout: ``OUT/<domain>/<split>/<attack_type>/<subject>_frame<k>.jpg`` and ``OUT/<domain>/manifest.csv``
+    (columns of the ``scf ingest --source csv`` reader: ``path,label,attack_type,attack_detail,subject_id,
+    video_id,split``). Returns the domain folders. Used by the quick start to exercise ``scf ingest``.
+    """
+    import csv
+
+    out = Path(out)
+    folders: dict[str, Path] = {}
+    manifests: dict[str, list[dict]] = {}
+    for row in sample_rows(seed, frames_per_video=frames_per_video):
+        folder = folders.setdefault(row["source"], out / row["source"])
+        rel = Path(row["split"]) / row["attack_type"] / f"{row['subject_id']}_frame{row['frame_index']}.jpg"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(row["image"]["bytes"])
+        manifests.setdefault(row["source"], []).append({
+            "path": rel.as_posix(), "label": row["label"], "attack_type": row["attack_type"],
+            "attack_detail": row["attack_detail"], "subject_id": row["subject_id"], "video_id": row["video_id"],
+            "split": row["split"],
+        })
+    for source, rows in manifests.items():
+        with (folders[source] / "manifest.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return list(folders.values())

@@ -284,6 +284,10 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
       ``datasets.load_dataset(FOLDER)``;
     * a Hub id ``org/name`` (``name`` selects a config, one per source dataset): ``datasets.load_dataset``.
 
+    Several sources in one dataset (a local parent folder with one dataset folder per source, as
+    ``scf ingest --config NAME`` writes it, or a Hub dataset with one config per source): ``name`` picks one;
+    without it, every source is loaded and their splits concatenated (rows keep their ``source`` column).
+
     Raises:
         FileNotFoundError: a local-looking path that does not exist.
         SchemaError: the table breaks the contract (file, column and row named).
@@ -294,6 +298,11 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
 
     path = Path(source).expanduser()
     if path.exists():
+        configs = _local_configs(path)
+        if name is not None and name in configs:
+            return load_table(str(path / name), kind, validate=validate)
+        if configs and name is None:
+            return _concatenate([load_table(str(path / c), kind, validate=validate) for c in configs])
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
         else:
@@ -301,6 +310,10 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
     elif source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise FileNotFoundError(f"dataset not found: {source} (not a local folder, nor a Hub id org/name)")
     else:
+        if name is None:
+            names = datasets.get_dataset_config_names(source)
+            if len(names) > 1:
+                return _concatenate([load_table(source, kind, name=n, validate=validate) for n in names])
         loaded = datasets.load_dataset(source, name=name)
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
@@ -327,3 +340,21 @@ def _local_cache_dir(folder: Path) -> Path:
         st = f.stat()
         h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return Path(datasets.config.HF_DATASETS_CACHE) / "scf-local" / h.hexdigest()[:16]
+
+
+def _local_configs(folder: Path) -> list[str]:
+    """Sub-folders that are datasets of their own (one config per source), when ``folder`` has no data itself."""
+    if (folder / "data").is_dir() or (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and ((p / "data").is_dir() or (p / "dataset_dict.json").exists()))
+
+
+def _concatenate(parts: list[datasets.DatasetDict]) -> datasets.DatasetDict:
+    import datasets
+
+    splits: dict[str, list[datasets.Dataset]] = {}
+    for part in parts:
+        for split, ds in part.items():
+            splits.setdefault(split, []).append(ds)
+    return datasets.DatasetDict({k: datasets.concatenate_datasets(v) for k, v in splits.items()})

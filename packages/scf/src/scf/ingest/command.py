@@ -25,7 +25,7 @@ def list_sources_table():  # noqa: ANN201 - rich.table.Table
 
 
 def ingest_main(*, source: str | None, root: str | None, out: str | None, config_name: str | None,
-                lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
+                source_name: str | None = None, lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
                 detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
                 image_format: str, push_to_hub: str | None, private: bool, list_sources: bool,
                 no_progress: bool) -> None:
@@ -48,7 +48,8 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
         config = IngestConfig(source=source, root=Path(root), out=Path(out), config_name=config_name,
                               lists=tuple(Path(p) for p in lists), label_polarity=label_polarity, split=split,
                               frames=frames, detect=detect, margin=margin, size=size, neighbours=neighbours,
-                              workers=workers, shard_size=shard_size, image_format=image_format)
+                              workers=workers, shard_size=shard_size, image_format=image_format,
+                              source_name=source_name)
         summary = run_ingest(config, show_progress=not no_progress)
     except IngestError as e:
         raise click.ClickException(str(e)) from e

@@ -57,6 +57,7 @@ class IngestConfig:
     workers: int = 1
     shard_size: int = 1000
     image_format: str = "png"
+    source_name: str | None = None  # value of the `source` column; default the dataset's title
 
     def __post_init__(self) -> None:
         if self.frames != "flip" and not (self.frames.isdigit() and int(self.frames) >= 1):
@@ -221,9 +222,10 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     def args(item: Item) -> tuple:
         done = frozenset(done_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
         skipped = frozenset(skipped_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
-        return item, str(Path(config.root).expanduser()), reader.title, settings, done, skipped
+        return item, str(Path(config.root).expanduser()), source_value, settings, done, skipped
 
-    logger.info("ingest %s from %s into %s (%s)", reader.title, config.root, folder,
+    source_value = config.source_name or reader.title
+    logger.info("ingest %s from %s into %s (%s)", source_value, config.root, folder,
                 ", ".join(f"{k}={v}" for k, v in asdict(settings).items()))
     with progress, writer:
         task = progress.add_task(f"ingest {reader.title}", total=None, rows=0, skips=0)
@@ -233,7 +235,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         else:
             _run_pool(config.workers, tasks(), args, handle)
 
-    summary = summarize(folder, name, reader.title, units, reader.other_files)
+    summary = summarize(folder, name, source_value, units, reader.other_files)
     summary.rows_this_run = summary.rows_total - rows_before
     summary.seconds = round(time.monotonic() - start, 2)
     summary.settings = recorded
