@@ -267,6 +267,7 @@ class Trainer:
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to ``<run>/metrics.jsonl`` (rank 0 only)."""
         if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             with (self.run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
 
