@@ -1,0 +1,136 @@
+"""tools/benchmark.py and tools/flops.py: FLOP counts by hand on tiny configs, and a tiny CPU run of the tool."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.path.insert(0, str(TOOLS))
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_match_a_hand_count_for_tiny_configs():
+    from transformers import Blip2QFormerConfig, CLIPVisionConfig, OPTConfig
+
+    from ifas_model.configuration import GACConfig, IFASConfig
+
+    F = _load("flops")
+    # ViT: image 32, patch 16 -> 4 patches + CLS = 5 tokens; width 8, MLP 16, 2 layers, 3 channels.
+    vision = CLIPVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=16)
+    vit = F.vit_forward(vision)
+    patch_embed = 2 * 4 * (3 * 16 * 16) * 8  # 4 patches, each a 768 -> 8 product
+    per_layer = 2 * 5 * (4 * 8 * 8 + 2 * 8 * 16)  # q, k, v, o and the two MLP matrices on 5 tokens
+    assert vit.linear == patch_embed + 2 * per_layer == 59_392
+    assert vit.attention == 2 * 4 * 5 * 5 * 8 == 1_600
+
+    # OPT: width 8, ffn 16, 2 layers, vocabulary 10, 6 tokens, LM head at 1 position.
+    text = OPTConfig(hidden_size=8, ffn_dim=16, num_hidden_layers=2, num_attention_heads=2, vocab_size=10,
+                     word_embed_proj_dim=8)
+    dec = F.decoder_forward(text, 6, 1)
+    assert dec.linear == 2 * 6 * 2 * (4 * 64 + 2 * 8 * 16) + 2 * 8 * 10 == 12_448
+    assert dec.attention == 2 * 2 * 6 * 6 * 8 == 1_152  # causal: half of 4 n^2 d per layer
+
+    # Q-Former: 2 queries, width 4, MLP 8, 2 layers, cross-attention in layer 0 into 5 tokens of width 8.
+    qformer = Blip2QFormerConfig(hidden_size=4, intermediate_size=8, num_hidden_layers=2, num_attention_heads=1,
+                                 cross_attention_frequency=2, encoder_hidden_size=8)
+    qf = F.qformer_forward(qformer, 2, 5)
+    assert qf.linear == 2 * (2 * 2 * (4 * 16 + 2 * 4 * 8)) + (2 * 2 * 2 * 16 + 2 * 5 * 2 * 8 * 4) == 1_792
+    assert qf.attention == 2 * (4 * 2 * 2 * 4) + 4 * 2 * 5 * 4 == 288
+
+    # GAC on that ViT: M = 1 query + L = 2 layer-CLS tokens, width 8 = vision width (no patch projection).
+    config = IFASConfig(vision_config=vision, connector_config=GACConfig(num_queries=1, hidden_size=8,
+                                                                         num_attention_heads=2, mlp_ratio=2.0),
+                        text_config=text, yes_token_id=1, no_token_id=2)
+    gac = F.gac_forward(config.connector_config, 4)
+    q = 3
+    assert gac.linear == 2 * 2 * 8 * 8 + 2 * q * 4 * 64 + 2 * q * 2 * 64 + 2 * 4 * 2 * 64 + 2 * q * 2 * 8 * 16
+    assert gac.attention == 4 * q * q * 8 + 4 * q * 4 * 8
+
+    # A frozen-LLM training sample: vision forward only, connector 3x, LLM 2x with the head at 2 labelled tokens.
+    sample = F.ifas_train_sample(config, text_tokens=3, labelled_tokens=2, llm="frozen")
+    proj = 2 * 3 * 8 * 8
+    llm = F.decoder_forward(text, 6, 0)
+    assert sample["vision"] == vit.forward
+    assert sample["connector"] == 3 * gac.forward + 3 * proj
+    assert sample["llm"] == 2 * llm.linear + 3 * llm.attention + 2 * (2 * 2 * 8 * 10)
+    assert sample["total"] == sample["vision"] + sample["connector"] + sample["llm"]
+    full = F.ifas_train_sample(config, text_tokens=3, labelled_tokens=2, llm="full")
+    assert full["llm"] == 3 * llm.linear + 3 * llm.attention + 3 * (2 * 2 * 8 * 10)
+
+
+def test_flops_reproduce_the_facts_anchor_counts():
+    """FACTS §7: ViT-L/14 ~162 GFLOP, OPT-2.7B ~5.3 GFLOP/token, anchor training ~0.96 TFLOP, scoring ~0.4."""
+    F = _load("flops")
+    bench = _load("benchmark")
+    vision, qformer, text, queries = bench.anchor_configs(tiny=False)
+    assert F.vit_forward(vision).forward / 1e9 == pytest.approx(162, rel=0.01)
+    assert F.decoder_forward(text, 1, 1).forward / 1e9 == pytest.approx(5.3, rel=0.01)
+    assert F.anchor_train_sample(vision, qformer, text, queries, 40)["total"] / 1e12 == pytest.approx(0.96, rel=0.01)
+    assert F.anchor_score_sample(vision, qformer, text, queries, 12)["total"] / 1e12 == pytest.approx(0.4, rel=0.03)
+
+
+def test_tiny_run_writes_json_with_positive_figures_and_regenerates_docs(tmp_path):
+    bench = _load("benchmark")
+    sizes = bench.Sizes(**{**bench.TINY_SIZES.__dict__, "train_batch": 2, "score_batch": 2, "caption_batch": 2,
+                           "anchor_caption_batch": 2, "new_tokens": 3, "warmup": 1, "iters": 1, "matmul_n": 64})
+    out = tmp_path / "bench.json"
+    results = bench.run("tiny", "cpu", what=("matmul", "score", "train", "caption", "anchor"),
+                        train_modes=("frozen", "full"), out=out, sizes=sizes)
+    assert results["errors"] == {}
+    on_disk = json.loads(out.read_text())
+    assert set(on_disk) >= {"meta", "matmul", "ifas", "blip2", "anchor", "comparison", "targets", "skipped", "errors"}
+    assert on_disk["meta"]["mode"] == "tiny" and on_disk["meta"]["torch"]
+    assert on_disk["matmul"]["tflops"] > 0 and on_disk["matmul"]["copy_tb_per_s"] > 0
+    assert set(on_disk["ifas"]) == {"score", "train_frozen", "train_frozen_reference", "train_full"}
+    assert set(on_disk["blip2"]) == {"caption_fast", "caption_reference"}
+    assert set(on_disk["anchor"]) == {"train", "score", "caption"}
+    for group in ("ifas", "blip2", "anchor"):
+        for name, fig in on_disk[group].items():
+            assert fig["value"] > 0, name
+            assert fig["flops_per_item"] > 0 and fig["tflops"] > 0 and fig["fraction_of_matmul"] > 0, name
+            assert fig["peak_memory_gib"] is None  # CPU: no CUDA allocator to read
+    # The fast path counts fewer LM-head FLOPs than the reference path, for the same model.
+    assert on_disk["ifas"]["train_frozen"]["flops_per_item"] < on_disk["ifas"]["train_frozen_reference"]["flops_per_item"]
+    assert on_disk["blip2"]["caption_fast"]["greedy_rows_identical_to_reference"] == 1.0
+    rows = {row["key"]: row for row in on_disk["comparison"]}
+    assert rows["ifas.score"]["ratio_to_anchor"] == pytest.approx(
+        on_disk["ifas"]["score"]["value"] / on_disk["anchor"]["score"]["value"])
+    assert rows["blip2.caption_fast"]["target"] == ">= 10x anchor"
+    assert isinstance(rows["ifas.train_frozen"]["target_met"], bool)
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# title\n\n{bench.RESULTS_BEGIN}\nold\n{bench.RESULTS_END}\n\nafter\n")
+    bench.update_docs(docs, on_disk)
+    text = docs.read_text()
+    assert "old" not in text and text.endswith("after\n") and "CPU smoke run" in text
+    assert "| scoring (images/s) |" in text
+
+
+def test_qlora_is_skipped_with_the_reason_when_bitsandbytes_is_missing(tmp_path, monkeypatch):
+    bench = _load("benchmark")
+    monkeypatch.setattr(bench, "_missing", lambda lib: lib == "bitsandbytes")
+    results = bench.run("tiny", "cpu", what=("qlora",), out=tmp_path / "b.json")
+    assert "bitsandbytes not installed" in results["skipped"]["ifas.train_qlora"]
+    assert "train_qlora" not in results["ifas"] and results["errors"] == {}
+
+
+def test_bad_section_name_is_refused():
+    bench = _load("benchmark")
+    with pytest.raises(ValueError, match="unknown --what"):
+        bench.run("tiny", "cpu", what=("nope",))
+    assert bench.main(["--mode", "tiny", "--device", "cpu", "--what", "nope"]) == 2

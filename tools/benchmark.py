@@ -1,0 +1,826 @@
+"""Benchmark I-FAS training, scoring and SCF captioning against the FACTS §7 anchor, with random weights.
+
+Builds the real-size architectures from config (no download): the I-FAS model (CLIP ViT-L/14 + GAC + OPT-2.7B),
+the BLIP-2 captioner (EVA ViT-g + Q-Former + OPT-2.7B) and the anchor stack of FACTS §7 (CLIPVisionModel
+ViT-L/14 + Blip2QFormerModel with 32 queries + linear + OPTForCausalLM, vision and LLM frozen, AdamW on the
+connector), all in bf16 with SDPA attention, and measures in one run:
+
+* ``matmul``: the bf16 8192^3 matrix product rate (the ceiling every efficiency is a fraction of) and the
+  device-to-device copy bandwidth;
+* ``score``: images/s of `IFASForConditionalGeneration.score` (one forward pass, batch 256, 12 prompt tokens);
+* ``train``: I-FAS training samples/s at batch 32 with 40 text tokens (28 labelled), LLM frozen, LoRA, full,
+  plus the frozen-LLM step on the reference path (logits at every position) to show what the fast path saves;
+* ``qlora``: QLoRA training at batch 8 and its peak memory (needs bitsandbytes; skipped, with the reason, if
+  it is missing);
+* ``caption``: SCF captioning images/s with the real BLIP-2 architecture, 30 new tokens, greedy, on the
+  library's default (fast) path and on plain ``generate``, and whether their greedy tokens agree;
+* ``anchor``: the anchor's training step, scoring pass and ``generate`` captioning, same sizes.
+
+Each figure comes with its FLOPs per sample (``tools/flops.py``), the achieved TFLOP/s, the fraction of the
+measured matmul rate, the peak memory (``torch.cuda.max_memory_allocated``) and its ratio to the anchor.
+``--mode tiny`` runs the same code on tiny configs on CPU in seconds (a smoke run: its figures say nothing
+about performance). Usage (see docs/benchmarks.md)::
+
+    python tools/benchmark.py --mode full --out bench.json --docs docs/benchmarks.md
+    python tools/benchmark.py --mode tiny --device cpu --what train,score,caption,anchor,matmul
+
+Only torch and transformers are needed (plus the workspace packages' ``src`` folders on PYTHONPATH);
+``peft`` is imported for LoRA and ``bitsandbytes`` for QLoRA only, each measurement skipped with its reason
+when its library is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import gc
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import flops as F  # noqa: E402  (tools/ is not a package)
+
+logger = logging.getLogger("benchmark")
+
+WHAT = ("matmul", "score", "train", "qlora", "caption", "anchor")
+TRAIN_MODES = ("frozen", "lora", "full")
+GIB = 1024**3
+RESULTS_BEGIN = "<!-- benchmark-results:begin -->"
+RESULTS_END = "<!-- benchmark-results:end -->"
+
+TARGETS = {
+    "score_fraction": 0.75,
+    "train_frozen_fraction": 0.55,
+    "train_full_fraction": 0.55,
+    "caption_ratio_to_anchor": 10.0,
+    "qlora_peak_gib": 16.0,
+}
+"""Issue 8's targets: fractions of the measured matmul rate, the captioning speed-up over the anchor's
+``generate``, and the QLoRA memory ceiling at batch 8."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Batch sizes, sequence lengths and repetitions of one run."""
+
+    train_batch: int = 32
+    qlora_batch: int = 8
+    score_batch: int = 256
+    caption_batch: int = 256
+    anchor_caption_batch: int = 64
+    text_tokens: int = 40
+    answer_tokens: int = 28
+    prompt_tokens: int = 12
+    caption_prompt_tokens: int = 4
+    new_tokens: int = 30
+    warmup: int = 2
+    iters: int = 5
+    matmul_n: int = 8192
+
+
+TINY_SIZES = Sizes(train_batch=4, qlora_batch=2, score_batch=8, caption_batch=8, anchor_caption_batch=4,
+                   text_tokens=12, answer_tokens=6, prompt_tokens=6, caption_prompt_tokens=3, new_tokens=5,
+                   warmup=1, iters=2, matmul_n=256)
+
+
+# --- configs ---------------------------------------------------------------------------------------------
+
+def vit_l14_config(tiny: bool) -> Any:
+    """CLIP ViT-L/14 at 224 px (FACTS §6), or a tiny CLIP vision config."""
+    from transformers import CLIPVisionConfig
+
+    if tiny:
+        return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=224, patch_size=16)
+    return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                            image_size=224, patch_size=14, projection_dim=768)
+
+
+def opt_config(tiny: bool) -> Any:
+    """OPT-2.7B (FACTS §6), or a tiny OPT config."""
+    from transformers import OPTConfig
+
+    if tiny:
+        return OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=512,
+                         max_position_embeddings=256, word_embed_proj_dim=32, dropout=0.0,
+                         pad_token_id=1, bos_token_id=2, eos_token_id=2)
+    return OPTConfig(hidden_size=2560, ffn_dim=10240, num_hidden_layers=32, num_attention_heads=32, vocab_size=50272,
+                     max_position_embeddings=2048, word_embed_proj_dim=2560, dropout=0.0,
+                     pad_token_id=1, bos_token_id=2, eos_token_id=2)
+
+
+def ifas_config(tiny: bool) -> Any:
+    """I-FAS: ViT-L/14 + GAC (M = 32, one block at width 1024) + OPT-2.7B, or the tiny preset's config."""
+    from ifas_model.configuration import GACConfig, IFASConfig
+
+    vision, text = vit_l14_config(tiny), opt_config(tiny)
+    connector = (GACConfig(num_queries=4, hidden_size=48, num_attention_heads=4, mlp_ratio=2.0) if tiny
+                 else GACConfig(num_queries=32, hidden_size=1024, num_attention_heads=16))
+    # Judgment ids are arbitrary here (random weights): any two ids of the vocabulary.
+    return IFASConfig(vision_config=vision, connector_config=connector, text_config=text,
+                      yes_token_id=10, no_token_id=11)
+
+
+def blip2_config(tiny: bool) -> Any:
+    """`Blip2Config` of ``Salesforce/blip2-opt-2.7b`` (EVA ViT-g 39 x 1408, Q-Former, OPT-2.7B), or the tiny one."""
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig
+
+    if tiny:
+        from scf.presets import tiny_blip2_config
+
+        return tiny_blip2_config()
+    vision = Blip2VisionConfig(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+                               image_size=224, patch_size=14)
+    qformer = Blip2QFormerConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, cross_attention_frequency=2, encoder_hidden_size=1408)
+    return Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                       text_config=opt_config(False).to_dict(), num_query_tokens=32, image_token_index=50265)
+
+
+def anchor_configs(tiny: bool) -> tuple[Any, Any, Any, int]:
+    """(vision, Q-Former, text, queries) of the FACTS §7 anchor stack."""
+    from transformers import Blip2QFormerConfig
+
+    vision, text = vit_l14_config(tiny), opt_config(tiny)
+    if tiny:
+        qformer = Blip2QFormerConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     cross_attention_frequency=2, encoder_hidden_size=vision.hidden_size)
+        return vision, qformer, text, 4
+    qformer = Blip2QFormerConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                 cross_attention_frequency=2, encoder_hidden_size=vision.hidden_size)
+    return vision, qformer, text, 32
+
+
+# --- the anchor stack ------------------------------------------------------------------------------------
+
+def build_anchor(tiny: bool) -> Any:
+    """The FACTS §7 anchor: CLIPVisionModel + Blip2QFormerModel (32 queries) + linear + OPTForCausalLM."""
+    import torch
+    from torch import nn
+    from transformers import Blip2QFormerModel, CLIPVisionModel, OPTForCausalLM
+
+    vision_cfg, qformer_cfg, text_cfg, queries = anchor_configs(tiny)
+
+    class AnchorStack(nn.Module):
+        """Assembled the usual way: full logits and the LM's own loss, ``generate`` for captions."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.vision = CLIPVisionModel(vision_cfg)
+            self.query_tokens = nn.Parameter(torch.randn(1, queries, qformer_cfg.hidden_size) * 0.02)
+            self.qformer = Blip2QFormerModel(qformer_cfg)
+            self.projection = nn.Linear(qformer_cfg.hidden_size, text_cfg.word_embed_proj_dim)
+            self.lm = OPTForCausalLM(text_cfg)
+            self.vision.requires_grad_(False)
+            self.lm.requires_grad_(False)
+
+        def embed(self, pixel_values: Any, input_ids: Any) -> Any:
+            with torch.no_grad():
+                image = self.vision(pixel_values=pixel_values).last_hidden_state
+            q = self.qformer(query_embeds=self.query_tokens.expand(image.shape[0], -1, -1),
+                             encoder_hidden_states=image).last_hidden_state
+            text = self.lm.get_input_embeddings()(input_ids)
+            return torch.cat([self.projection(q).to(text.dtype), text], dim=1)
+
+        def loss(self, pixel_values: Any, input_ids: Any) -> Any:
+            embeds = self.embed(pixel_values, input_ids)
+            labels = torch.cat([torch.full((input_ids.shape[0], queries), -100, device=input_ids.device), input_ids], 1)
+            return self.lm(inputs_embeds=embeds, labels=labels).loss
+
+        def p_yes(self, pixel_values: Any, input_ids: Any, yes: int) -> Any:
+            logits = self.lm(inputs_embeds=self.embed(pixel_values, input_ids)).logits  # (B, K + T, V)
+            return logits[:, -1].float().softmax(-1)[:, yes]
+
+        def caption(self, pixel_values: Any, input_ids: Any, new_tokens: int) -> Any:
+            embeds = self.embed(pixel_values, input_ids)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+            return self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=new_tokens,
+                                    min_new_tokens=new_tokens, do_sample=False, num_beams=1,
+                                    pad_token_id=text_cfg.pad_token_id, eos_token_id=text_cfg.eos_token_id)
+
+    model = AnchorStack()
+    model.num_queries = queries
+    model.configs = (vision_cfg, qformer_cfg, text_cfg)
+    return model
+
+
+# --- measurement helpers ---------------------------------------------------------------------------------
+
+class Runner:
+    """Holds the device, dtype, matmul ceiling and the results; writes the JSON after every section."""
+
+    def __init__(self, mode: str, device: str, out: Path | None, sizes: Sizes) -> None:
+        import torch
+
+        self.mode, self.tiny, self.sizes, self.out = mode, mode == "tiny", sizes, out
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.cuda else torch.float32
+        self.results: dict[str, Any] = {"meta": environment(mode, self.device, self.dtype, sizes),
+                                        "matmul": None, "ifas": {}, "blip2": {}, "anchor": {}, "skipped": {},
+                                        "errors": {}}
+
+    # -- timing --
+    def sync(self) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def reset_memory(self) -> None:
+        import torch
+
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_gib(self) -> float | None:
+        import torch
+
+        return torch.cuda.max_memory_allocated(self.device) / GIB if self.cuda else None
+
+    def time_it(self, fn: Callable[[], Any], warmup: int | None = None, iters: int | None = None) -> dict[str, float]:
+        """Median seconds per call after warm-up (synchronised around each call); also the warm-up time."""
+        warmup = self.sizes.warmup if warmup is None else warmup
+        iters = self.sizes.iters if iters is None else iters
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        warm_s = time.perf_counter() - t0
+        times = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            fn()
+            self.sync()
+            times.append(time.perf_counter() - t)
+        return {"seconds": statistics.median(times), "warmup_s": warm_s, "iters": iters}
+
+    def figure(self, per_second: float, unit: str, flops_per_item: dict[str, float] | None, batch: int,
+               **extra: Any) -> dict[str, Any]:
+        """One measured figure with its FLOP accounting and fraction of the matmul rate."""
+        out: dict[str, Any] = {"value": per_second, "unit": unit, "batch": batch}
+        if flops_per_item is not None:
+            total = flops_per_item["total"]
+            out["flops_per_item"] = total
+            out["flops_parts"] = flops_per_item
+            out["tflops"] = per_second * total / 1e12
+            rate = (self.results.get("matmul") or {}).get("tflops")
+            out["fraction_of_matmul"] = out["tflops"] / rate if rate else None
+        out["peak_memory_gib"] = self.peak_gib()
+        out.update(extra)
+        return out
+
+    def save(self) -> None:
+        if self.out is not None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.results, indent=2, default=str))
+            tmp.replace(self.out)
+
+    @contextlib.contextmanager
+    def section(self, name: str) -> Any:
+        """Run one section; an exception is recorded under ``errors`` and the next section still runs."""
+        logger.info("section %s", name)
+        t = time.perf_counter()
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - one broken measurement must not lose the others
+            logger.error("section %s failed: %s", name, e)
+            self.results["errors"][name] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+        finally:
+            self.results["meta"].setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 2)
+            self.reset_memory()
+            self.save()
+
+    # -- inputs --
+    def pixels(self, b: int, size: int, dtype: Any = None) -> Any:
+        import torch
+
+        return torch.randn(b, 3, size, size, device=self.device, dtype=dtype or self.dtype)
+
+    def ids(self, b: int, t: int, vocab: int, bos: int) -> Any:
+        import torch
+
+        ids = torch.randint(4, min(vocab, 50000), (b, t), device=self.device)
+        ids[:, 0] = bos
+        return ids
+
+    def build(self, factory: Callable[[], Any]) -> Any:
+        """Build a model directly on the device in the run's dtype (random init, no download)."""
+        import torch
+
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            with torch.device(self.device):
+                model = factory()
+        finally:
+            torch.set_default_dtype(previous)
+        return model.to(self.device, self.dtype)
+
+
+def environment(mode: str, device: Any, dtype: Any, sizes: Sizes) -> dict[str, Any]:
+    """Versions, card, date, command: what docs/benchmarks.md prints above the figures."""
+    import torch
+    import transformers
+
+    meta: dict[str, Any] = {
+        "mode": mode, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "sizes": sizes.__dict__, "cpu_count": os.cpu_count(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        meta.update(card=props.name, card_memory_gib=round(props.total_memory / GIB, 1),
+                    cuda=torch.version.cuda)
+    else:
+        meta["card"] = f"CPU ({platform.processor() or platform.machine()})"
+    from importlib.metadata import PackageNotFoundError, version
+
+    for lib in ("peft", "bitsandbytes"):  # versions without importing them (slow imports)
+        try:
+            meta[lib] = version(lib)
+        except PackageNotFoundError:
+            meta[lib] = None
+    with contextlib.suppress(Exception):
+        meta["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                            cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    return meta
+
+
+# --- sections --------------------------------------------------------------------------------------------
+
+def measure_matmul(r: Runner) -> None:
+    """bf16 (fp32 on CPU) n^3 matmul rate on random data, and device-to-device copy bandwidth."""
+    import torch
+
+    n = r.sizes.matmul_n
+    a = torch.randn(n, n, device=r.device, dtype=r.dtype)
+    b = torch.randn(n, n, device=r.device, dtype=r.dtype)
+    t = r.time_it(lambda: a @ b, warmup=3, iters=10)
+    src = torch.randn(256 * 1024 * 1024 // 2 if r.cuda else 1 << 20, device=r.device, dtype=r.dtype)
+    dst = torch.empty_like(src)
+    c = r.time_it(lambda: dst.copy_(src), warmup=3, iters=10)
+    r.results["matmul"] = {"n": n, "dtype": str(r.dtype).removeprefix("torch."), "seconds": t["seconds"],
+                           "tflops": 2 * n**3 / t["seconds"] / 1e12,
+                           "copy_tb_per_s": 2 * src.numel() * src.element_size() / c["seconds"] / 1e12}
+
+
+def _ifas_train_batch(r: Runner, config: Any, b: int) -> dict[str, Any]:
+    import torch
+
+    s, t = r.sizes, config.text_config
+    ids = r.ids(b, s.text_tokens, t.vocab_size, t.bos_token_id)
+    labels = torch.full_like(ids, -100)
+    first = s.text_tokens - s.answer_tokens
+    labels[:, first:] = ids[:, first:]
+    segments = torch.zeros_like(ids)
+    segments[:, first] = 1
+    segments[:, first + 1:] = 2
+    return {"pixel_values": r.pixels(b, config.vision_config.image_size), "input_ids": ids,
+            "attention_mask": torch.ones_like(ids), "labels": labels, "answer_segments": segments}
+
+
+def _train_step(model: Any, batch: dict[str, Any], optimizer: Any, **forward_kw: Any) -> None:
+    loss = model(**batch, **forward_kw).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _optimizer(r: Runner, params: list[Any]) -> Any:
+    import torch
+
+    return torch.optim.AdamW(params, lr=1e-5, weight_decay=0.05, fused=r.cuda or None)
+
+
+def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> None:
+    """I-FAS scoring, then training with the LLM frozen / full / LoRA (one model, adapted in that order)."""
+    import torch
+
+    from ifas_model.adapters import apply_llm_training
+    from ifas_model.modeling import IFASForConditionalGeneration
+
+    config = ifas_config(r.tiny)
+    model = r.build(lambda: IFASForConditionalGeneration(config))
+    s = r.sizes
+    r.results["meta"]["ifas_attn_implementation"] = getattr(model.language_model.config, "_attn_implementation", None)
+    if "score" in what:
+        with r.section("ifas.score"):
+            model.eval()
+            t = config.text_config
+            ids = r.ids(s.score_batch, s.prompt_tokens, t.vocab_size, t.bos_token_id)
+            inputs = {"pixel_values": r.pixels(s.score_batch, config.vision_config.image_size), "input_ids": ids,
+                      "attention_mask": torch.ones_like(ids)}
+            r.reset_memory()
+            with torch.inference_mode():
+                timing = r.time_it(lambda: model.score(**inputs))
+            r.results["ifas"]["score"] = r.figure(
+                s.score_batch / timing["seconds"], "images/s", F.ifas_score_sample(config, s.prompt_tokens),
+                s.score_batch, prompt_tokens=s.prompt_tokens, llm_tokens=config.image_token_count + s.prompt_tokens,
+                **timing)
+    if "train" not in what:
+        return
+    order = [m for m in ("frozen", "full", "lora") if m in train_modes]  # LoRA last: it changes the model
+    for llm in order:
+        with r.section(f"ifas.train_{llm}"):
+            if llm == "lora":
+                try:
+                    import peft  # noqa: F401
+                except ImportError as e:
+                    r.results["skipped"]["ifas.train_lora"] = f"peft is not installed ({e})"
+                    continue
+            apply_llm_training(model, llm)
+            model.train()
+            batch = _ifas_train_batch(r, config, s.train_batch)
+            optimizer = _optimizer(r, [p for p in model.parameters() if p.requires_grad])
+            r.reset_memory()
+            timing = r.time_it(lambda: _train_step(model, batch, optimizer))  # noqa: B023
+            flops = F.ifas_train_sample(config, s.text_tokens, s.answer_tokens, llm, config.lora_r)
+            r.results["ifas"][f"train_{llm}"] = r.figure(
+                s.train_batch / timing["seconds"], "samples/s", flops, s.train_batch,
+                llm_tokens=config.image_token_count + s.text_tokens, labelled_tokens=s.answer_tokens, **timing)
+            if llm == "frozen":  # the reference path: logits at every position, loss over them
+                r.reset_memory()
+                timing = r.time_it(lambda: _train_step(model, batch, optimizer, return_logits=True))  # noqa: B023
+                ref = dict(flops)
+                extra = F.decoder_lm_head(config.text_config, config.image_token_count + s.text_tokens - s.answer_tokens)
+                ref["llm"] += 2 * extra
+                ref["total"] += 2 * extra
+                r.results["ifas"]["train_frozen_reference"] = r.figure(
+                    s.train_batch / timing["seconds"], "samples/s", ref, s.train_batch,
+                    note="return_logits=True: LM head at every position (the pre-issue-8 path)", **timing)
+            optimizer = None  # free the AdamW state before the next mode
+            model.zero_grad(set_to_none=True)
+
+
+def measure_qlora(r: Runner) -> None:
+    """QLoRA training of I-FAS at batch 8: samples/s and peak memory (needs bitsandbytes and peft)."""
+    import torch
+
+    missing = [lib for lib in ("bitsandbytes", "peft") if _missing(lib)]
+    if missing:
+        r.results["skipped"]["ifas.train_qlora"] = f"{', '.join(missing)} not installed: QLoRA needs them"
+        return
+    from ifas_model.adapters import apply_llm_training
+    from ifas_model.modeling import IFASForConditionalGeneration
+
+    config = ifas_config(r.tiny)
+    s = r.sizes
+    model = r.build(lambda: IFASForConditionalGeneration(config))
+    apply_llm_training(model, "qlora", compute_dtype=r.dtype)
+    model.to(r.device)
+    model.train()
+    r.reset_memory()  # the figure is the training peak, not the bf16 model built before quantizing
+    batch = _ifas_train_batch(r, config, s.qlora_batch)
+    optimizer = _optimizer(r, [p for p in model.parameters() if p.requires_grad])
+    with torch.autocast(r.device.type, dtype=r.dtype, enabled=r.cuda):
+        timing = r.time_it(lambda: _train_step(model, batch, optimizer))
+    fig = r.figure(s.qlora_batch / timing["seconds"], "samples/s",
+                   F.ifas_train_sample(config, s.text_tokens, s.answer_tokens, "qlora", config.lora_r),
+                   s.qlora_batch, note="peak memory of the training steps (4-bit LLM, LoRA, AdamW)", **timing)
+    r.results["ifas"]["train_qlora"] = fig
+
+
+def _missing(lib: str) -> bool:
+    """Whether ``lib`` cannot be imported (a missing package, or one whose import fails)."""
+    import importlib.util
+
+    if importlib.util.find_spec(lib) is None:
+        return True
+    try:
+        __import__(lib)
+    except Exception:  # noqa: BLE001 - e.g. bitsandbytes without its native library
+        return True
+    return False
+
+
+def _cast_like_from_pretrained(model: Any, dtype: Any) -> Any:
+    """Cast as ``from_pretrained(dtype=...)`` does: BLIP-2 keeps its Q-Former and query tokens in fp32."""
+    import torch
+
+    model.to(dtype)
+    for name in getattr(model, "_keep_in_fp32_modules", None) or ():
+        part = getattr(model, name, None)
+        if isinstance(part, torch.nn.Module):
+            part.float()
+        elif isinstance(part, torch.nn.Parameter):
+            part.data = part.data.float()
+    return model
+
+
+def measure_caption(r: Runner) -> None:
+    """SCF captioning with the BLIP-2 architecture: the library's default (fast) path and plain ``generate``."""
+    import torch
+    from transformers import Blip2ForConditionalGeneration
+
+    from scf.captioning.captioner import DecodingConfig, generate_caption_ids
+
+    config = blip2_config(r.tiny)
+    model = r.build(lambda: Blip2ForConditionalGeneration(config))
+    _cast_like_from_pretrained(model, r.dtype).eval()
+    s = r.sizes
+    decoding = DecodingConfig(max_new_tokens=s.new_tokens, min_new_tokens=s.new_tokens)
+    q = config.num_query_tokens
+
+    def inputs(b: int) -> dict[str, Any]:
+        t = config.text_config
+        prompt = r.ids(1, 1 + s.caption_prompt_tokens, t.vocab_size, t.bos_token_id).expand(b, -1)
+        image = torch.full((b, q), config.image_token_index, device=r.device)
+        ids = torch.cat([image, prompt], 1)
+        return {"pixel_values": r.pixels(b, config.vision_config.image_size), "input_ids": ids,
+                "attention_mask": torch.ones_like(ids)}
+
+    flops = F.blip2_caption_sample(config.vision_config, config.qformer_config, config.text_config, q,
+                                   1 + s.caption_prompt_tokens, s.new_tokens)
+    with torch.inference_mode():
+        fast_in = inputs(s.caption_batch)
+        ref_in = {k: v[: s.anchor_caption_batch] for k, v in fast_in.items()}
+        # Plain generate first, so that its figure stands even if the fast path fails on this machine.
+        r.reset_memory()
+        ref_ids: list[Any] = []
+        timing = r.time_it(lambda: ref_ids.append(generate_caption_ids(model, **ref_in, decoding=decoding,
+                                                                       fast=False)), warmup=1, iters=2)
+        r.results["blip2"]["caption_reference"] = r.figure(
+            s.anchor_caption_batch / timing["seconds"], "images/s", flops, s.anchor_caption_batch,
+            new_tokens=s.new_tokens, note="plain generate (dynamic cache), the pre-issue-8 path", **timing)
+        r.save()
+        r.reset_memory()
+        timing = r.time_it(lambda: generate_caption_ids(model, **fast_in, decoding=decoding), warmup=2,
+                           iters=max(2, s.iters // 2))
+        fig = r.figure(s.caption_batch / timing["seconds"], "images/s", flops, s.caption_batch,
+                       new_tokens=s.new_tokens, note="warmup_s includes compiling the decoding step on CUDA",
+                       **timing)
+        fast_ids = generate_caption_ids(model, **ref_in, decoding=decoding)
+        fig["greedy_rows_identical_to_reference"] = (fast_ids == ref_ids[-1]).all(dim=1).float().mean().item()
+        r.results["blip2"]["caption_fast"] = fig
+
+
+def measure_anchor(r: Runner, what: set[str]) -> None:
+    """The FACTS §7 anchor: training step (batch 32), scoring (batch 256), ``generate`` captioning (batch 64)."""
+    import torch
+
+    model = r.build(lambda: build_anchor(r.tiny))
+    vision_cfg, qformer_cfg, text_cfg = model.configs
+    q, s = model.num_queries, r.sizes
+    size = vision_cfg.image_size
+    if "train" in what:
+        with r.section("anchor.train"):
+            model.train()
+            model.vision.eval()
+            ids = r.ids(s.train_batch, s.text_tokens, text_cfg.vocab_size, text_cfg.bos_token_id)
+            pix = r.pixels(s.train_batch, size)
+            optimizer = _optimizer(r, [p for p in model.parameters() if p.requires_grad])
+
+            def step() -> None:
+                model.loss(pix, ids).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            r.reset_memory()
+            timing = r.time_it(step)
+            r.results["anchor"]["train"] = r.figure(
+                s.train_batch / timing["seconds"], "samples/s",
+                F.anchor_train_sample(vision_cfg, qformer_cfg, text_cfg, q, s.text_tokens), s.train_batch,
+                llm_tokens=q + s.text_tokens, **timing)
+            optimizer = None
+    model.eval()
+    if "score" in what:
+        with r.section("anchor.score"), torch.inference_mode():
+            ids = r.ids(s.score_batch, s.prompt_tokens, text_cfg.vocab_size, text_cfg.bos_token_id)
+            pix = r.pixels(s.score_batch, size)
+            r.reset_memory()
+            timing = r.time_it(lambda: model.p_yes(pix, ids, 10))
+            r.results["anchor"]["score"] = r.figure(
+                s.score_batch / timing["seconds"], "images/s",
+                F.anchor_score_sample(vision_cfg, qformer_cfg, text_cfg, q, s.prompt_tokens), s.score_batch,
+                llm_tokens=q + s.prompt_tokens, **timing)
+    if "caption" in what:
+        with r.section("anchor.caption"), torch.inference_mode():
+            b = s.anchor_caption_batch
+            ids = r.ids(b, 1 + s.caption_prompt_tokens, text_cfg.vocab_size, text_cfg.bos_token_id)
+            pix = r.pixels(b, size)
+            r.reset_memory()
+            timing = r.time_it(lambda: model.caption(pix, ids, s.new_tokens), warmup=1, iters=2)
+            r.results["anchor"]["caption"] = r.figure(
+                b / timing["seconds"], "images/s",
+                F.blip2_caption_sample(vision_cfg, qformer_cfg, text_cfg, q, 1 + s.caption_prompt_tokens,
+                                       s.new_tokens), b, new_tokens=s.new_tokens, **timing)
+
+
+# --- comparison, table, docs -----------------------------------------------------------------------------
+
+COMPARISONS = (
+    # (label, I-FAS / BLIP-2 figure, anchor figure, target key or None)
+    ("scoring (images/s)", ("ifas", "score"), ("anchor", "score"), "score_fraction"),
+    ("training, LLM frozen (samples/s)", ("ifas", "train_frozen"), ("anchor", "train"), "train_frozen_fraction"),
+    ("training, LLM frozen, reference path", ("ifas", "train_frozen_reference"), ("anchor", "train"), None),
+    ("training, LoRA (samples/s)", ("ifas", "train_lora"), ("anchor", "train"), None),
+    ("training, LLM full (samples/s)", ("ifas", "train_full"), ("anchor", "train"), "train_full_fraction"),
+    ("training, QLoRA batch 8 (samples/s)", ("ifas", "train_qlora"), ("anchor", "train"), "qlora_peak_gib"),
+    ("captioning BLIP-2, fast path (images/s)", ("blip2", "caption_fast"), ("anchor", "caption"),
+     "caption_ratio_to_anchor"),
+    ("captioning BLIP-2, plain generate", ("blip2", "caption_reference"), ("anchor", "caption"), None),
+)
+
+
+def compare(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of figure vs anchor (same run): ratio, fraction of the matmul rate, target and whether it is met."""
+    rows = []
+    for label, (g, k), (ag, ak), target in COMPARISONS:
+        fig, anchor = results.get(g, {}).get(k), results.get(ag, {}).get(ak)
+        if fig is None:
+            continue
+        row = {"label": label, "key": f"{g}.{k}", "value": fig["value"], "unit": fig["unit"],
+               "fraction_of_matmul": fig.get("fraction_of_matmul"), "peak_memory_gib": fig.get("peak_memory_gib"),
+               "anchor_value": anchor["value"] if anchor else None,
+               "anchor_fraction_of_matmul": anchor.get("fraction_of_matmul") if anchor else None,
+               "ratio_to_anchor": fig["value"] / anchor["value"] if anchor else None,
+               "target": None, "target_met": None}
+        if target is not None:
+            goal = TARGETS[target]
+            if target == "caption_ratio_to_anchor":
+                have = row["ratio_to_anchor"]
+                row["target"] = f">= {goal:g}x anchor"
+            elif target == "qlora_peak_gib":
+                have = fig.get("peak_memory_gib")
+                row["target"] = f"peak <= {goal:g} GiB"
+            else:
+                have = fig.get("fraction_of_matmul")
+                row["target"] = f">= {goal:.0%} of matmul"
+            if have is not None:
+                row["target_met"] = bool(have <= goal) if target == "qlora_peak_gib" else bool(have >= goal)
+        rows.append(row)
+    return rows
+
+
+def _fmt(x: Any, spec: str = ".3g") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "NO"
+    return format(x, spec)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """A rich table of the comparison rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    meta = results["meta"]
+    mm = results.get("matmul") or {}
+    title = (f"{meta['card']} | torch {meta['torch']} | transformers {meta['transformers']} | "
+             f"matmul {_fmt(mm.get('tflops'), '.4g')} TFLOP/s | mode {meta['mode']}")
+    table = Table(title=title)
+    for col in ("measurement", "value", "anchor", "ratio", "of matmul", "anchor of matmul", "peak GiB", "target",
+                "met"):
+        table.add_column(col, justify="left" if col in ("measurement", "target") else "right")
+    for row in results["comparison"]:
+        table.add_row(row["label"], _fmt(row["value"]), _fmt(row["anchor_value"]), _fmt(row["ratio_to_anchor"], ".2f"),
+                      _fmt(row["fraction_of_matmul"], ".1%"), _fmt(row["anchor_fraction_of_matmul"], ".1%"),
+                      _fmt(row["peak_memory_gib"], ".1f"), row["target"] or "", _fmt(row["target_met"]))
+    console = Console(width=200)
+    console.print(table)
+    for name, why in results["skipped"].items():
+        console.print(f"skipped {name}: {why}", markup=False)
+    for name, err in results["errors"].items():
+        console.print(f"ERROR {name}: {err.splitlines()[0]}", markup=False)
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The results block of docs/benchmarks.md, from one run's JSON."""
+    meta = results["meta"]
+    mm = results.get("matmul") or {}
+    lines = [f"Run of {meta['date']} on **{meta['card']}**"
+             + (f" ({meta.get('card_memory_gib')} GiB, CUDA {meta.get('cuda')})" if meta.get("cuda") else "")
+             + f"; Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}, "
+             f"peft {meta.get('peft') or 'not installed'}, bitsandbytes {meta.get('bitsandbytes') or 'not installed'}"
+             + (f"; commit {meta['git_commit']}" if meta.get("git_commit") else "") + ".", "",
+             f"Command: `{meta['command']}`", ""]
+    if meta["mode"] == "tiny":
+        lines += ["**CPU smoke run of the tiny configs: these figures say nothing about performance.**", ""]
+    lines += [f"Measured matmul ceiling ({mm.get('dtype')} {mm.get('n')}^3): {_fmt(mm.get('tflops'), '.4g')} TFLOP/s; "
+              f"copy bandwidth {_fmt(mm.get('copy_tb_per_s'), '.3g')} TB/s.", "",
+              "| measurement | value | anchor (same run) | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
+              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for row in results["comparison"]:
+        lines.append(f"| {row['label']} | {_fmt(row['value'])} | {_fmt(row['anchor_value'])} | "
+                     f"{_fmt(row['ratio_to_anchor'], '.2f')} | {_fmt(row['fraction_of_matmul'], '.1%')} | "
+                     f"{_fmt(row['anchor_fraction_of_matmul'], '.1%')} | {_fmt(row['peak_memory_gib'], '.1f')} | "
+                     f"{row['target'] or ''} | {_fmt(row['target_met'])} |")
+    cap = results.get("blip2", {}).get("caption_fast", {})
+    if "greedy_rows_identical_to_reference" in cap:
+        lines += ["", f"Greedy captions of the fast path identical to plain `generate` on "
+                  f"{_fmt(cap['greedy_rows_identical_to_reference'], '.1%')} of the rows (random weights; see above)."]
+    for name, why in results["skipped"].items():
+        lines += ["", f"Skipped `{name}`: {why}."]
+    for name, err in results["errors"].items():
+        lines += ["", f"Error in `{name}`: `{err.splitlines()[0]}`."]
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(path: Path, results: dict[str, Any]) -> None:
+    """Replace the block between the result markers of ``path`` with this run's results."""
+    text = path.read_text()
+    if RESULTS_BEGIN not in text or RESULTS_END not in text:
+        raise SystemExit(f"{path}: no {RESULTS_BEGIN} ... {RESULTS_END} block to replace")
+    head, rest = text.split(RESULTS_BEGIN, 1)
+    _, tail = rest.split(RESULTS_END, 1)
+    path.write_text(f"{head}{RESULTS_BEGIN}\n{results_markdown(results)}{RESULTS_END}{tail}")
+
+
+# --- entry point -----------------------------------------------------------------------------------------
+
+def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = WHAT,
+        train_modes: tuple[str, ...] = TRAIN_MODES, out: Path | None = None, sizes: Sizes | None = None) -> dict[str, Any]:
+    """Run the benchmark and return its results (also written to ``out`` after every section).
+
+    Args:
+        mode: "tiny" (tiny configs, seconds on CPU) or "full" (the real-size architectures).
+        device: torch device; default CUDA when available, else CPU.
+        what: sections to run, a subset of `WHAT`.
+        train_modes: LLM training modes to measure, a subset of `TRAIN_MODES`.
+        out: JSON path, rewritten after every section (a crash or timeout keeps what was measured).
+        sizes: batch sizes and lengths; default `Sizes()` for full, `TINY_SIZES` for tiny.
+    """
+    import torch
+
+    unknown = set(what) - set(WHAT)
+    if unknown:
+        raise ValueError(f"unknown --what {sorted(unknown)}; choose from {', '.join(WHAT)}")
+    if set(train_modes) - set(TRAIN_MODES):
+        raise ValueError(f"unknown --train-modes {sorted(set(train_modes) - set(TRAIN_MODES))}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = sizes or (TINY_SIZES if mode == "tiny" else Sizes())
+    r = Runner(mode, device, out, sizes)
+    what_set = set(what)
+    torch.manual_seed(0)
+    if r.cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if "matmul" in what_set:
+        with r.section("matmul"):
+            measure_matmul(r)
+    if what_set & {"score", "train"}:
+        with r.section("ifas.build"):
+            measure_ifas(r, what_set, train_modes)
+    if "qlora" in what_set:
+        with r.section("ifas.train_qlora"):
+            measure_qlora(r)
+    if "caption" in what_set:
+        with r.section("blip2.caption"):
+            measure_caption(r)
+    if "anchor" in what_set:
+        with r.section("anchor.build"):
+            measure_anchor(r, what_set)
+    r.results["comparison"] = compare(r.results)
+    r.results["targets"] = TARGETS
+    r.save()
+    return r.results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("tiny", "full"), default="full")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--what", default=",".join(WHAT), help=f"comma-separated sections: {', '.join(WHAT)}")
+    parser.add_argument("--train-modes", default=",".join(TRAIN_MODES), help="LLM modes to train: frozen,lora,full")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (rewritten after every section)")
+    parser.add_argument("--docs", type=Path, default=None,
+                        help="markdown file whose results block is regenerated (docs/benchmarks.md)")
+    parser.add_argument("--iters", type=int, default=None, help="timed repetitions per figure")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sizes = TINY_SIZES if args.mode == "tiny" else Sizes()
+    if args.iters:
+        sizes = Sizes(**{**sizes.__dict__, "iters": args.iters})
+    try:
+        results = run(args.mode, args.device, tuple(w for w in args.what.split(",") if w),
+                      tuple(m for m in args.train_modes.split(",") if m), args.out, sizes)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(results)
+    if args.docs:
+        update_docs(args.docs, results)
+    print(json.dumps({"comparison": results["comparison"], "errors": list(results["errors"])}, default=str))
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
