@@ -25,7 +25,7 @@ def test_precedence_defaults_preset_yaml_flags(tmp_path):
     yaml_file.write_text("preset: tiny\nbatch-size: 4\nlearning_rate: 0.002\nseed: 7\n")
     cfg = resolve_config({"dataset": "d", "seed": 3, "epochs": None}, yaml_file)
     assert cfg.preset == "tiny"
-    assert cfg.batch_size == 4  # YAML over preset (tiny: 16)
+    assert cfg.batch_size == 4  # YAML over preset (tiny: 32)
     assert cfg.learning_rate == 0.002  # YAML over preset
     assert cfg.seed == 3  # flag over YAML
     assert cfg.epochs == TRAIN_PRESETS["tiny"]["epochs"]  # preset over default; None flag ignored
