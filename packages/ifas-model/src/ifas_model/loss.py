@@ -102,6 +102,12 @@ def lopsided_lm_loss(
         judgment_mask = labelled & (shift_segments == SEGMENT_JUDGMENT)
         interpretation_mask = labelled & (shift_segments == SEGMENT_INTERPRETATION)
 
+    return _combine(token_loss, labelled, judgment_mask, interpretation_mask, alpha, loss_type)
+
+
+def _combine(token_loss: torch.Tensor, labelled: torch.Tensor, judgment_mask: torch.Tensor,
+             interpretation_mask: torch.Tensor, alpha: float, loss_type: str) -> LopsidedLoss:
+    """Eq. 4 (or the plain mean) from per-token losses and the masks of the labelled / judgment / interpretation tokens."""
     judgment, n_judgment = _masked_mean(token_loss, judgment_mask)
     interpretation, n_interpretation = _masked_mean(token_loss, interpretation_mask)
 
@@ -118,6 +124,48 @@ def lopsided_lm_loss(
     else:
         raise ValueError("the batch has no judgment and no interpretation tokens to train on")
     return LopsidedLoss(loss=loss, judgment=judgment, interpretation=interpretation)
+
+
+def lopsided_token_loss(
+    token_logits: torch.Tensor,
+    token_labels: torch.Tensor,
+    token_segments: torch.Tensor | None,
+    alpha: float,
+    loss_type: str = "lopsided",
+    ignore_index: int = IGNORE_INDEX,
+) -> LopsidedLoss:
+    """`lopsided_lm_loss` on the labelled tokens alone, already gathered and shifted (the fast training path).
+
+    The model gathers the hidden states whose next token has a label and runs the LM head there only, so the
+    (B, T, V) logits are never built; the loss equals `lopsided_lm_loss` on the full logits.
+
+    Args:
+        token_logits: (N, V) logits at the positions that predict a labelled token.
+        token_labels: (N,) the labels they predict.
+        token_segments: (N,) 1 = judgment, 2 = interpretation; None only for ``loss_type="plain"``.
+        alpha: weight of the judgment part, in [0, 1].
+        loss_type: "lopsided" or "plain".
+        ignore_index: label value that is skipped.
+
+    Returns:
+        `LopsidedLoss(loss, judgment, interpretation)`.
+    """
+    if loss_type not in ("lopsided", "plain"):
+        raise ValueError(f"loss_type must be 'lopsided' or 'plain', got {loss_type!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    token_labels = token_labels.to(token_logits.device)
+    token_loss = F.cross_entropy(token_logits.float(), token_labels, ignore_index=ignore_index, reduction="none")
+    labelled = token_labels != ignore_index
+    if token_segments is None:
+        if loss_type == "lopsided":
+            raise ValueError("the lopsided loss needs answer_segments (1 = judgment, 2 = interpretation)")
+        judgment_mask = interpretation_mask = torch.zeros_like(labelled)
+    else:
+        token_segments = token_segments.to(token_logits.device)
+        judgment_mask = labelled & (token_segments == SEGMENT_JUDGMENT)
+        interpretation_mask = labelled & (token_segments == SEGMENT_INTERPRETATION)
+    return _combine(token_loss, labelled, judgment_mask, interpretation_mask, alpha, loss_type)
 
 
 class LopsidedLMLoss(torch.nn.Module):

@@ -9,7 +9,9 @@ The forward pass reads like BLIP-2's, in three steps:
 3. **language model**: the M + L visual tokens are **prepended** to the embedded text (no placeholder tokens
    in `input_ids`), the attention mask is extended by M + L ones, and the causal LM runs on the whole
    sequence. The returned logits are cut back to the text positions, aligned with `input_ids` and `labels`,
-   and the Lopsided LM loss (eq. 4) is computed right there.
+   and the Lopsided LM loss (eq. 4) is computed right there. In training mode with labels (the trainer's
+   step) the LM head runs only at the positions that predict a labelled token and no logits are returned
+   (`forward`'s ``return_logits``), which gives the same loss without building (B, T, V) logits.
 
 `score` reads P(real) = P(" Yes") at the answer position from one forward pass; `generate` returns the answer
 tokens. Importing this module registers the model with `AutoConfig` / `AutoModel` (model_type ``"ifas"``), so
@@ -18,6 +20,7 @@ tokens. Importing this module registers the model with `AutoConfig` / `AutoModel
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -37,7 +40,7 @@ from transformers.utils import ModelOutput
 
 from .configuration import GACConfig, IFASConfig, split_overrides
 from .connector import GloballyAwareConnector
-from .loss import lopsided_lm_loss
+from .loss import IGNORE_INDEX, lopsided_lm_loss, lopsided_token_loss
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +276,7 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         labels: torch.Tensor | None = None,
         answer_segments: torch.Tensor | None = None,
         return_dict: bool = True,
+        return_logits: bool | None = None,
         **kwargs: Any,
     ) -> IFASOutput | tuple:
         """Run vision, connector and LLM; with `labels`, also the loss of `config.loss_type`.
@@ -284,16 +288,28 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
             labels: (B, T) answer token ids, -100 elsewhere (from `IFASProcessor` with judgments).
             answer_segments: (B, T) 0 / 1 judgment / 2 interpretation; needed for the lopsided loss.
             return_dict: return an `IFASOutput` (default) or a tuple.
+            return_logits: whether to return the (B, T, V) logits. None (default) = yes, except in training
+                mode with `labels`: then the LM head runs only where the next token has a label, the loss is
+                the same (`lopsided_token_loss`), and ``logits`` is None. True forces the full logits (the
+                reference path); extra `kwargs` for the language model also take it.
 
         Returns:
             `IFASOutput(loss, logits, loss_judgment, loss_interpretation)`; logits are (B, T, V) at the text
-            positions, so ``logits[:, t]`` predicts ``input_ids[:, t + 1]``.
+            positions, so ``logits[:, t]`` predicts ``input_ids[:, t + 1]`` (None on the fast training path).
         """
+        if return_logits is None:
+            return_logits = labels is None or not self.training
         inputs_embeds, full_mask = self._prepend_visual_tokens(pixel_values, input_ids, attention_mask)
+        n_text = input_ids.shape[1]
+        if labels is not None and not return_logits and not kwargs:
+            return self._forward_labelled_only(inputs_embeds, full_mask, n_text, labels, answer_segments,
+                                               return_dict)
+        if "logits_to_keep" in inspect.signature(self.language_model.forward).parameters:
+            kwargs.setdefault("logits_to_keep", n_text)  # the LM head skips the K visual positions
         outputs = self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=full_mask, use_cache=False, return_dict=True, **kwargs
         )
-        logits = outputs.logits[:, -input_ids.shape[1]:, :]  # (B, T, V): drop the K visual positions
+        logits = outputs.logits[:, -n_text:, :]  # (B, T, V): drop the K visual positions
         loss = loss_judgment = loss_interpretation = None
         if labels is not None:
             parts = lopsided_lm_loss(
@@ -302,6 +318,30 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
             loss, loss_judgment, loss_interpretation = parts
         out = IFASOutput(loss=loss, logits=logits, loss_judgment=loss_judgment,
                          loss_interpretation=loss_interpretation)
+        return out if return_dict else out.to_tuple()
+
+    def _forward_labelled_only(
+        self, inputs_embeds: torch.Tensor, full_mask: torch.Tensor, n_text: int, labels: torch.Tensor,
+        answer_segments: torch.Tensor | None, return_dict: bool,
+    ) -> IFASOutput | tuple:
+        """The fast training path: decoder, then the LM head and the loss at the labelled positions only."""
+        hidden = self.language_model.base_model(
+            inputs_embeds=inputs_embeds, attention_mask=full_mask, use_cache=False, return_dict=True
+        ).last_hidden_state[:, -n_text:]  # (B, T, H) at the text positions
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"labels {tuple(labels.shape)} and input_ids {tuple(hidden.shape[:2])} differ in shape")
+        if answer_segments is not None and answer_segments.shape != labels.shape:
+            raise ValueError(
+                f"answer_segments {tuple(answer_segments.shape)} and labels {tuple(labels.shape)} differ in shape"
+            )
+        shift_labels = labels[:, 1:].to(hidden.device)  # position t predicts token t + 1
+        keep = shift_labels != IGNORE_INDEX  # (B, T - 1)
+        token_logits = self.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V), N labelled tokens
+        segments = None if answer_segments is None else answer_segments[:, 1:].to(hidden.device)[keep]
+        loss, judgment, interpretation = lopsided_token_loss(
+            token_logits, shift_labels[keep], segments, self.config.lopsided_alpha, self.config.loss_type
+        )
+        out = IFASOutput(loss=loss, logits=None, loss_judgment=judgment, loss_interpretation=interpretation)
         return out if return_dict else out.to_tuple()
 
     @staticmethod
