@@ -2,8 +2,11 @@
 
 Both are `transformers.Blip2ForConditionalGeneration` with its `Blip2Processor`, loaded from a Hub id or a
 local folder (``Salesforce/blip2-opt-2.7b`` by default, FACTS §5) or built tiny and random from config
-(``tiny`` preset, offline). Generation is batched under `torch.inference_mode`; the per-batch step
-`Blip2Captioner.generate_batch` is the one place a faster decoding path (issue 8) would replace.
+(``tiny`` preset, offline). Generation is batched under `torch.inference_mode` through
+`generate_caption_ids`, whose default (fast) path decodes greedily with a static KV cache: on CUDA,
+transformers then compiles the decoding step (CUDA graphs), and `Blip2Captioner` pads a short last batch to
+the batch size so the compiled step is reused. Its greedy tokens are those of plain ``generate``
+(``fast=False``, the dynamic cache); tests check this on CPU, and ``tools/benchmark.py`` measures both.
 
 Decoding choices (the paper is silent; ours, after LAVIS ``caption_coco_ft``): prompt ``"a photo of"``,
 at most 30 and at least 8 new tokens, greedy (one beam) unless ``num_beams`` says otherwise. The caption
@@ -193,6 +196,31 @@ def load_blip2(source: str, *, dtype: str = "auto", device: str | None = None, l
     return model, processor
 
 
+def generate_caption_ids(model: Blip2ForConditionalGeneration, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor, decoding: DecodingConfig, *, fast: bool = True) -> torch.Tensor:
+    """The new token ids of one batch, (B, new_tokens), decoded as ``decoding`` says.
+
+    Args:
+        model: a BLIP-2 model in eval mode.
+        pixel_values: (B, 3, H, W) in the model's dtype, on its device.
+        input_ids: (B, T) image tokens + prompt, as `Blip2Processor` makes them.
+        attention_mask: (B, T).
+        decoding: decoding settings.
+        fast: True (default) = greedy/beam decoding with a static KV cache (``cache_implementation="static"``;
+            on CUDA transformers compiles the step); False = plain ``generate`` with its dynamic cache (the
+            reference path). Both give the same tokens up to floating-point reordering of the attention
+            over the padded cache, which the tests check to be exact on CPU.
+
+    Returns:
+        The continuation of the prompt only.
+    """
+    kwargs = decoding.generate_kwargs()
+    if fast:
+        kwargs["cache_implementation"] = "static"
+    generated = model.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    return generated[:, input_ids.shape[1]:]  # generate returns prompt + continuation
+
+
 class Blip2Captioner:
     """Batched captioning with a BLIP-2 model.
 
@@ -201,16 +229,18 @@ class Blip2Captioner:
         processor: its `Blip2Processor`.
         name: the id or path recorded as the captioner in the corpus.
         decoding: decoding settings.
-        batch_size: images per `generate` call.
+        batch_size: images per `generate` call (on a GPU, 128-512 keeps it busy; see docs/benchmarks.md).
+        fast: decode with the static-cache path of `generate_caption_ids` (default); False = plain ``generate``.
     """
 
     def __init__(self, model: Blip2ForConditionalGeneration, processor: Blip2Processor, name: str,
-                 decoding: DecodingConfig | None = None, batch_size: int = 32) -> None:
+                 decoding: DecodingConfig | None = None, batch_size: int = 32, fast: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.processor, self.name = model, processor, name
         self.decoding = decoding or DecodingConfig()
         self.batch_size = batch_size
+        self.fast = fast
         self.processor.tokenizer.padding_side = "left"  # decoder-only generation continues at the right edge
 
     @classmethod
@@ -236,26 +266,28 @@ class Blip2Captioner:
         """Caption one batch: preprocess, `generate` under `torch.inference_mode`, decode the new tokens.
 
         All prompts of a batch are the same text, so no padding is needed; the images are resized to the
-        processor's size, so a batch is one dense tensor. A fast path (compiled or static-cache decoding)
-        replaces this method.
+        processor's size, so a batch is one dense tensor. On CUDA with the fast path, a batch shorter than
+        ``batch_size`` is padded with copies of its first image (their captions are dropped), so the compiled
+        decoding step of full batches is reused instead of compiled again for a new shape.
         """
         import torch
 
         images = [im.convert("RGB") for im in images]
+        n = len(images)
+        if self.fast and self.device.type == "cuda" and 0 < n < self.batch_size:
+            images = images + [images[0]] * (self.batch_size - n)
         inputs = self.processor(images=images, text=[self.decoding.prompt_text] * len(images), return_tensors="pt")
         dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
         pixel_values = inputs["pixel_values"].to(self.device, dtype)  # (B, 3, H, W)
         input_ids = inputs["input_ids"].to(self.device)  # (B, num_query_tokens + 1 + prompt tokens)
         with torch.inference_mode():
-            generated = self.model.generate(
-                pixel_values=pixel_values, input_ids=input_ids, attention_mask=inputs["attention_mask"].to(self.device),
-                **self.decoding.generate_kwargs(),
-            )
-        new_tokens = generated[:, input_ids.shape[1] :]  # generate returns prompt + continuation
-        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+            new_tokens = generate_caption_ids(self.model, pixel_values, input_ids,
+                                              inputs["attention_mask"].to(self.device), self.decoding, fast=self.fast)
+        texts = self.processor.batch_decode(new_tokens[:n], skip_special_tokens=True)
         return [clean_caption(t) for t in texts]
 
     def describe(self) -> dict[str, Any]:
         """What produced the captions: recorded in the run configuration."""
         return {"captioner": self.name, "batch_size": self.batch_size, "decoding": asdict(self.decoding),
+                "decoding_path": "static-cache" if self.fast else "generate",
                 "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}
