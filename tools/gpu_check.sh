@@ -5,9 +5,10 @@
 # benchmark.log, nvidia-smi.txt, and benchmarks.md = docs/benchmarks.md with its results block regenerated.
 # Copy $OUT/benchmarks.md over docs/benchmarks.md afterwards (or: python tools/benchmark.py --render JSON
 # --docs docs/benchmarks.md). The GPU image has torch and transformers (and peft) but not bitsandbytes or
-# datasets: QLoRA is then skipped with its reason unless bitsandbytes wheels are carried in .whl/ (see docs).
+# datasets: QLoRA is then skipped with its reason unless bitsandbytes is carried, as wheels in .whl/ or as a
+# trimmed package folder in .bnb/ (docs/benchmarks.md says how; both paths must be git-ignored and carried).
 #
-#   run(command="bash tools/gpu_check.sh", timeout_s=600)              # optional extra args go to the tool
+#   run(command="bash tools/gpu_check.sh", carry=[".bnb"], timeout_s=600)   # extra args go to the tool
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/benchmark-out}
@@ -18,6 +19,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
+if [ -d .bnb/bitsandbytes ]; then export PYTHONPATH="$PWD/.bnb:$PYTHONPATH"; fi
 PY=${PYTHON:-python3}
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 cp docs/benchmarks.md "$OUT/benchmarks.md"

@@ -134,3 +134,27 @@ def test_bad_section_name_is_refused():
     with pytest.raises(ValueError, match="unknown --what"):
         bench.run("tiny", "cpu", what=("nope",))
     assert bench.main(["--mode", "tiny", "--device", "cpu", "--what", "nope"]) == 2
+
+
+def test_full_size_configs_build_the_real_architectures_on_the_meta_device():
+    """The full-mode configs give the published sizes (no memory is allocated on the meta device)."""
+    import torch
+    from transformers import Blip2ForConditionalGeneration
+
+    from ifas_model.modeling import IFASForConditionalGeneration
+
+    bench = _load("benchmark")
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):
+        ifas = IFASForConditionalGeneration(bench.ifas_config(tiny=False))
+        blip2 = Blip2ForConditionalGeneration(bench.blip2_config(tiny=False))
+        anchor = bench.build_anchor(tiny=False)
+    assert ifas.config.image_token_count == 56
+    assert count(ifas.vision_model) / 1e6 == pytest.approx(303.5, rel=0.01)  # CLIP ViT-L/14 vision tower
+    assert count(ifas.language_model) / 1e9 == pytest.approx(2.651, rel=0.01)  # OPT-2.7B (tied head)
+    assert count(blip2.vision_model) / 1e9 == pytest.approx(0.986, rel=0.01)  # EVA ViT-g/14, 39 layers
+    assert count(blip2) / 1e9 == pytest.approx(3.745, rel=0.01)  # Salesforce/blip2-opt-2.7b
+    assert anchor.num_queries == 32 and anchor.configs[1].encoder_hidden_size == 1024
