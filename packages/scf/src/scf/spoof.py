@@ -124,9 +124,9 @@ def render_print(face: Image, rng: np.random.Generator) -> tuple[Image, str]:
     img = _saturation(face, rng.uniform(0.55, 0.8))
     black, white = rng.uniform(0.07, 0.16), rng.uniform(0.82, 0.92)
     img = black + (white - black) * np.clip(img, 0, 1)  # reduced gamut and contrast
-    img = halftone(img, rng, cell=rng.uniform(2.5, 4.0), strength=rng.uniform(0.35, 0.6))
+    img = halftone(img, rng, cell=rng.uniform(3.5, 5.0), strength=rng.uniform(0.6, 0.85))
     img = paper_texture(img, rng, grain=rng.uniform(0.02, 0.05), fibre=rng.uniform(0.02, 0.06))
-    img = gaussian_blur(img, rng.uniform(0.6, 1.3))
+    img = gaussian_blur(img, rng.uniform(0.4, 0.8))
     img = bend(img, rng, amplitude=rng.uniform(0.01, 0.04), shading=rng.uniform(0.08, 0.22))
     if paper == "A4 glossy":
         img = glare(img, rng, strength=rng.uniform(0.15, 0.3))
@@ -183,8 +183,8 @@ def render_replay(face: Image, rng: np.random.Generator) -> tuple[Image, str]:
     img = np.clip(face, 0, 1) ** rng.uniform(0.75, 1.3)  # screen gamma differs from the scene's
     cast = np.array([rng.uniform(0.85, 1.0), rng.uniform(0.92, 1.05), rng.uniform(1.0, 1.2)], dtype=np.float32)
     img = np.clip(img * cast + rng.uniform(0.02, 0.08), 0, 1)  # blue-ish backlight and raised black
-    img = pixel_grid(img, rng, pitch=rng.uniform(2.6, 3.6), depth=rng.uniform(0.15, 0.35))
-    img = moire(img, rng, strength=rng.uniform(0.1, 0.25))
+    img = pixel_grid(img, rng, pitch=rng.uniform(3.5, 4.5), depth=rng.uniform(0.3, 0.5))
+    img = moire(img, rng, strength=rng.uniform(0.25, 0.45))
     img = gaussian_blur(img, rng.uniform(0.3, 0.8))
     img = glare(img, rng, strength=rng.uniform(0.2, 0.5))
     return img.astype(np.float32), screen
