@@ -134,3 +134,21 @@ def test_checkpoint_listing_ignores_incomplete_saves(tmp_path):
         (d / "trainer_state.json").write_text("{}")
     (checkpoint_dir(tmp_path, 12).with_name("step-00000012.tmp")).mkdir()
     assert latest_checkpoint(tmp_path).name == "step-00000010"
+
+
+def test_protocol_selection_sources_and_several_training_splits(tmp_path):
+    # A protocol setting trains on named sources and, for FLIP's MCIO lists, on train + test splits.
+    from ifas_model.training.data import load_corpus, select_sources, split_train_eval
+
+    c = load_corpus(str(build_corpus(tmp_path / "vqa", splits=("train", "test"))))
+    picked = select_sources(c, "sample-domain-b, sample-domain-d")
+    assert {s for split in picked.values() for s in split["source"]} == {"sample-domain-b", "sample-domain-d"}
+    assert select_sources(c, None) is c
+    with pytest.raises(ValueError, match=r"'OULU-NPU' not in the corpus \(sources: sample-domain-a"):
+        select_sources(c, "OULU-NPU")
+    train, held, source = split_train_eval(picked, "train,test", None, 0.3)
+    assert len(train) + len(held) == len(picked["train"]) + len(picked["test"]) and source.startswith("holdout")
+    train, evaluation, source = split_train_eval(picked, "train", None, 0.3)
+    assert source == "test" and set(evaluation["source"]) == {"sample-domain-b", "sample-domain-d"}
+    with pytest.raises(ValueError, match="'test' is a training split"):
+        split_train_eval(picked, "train,test", "test", 0.3)

@@ -41,7 +41,10 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
               help="auto = bf16 autocast on CUDA, fp32 on CPU. [default: auto]")
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Recompute activations (less memory).")
 @click.option("--seed", type=int, help="Seed of model init, data order and dropout. [default: 0]")
-@click.option("--train-split", help="Split to train on. [default: train]")
+@click.option("--sources", help="Comma-separated sources to train (and evaluate) on, as a protocol setting "
+              "names them (ifas-eval --list-protocols). [default: every source]")
+@click.option("--train-split", help="Split(s) to train on, comma-separated (train,test for FLIP's MCIO lists). "
+              "[default: train]")
 @click.option("--eval-split", help="Evaluation split; default dev, else test, else 'holdout'; 'none' disables.")
 @click.option("--eval-every", type=int, help="Evaluate every N steps (0: only at the end). [default: 500]")
 @click.option("--save-every", type=int, help="Checkpoint every N steps (0: only at the end). [default: 500]")

@@ -34,8 +34,12 @@ class TrainConfig:
     # --- data -------------------------------------------------------------------------------------
     dataset: str = ""
     """Hub id or local path of the scf VQA corpus (validated with ``scf.schema.load_table(kind="vqa")``)."""
+    sources: str | None = None
+    """Comma-separated ``source`` values to train and evaluate on (None: every source). A protocol setting
+    names them: ``ifas-eval --list-protocols`` (e.g. Protocol 1's O&C&I->M trains on
+    ``OULU-NPU,CASIA-FASD,Idiap Replay-Attack`` with ``train_split="train,test"``)."""
     train_split: str = "train"
-    """Split of the corpus to train on."""
+    """Split(s) of the corpus to train on, comma-separated (``train,test`` for FLIP's MCIO training lists)."""
     eval_split: str | None = None
     """Split for periodic evaluation. None: ``dev``, else ``test``, else ``holdout``; ``none`` disables it."""
     holdout_fraction: float = 0.1

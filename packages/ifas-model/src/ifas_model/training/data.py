@@ -65,12 +65,37 @@ def holdout_mask(video_ids: Sequence[str], fraction: float) -> list[bool]:
     return out
 
 
+def _names(spec: str | None) -> list[str]:
+    return [x.strip() for x in (spec or "").split(",") if x.strip()]
+
+
+def select_sources(corpus: datasets.DatasetDict, sources: str | None) -> datasets.DatasetDict:
+    """Keep only the rows whose ``source`` is one of the comma-separated ``sources`` (None: keep all).
+
+    Raises:
+        ValueError: a source name that no split of the corpus has (the ones it has are listed).
+    """
+    import datasets
+
+    wanted = _names(sources)
+    if not wanted:
+        return corpus
+    have = sorted({s for split in corpus.values() for s in split.unique("source")})
+    unknown = [w for w in wanted if w not in have]
+    if unknown:
+        raise ValueError(f"source(s) {', '.join(map(repr, unknown))} not in the corpus (sources: {', '.join(have)})")
+    keep = set(wanted)
+    return datasets.DatasetDict({k: v.filter(lambda s: s in keep, input_columns="source") for k, v in corpus.items()})
+
+
 def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split: str | None,
                      holdout_fraction: float) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
     """Choose the training and evaluation tables.
 
-    ``eval_split`` None picks ``dev``, else ``test``, else the hold-out; ``"none"`` disables evaluation;
-    ``"holdout"`` takes `holdout_mask` videos out of the training split.
+    ``train_split`` may name several splits, comma-separated (``train,test``: FLIP's MCIO training lists are
+    the union of the train and test splits of the source datasets); they are concatenated. ``eval_split``
+    None picks ``dev``, else ``test`` (when not trained on), else the hold-out; ``"none"`` disables
+    evaluation; ``"holdout"`` takes `holdout_mask` videos out of the training table.
 
     Returns:
         (train, eval or None, the name of the evaluation source).
@@ -78,12 +103,21 @@ def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split:
     Raises:
         ValueError: a split that the corpus does not have (named with the ones it has).
     """
+    import datasets
+
     have = ", ".join(corpus)
-    if train_split not in corpus:
-        raise ValueError(f"training split '{train_split}' not in the corpus (splits: {have})")
-    train = corpus[train_split]
+    train_splits = _names(train_split)
+    if not train_splits:
+        raise ValueError("no training split given")
+    for split in train_splits:
+        if split not in corpus:
+            raise ValueError(f"training split '{split}' not in the corpus (splits: {have})")
+    train = (corpus[train_splits[0]] if len(train_splits) == 1
+             else datasets.concatenate_datasets([corpus[s] for s in train_splits]))
+    if len(train) == 0:
+        raise ValueError(f"the training table ({train_split}) is empty")
     if eval_split is None:
-        eval_split = next((s for s in ("dev", "test") if s in corpus and s != train_split), "holdout")
+        eval_split = next((s for s in ("dev", "test") if s in corpus and s not in train_splits), "holdout")
     if eval_split == "none":
         return train, None, "none"
     if eval_split == "holdout":
@@ -96,8 +130,8 @@ def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split:
         return train.select(kept), train.select(held), f"holdout({holdout_fraction:g} of {train_split})"
     if eval_split not in corpus:
         raise ValueError(f"evaluation split '{eval_split}' not in the corpus (splits: {have})")
-    if eval_split == train_split:
-        raise ValueError(f"evaluation split '{eval_split}' is the training split")
+    if eval_split in train_splits:
+        raise ValueError(f"evaluation split '{eval_split}' is a training split")
     return train, corpus[eval_split], eval_split
 
 

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import TrainConfig, resume_differences, write_config
-from .data import Batch, ResumableBatchSampler, VQACollator, VQADataset, load_corpus, split_train_eval
+from .data import (
+    Batch,
+    ResumableBatchSampler,
+    VQACollator,
+    VQADataset,
+    load_corpus,
+    select_sources,
+    split_train_eval,
+)
 from .distributed import DistState, all_reduce_sum, any_rank, barrier, gather_lists, init_distributed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,7 +157,7 @@ class Trainer:
         torch.manual_seed(config.seed)
 
         # -- data: validated corpus, train/eval tables, resumable order ---------------------------------
-        corpus = load_corpus(config.dataset)
+        corpus = select_sources(load_corpus(config.dataset), config.sources)
         train_table, eval_table, self.eval_source = split_train_eval(
             corpus, config.train_split, config.eval_split, config.holdout_fraction)
         if config.max_train_samples:
