@@ -121,3 +121,17 @@ def _ingest_source_names(ingest) -> list[str]:
     if isinstance(readers, dict):
         return [getattr(r, "source", k) for k, r in readers.items()]
     return []
+
+
+def test_train_commands_name_each_settings_sources_and_splits():
+    from click.testing import CliRunner
+
+    from ifas_eval.cli import main
+
+    result = CliRunner().invoke(main, ["--protocol", "mcio", "--train-commands", "--data", "/d/corpus",
+                                       "--setting", "O"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == ("ifas-train --dataset /d/corpus --sources 'Idiap Replay-Attack,CASIA-FASD,"
+                                     "MSU-MFSD' --train-split train,test --output runs/mcio-O")
+    bad = CliRunner().invoke(main, ["--protocol", "mcio", "--train-commands", "--setting", "X"])
+    assert bad.exit_code != 0 and "no setting 'X'" in bad.output

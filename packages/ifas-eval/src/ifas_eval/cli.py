@@ -110,12 +110,15 @@ def _list_protocols() -> None:
                    "paper's score); yes_no = P(' Yes') / (P(' Yes') + P(' No')), better suited to a fixed 0.5 "
                    "threshold on a lightly trained model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
+@click.option("--train-commands", is_flag=True,
+              help="With --protocol: print the ifas-train command of each setting (its training sources and "
+                   "splits; --data names the VQA corpus) and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...], data: str | None,
          score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None, out_dir: Path | None,
          report_dir: Path | None, no_report: bool, explain: int, max_new_tokens: int, settings: tuple[str, ...],
          test_sets: tuple[str, ...], batch_size: int, device: str, dtype: str, normalize: str, as_json: bool,
-         verbose: bool) -> None:
+         train_commands: bool, verbose: bool) -> None:
     """Evaluate I-FAS checkpoints on cross-domain FAS protocols, or score files, under explicit conventions.
 
     \b
@@ -126,6 +129,7 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
     \b
     Examples:
       ifas-eval --list-protocols
+      ifas-eval --protocol mcio --train-commands --data runs/scf/corpus
       ifas-eval --scores results.csv --json
       ifas-eval --scores ours=a.csv --scores flip=b.csv
       ifas-eval --protocol one-to-eleven --checkpoint runs/celeba/final --data /data/fas-benchmark
@@ -134,6 +138,18 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
     """
     if list_protocols:
         _list_protocols()
+        return
+    if train_commands:
+        if not protocol:
+            raise click.ClickException("--train-commands needs --protocol NAME")
+        from ifas_eval.protocols import load_protocol
+
+        try:
+            chosen = load_protocol(protocol)
+            for setting in settings or [s.name for s in chosen.settings]:
+                click.echo(chosen.train_command(setting, data or "CORPUS"))
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise click.ClickException(_one_line(e)) from None
         return
     _setup_logging(verbose)
     if score_files and (protocol or checkpoints):

@@ -97,6 +97,24 @@ class Protocol:
         raise KeyError(f"protocol {self.name!r} has no setting {name!r}; settings: "
                        f"{', '.join(s.name for s in self.settings)}")
 
+    def train_command(self, setting: str, corpus: str = "CORPUS") -> str:
+        """The ``ifas-train`` command that trains the checkpoint of one setting on an SCF VQA ``corpus``.
+
+        Raises:
+            ProtocolError: the setting's training selections use different splits per source, which one
+                ``--sources`` / ``--train-split`` pair cannot express (train once per split set and merge).
+        """
+        import shlex
+
+        chosen = self.setting(setting)
+        splits = {sel.splits for sel in chosen.train}
+        if len(splits) != 1:
+            raise ProtocolError(f"{self.name}/{setting}: training sources use different splits; "
+                                "filter the corpus by hand (ifas-train --sources / --train-split)")
+        sources = ",".join(sel.source for sel in chosen.train)
+        return (f"ifas-train --dataset {shlex.quote(corpus)} --sources {shlex.quote(sources)} "
+                f"--train-split {','.join(splits.pop())} --output runs/{self.name}-{setting}")
+
     def sources(self) -> list[str]:
         """Every source named by the protocol (train, dev and test), in first-seen order."""
         seen: dict[str, None] = {}
