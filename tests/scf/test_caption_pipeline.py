@@ -186,6 +186,22 @@ def test_filter_reports_types_that_matched_nothing(tmp_path):
     assert "D_S is empty" in msg and "print, replay matched nothing" in msg and "beard" in msg
 
 
+def test_if_empty_general_keeps_the_fakes_general_captions_with_honest_provenance(tmp_path):
+    # The offline quick start's tiny random captioner names no spoof medium: with --if-empty general no C_S
+    # is trained, the corpus is still written, and its fakes say they were captioned by C_G.
+    from scf.captioning.pipeline import CaptionPipeline
+    from scf.schema import load_table
+
+    ds = toy_dataset(n=1)
+    dull = ["a man with a beard in an office"] * sum(len(d) for d in ds.values())
+    CaptionPipeline(_config(tmp_path, if_empty="general"), dataset=ds, general_captioner=KnownCaptioner(dull)).run()
+    assert not (tmp_path / "captioner").exists()
+    corpus = load_table(str(tmp_path / "corpus"), "vqa")["train"]
+    fakes = [r for r in corpus.remove_columns("image") if r["label"] == 0]
+    assert fakes and all(r["caption"] == r["caption_general"] == dull[0] for r in fakes)
+    assert all(r["captioner"] == r["captioner_general"] == "tiny" and r["keyword"] == "" for r in fakes)
+
+
 def test_bad_input_fails_before_any_model_is_loaded(tmp_path):
     from transformers import BertConfig
 

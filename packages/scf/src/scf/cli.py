@@ -132,13 +132,17 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--push-to-hub", default=None, help="Hub dataset repo to upload the corpus to.")
 @click.option("--push-captioner-to-hub", default=None, help="Hub model repo to upload C_S to.")
+@click.option("--if-empty", type=click.Choice(["error", "general"]), default="error", show_default=True,
+              help="When no fake's general caption has a keyword of its attack type (empty D_S): stop, or "
+                   "'general': train no C_S and keep the fakes' general captions (the tiny random captioner).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def caption_command(out: str, split: str, stage: str | None, dataset: str | None, splits: str | None, preset: str,
                     captioner: str | None, keywords_file: str | None, interpretation: str, prompt: str,
                     max_new_tokens: int, min_new_tokens: int, num_beams: int, batch_size: int, dtype: str,
                     load_in_8bit: bool, device: str | None, epochs: int, lr: float, ft_batch_size: int,
                     warmup_steps: int, lora_r: int, checkpoint_every: int, finetune_splits: str, shard_size: int,
-                    seed: int, push_to_hub: str | None, push_captioner_to_hub: str | None, no_progress: bool) -> None:
+                    seed: int, push_to_hub: str | None, push_captioner_to_hub: str | None, if_empty: str,
+                    no_progress: bool) -> None:
     """Spoof-aware Captioning and Filtering (Algorithm 1): caption, filter, fine-tune C_S, write the VQA corpus.
 
     Resumable: rerun the same command after a crash. Several processes share the work under torchrun or
@@ -165,7 +169,8 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
             keywords_file=keywords_file, decoding=decoding, finetune=ft, batch_size=batch_size, dtype=dtype,
             load_in_8bit=load_in_8bit, device=device, interpretation=interpretation, shard_size=shard_size,
             dataset_splits=_csv(splits), finetune_splits=_csv(finetune_splits) or ("train",),
-            push_to_hub=push_to_hub, push_captioner_to_hub=push_captioner_to_hub, show_progress=not no_progress)
+            push_to_hub=push_to_hub, push_captioner_to_hub=push_captioner_to_hub, show_progress=not no_progress,
+            if_empty=if_empty)
         CaptionPipeline(config).run()
     except (CaptionerError, KeywordError, PipelineError, SchemaError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e

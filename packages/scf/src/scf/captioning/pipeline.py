@@ -92,12 +92,18 @@ class CaptionRunConfig:
     push_to_hub: str | None = None
     push_captioner_to_hub: str | None = None
     show_progress: bool = True
+    if_empty: str = "error"
+    """What an empty D_S does: ``error`` (stop, naming the types and suggesting keywords), or ``general``:
+    C_S cannot be trained, so fakes keep their general caption T_F (the captioner column says C_G). Meant for
+    the tiny random captioner of the offline quick start, whose noise captions contain no keyword."""
 
     def __post_init__(self) -> None:
         if self.split not in SPLIT_CHOICES:
             raise PipelineError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
         if self.stage is not None and self.stage not in STAGES:
             raise PipelineError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.if_empty not in ("error", "general"):
+            raise PipelineError(f"--if-empty must be 'error' or 'general', got {self.if_empty!r}")
         if self.interpretation not in INTERPRETATIONS:
             raise PipelineError(f"--interpretation must be one of {', '.join(INTERPRETATIONS)}")
         if self.batch_size < 1 or self.shard_size < 1:
@@ -422,7 +428,11 @@ class CaptionPipeline:
         self._print_filter_table(stats, splits)
         empty = [t for t, s in stats.items() if s["kept"] == 0]
         hints = "; ".join(f"{t}: {', '.join(suggest_keywords(unmatched_captions.get(t, []), 6)) or '-'}" for t in empty)
-        if not kept:
+        if not kept and self.config.if_empty == "general":
+            logger.warning("the spoof-aware set D_S is empty (%s matched nothing): C_S is not trained and fakes "
+                           "keep their general captions (--if-empty general). Keyword candidates: %s",
+                           ", ".join(empty), hints)
+        elif not kept:
             raise PipelineError(f"the spoof-aware set D_S is empty: no fake's general caption contains a keyword of "
                                 f"its own attack type ({', '.join(empty)} matched nothing). Frequent words in their "
                                 f"captions, candidates for a --keywords file: {hints}")
@@ -463,6 +473,10 @@ class CaptionPipeline:
         if not ds_file.exists():
             raise PipelineError(f"{ds_file} not found; run the filter stage first (--stage filter)")
         rows = [json.loads(line) for line in ds_file.read_text().splitlines() if line.strip()]
+        if not rows:
+            self.console.print("[bold]finetune[/]: D_S is empty, no spoof-aware captioner C_S is trained "
+                               "(fakes keep their general captions)")
+            return {"skipped": "empty D_S"}
         from scf.captioning.finetune import finetune_captioner, push_captioner_to_hub, save_captioner
 
         model, processor = load_blip2(self.config.captioner, dtype="fp32", device=self.config.device)
@@ -486,8 +500,15 @@ class CaptionPipeline:
     def _spoof_name(self) -> str:
         return self.config.push_captioner_to_hub or str(self.out / CAPTIONER_DIR)
 
+    def _d_s_is_empty(self) -> bool:
+        ds_file = self.out / "filter" / DS_FILE
+        return ds_file.exists() and not ds_file.read_text().strip()
+
     def _stage_spoof(self) -> dict[str, Any]:
         target = self.out / CAPTIONER_DIR
+        if self._d_s_is_empty() and self.config.if_empty == "general":
+            self.console.print("[bold]spoof[/]: no C_S (D_S is empty): the fakes keep their general captions")
+            return {"skipped": "empty D_S"}
         if not (target / FINETUNE_RECORD).exists():
             raise PipelineError(f"no spoof-aware captioner in {target}; run the finetune stage first (--stage finetune)")
         return self._caption_stage("spoof", self._fakes(), lambda: self._load_captioner(str(target), self._spoof_name()))
@@ -503,6 +524,10 @@ class CaptionPipeline:
         mode = self.config.interpretation
         general = read_captions(self.out / "general")
         spoof = read_captions(self.out / "spoof") if mode == "spoof" else {}
+        spoof_name = self._spoof_name()
+        if mode == "spoof" and self._d_s_is_empty() and self.config.if_empty == "general":
+            spoof = {it.key: general[it.key] for it in self._fakes() if it.key in general}
+            spoof_name = self.config.captioner  # honest provenance: these fakes were captioned by C_G
         missing = [it for it in self.items if it.key not in general]
         if missing:
             raise PipelineError(f"general captions are missing for {len(missing)} of {len(self.items)} rows "
@@ -529,7 +554,7 @@ class CaptionPipeline:
                         it = keys[start + offset]
                         out_rows.append(vqa_row(
                             row, caption_general=general[it.key], caption_spoof=spoof.get(it.key),
-                            captioner_general=self.config.captioner, captioner_spoof=self._spoof_name(),
+                            captioner_general=self.config.captioner, captioner_spoof=spoof_name,
                             keyword=self.keywords.match(general[it.key], it.attack_type) if it.label != LABEL_REAL else "",
                             interpretation=mode))
                     validate_rows(out_rows, "vqa", file=str(final), start=start)
