@@ -50,6 +50,27 @@ class GACBlock(nn.Module):
         return queries + self.mlp(self.ln_mlp(queries))  # X_T
 
 
+@torch.no_grad()
+def init_connector_module(module: nn.Module, std: float) -> None:
+    """Init of one module of the connector: truncated normal (``std``) for linears, attention projections and
+    the learnable queries; LayerNorms to identity. Used by `GloballyAwareConnector.reset_parameters` and by the
+    model's ``_init_weights`` (which transformers calls module by module)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.MultiheadAttention):
+        nn.init.trunc_normal_(module.in_proj_weight, std=std)
+        nn.init.zeros_(module.in_proj_bias)
+    elif isinstance(module, GloballyAwareConnector):
+        for param in (module.query_tokens, module.extra_query_tokens):
+            if param is not None:
+                nn.init.trunc_normal_(param, std=std)
+
+
 class GloballyAwareConnector(nn.Module):
     """GAC: M learnable queries plus L projected layer-CLS tokens, refined against the patch features.
 
@@ -78,21 +99,8 @@ class GloballyAwareConnector(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Truncated-normal init (std = initializer_range) of queries and linears; LayerNorms to identity."""
-        std = self.config.initializer_range
-        for param in (self.query_tokens, self.extra_query_tokens):
-            if param is not None:
-                nn.init.trunc_normal_(param, std=std)
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.MultiheadAttention):
-                nn.init.trunc_normal_(module.in_proj_weight, std=std)
-                nn.init.zeros_(module.in_proj_bias)
+            init_connector_module(module, self.config.initializer_range)
 
     @property
     def num_output_tokens(self) -> int:

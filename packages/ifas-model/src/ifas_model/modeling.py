@@ -39,7 +39,7 @@ from transformers import (
 from transformers.utils import ModelOutput
 
 from .configuration import GACConfig, IFASConfig, split_overrides
-from .connector import GloballyAwareConnector
+from .connector import GloballyAwareConnector, init_connector_module
 from .loss import IGNORE_INDEX, lopsided_lm_loss, lopsided_token_loss
 
 logger = logging.getLogger(__name__)
@@ -82,21 +82,10 @@ class IFASPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Init of the connector and the language projection (vision tower and LLM init themselves)."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.MultiheadAttention):
-            nn.init.trunc_normal_(module.in_proj_weight, std=std)
-            nn.init.zeros_(module.in_proj_bias)
-        elif isinstance(module, GloballyAwareConnector):
-            for param in (module.query_tokens, module.extra_query_tokens):
-                if param is not None:
-                    nn.init.trunc_normal_(param, std=module.config.initializer_range)
+        # the learnable queries keep the connector config's own range, as in GloballyAwareConnector itself
+        std = module.config.initializer_range if isinstance(module, GloballyAwareConnector) else \
+            self.config.initializer_range
+        init_connector_module(module, std)
 
 
 class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
