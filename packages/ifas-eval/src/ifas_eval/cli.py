@@ -270,17 +270,10 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None,
     with "error"; the rest are still processed and the exit status is 1 at the end.
     """
     _setup_logging(verbose)
-    if (checkpoint is None) == (preset is None):
-        raise click.ClickException("give exactly one of --checkpoint CKPT or --preset tiny")
     try:
         from ifas_eval.predict import expand_inputs, predict_inputs
 
-        if preset:
-            model, processor = _tiny_model(device)
-        else:
-            from ifas_eval.scoring import load_checkpoint
-
-            model, processor = load_checkpoint(checkpoint, device, dtype)
+        model, processor = _load_model(checkpoint, preset, device, dtype)
         failures = 0
         for record in predict_inputs(model, processor, expand_inputs(inputs), threshold=threshold,
                                      detect_faces=not no_face_detection, max_new_tokens=max_new_tokens,
@@ -293,6 +286,17 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None,
         raise click.ClickException(_one_line(e)) from None
     if failures:
         raise click.ClickException(f"{failures} input(s) could not be processed (see their 'error' field)")
+
+
+def _load_model(checkpoint: str | None, preset: str | None, device: str, dtype: str) -> tuple[object, object]:
+    """The model and processor of ``--checkpoint`` or of ``--preset tiny`` (exactly one must be given)."""
+    if (checkpoint is None) == (preset is None):
+        raise click.ClickException("give exactly one of --checkpoint CKPT or --preset tiny")
+    if preset:
+        return _tiny_model(device)
+    from ifas_eval.scoring import load_checkpoint
+
+    return load_checkpoint(checkpoint, device, dtype)
 
 
 def _tiny_model(device: str) -> tuple[object, object]:
@@ -327,19 +331,12 @@ def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize
          device: str, dtype: str, verbose: bool) -> None:
     """Serve the one-image web demo (Gradio): photo or webcam in; face, p_real, judgment, explanation out."""
     _setup_logging(verbose)
-    if (checkpoint is None) == (preset is None):
-        raise click.ClickException("give exactly one of --checkpoint CKPT or --preset tiny")
     try:
         from ifas_eval.demo import build_demo
 
-        if preset:
-            model, processor = _tiny_model(device)
-            note = "This is a RANDOM, UNTRAINED tiny model built offline: its outputs are noise."
-        else:
-            from ifas_eval.scoring import load_checkpoint
-
-            model, processor = load_checkpoint(checkpoint, device, dtype)
-            note = f"Checkpoint: {checkpoint}"
+        model, processor = _load_model(checkpoint, preset, device, dtype)
+        note = (f"Checkpoint: {checkpoint}" if checkpoint else
+                "This is a RANDOM, UNTRAINED tiny model built offline: its outputs are noise.")
         app = build_demo(model, processor, threshold=threshold, model_note=note, normalize=normalize)
     except ImportError as e:
         raise click.ClickException(f"the demo needs Gradio: pip install 'ifas-eval[demo]' ({e})") from None
