@@ -22,6 +22,8 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)], force=True)
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes (imported with peft) warns on every CPU start that an optional Hub kernel is missing
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -75,6 +75,8 @@ def main(config_file: str | None, no_gac: bool | None, resume: bool | None, publ
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(show_path=False)], force=True)
+    # bitsandbytes (imported with peft) warns on every CPU start that an optional Hub kernel is missing
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     flags["gac"] = False if no_gac else None
     flags["resume"] = None if resume is None else ("must" if resume else "never")
     flags["hub_private"] = False if public else None

@@ -14,6 +14,8 @@ def main() -> None:
     from rich.logging import RichHandler
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    # bitsandbytes (imported with peft) warns on every CPU start that an optional Hub kernel is missing
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 

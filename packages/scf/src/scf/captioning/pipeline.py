@@ -436,7 +436,7 @@ class CaptionPipeline:
             raise PipelineError(f"the spoof-aware set D_S is empty: no fake's general caption contains a keyword of "
                                 f"its own attack type ({', '.join(empty)} matched nothing). Frequent words in their "
                                 f"captions, candidates for a --keywords file: {hints}")
-        if empty:
+        if empty and kept:
             logger.warning("attack type(s) %s matched no keyword; C_S learns nothing specific to them. Frequent "
                            "words of their captions: %s", ", ".join(empty), hints)
         folder = self.out / "filter"
