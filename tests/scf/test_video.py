@@ -71,3 +71,35 @@ def test_rotation_is_clockwise_by_the_tag():
     assert video.rotate(frame, 270).shape == (3, 2)
     with pytest.raises(ValueError):
         video.rotate(frame, 45)
+
+
+def test_rotation_tag_is_honoured_like_ffmpeg_does(tmp_path):
+    # A phone video stored landscape with a 90-degree display rotation tag must come out portrait, exactly as
+    # ffmpeg itself (which applies the tag) decodes it. The tagged file is written with the ffmpeg binary
+    # that the imageio-ffmpeg wheel ships (OpenCV's writer cannot write the tag).
+    import subprocess
+
+    import cv2
+    import numpy as np
+
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="needs imageio-ffmpeg (dev dependency)")
+    from scf.video import frame_count, read_frames
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    src, tagged = tmp_path / "src.avi", tmp_path / "portrait.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(12):
+        frame = np.zeros((48, 64, 3), np.uint8)
+        frame[:24, :32] = (0, 0, 255)  # a red top-left quadrant shows which way the frame turned
+        writer.write(frame)
+    writer.release()
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-display_rotation", "90", "-i", str(src),
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tagged)], check=True)
+    raw = subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(tagged), "-vf", "select=eq(n\\,6)",
+                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         check=True, capture_output=True).stdout
+    assert frame_count(tagged) == 12
+    (ours,) = read_frames(tagged, [6])
+    assert ours.shape == (64, 48, 3)  # portrait, as displayed
+    reference = np.frombuffer(raw, np.uint8).reshape(64, 48, 3)
+    assert np.abs(ours.astype(int) - reference.astype(int)).mean() < 3
