@@ -106,6 +106,30 @@ def test_finetune_lowers_the_loss_and_saves_a_loadable_blip2(tiny, tmp_path):
     assert len(captions) == 4 and all(isinstance(c, str) for c in captions)
 
 
+def test_lora_on_the_llm_trains_adapters_and_saves_merged(tiny, tmp_path):
+    # --lora-r > 0: LoRA adapters on the LLM train beside the Q-Former; the saved C_S is a plain BLIP-2
+    # (adapters merged) that loads with one from_pretrained and differs from C_G in the LLM weights.
+    import torch
+    from transformers import Blip2ForConditionalGeneration
+
+    from scf.captioning.finetune import FinetuneConfig, finetune_captioner, save_captioner
+
+    model, processor = tiny
+    llm_before = {n: p.detach().clone() for n, p in model.language_model.named_parameters()}
+    images = _images(4)
+    config = FinetuneConfig(learning_rate=1e-2, warmup_steps=0, epochs=4, batch_size=4, lora_r=4)
+    record = finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                                tmp_path / "ft", show_progress=False)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0]
+    out = save_captioner(record["model"], processor, tmp_path / "captioner", record)
+    loaded = Blip2ForConditionalGeneration.from_pretrained(out)
+    assert not any("lora_" in n for n in loaded.state_dict())
+    changed = [n for n, p in loaded.language_model.named_parameters() if not torch.equal(p, llm_before[n])]
+    assert changed and all(n.endswith(("q_proj.weight", "v_proj.weight", "k_proj.weight", "out_proj.weight"))
+                           for n in changed), changed
+
+
 def test_finetune_resumes_after_an_interruption_exactly(tmp_path):
     import torch
 
