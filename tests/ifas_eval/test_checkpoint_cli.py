@@ -122,6 +122,26 @@ def test_checkpoint_errors(tiny_checkpoint, tmp_path):
     assert last.startswith("Error: dataset not found") and "missing" in last
 
 
+def test_a_pickled_checkpoint_is_refused_not_unpickled(tiny_checkpoint, tmp_path):
+    # Weights load from safetensors only: a checkpoint holding a pickle (pytorch_model.bin) is refused with a
+    # one-line error, and the pickle is never opened (it would run code on load).
+    import shutil
+
+    from ifas_eval.cli import predict
+
+    ckpt = tmp_path / "pickled"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (ckpt / "model.safetensors").unlink()
+    (ckpt / "pytorch_model.bin").write_bytes(b"not to be unpickled")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(image)
+    res = CliRunner().invoke(predict, [str(image), "--checkpoint", str(ckpt)])
+    assert res.exit_code != 0 and "safetensors" in res.output.lower()
+    assert "Traceback" not in res.output
+
+
 def test_predict_images_folder_video_and_errors(tiny_checkpoint, tmp_path):
     import cv2
     import skimage.data

@@ -170,7 +170,7 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype)
+    model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     processor = IFASProcessor.from_pretrained(path)
     model.to(device).eval()
     return model, processor

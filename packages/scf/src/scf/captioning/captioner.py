@@ -182,7 +182,8 @@ def load_blip2(source: str, *, dtype: str = "auto", device: str | None = None, l
     else:
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        # safetensors only: a captioner folder given by a user is never unpickled
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True}
         if load_in_8bit:
             from transformers import BitsAndBytesConfig
 
