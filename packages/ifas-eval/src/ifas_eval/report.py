@@ -82,7 +82,9 @@ def plot_curves(out: Path, name: str, curves: Sequence[tuple[str, ScoreSet]]) ->
         s, y, _ = ss.videos()
         # positive class = real: det_curve's "fpr" is attacks accepted (APCER), "fnr" reals rejected (BPCER)
         fpr, fnr, _ = det_curve(y, s)
-        ax.plot(norm.ppf(np.clip(fpr, eps, 1 - eps)), norm.ppf(np.clip(fnr, eps, 1 - eps)), label=label)
+        # markers: a perfectly separated set is a single point (0%, 0%, drawn at the 0.01% corner)
+        ax.plot(norm.ppf(np.clip(fpr, eps, 1 - eps)), norm.ppf(np.clip(fnr, eps, 1 - eps)), marker="o", ms=3,
+                label=label)
     ax.set_xticks(norm.ppf(ticks), [f"{t * 100:g}" for t in ticks])
     ax.set_yticks(norm.ppf(ticks), [f"{t * 100:g}" for t in ticks])
     ax.set(xlabel="APCER (%, attacks accepted)", ylabel="BPCER (%, reals rejected)", title=f"DET: {name}",
