@@ -261,6 +261,10 @@ def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path):
     bad.write_text("keywords:\n  printing: [paper]\n")
     result = runner.invoke(main, ["caption", "--keywords", str(bad), "--preset", "tiny", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "printing" in result.output
+    # a Hub id that cannot be reached (offline here): one line, no traceback
+    result = runner.invoke(main, ["caption", "--dataset", "org/no-such-corpus", "--preset", "tiny",
+                                  "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "org/no-such-corpus" in result.output and "Traceback" not in result.output
 
 
 def test_corpus_push_uses_the_hub_api(pipeline_run, monkeypatch, tmp_path):

@@ -174,5 +174,5 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
             push_to_hub=push_to_hub, push_captioner_to_hub=push_captioner_to_hub, show_progress=not no_progress,
             if_empty=if_empty)
         CaptionPipeline(config).run()
-    except (CaptionerError, KeywordError, PipelineError, SchemaError, FileNotFoundError, ValueError) as e:
+    except (CaptionerError, KeywordError, PipelineError, SchemaError, OSError, ValueError) as e:  # OSError: files, Hub
         raise click.ClickException(str(e)) from e
