@@ -144,6 +144,9 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             config_dict, _ = IFASConfig.get_config_dict(pretrained_model_name_or_path, **hub)
             found = config_dict.get("model_type")
+            if found is None:
+                raise ValueError(f"{pretrained_model_name_or_path} is not a model checkpoint (no config.json with "
+                                 "a model_type); an I-FAS checkpoint is the final/ folder of an ifas-train run")
             if found != IFASConfig.model_type:
                 raise ValueError(
                     f"{pretrained_model_name_or_path} holds a checkpoint of model_type {found!r}, not an I-FAS "
