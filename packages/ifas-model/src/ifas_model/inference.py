@@ -119,9 +119,9 @@ def explain_images(
     """
     import torch
 
-    from .modeling import SCORE_NORMALIZATIONS
+    from .modeling import SCORE_NORMALIZATIONS, p_real_from_logits
 
-    if normalize not in SCORE_NORMALIZATIONS:
+    if normalize not in SCORE_NORMALIZATIONS:  # checked before any generation
         raise ValueError(f"normalize must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {normalize!r}")
     images = list(images)
     model.eval()
@@ -138,10 +138,7 @@ def explain_images(
                 rows = stop - start
                 if first.shape[0] != rows:  # beam search: every beam of an image starts from the same state
                     first = first.view(rows, -1, first.shape[-1])[:, 0]
-                probs = first.float().softmax(dim=-1)  # (B, V)
-                p_real = probs[:, yes]
-                if normalize == "yes_no":
-                    p_real = p_real / (probs[:, yes] + probs[:, no]).clamp_min(torch.finfo(torch.float32).tiny)
+                p_real = p_real_from_logits(first, yes, no, normalize)  # (B,)
                 for ids, p in zip(out.sequences.tolist(), p_real.cpu().tolist(), strict=True):
                     judgment, explanation = processor.decode_answer(ids)
                     results.append({"p_real": float(p), "judgment": judgment, "explanation": explanation})

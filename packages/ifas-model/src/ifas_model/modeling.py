@@ -45,6 +45,20 @@ from .loss import IGNORE_INDEX, lopsided_lm_loss, lopsided_token_loss
 logger = logging.getLogger(__name__)
 
 SCORE_NORMALIZATIONS = ("vocab", "yes_no")
+
+
+def p_real_from_logits(logits: torch.Tensor, yes_id: int, no_id: int, normalize: str = "vocab") -> torch.Tensor:
+    """P(real) from next-token logits at the answer position, (B, V) -> (B,) float32.
+
+    ``vocab``: P(" Yes") over the full vocabulary (the paper's score); ``yes_no``: P(" Yes") / (P(" Yes") +
+    P(" No")). Shared by `IFASForConditionalGeneration.score` and `ifas_model.inference.explain_images`.
+    """
+    if normalize not in SCORE_NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {normalize!r}")
+    probs = logits.float().softmax(dim=-1)  # (B, V)
+    if normalize == "yes_no":
+        return probs[:, yes_id] / (probs[:, yes_id] + probs[:, no_id]).clamp_min(torch.finfo(torch.float32).tiny)
+    return probs[:, yes_id]
 """How `score` turns the answer-position logits into P(real); see `IFASForConditionalGeneration.score`."""
 
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
@@ -370,8 +384,6 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         Returns:
             (B,) float32 scores in [0, 1], on the model's device.
         """
-        if normalize not in SCORE_NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {normalize!r}")
         yes, no = self.config.yes_token_id, self.config.no_token_id
         if yes is None or no is None:
             raise ValueError("config.yes_token_id / no_token_id are not set; build the model with its processor")
@@ -385,10 +397,7 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         offset = inputs_embeds.shape[1] - input_ids.shape[1]
         pos = offset + self.answer_positions(attention_mask.to(hidden.device))
         answer_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), pos]  # (B, H)
-        probs = self.get_output_embeddings()(answer_hidden).float().softmax(dim=-1)  # (B, V)
-        if normalize == "yes_no":
-            return probs[:, yes] / (probs[:, yes] + probs[:, no]).clamp_min(torch.finfo(torch.float32).tiny)
-        return probs[:, yes]
+        return p_real_from_logits(self.get_output_embeddings()(answer_hidden), yes, no, normalize)  # (B,)
 
     @torch.no_grad()
     def generate(
