@@ -73,36 +73,21 @@ def lopsided_lm_loss(
         `LopsidedLoss(loss, judgment, interpretation)`. The two parts are always reported (for logging), also
         for the plain loss.
     """
-    if loss_type not in ("lopsided", "plain"):
-        raise ValueError(f"loss_type must be 'lopsided' or 'plain', got {loss_type!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if logits.shape[:2] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} are not aligned")
-    # Shift as a causal LM: the logits at position t are scored against the label at t + 1.
-    shift_logits = logits[:, :-1, :].float()  # (B, T - 1, V), float32 for a stable log-softmax
-    shift_labels = labels[:, 1:].to(logits.device)  # (B, T - 1)
-    token_loss = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=ignore_index, reduction="none",
-    ).view_as(shift_labels)  # (B, T - 1), 0 where ignored
-    labelled = shift_labels != ignore_index
-
-    if answer_segments is None:
-        if loss_type == "lopsided":
-            raise ValueError("the lopsided loss needs answer_segments (1 = judgment, 2 = interpretation)")
-        judgment_mask = torch.zeros_like(labelled)
-        interpretation_mask = torch.zeros_like(labelled)
-    else:
-        if answer_segments.shape != labels.shape:
-            raise ValueError(
-                f"answer_segments {tuple(answer_segments.shape)} and labels {tuple(labels.shape)} differ in shape"
-            )
-        shift_segments = answer_segments[:, 1:].to(logits.device)
-        judgment_mask = labelled & (shift_segments == SEGMENT_JUDGMENT)
-        interpretation_mask = labelled & (shift_segments == SEGMENT_INTERPRETATION)
-
-    return _combine(token_loss, labelled, judgment_mask, interpretation_mask, alpha, loss_type)
+    if answer_segments is not None and answer_segments.shape != labels.shape:
+        raise ValueError(
+            f"answer_segments {tuple(answer_segments.shape)} and labels {tuple(labels.shape)} differ in shape"
+        )
+    # Shift as a causal LM: the logits at position t are scored against the label at t + 1; then the token
+    # loss of the labelled positions, as the fast path computes it.
+    vocab = logits.shape[-1]
+    return lopsided_token_loss(
+        logits[:, :-1, :].reshape(-1, vocab),  # (B * (T - 1), V)
+        labels[:, 1:].reshape(-1),
+        None if answer_segments is None else answer_segments[:, 1:].reshape(-1),
+        alpha, loss_type, ignore_index,
+    )
 
 
 def _combine(token_loss: torch.Tensor, labelled: torch.Tensor, judgment_mask: torch.Tensor,
