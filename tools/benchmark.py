@@ -3,13 +3,15 @@
 Builds the real-size architectures from config (no download): the I-FAS model (CLIP ViT-L/14 + GAC + OPT-2.7B),
 the BLIP-2 captioner (EVA ViT-g + Q-Former + OPT-2.7B) and the anchor stack of FACTS §7 (CLIPVisionModel
 ViT-L/14 + Blip2QFormerModel with 32 queries + linear + OPTForCausalLM, vision and LLM frozen, AdamW on the
-connector), all in bf16 with SDPA attention, and measures in one run:
+connector), with SDPA attention, and measures in one run:
 
 * ``matmul``: the bf16 8192^3 matrix product rate (the ceiling every efficiency is a fraction of) and the
   device-to-device copy bandwidth;
 * ``score``: images/s of `IFASForConditionalGeneration.score` (one forward pass, batch 256, 12 prompt tokens);
 * ``train``: I-FAS training samples/s at batch 32 with 40 text tokens (28 labelled), LLM frozen, LoRA, full,
-  plus the frozen-LLM step on the reference path (logits at every position) to show what the fast path saves;
+  exactly as ``ifas-train`` runs them on CUDA (bf16 autocast, trainable weights fp32, frozen weights bf16,
+  its fused AdamW), plus the frozen-LLM step on the reference path (logits at every position) to show what
+  the fast path saves;
 * ``qlora``: QLoRA training at batch 8 and its peak memory (needs bitsandbytes; skipped, with the reason, if
   it is missing);
 * ``caption``: SCF captioning images/s with the real BLIP-2 architecture, 30 new tokens, greedy, on the
@@ -399,11 +401,27 @@ def _ifas_train_batch(r: Runner, config: Any, b: int) -> dict[str, Any]:
             "attention_mask": torch.ones_like(ids), "labels": labels, "answer_segments": segments}
 
 
-def _train_step(model: Any, batch: dict[str, Any], optimizer: Any, **forward_kw: Any) -> None:
-    loss = model(**batch, **forward_kw).loss
+def _train_step(r: Runner, model: Any, batch: dict[str, Any], optimizer: Any, **forward_kw: Any) -> None:
+    """One optimizer step as ``ifas-train`` runs it: forward under autocast in the run's dtype (none in fp32)."""
+    import torch
+
+    with torch.autocast(r.device.type, dtype=r.dtype, enabled=r.dtype != torch.float32):
+        loss = model(**batch, **forward_kw).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def _prepare_training(r: Runner, model: Any) -> Any:
+    """ifas-train's precision and optimizer: trainable weights fp32, frozen ones in the run's dtype
+    (`set_training_dtypes`), and its AdamW (`build_adamw`: fused on CUDA); returns the optimizer."""
+    import torch
+
+    from ifas_model.adapters import set_training_dtypes
+    from ifas_model.training.trainer import build_adamw
+
+    set_training_dtypes(model, None if r.dtype == torch.float32 else r.dtype)
+    return build_adamw(model, learning_rate=1e-5, weight_decay=0.05)
 
 
 def _optimizer(r: Runner, params: list[Any]) -> Any:
@@ -449,18 +467,19 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
                     r.results["skipped"]["ifas.train_lora"] = f"peft is not installed ({e})"
                     continue
             apply_llm_training(model, llm)
+            optimizer = _prepare_training(r, model)
             model.train()
             batch = _ifas_train_batch(r, config, s.train_batch)
-            optimizer = _optimizer(r, [p for p in model.parameters() if p.requires_grad])
             r.reset_memory()
-            timing = r.time_it(lambda: _train_step(model, batch, optimizer))  # noqa: B023
+            timing = r.time_it(lambda: _train_step(r, model, batch, optimizer))  # noqa: B023
             flops = F.ifas_train_sample(config, s.text_tokens, s.answer_tokens, llm, config.lora_r)
             r.results["ifas"][f"train_{llm}"] = r.figure(
                 s.train_batch / timing["seconds"], "samples/s", flops, s.train_batch,
-                llm_tokens=config.image_token_count + s.text_tokens, labelled_tokens=s.answer_tokens, **timing)
+                llm_tokens=config.image_token_count + s.text_tokens, labelled_tokens=s.answer_tokens,
+                note=TRAIN_NOTE, **timing)
             if llm == "frozen":  # the reference path: logits at every position, loss over them
                 r.reset_memory()
-                timing = r.time_it(lambda: _train_step(model, batch, optimizer, return_logits=True))  # noqa: B023
+                timing = r.time_it(lambda: _train_step(r, model, batch, optimizer, return_logits=True))  # noqa: B023
                 ref = dict(flops)
                 extra = F.decoder_lm_head(config.text_config, config.image_token_count + s.text_tokens - s.answer_tokens)
                 ref["llm"] += 2 * extra
@@ -472,51 +491,12 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
             model.zero_grad(set_to_none=True)
 
 
-def measure_ifas_autocast(r: Runner, train_modes: tuple[str, ...]) -> None:
-    """I-FAS training as ``ifas-train`` runs it on CUDA: fp32 weights under bf16 autocast (frozen / full LLM)."""
-    import torch
-
-    from ifas_model.adapters import apply_llm_training
-    from ifas_model.modeling import IFASForConditionalGeneration
-
-    if not r.cuda:
-        r.results["skipped"]["ifas.train_*_autocast"] = "bf16 autocast over fp32 weights is measured on CUDA only"
-        return
-    config = ifas_config(r.tiny)
-    s = r.sizes
-    previous, r.dtype = r.dtype, torch.float32
-    try:
-        model = r.build(lambda: IFASForConditionalGeneration(config))
-    finally:
-        r.dtype = previous
-    batch = _ifas_train_batch(r, config, s.train_batch)
-    batch["pixel_values"] = batch["pixel_values"].float()
-    for llm in [m for m in ("frozen", "full") if m in train_modes]:
-        apply_llm_training(model, llm)
-        model.train()
-        optimizer = _optimizer(r, [p for p in model.parameters() if p.requires_grad])
-
-        def step() -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(**batch).loss  # noqa: B023
-            loss.backward()
-            optimizer.step()  # noqa: B023
-            optimizer.zero_grad(set_to_none=True)  # noqa: B023
-
-        r.reset_memory()
-        timing = r.time_it(step)
-        r.results["ifas"][f"train_{llm}_autocast"] = r.figure(
-            s.train_batch / timing["seconds"], "samples/s",
-            F.ifas_train_sample(config, s.text_tokens, s.answer_tokens, llm), s.train_batch,
-            note="ifas-train's precision on CUDA: fp32 weights and AdamW state, bf16 autocast", **timing)
-        optimizer = None
-        model.zero_grad(set_to_none=True)
-        r.save()
+TRAIN_NOTE = ("ifas-train's default path on CUDA: bf16 autocast, trainable weights and AdamW state fp32, frozen "
+              "weights bf16, fused AdamW, LM head at the labelled positions only")
 
 
 def measure_qlora(r: Runner) -> None:
     """QLoRA training of I-FAS at batch 8: samples/s and peak memory (needs bitsandbytes and peft)."""
-    import torch
 
     missing = [lib for lib in ("bitsandbytes", "peft") if _missing(lib)]
     if missing:
@@ -530,12 +510,11 @@ def measure_qlora(r: Runner) -> None:
     model = r.build(lambda: IFASForConditionalGeneration(config))
     apply_llm_training(model, "qlora", compute_dtype=r.dtype)
     model.to(r.device)
+    optimizer = _prepare_training(r, model)
     model.train()
     r.reset_memory()  # the figure is the training peak, not the bf16 model built before quantizing
     batch = _ifas_train_batch(r, config, s.qlora_batch)
-    optimizer = _optimizer(r, [p for p in model.parameters() if p.requires_grad])
-    with torch.autocast(r.device.type, dtype=r.dtype, enabled=r.cuda):
-        timing = r.time_it(lambda: _train_step(model, batch, optimizer))
+    timing = r.time_it(lambda: _train_step(r, model, batch, optimizer))
     fig = r.figure(s.qlora_batch / timing["seconds"], "samples/s",
                    F.ifas_train_sample(config, s.text_tokens, s.answer_tokens, "qlora", config.lora_r),
                    s.qlora_batch, note="peak memory of the training steps (4-bit LLM, LoRA, AdamW)", **timing)
@@ -673,8 +652,6 @@ COMPARISONS = (
     ("training, LLM frozen, reference path", ("ifas", "train_frozen_reference"), ("anchor", "train"), None),
     ("training, LoRA (samples/s)", ("ifas", "train_lora"), ("anchor", "train"), None),
     ("training, LLM full (samples/s)", ("ifas", "train_full"), ("anchor", "train"), "train_full_fraction"),
-    ("training, LLM frozen, ifas-train precision", ("ifas", "train_frozen_autocast"), ("anchor", "train"), None),
-    ("training, LLM full, ifas-train precision", ("ifas", "train_full_autocast"), ("anchor", "train"), None),
     ("training, QLoRA batch 8 (samples/s)", ("ifas", "train_qlora"), ("anchor", "train"), "qlora_peak_gib"),
     ("captioning BLIP-2, fast path (images/s)", ("blip2", "caption_fast"), ("anchor", "caption"),
      "caption_ratio_to_anchor"),
@@ -827,9 +804,6 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
     if what_set & {"score", "train"}:
         with r.section("ifas.build"):
             measure_ifas(r, what_set, train_modes)
-    if "train" in what_set:
-        with r.section("ifas.train_autocast"):
-            measure_ifas_autocast(r, train_modes)
     if "caption" in what_set:
         with r.section("blip2.caption"):
             measure_caption(r)

@@ -121,6 +121,41 @@ def test_tiny_run_writes_json_with_positive_figures_and_regenerates_docs(tmp_pat
     assert "| scoring (images/s) |" in text
 
 
+def test_training_figures_run_ifas_trains_precision_and_optimizer(tmp_path, monkeypatch):
+    """The bf16 run (the GPU's dtype path, here on CPU) trains with ifas-train's own set_training_dtypes and
+    build_adamw, so the figures are ifas-train's speed."""
+    import torch
+
+    import ifas_model.adapters as adapters
+    import ifas_model.training.trainer as trainer
+
+    bench = _load("benchmark")
+    seen = []
+    real_cast, real_adamw = adapters.set_training_dtypes, trainer.build_adamw
+
+    def cast(model, dtype=None):
+        seen.append(("cast", dtype))
+        counts = real_cast(model, dtype)
+        frozen = {p.dtype for p in model.parameters() if p.is_floating_point() and not p.requires_grad}
+        trained = {p.dtype for p in model.parameters() if p.requires_grad}
+        seen.append(("dtypes", frozen, trained))
+        return counts
+
+    def adamw(model, **kw):
+        seen.append(("adamw", kw["learning_rate"]))
+        return real_adamw(model, **kw)
+
+    monkeypatch.setattr(adapters, "set_training_dtypes", cast)
+    monkeypatch.setattr(trainer, "build_adamw", adamw)
+    sizes = bench.Sizes(**{**bench.TINY_SIZES.__dict__, "train_batch": 2, "warmup": 1, "iters": 1})
+    results = bench.run("tiny", "cpu", what=("train",), train_modes=("frozen", "full"), out=tmp_path / "b.json",
+                        sizes=sizes, dtype="bf16")
+    assert results["errors"] == {}
+    assert results["ifas"]["train_frozen"]["value"] > 0 and results["ifas"]["train_full"]["value"] > 0
+    assert seen.count(("cast", torch.bfloat16)) == 2 and seen.count(("adamw", 1e-5)) == 2
+    assert ("dtypes", {torch.bfloat16}, {torch.float32}) in seen
+
+
 def test_qlora_is_skipped_with_the_reason_when_bitsandbytes_is_missing(tmp_path, monkeypatch):
     bench = _load("benchmark")
     monkeypatch.setattr(bench, "_missing", lambda lib: lib == "bitsandbytes")

@@ -208,3 +208,35 @@ def merge_for_save(model: IFASForConditionalGeneration) -> IFASForConditionalGen
     if merged or dequantized:
         logger.info("merge_for_save: %d LoRA layers merged, %d 4-bit layers dequantized", merged, dequantized)
     return model
+
+
+def set_training_dtypes(model: torch.nn.Module, frozen_dtype: torch.dtype | None = None) -> dict[str, int]:
+    """Store each parameter in the dtype its role needs for training; run after `apply_llm_training`.
+
+    * Trainable parameters become fp32: they are AdamW's master weights. At the paper's learning rate (1e-5)
+      an update is far below bf16's resolution (2**-8 relative), so bf16 or fp16 master weights would lose it.
+      This also covers a base model that ``from_pretrained`` loaded in its checkpoint's dtype (transformers 5
+      loads ``facebook/opt-2.7b`` in fp16): trained in full, its weights are upcast here.
+    * Frozen floating-point parameters (the vision tower, a frozen LLM, LoRA's base weights, the embeddings
+      and norms beside QLoRA's 4-bit layers) become ``frozen_dtype``: they never change, so they need no
+      master copy. With bf16 this halves their memory and removes the per-step cast that autocast would
+      otherwise make of every fp32 weight; the matmuls see the same bf16 operands either way. None = fp32.
+    * Quantized (integer) weights and buffers are left as they are.
+
+    The step then runs under ``torch.autocast(dtype=frozen_dtype)`` (`ifas_model.training.Trainer`).
+
+    Returns:
+        Numbers of parameter elements now in fp32 (trainable) and in ``frozen_dtype`` (frozen).
+    """
+    import torch
+
+    frozen_dtype = frozen_dtype or torch.float32
+    counts = {"trainable_fp32": 0, "frozen": 0}
+    for param in model.parameters():  # tied weights are yielded once
+        if not param.is_floating_point():
+            continue
+        target = torch.float32 if param.requires_grad else frozen_dtype
+        if param.dtype != target:
+            param.data = param.data.to(target)
+        counts["trainable_fp32" if param.requires_grad else "frozen"] += param.numel()
+    return counts

@@ -105,14 +105,28 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (paper: lr 1e-5, weight decay 1e-2) with no decay on biases and norm weights (tensors of rank < 2)."""
+    """AdamW of the paper's recipe: see `build_adamw` (``config.learning_rate``, ``config.weight_decay``)."""
+    return build_adamw(model, learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def build_adamw(model: torch.nn.Module, *, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW (paper: lr 1e-5, weight decay 1e-2) with no decay on biases and norm weights (tensors of rank < 2).
+
+    When every trainable parameter is on a CUDA device, torch's fused kernel runs the whole update in a few
+    launches (the per-tensor loop costs several ms per step over the full OPT-2.7B's ~500 tensors); elsewhere
+    the plain per-tensor loop. Both compute the same update and save the same ``state_dict``, so a run can
+    resume on the other kind of device. `tools/benchmark.py` measures training with this optimizer.
+    """
     import torch
 
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate, betas=(0.9, 0.999),
-                             eps=1e-8, foreach=False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = bool(trainable) and all(p.device.type == "cuda" and p.is_floating_point() for p in trainable)
+    kwargs = {"fused": True} if fused else {"foreach": False}
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate, betas=(0.9, 0.999), eps=1e-8,
+                             **kwargs)
 
 
 class WarmupSchedule:
@@ -150,6 +164,8 @@ class Trainer:
         import torch
         from rich.console import Console
 
+        from ifas_model.adapters import set_training_dtypes
+
         self.config = config
         self.dist: DistState = init_distributed()
         self.console = console or Console(stderr=True)
@@ -173,6 +189,8 @@ class Trainer:
         if model is None:
             model, processor = build_for_training(config, compute_dtype=self.autocast_dtype)
         self.processor = processor
+        # Trainable weights fp32 (AdamW's masters), frozen ones in the autocast dtype (see set_training_dtypes).
+        self.dtype_counts = set_training_dtypes(model, self.autocast_dtype)
         self.model = model.to(self.dist.device)
         self.counts = parameter_counts(self.model)
         if self.counts["trainable"] == 0:
@@ -290,7 +308,8 @@ class Trainer:
             table.add_row(key, str(value))
         derived = {
             "device": f"{self.dist.device} x {self.dist.world_size} process(es)",
-            "precision": "bf16 autocast" if self.autocast_dtype is not None else "fp32",
+            "precision": ("bf16 autocast; trainable weights fp32, frozen weights bf16"
+                          if self.autocast_dtype is not None else "fp32"),
             "effective batch": f"{self.effective_batch} (= {self.config.batch_size} x {self.config.grad_accum} "
                                f"accumulation x {self.dist.world_size} processes)",
             "trainable parameters": f"{self.counts['trainable']:,}",
