@@ -106,6 +106,40 @@ def test_finetune_lowers_the_loss_and_saves_a_loadable_blip2(tiny, tmp_path):
     assert len(captions) == 4 and all(isinstance(c, str) for c in captions)
 
 
+def test_bf16_finetune_stores_frozen_towers_in_bf16_and_trains_fp32_parts(tiny, tmp_path):
+    # precision="bf16" is what "auto" means on a GPU; here it runs on CPU under CPU autocast.
+    import torch
+    from transformers import Blip2ForConditionalGeneration
+
+    from scf.captioning.finetune import FinetuneConfig, finetune_captioner, save_captioner
+
+    model, processor = tiny
+    images = _images(4)
+
+    def run(precision: str, work: str, model=model) -> list[float]:
+        config = FinetuneConfig(learning_rate=1e-2, warmup_steps=0, epochs=3, batch_size=4, checkpoint_every=3,
+                                precision=precision)
+        finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                           tmp_path / work, show_progress=False)
+        return [json.loads(x)["loss"] for x in (tmp_path / work / "metrics.jsonl").read_text().splitlines()]
+
+    bf16 = run("bf16", "bf16")
+    for name, p in model.named_parameters():
+        expected = torch.float32 if name.startswith(("qformer.", "query_tokens", "language_projection.")) \
+            else torch.bfloat16
+        assert p.dtype == expected, name
+    out = save_captioner(model, processor, tmp_path / "captioner")
+    loaded = Blip2ForConditionalGeneration.from_pretrained(out, dtype=torch.float32, use_safetensors=True)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    from scf.presets import build_tiny_captioner
+
+    fp32 = run("fp32", "fp32", _no_dropout(build_tiny_captioner(seed=0)[0]))  # the same C_G, afresh
+    assert len(bf16) == len(fp32) == 3
+    assert all(abs(a - b) <= 0.05 * abs(b) + 0.05 for a, b in zip(bf16, fp32, strict=True)), (bf16, fp32)
+    with pytest.raises(ValueError, match="precision"):
+        FinetuneConfig(precision="fp16")
+
+
 def test_lora_on_the_llm_trains_adapters_and_saves_merged(tiny, tmp_path):
     # --lora-r > 0: LoRA adapters on the LLM train beside the Q-Former; the saved C_S is a plain BLIP-2
     # (adapters merged) that loads with one from_pretrained and differs from C_G in the LLM weights.

@@ -8,8 +8,10 @@ the vision encoder and the LLM, which also run in eval mode (no dropout). Option
 ``q_proj``/``v_proj``, merged into the weights before saving, so the result is a plain BLIP-2 checkpoint.
 
 Departures from LAVIS, each for a reason: the warm-up is ``min(warmup_steps, 10% of all steps)`` because
-D_S can be far smaller than COCO (LAVIS warms up 1000 steps); the model is held in fp32 and run under bf16
-autocast on GPU (the Q-Former is trained in fp32, as in LAVIS); gradients are clipped at norm 1.
+D_S can be far smaller than COCO (LAVIS warms up 1000 steps); on GPU the step runs under bf16 autocast with
+the trained parts (Q-Former, queries, projection, LoRA) held in fp32, as in LAVIS, and the frozen vision
+encoder and LLM stored in bf16 (LAVIS holds them in fp16: half the memory of fp32, and no per-step cast);
+gradients are clipped at norm 1. The saved C_S therefore holds its frozen towers in bf16.
 
 Fault tolerance: every ``checkpoint_every`` steps the trainable weights (safetensors), the optimizer state
 (loaded back with ``weights_only=True``) and the step are written atomically; a restarted run resumes from
@@ -64,6 +66,9 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     """Optimizer steps between checkpoints."""
     seed: int = 0
+    precision: str = "auto"
+    """``auto`` (bf16 on CUDA, fp32 elsewhere), ``bf16`` (autocast; frozen weights bf16, trained ones fp32) or
+    ``fp32``."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "checkpoint_every", "max_caption_tokens"):
@@ -73,6 +78,8 @@ class FinetuneConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.lora_r < 0 or self.warmup_steps < 0:
             raise ValueError("lora_r and warmup_steps must be >= 0")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
 
 def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -95,6 +102,18 @@ def mark_trainable(model: torch.nn.Module, config: FinetuneConfig) -> tuple[int,
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     return trainable, frozen
+
+
+def set_finetune_dtypes(model: torch.nn.Module, frozen_dtype: torch.dtype | None) -> None:
+    """Trained parameters in fp32 (AdamW's master weights: lr 1e-5 updates vanish in bf16), frozen floating-point
+    ones in ``frozen_dtype`` (None = fp32). Run after `mark_trainable`."""
+    import torch
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            target = torch.float32 if p.requires_grad else (frozen_dtype or torch.float32)
+            if p.dtype != target:
+                p.data = p.data.to(target)
 
 
 def build_batch(processor: Blip2Processor, images: Sequence[Image.Image], captions: Sequence[str], prompt: str,
@@ -208,6 +227,8 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
                           target_modules=r".*language_model.*\.(q_proj|v_proj)")
         model = get_peft_model(model, lora)
     trainable, frozen = mark_trainable(model, config)
+    autocast = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    set_finetune_dtypes(model, torch.bfloat16 if autocast else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(captions) / config.batch_size)
@@ -229,7 +250,6 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
     logger.info("fine-tuning C_S: %d samples, %d steps (%d epochs x %d), batch %d, trainable %s, frozen %s",
                 len(captions), total, config.epochs, steps_per_epoch, config.batch_size, f"{trainable:,}",
                 f"{frozen:,}")
-    autocast = device.type == "cuda"
     model.train()
     for name, module in model.named_modules():
         # Frozen towers run in eval mode (no dropout), as LAVIS does for the ViT: their features stay fixed.
