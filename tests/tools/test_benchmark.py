@@ -193,3 +193,32 @@ def test_full_size_configs_build_the_real_architectures_on_the_meta_device():
     assert count(blip2.vision_model) / 1e9 == pytest.approx(0.986, rel=0.01)  # EVA ViT-g/14, 39 layers
     assert count(blip2) / 1e9 == pytest.approx(3.745, rel=0.01)  # Salesforce/blip2-opt-2.7b
     assert anchor.num_queries == 32 and anchor.configs[1].encoder_hidden_size == 1024
+
+
+def test_benchmark_runs_without_datasets_or_bitsandbytes(tmp_path):
+    """The GPU image has torch and transformers but neither datasets nor bitsandbytes (FACTS §8): the tool and
+    the library code it calls (ifas-train's precision and optimizer included) must not import them."""
+    import subprocess
+
+    root = TOOLS.parent
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('datasets', 'bitsandbytes', 'gradio'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import runpy\n"
+        f"sys.argv = ['benchmark.py', '--mode', 'tiny', '--device', 'cpu', '--dtype', 'bf16', '--iters', '1',\n"
+        f"            '--what', 'train,qlora', '--train-modes', 'frozen,full', '--out', {str(tmp_path / 'b.json')!r}]\n"
+        "runpy.run_path('tools/benchmark.py', run_name='__main__')\n"
+    )
+    src = [str(root / "packages" / p / "src") for p in ("scf", "ifas-model", "ifas-eval")]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(src), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", blocker], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "b.json").read_text())
+    assert results["errors"] == {}
+    assert set(results["ifas"]) == {"train_frozen", "train_frozen_reference", "train_full"}
+    assert "bitsandbytes" in results["skipped"]["ifas.train_qlora"]
