@@ -184,6 +184,7 @@ def test_filter_reports_types_that_matched_nothing(tmp_path):
         CaptionPipeline(_config(tmp_path, split="fake"), dataset=ds, general_captioner=KnownCaptioner(dull)).run()
     msg = str(info.value)
     assert "D_S is empty" in msg and "print, replay matched nothing" in msg and "beard" in msg
+    assert msg.endswith("rerun with --if-empty general")  # item 5: the way on without C_S is named
 
 
 def test_if_empty_general_keeps_the_fakes_general_captions_with_honest_provenance(tmp_path):
@@ -214,9 +215,9 @@ def test_bad_input_fails_before_any_model_is_loaded(tmp_path):
         CaptionPipeline(_config(tmp_path), dataset=ds.remove_columns("attack_detail"))
 
     BertConfig().save_pretrained(tmp_path / "bert")
-    with pytest.raises(CaptionerError, match="is a 'bert' model"):
+    with pytest.raises(CaptionerError, match="is not BLIP-2: its config.json has model_type 'bert'"):
         CaptionPipeline(_config(tmp_path, captioner=str(tmp_path / "bert")), dataset=ds)
-    with pytest.raises(CaptionerError, match="cannot read the config"):
+    with pytest.raises(CaptionerError, match="captioner folder not found"):
         CaptionPipeline(_config(tmp_path, captioner=str(tmp_path / "missing")), dataset=ds)
 
     only_replay = tmp_path / "k.yaml"
@@ -235,8 +236,14 @@ def test_bad_input_fails_before_any_model_is_loaded(tmp_path):
     with pytest.raises(PipelineError, match="spoof-aware captions are missing"):
         CaptionPipeline(_config(tmp_path / "a", stage="corpus"), dataset=ds).run()
 
+    # Hub ids compare as text (the local-folder case is in the CLI test)
+    CaptionPipeline(_config(tmp_path / "hub", dataset="org/bench-a"), dataset=ds)
+    CaptionPipeline(_config(tmp_path / "hub", dataset="org/bench-a"), dataset=ds)
+    with pytest.raises(PipelineError, match=r"different dataset \(org/bench-a there, org/bench-b now\)"):
+        CaptionPipeline(_config(tmp_path / "hub", dataset="org/bench-b"), dataset=ds)
 
-def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path):
+
+def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from scf.captioning.pipeline import read_captions
@@ -245,14 +252,25 @@ def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path):
     ds = toy_dataset(n=1)
     ds.save_to_disk(str(tmp_path / "bench"))
     runner = CliRunner()
-    result = runner.invoke(main, ["caption", "--dataset", str(tmp_path / "bench"), "--preset", "tiny", "--split", "real",
-                                  "--out", str(tmp_path / "out"), "--max-new-tokens", "3", "--min-new-tokens", "1",
-                                  "--no-progress"])
+    args = ["caption", "--preset", "tiny", "--split", "real", "--out", str(tmp_path / "out"), "--max-new-tokens", "3",
+            "--min-new-tokens", "1", "--no-progress"]
+    result = runner.invoke(main, [*args, "--dataset", str(tmp_path / "bench"), "--lora-rank", "2"])
     assert result.exit_code == 0, result.output
     captions = read_captions(tmp_path / "out" / "general")
     assert sorted(captions) == ["test:toy:live/0.png#0", "train:toy:live/0.png#0"]  # the tiny BLIP-2's real path
     assert all(isinstance(c, str) for c in captions.values())
     assert "images/s" in result.output
+    # --lora-rank is ifas-train's spelling of --lora-r
+    assert json.loads((tmp_path / "out" / "scf_caption_config.json").read_text())["finetune"]["lora_r"] == 2
+
+    # item 9: the same folder given relative resumes (nothing captioned again); another folder is refused
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, [*args, "--dataset", "bench", "--lora-rank", "2"])
+    assert result.exit_code == 0, result.output
+    assert "all 2 images already captioned" in result.output
+    ds.save_to_disk(str(tmp_path / "bench-copy"))
+    result = runner.invoke(main, [*args, "--dataset", "bench-copy", "--lora-rank", "2"])
+    assert result.exit_code == 1 and "different dataset" in result.output and "bench-copy now" in result.output
 
     result = runner.invoke(main, ["caption", "--dataset", str(tmp_path / "nowhere"), "--preset", "tiny",
                                   "--out", str(tmp_path / "x")])
@@ -261,10 +279,111 @@ def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path):
     bad.write_text("keywords:\n  printing: [paper]\n")
     result = runner.invoke(main, ["caption", "--keywords", str(bad), "--preset", "tiny", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "printing" in result.output
+    bad.write_text("keywords:\n  print: [paper\n")  # broken YAML: one line with its position, not PyYAML's six
+    result = runner.invoke(main, ["caption", "--keywords", str(bad), "--preset", "tiny", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert f"Error: {bad}: not valid YAML (line 3, column 1: expected ',' or ']'" in result.output
     # a Hub id that cannot be reached (offline here): one line, no traceback
     result = runner.invoke(main, ["caption", "--dataset", "org/no-such-corpus", "--preset", "tiny",
                                   "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "org/no-such-corpus" in result.output and "Traceback" not in result.output
+
+
+def test_cli_device_captioner_and_help_errors_are_one_line(tmp_path, monkeypatch):
+    """Items 4, 17, 20: bad --device values, a --captioner folder of another architecture, the help text."""
+    import torch
+    from click.testing import CliRunner
+
+    from scf.cli import main
+
+    runner = CliRunner()
+    base = ["caption", "--preset", "tiny", "--out", str(tmp_path / "out"), "--dataset", str(tmp_path / "absent")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in (("gpu0", "--device gpu0: not a torch device (use cpu, cuda, cuda:N or mps)"),
+                            ("cuda", "--device cuda: no CUDA GPU is available (use cpu, or leave --device out)"),
+                            ("meta", "--device meta: SCF runs on cpu, cuda or mps, not 'meta'")):
+        result = runner.invoke(main, [*base, "--device", device])
+        # checked before the (absent) dataset is looked at, in one line
+        assert result.exit_code == 1 and result.output == f"Error: {message}\n", result.output
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    result = runner.invoke(main, [*base, "--device", "cuda:2"])
+    assert result.output == "Error: --device cuda:2: this machine has 2 CUDA GPU(s) (cuda:0 to cuda:1)\n"
+    monkeypatch.undo()
+
+    ifas = tmp_path / "ifas-checkpoint"  # an I-FAS folder: a model_type transformers does not know
+    ifas.mkdir()
+    (ifas / "config.json").write_text(json.dumps({"model_type": "ifas", "architectures": ["IFASModel"]}))
+    toy_dataset(n=1).save_to_disk(str(tmp_path / "bench"))
+    result = runner.invoke(main, ["caption", "--captioner", str(ifas), "--dataset", str(tmp_path / "bench"),
+                                  "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert f"captioner '{ifas}' is not BLIP-2: its config.json has model_type 'ifas'" in result.output
+    (ifas / "config.json").unlink()
+    result = runner.invoke(main, ["caption", "--captioner", str(ifas), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "has no config.json" in result.output
+
+    result = runner.invoke(main, ["caption", "--help"])
+    assert result.exit_code == 0 and "%%" not in result.output and "10% of all" in result.output
+    assert "--lora-r, --lora-rank" in result.output
+
+
+def test_corrupt_image_stops_with_its_row_and_keeps_what_was_captioned(tmp_path):
+    """Item 10: a corrupt image in the dataset names dataset, split, row and path; the job then resumes."""
+    import datasets
+    from click.testing import CliRunner
+
+    from scf.captioning.pipeline import read_captions
+    from scf.cli import main
+    from scf.schema import benchmark_features
+
+    good = toy_dataset(n=2, attacks=("live",))
+    rows = good["test"].to_list()
+    rows[1]["image"] = {"bytes": b"garbage", "path": None}
+    broken = datasets.DatasetDict({"train": good["train"],
+                                   "test": datasets.Dataset.from_list(rows, features=benchmark_features())})
+    broken.save_to_disk(str(tmp_path / "bench"))
+    args = ["caption", "--dataset", str(tmp_path / "bench"), "--preset", "tiny", "--split", "real", "--out",
+            str(tmp_path / "out"), "--max-new-tokens", "2", "--min-new-tokens", "1", "--batch-size", "2", "--no-progress"]
+    runner = CliRunner()
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output and "BytesIO" not in result.output
+    assert result.output.count("\n") == 1, result.output
+    assert (f"Error: {tmp_path / 'bench'} [test] row 1 (path live/1.png): corrupt image (UnidentifiedImageError: "
+            "cannot identify image file); fix or remove that row, then rerun: the 3 general captions written so far "
+            "are kept") in result.output
+    kept = read_captions(tmp_path / "out" / "general")
+    assert sorted(kept) == ["test:toy:live/0.png#0", "train:toy:live/0.png#0", "train:toy:live/1.png#0"]
+
+    good.save_to_disk(str(tmp_path / "bench"))  # the row repaired: the rerun captions only that row
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "captioned 1 images" in result.output and "3 done before" in result.output
+    assert len(read_captions(tmp_path / "out" / "general")) == 4
+
+
+def test_tiny_and_loaded_processors_use_pil_without_the_torchvision_warning(tmp_path):
+    """Item 22: the PIL image processor is named explicitly (built and loaded), so transformers does not warn
+    that it substitutes it for the torchvision one; the pixels of a saved and reloaded captioner are the same."""
+    import subprocess
+    import sys
+
+    code = f"""
+import numpy as np, torch
+from PIL import Image
+from scf.presets import build_tiny_captioner
+from scf.captioning.captioner import load_blip2
+model, proc = build_tiny_captioner()
+model.save_pretrained({str(tmp_path)!r}); proc.save_pretrained({str(tmp_path)!r})
+_, loaded = load_blip2({str(tmp_path)!r}, device="cpu")
+img = Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 30, 3), dtype=np.uint8))
+a, b = proc(images=[img], return_tensors="pt")["pixel_values"], loaded(images=[img], return_tensors="pt")["pixel_values"]
+print(type(proc.image_processor).__name__, type(loaded.image_processor).__name__, torch.equal(a, b))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["BlipImageProcessorPil", "BlipImageProcessorPil", "True"]
+    assert "torchvision" not in proc.stderr, proc.stderr
 
 
 def test_corpus_push_uses_the_hub_api(pipeline_run, monkeypatch, tmp_path):

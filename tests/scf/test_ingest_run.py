@@ -284,6 +284,65 @@ def test_cli_errors_configs_card_and_push(tmp_path, face):
                               "--config", "set-b", "--no-progress", "--push-to-hub", "org/fas"])
     assert r.exit_code == 0, r.output
     api = api_cls.return_value
-    api.create_repo.assert_called_once_with("org/fas", repo_type="dataset", exist_ok=True, private=False)
+    # item 6: private by default (licensed face crops)
+    api.create_repo.assert_called_once_with("org/fas", repo_type="dataset", exist_ok=True, private=True)
+    assert "(private repository)" in r.output
     kwargs = api.upload_folder.call_args.kwargs
     assert kwargs["folder_path"] == str(hub) and kwargs["repo_id"] == "org/fas" and kwargs["repo_type"] == "dataset"
+    assert "private unless `--public`" in (hub / "README.md").read_text()
+    for flags, private in ((["--public"], False), (["--private"], True)):  # --private: old commands still run
+        with mock.patch("huggingface_hub.HfApi") as api_cls:
+            r = cli.invoke(main, ["ingest", "--source", "image-folder", "--root", str(tmp_path / "b"), "--out",
+                                  str(hub), "--config", "set-b", "--no-progress", "--push-to-hub", "org/fas", *flags])
+        assert r.exit_code == 0, r.output
+        api_cls.return_value.create_repo.assert_called_once_with("org/fas", repo_type="dataset", exist_ok=True,
+                                                                 private=private)
+    r = cli.invoke(main, ["ingest", "--source", "image-folder", "--root", str(tmp_path / "b"), "--out", str(hub),
+                          "--push-to-hub", "org/fas", "--public", "--private"])
+    assert r.exit_code == 1 and "--public and --private contradict" in r.output
+    r = cli.invoke(main, ["ingest", "--help"])
+    assert "--public" in r.output and "--private" not in r.output  # hidden
+
+
+def test_resume_refuses_changed_source_name_split_lists_polarity(tmp_path, face, monkeypatch):
+    """Item 8: rows already written keep their source and split, so a rerun that changes them is refused;
+    the same list given relative or absolute, and an older ingest_config.json without those keys, resume."""
+    from click.testing import CliRunner
+
+    from scf.cli import main
+
+    root = tmp_path / "imgs"
+    write_image(root / "a.png", face)
+    write_image(root / "b.png", face)
+    (tmp_path / "m.csv").write_text("path,label\na.png,1\nb.png,0\n")
+    (tmp_path / "other.csv").write_text("path,label\na.png,1\n")
+    monkeypatch.chdir(tmp_path)
+    cli = CliRunner()
+    base = ["ingest", "--source", "csv", "--root", "imgs", "--out", "o", "--no-detect", "--no-progress"]
+    r = cli.invoke(main, [*base, "--list", "m.csv"])
+    assert r.exit_code == 0, r.output
+    recorded = json.loads((tmp_path / "o/ingest_config.json").read_text())
+    assert recorded["source_name"] == "CSV manifest" and recorded["split"] is None
+    assert recorded["lists"] == [str(tmp_path / "m.csv")] and recorded["label_polarity"] is None
+
+    for extra, message in (
+        (["--list", "m.csv", "--source-name", "Other"], "--source-name 'CSV manifest' there, 'Other' now"),
+        (["--list", "m.csv", "--split", "train"], "--split not set there, 'train' now"),
+        (["--list", "other.csv"], f"--list ['{tmp_path / 'm.csv'}'] there, ['{tmp_path / 'other.csv'}'] now"),
+        (["--list", "m.csv", "--label-polarity", "live1"], "--label-polarity not set there, 'live1' now"),
+    ):
+        r = cli.invoke(main, [*base, *extra])
+        assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+        assert r.output.startswith("Error: o was written with other settings: ") and message in r.output, r.output
+    assert json.loads((tmp_path / "o/ingest_config.json").read_text()) == recorded  # not overwritten
+    rows = load(tmp_path / "o")["test"]
+    assert set(rows["source"]) == {"CSV manifest"} and len(rows) == 2
+
+    r = cli.invoke(main, [*base, "--list", str(tmp_path / "m.csv")])  # the same file, absolute: resumes
+    assert r.exit_code == 0 and "rows" in r.output, r.output
+
+    legacy = {k: v for k, v in recorded.items() if k != "source_name"} | {"lists": ["m.csv"]}
+    (tmp_path / "o/ingest_config.json").write_text(json.dumps(legacy))  # written before item 8
+    r = cli.invoke(main, [*base, "--list", "m.csv"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o/ingest_config.json").read_text())["source_name"] == "CSV manifest"

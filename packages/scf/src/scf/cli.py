@@ -74,13 +74,16 @@ def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -
 @click.option("--image-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
 @click.option("--push-to-hub", "push_to_hub", default=None, metavar="ORG/NAME",
               help="Upload OUT to this Hub dataset repo when done (token from HF_TOKEN or huggingface-cli login).")
-@click.option("--private", is_flag=True, help="Create the Hub repo private.")
+@click.option("--public", is_flag=True,
+              help="Create the Hub repo public (default: private; FAS datasets are licensed per request, so make "
+                   "it public only if every source's licence allows that).")
+@click.option("--private", is_flag=True, hidden=True, help="Accepted for old commands: private is the default.")
 @click.option("--list-sources", is_flag=True, help="List the sources and their expected layouts, then exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def ingest_command(source: str | None, root: str | None, out: str | None, config_name: str | None,
                    source_name: str | None, lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
                    detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
-                   image_format: str, push_to_hub: str | None, private: bool, list_sources: bool,
+                   image_format: str, push_to_hub: str | None, public: bool, private: bool, list_sources: bool,
                    no_progress: bool) -> None:
     """Turn a FAS dataset (as delivered, or as FLIP / CASIA-FAS lists) into the benchmark dataset.
 
@@ -91,7 +94,7 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
     ingest_main(source=source, root=root, out=out, config_name=config_name, source_name=source_name, lists=lists,
                 label_polarity=label_polarity, split=split, frames=frames, detect=detect, margin=margin,
                 size=size, neighbours=neighbours, workers=workers, shard_size=shard_size,
-                image_format=image_format, push_to_hub=push_to_hub, private=private,
+                image_format=image_format, push_to_hub=push_to_hub, public=public, private=private,
                 list_sources=list_sources, no_progress=no_progress)
 
 
@@ -124,8 +127,8 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
 @click.option("--lr", type=float, default=1e-5, show_default=True, help="C_S fine-tuning learning rate.")
 @click.option("--ft-batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--warmup-steps", type=click.IntRange(0), default=1000, show_default=True,
-              help="Linear warm-up steps (capped at 10%% of all steps).")
-@click.option("--lora-r", type=click.IntRange(0), default=0, show_default=True,
+              help="Linear warm-up steps (capped at 10% of all steps).")
+@click.option("--lora-r", "--lora-rank", "lora_r", type=click.IntRange(0), default=0, show_default=True,
               help="0 = LLM frozen; > 0 = LoRA of this rank on the LLM (peft), merged on save.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--finetune-splits", default="train", show_default=True,

@@ -112,14 +112,16 @@ def tiny_blip2_config(vocab_size: int = TINY_VOCAB_SIZE, image_size: int = 224, 
 def build_tiny_captioner(seed: int = 0) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
     """A tiny random `Blip2ForConditionalGeneration` and its `Blip2Processor`, built with no download."""
     import torch
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
 
     tokenizer = build_tiny_tokenizer()
     image_token_index = tokenizer.convert_tokens_to_ids("<image>")
     config = tiny_blip2_config(vocab_size=len(tokenizer), image_token_index=image_token_index)
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(config).eval()
-    image_processor = BlipImageProcessor(size={"height": 224, "width": 224}, do_convert_rgb=True)
+    # The PIL image processor by name: `BlipImageProcessor` is the torchvision one, and without torchvision
+    # transformers substitutes this class with a warning on every start (same pixels either way here).
+    image_processor = BlipImageProcessorPil(size={"height": 224, "width": 224}, do_convert_rgb=True)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     processor = Blip2Processor(image_processor, tokenizer, num_query_tokens=config.num_query_tokens)
     return model, processor

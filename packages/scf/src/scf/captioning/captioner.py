@@ -104,37 +104,109 @@ def resolve_source(preset: str, captioner: str | None) -> str:
     return CAPTIONER_PRESETS[preset].checkpoint or TINY
 
 
+def _config_dict(source: str) -> dict[str, Any]:
+    """The raw ``config.json`` of a captioner: read directly from a local folder, else fetched from the Hub.
+
+    Reading the JSON (not `AutoConfig`) lets a folder of another architecture, one transformers does not
+    know (an I-FAS checkpoint, ``model_type`` ``ifas``), be named by its ``model_type``.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    looks_local = path.is_absolute() or source.startswith((".", "~")) or path.exists()
+    if looks_local:
+        if not path.is_dir():
+            raise CaptionerError(f"captioner folder not found: {source}")
+        file = path / "config.json"
+        if not file.is_file():
+            raise CaptionerError(f"captioner folder {source} has no config.json; SCF needs a BLIP-2 checkpoint "
+                                 "folder (save_pretrained output)")
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CaptionerError(f"{file}: not a readable JSON config ({e})") from e
+        if not isinstance(data, dict):
+            raise CaptionerError(f"{file}: not a model config (a JSON object is expected)")
+        return data
+    from transformers import PretrainedConfig
+
+    try:
+        return PretrainedConfig.get_config_dict(source)[0]
+    except (OSError, ValueError) as e:
+        raise CaptionerError(f"cannot read the config of captioner {source!r}: {str(e).splitlines()[0]}") from e
+
+
 def check_blip2(source: str) -> None:
     """Check that ``source`` is a BLIP-2 checkpoint by its config alone, before any weight is loaded.
 
     Raises:
-        CaptionerError: the config cannot be read, or its ``model_type`` is not ``blip-2``.
+        CaptionerError: the config cannot be read, or its ``model_type`` is not ``blip-2`` (the message names
+            the ``model_type`` found), or the BLIP-2 uses an encoder-decoder (Flan-T5) language model.
     """
     if source == TINY:
         return
+    model_type = _config_dict(source).get("model_type")
+    if model_type != BLIP2_MODEL_TYPE:
+        raise CaptionerError(
+            f"captioner {source!r} is not BLIP-2: its config.json has model_type {model_type!r}; SCF needs a "
+            f"BLIP-2 checkpoint (model_type 'blip-2', e.g. Salesforce/blip2-opt-2.7b)"
+        )
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise CaptionerError(f"cannot read the config of captioner {source!r}: {str(e).splitlines()[0]}") from e
-    if config.model_type != BLIP2_MODEL_TYPE:
-        raise CaptionerError(
-            f"captioner {source!r} is a {config.model_type!r} model; SCF needs a BLIP-2 checkpoint "
-            f"(model_type 'blip-2', e.g. Salesforce/blip2-opt-2.7b)"
-        )
     if not getattr(config, "use_decoder_only_language_model", True):
         raise CaptionerError(f"captioner {source!r} uses an encoder-decoder language model (Flan-T5); SCF "
                              "supports the decoder-only (OPT) BLIP-2 checkpoints")
 
 
+def check_device(device: str | None) -> None:
+    """Check a ``--device`` string before anything is loaded: a torch device that exists on this machine.
+
+    Args:
+        device: ``cpu``, ``cuda``, ``cuda:N``, ``mps``; None (automatic) is always valid.
+
+    Raises:
+        CaptionerError: not a device string, a device type SCF does not run on, or a CUDA/MPS device that this
+            machine does not have (one line, naming the value given).
+    """
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise CaptionerError(f"--device {device}: not a torch device (use cpu, cuda, cuda:N or mps)") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CaptionerError(f"--device {device}: no CUDA GPU is available (use cpu, or leave --device out)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise CaptionerError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0 to "
+                                 f"cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CaptionerError(f"--device {device}: MPS (Apple GPU) is not available (use cpu)")
+    elif dev.type != "cpu":
+        raise CaptionerError(f"--device {device}: SCF runs on cpu, cuda or mps, not {dev.type!r}")
+
+
 def pick_device(device: str | None = None) -> torch.device:
-    """The device to run on: the given one, else ``cuda:LOCAL_RANK`` when CUDA is available, else CPU."""
+    """The device to run on: the given one, else ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
+
+    Raises:
+        CaptionerError: the given device is not valid here (see `check_device`).
+    """
     import os
 
     import torch
 
     if device:
+        check_device(device)
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -189,7 +261,9 @@ def load_blip2(source: str, *, dtype: str = "auto", device: str | None = None, l
 
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
             kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
-        processor = Blip2Processor.from_pretrained(source)
+        # backend="pil": the PIL image processor, with or without torchvision (no fallback warning, the same
+        # pixels on every install)
+        processor = Blip2Processor.from_pretrained(source, backend="pil")
         model = Blip2ForConditionalGeneration.from_pretrained(source, **kwargs)
         if not load_in_8bit:
             model = model.to(dev)

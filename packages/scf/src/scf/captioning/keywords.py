@@ -160,6 +160,13 @@ def _parse(data: Any, where: str) -> tuple[str, dict[str, list[str]]]:
     return mode, parsed
 
 
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's multi-line message in one line: the problem and its 1-based line and column."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
 def _read_yaml(path: Path | None) -> tuple[str, dict[str, list[str]], str]:
     import yaml
 
@@ -173,7 +180,7 @@ def _read_yaml(path: Path | None) -> tuple[str, dict[str, list[str]], str]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise KeywordError(f"{where}: not valid YAML ({e})") from e
+        raise KeywordError(f"{where}: not valid YAML ({_yaml_problem(e)})") from e
     mode, parsed = _parse(data, where)
     return mode, parsed, where
 

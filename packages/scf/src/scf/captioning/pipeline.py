@@ -38,6 +38,7 @@ from scf.captioning.captioner import (
     Captioner,
     DecodingConfig,
     check_blip2,
+    check_device,
     load_blip2,
 )
 from scf.captioning.corpus import CORPUS_DIRS, INTERPRETATIONS, dataset_card, vqa_row
@@ -192,12 +193,53 @@ class _Item:
     key: str
     label: int
     attack_type: str
+    path: str = ""
 
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
     os.replace(tmp, path)
+
+
+def _decode_batch(images_ds: datasets.Dataset, batch: Sequence[_Item]) -> tuple[list, tuple[_Item, Exception] | None]:
+    """Decode the images of ``batch``; on a corrupt one, the images before it and (that row, the error).
+
+    The whole batch is decoded at once (the fast path); only when that fails are the rows decoded one by one
+    to find the first bad one.
+    """
+    try:
+        return images_ds[[it.index for it in batch]]["image"], None
+    except Exception:  # noqa: BLE001 - any decoding failure of a user's image; found and named below
+        pass
+    images = []
+    for it in batch:
+        try:
+            images.append(images_ds[it.index]["image"])
+        except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, DecompressionBombError, ...
+            return images, (it, e)
+    return images, None
+
+
+def _image_error(error: Exception) -> str:
+    """PIL's message without the anonymous ``<_io.BytesIO object at 0x...>`` it names the file by."""
+    import re
+
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error).splitlines()[0] if str(error) else "")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _dataset_identity(dataset: str) -> str:
+    """What identifies a dataset across reruns: the resolved folder of a local dataset, else the text (Hub id)."""
+    path = Path(dataset).expanduser()
+    return str(path.resolve()) if path.exists() else dataset
+
+
+def _same_dataset(old: str, new: str) -> bool:
+    """True when two recorded ``dataset`` values name the same dataset (a local folder given relative and
+    absolute is one dataset; Hub ids compare as text). A relative path recorded by an earlier run is
+    resolved against the current folder, as a rerun of the same command would be."""
+    return old == new or _dataset_identity(old) == _dataset_identity(new)
 
 
 def _versions() -> dict[str, str]:
@@ -234,6 +276,7 @@ class CaptionPipeline:
         self._general_captioner = general_captioner
         self.stages = config.stages()
         # Every check below is cheap and runs before any model is loaded.
+        check_device(config.device)
         self.keywords: KeywordDictionary = load_keywords(config.keywords_file)
         if "finetune" in self.stages or ("general" in self.stages and general_captioner is None):
             check_blip2(config.captioner)
@@ -283,7 +326,7 @@ class CaptionPipeline:
                     raise PipelineError(f"split {split!r} rows {seen[key][1]} and {i} share source, path and frame "
                                         f"({source}, {path}, {frame}); each row needs its own (path, frame_index)")
                 seen[key] = (split, i)
-                items.append(_Item(split, i, key, int(label), attack))
+                items.append(_Item(split, i, key, int(label), attack, path))
         return items
 
     def _fakes(self) -> list[_Item]:
@@ -328,7 +371,9 @@ class CaptionPipeline:
         if path.exists():
             old = json.loads(path.read_text())
             for key in _COMPAT_KEYS:
-                if key in old and old[key] != record[key]:
+                if key not in old or (key == "dataset" and _same_dataset(old[key], record[key])):
+                    continue
+                if old[key] != record[key]:
                     raise PipelineError(f"{self.out} was produced with a different {key} ({old[key]} there, "
                                         f"{record[key]} now); use a new --out to keep both")
         self.dist.barrier()  # every rank has compared before rank 0 rewrites the file
@@ -374,14 +419,22 @@ class CaptionPipeline:
                 images_ds = self.dataset[split].select_columns(["image"])
                 for b in range(0, len(its), self.config.batch_size):
                     batch = its[b : b + self.config.batch_size]
-                    images = images_ds[[it.index for it in batch]]["image"]
-                    captions = captioner.caption(images)
+                    images, failure = _decode_batch(images_ds, batch)
+                    if failure is not None:  # caption and keep the rows before the corrupt one, then stop
+                        batch = batch[: len(images)]
+                    captions = captioner.caption(images) if images else []
                     if len(captions) != len(batch):
                         raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
                     writer.add_many(({"key": it.key, "caption": c} for it, c in zip(batch, captions, strict=True)),
                                     split)
                     n += len(batch)
                     progress.update(task, advance=len(batch), rate=f"{n / (time.perf_counter() - start):.2f}")
+                    if failure is not None:
+                        bad, error = failure
+                        raise PipelineError(
+                            f"{self.dataset_label} [{split}] row {bad.index} (path {bad.path}): corrupt image "
+                            f"({_image_error(error)}); fix or remove that row, then rerun: the "
+                            f"{already + n} {name} captions written so far are kept")
         seconds = time.perf_counter() - start
         rate = n / seconds if seconds > 0 else float("nan")
         self.console.print(f"[bold]{name}[/]: rank {self.dist.rank} captioned {n} images in {seconds:.1f} s "
@@ -435,7 +488,9 @@ class CaptionPipeline:
         elif not kept:
             raise PipelineError(f"the spoof-aware set D_S is empty: no fake's general caption contains a keyword of "
                                 f"its own attack type ({', '.join(empty)} matched nothing). Frequent words in their "
-                                f"captions, candidates for a --keywords file: {hints}")
+                                f"captions, candidates for a --keywords file: {hints}. To go on without C_S (the "
+                                f"fakes keep their general captions; meant for the tiny preset), rerun with "
+                                f"--if-empty general")
         if empty and kept:
             logger.warning("attack type(s) %s matched no keyword; C_S learns nothing specific to them. Frequent "
                            "words of their captions: %s", ", ".join(empty), hints)

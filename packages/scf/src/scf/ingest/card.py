@@ -109,6 +109,9 @@ Other (non-image, non-video) files under the root, not ingested: {other}.
 import datasets
 ds = datasets.load_dataset("PATH_OR_HUB_ID")
 ```
+
+A Hub repository created by `scf ingest --push-to-hub` is private unless `--public` was given: loading it
+then needs a token with access to it (`HF_TOKEN` or `huggingface-cli login`).
 """
 
 
@@ -149,6 +152,9 @@ config only as that agreement allows and only if you hold that licence yourself.
 import datasets
 ds = datasets.load_dataset("PATH_OR_HUB_ID", "{first}")
 ```
+
+A Hub repository created by `scf ingest --push-to-hub` is private unless `--public` was given: loading it
+then needs a token with access to it (`HF_TOKEN` or `huggingface-cli login`).
 """
 
 
@@ -179,8 +185,11 @@ def summary_table(summary: IngestSummary) -> Table:
     return table
 
 
-def push_to_hub(folder: Path, repo_id: str, *, private: bool = False) -> str:
+def push_to_hub(folder: Path, repo_id: str, *, private: bool = True) -> str:
     """Upload a dataset folder (one source, or a parent of several configs) to a Hub dataset repository.
+
+    The repository is created private by default (``scf ingest --public`` makes it public): the face crops
+    come from datasets licensed per request. An existing repository keeps its visibility.
 
     The token is the one ``huggingface_hub`` finds itself (``HF_TOKEN`` or ``huggingface-cli login``); it is
     never read or printed here. Returns the repository URL.

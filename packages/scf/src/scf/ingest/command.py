@@ -27,9 +27,13 @@ def list_sources_table():  # noqa: ANN201 - rich.table.Table
 def ingest_main(*, source: str | None, root: str | None, out: str | None, config_name: str | None,
                 source_name: str | None = None, lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
                 detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
-                image_format: str, push_to_hub: str | None, private: bool, list_sources: bool,
-                no_progress: bool) -> None:
-    """Run ``scf ingest``; every user error becomes a one-line `click.ClickException`."""
+                image_format: str, push_to_hub: str | None, public: bool = False, private: bool = False,
+                list_sources: bool, no_progress: bool) -> None:
+    """Run ``scf ingest``; every user error becomes a one-line `click.ClickException`.
+
+    The Hub repository of ``--push-to-hub`` is created private unless ``public`` (``--public``); ``private``
+    (``--private``, hidden) is accepted so that older commands still run, and changes nothing.
+    """
     from rich.console import Console
 
     from .base import IngestError
@@ -44,6 +48,8 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
     missing = [flag for flag, value in (("--source", source), ("--root", root), ("--out", out)) if not value]
     if missing:
         raise click.ClickException(f"missing option(s) {', '.join(missing)} (or --list-sources)")
+    if public and private:
+        raise click.ClickException("--public and --private contradict each other (private is the default)")
     try:
         config = IngestConfig(source=source, root=Path(root), out=Path(out), config_name=config_name,
                               lists=tuple(Path(p) for p in lists), label_polarity=label_polarity, split=split,
@@ -61,7 +67,7 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
                   + (f", {config_name!r})" if config_name else ")"))
     if push_to_hub:
         try:
-            url = push(config.out, push_to_hub, private=private)
+            url = push(config.out, push_to_hub, private=not public)
         except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
             raise click.ClickException(f"push to {push_to_hub} failed: {type(e).__name__}: {e}") from e
-        console.print(f"pushed to {url}")
+        console.print(f"pushed to {url} ({'public' if public else 'private'} repository)")

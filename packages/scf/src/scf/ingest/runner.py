@@ -36,6 +36,13 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "ingest_config.json"
 SUMMARY_FILE = "ingest_summary.json"
 _IMAGE_SETTINGS = ("source", "frames", "detect", "margin", "size", "neighbours", "image_format")
+_ROW_SETTINGS = ("source_name", "split", "lists", "label_polarity")
+"""Settings that decide the `source` and `split` columns and which items exist: a resume must keep them too
+(rows already written keep the old values). An ``ingest_config.json`` written before they were recorded
+lacks ``source_name``; such a file is still resumed, comparing what it has."""
+_FLAGS = {"source": "--source", "frames": "--frames", "detect": "--detect/--no-detect", "margin": "--margin",
+          "size": "--size", "neighbours": "--neighbours", "image_format": "--image-format",
+          "source_name": "--source-name", "split": "--split", "lists": "--list", "label_polarity": "--label-polarity"}
 
 
 @dataclass(frozen=True)
@@ -132,15 +139,61 @@ def _resolved(config: IngestConfig) -> tuple[str, Any, ReaderOptions, WorkSettin
     return name, reader, options, settings
 
 
+def _same_lists(old: Any, new: list[str], legacy: bool) -> bool:  # noqa: ANN401 - JSON value
+    """Whether the recorded list files are the files given now (resolved paths, order ignored).
+
+    A legacy record (no ``source_name``) holds the paths as typed: a relative one is resolved against the
+    current folder, or else matches a new path that ends with it (the same command rerun from elsewhere).
+    """
+    if not isinstance(old, list) or len(old) != len(new):
+        return False
+    if not legacy:
+        return sorted(old) == sorted(new)
+
+    def matches(o: str, n: str) -> bool:
+        p = Path(o).expanduser()
+        if str(p.resolve()) == n:
+            return True
+        parts = tuple(x for x in PurePosixPath(p.as_posix()).parts if x != ".")
+        return not p.is_absolute() and ".." not in parts and Path(n).parts[-len(parts):] == parts
+
+    remaining = list(new)
+    for o in old:
+        hit = next((n for n in remaining if matches(str(o), n)), None)
+        if hit is None:
+            return False
+        remaining.remove(hit)
+    return True
+
+
 def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
+    """Refuse to resume into ``folder`` with settings that differ from those its rows were written with.
+
+    Compared: the image settings and the row settings (`_ROW_SETTINGS`); a key missing from an older
+    ``ingest_config.json`` is not compared. The one-line error names each flag with its old and new value.
+    """
     path = folder / CONFIG_FILE
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IngestError(f"{path}: unreadable ({e}); choose another --out or delete the file") from e
+    legacy = "source_name" not in old
     changed = [k for k in _IMAGE_SETTINGS if old.get(k) != recorded.get(k)]
+    for k in _ROW_SETTINGS:
+        if k not in old:
+            continue
+        same = _same_lists(old[k], recorded[k], legacy) if k == "lists" else old[k] == recorded[k]
+        if not same:
+            changed.append(k)
     if changed:
-        raise IngestError(f"{folder} was written with other settings ({', '.join(f'{k}={old.get(k)!r}' for k in changed)}); "
-                          "resume with the same settings or choose another --out")
+        def show(value: Any) -> str:  # noqa: ANN401 - JSON value
+            return "not set" if value is None or value == [] else repr(value)
+
+        diffs = "; ".join(f"{_FLAGS[k]} {show(old.get(k))} there, {show(recorded.get(k))} now" for k in changed)
+        raise IngestError(f"{folder} was written with other settings: {diffs}. Rows already written keep the old "
+                          "values: resume with the same settings or choose another --out")
 
 
 def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool = True) -> IngestSummary:  # noqa: ANN401
@@ -162,10 +215,11 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     start = time.monotonic()
     name, reader, options, settings = _resolved(config)
     folder = config.dataset_dir
+    source_value = config.source_name or reader.title
     recorded = {"source": name, **{k: getattr(settings, k) for k in _IMAGE_SETTINGS if k != "source"},
-                "root": str(Path(config.root).expanduser().resolve()), "lists": [str(p) for p in options.lists],
-                "label_polarity": config.label_polarity, "split": config.split, "workers": config.workers,
-                "shard_size": config.shard_size}
+                "source_name": source_value, "root": str(Path(config.root).expanduser().resolve()),
+                "lists": [str(p.resolve()) for p in options.lists], "label_polarity": config.label_polarity,
+                "split": config.split, "workers": config.workers, "shard_size": config.shard_size}
     _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
@@ -224,7 +278,6 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         skipped = frozenset(skipped_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
         return item, str(Path(config.root).expanduser()), source_value, settings, done, skipped
 
-    source_value = config.source_name or reader.title
     logger.info("ingest %s from %s into %s (%s)", source_value, config.root, folder,
                 ", ".join(f"{k}={v}" for k, v in asdict(settings).items()))
     with progress, writer:
