@@ -106,7 +106,7 @@ def test_ifas_config_ties_dimensions_and_validates():
     assert cfg.connector_config.num_global_tokens == 5
     assert cfg.connector_config.vision_hidden_size == 32
     assert cfg.image_token_count == 12
-    assert cfg.lopsided_alpha == 0.7 and cfg.loss_type == "lopsided" and cfg.llm_training == "lora"
+    assert cfg.lopsided_alpha == 0.7 and cfg.loss_type == "lopsided" and cfg.llm_training == "full"  # paper
     with pytest.raises(ValueError, match="lopsided_alpha"):
         IFASConfig(lopsided_alpha=1.5)
     with pytest.raises(ValueError, match="loss_type"):

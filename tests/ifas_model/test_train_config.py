@@ -76,3 +76,78 @@ def test_resume_differences_ignore_bookkeeping_fields():
     saved = TrainConfig(dataset="d", preset="tiny").to_dict()
     assert resume_differences(saved, TrainConfig(dataset="other/path", preset="tiny", save_every=3)) == []
     assert resume_differences(saved, TrainConfig(dataset="d", preset="tiny", learning_rate=0.5)) == ["learning_rate"]
+
+
+def test_yaml_numbers_written_the_natural_way_are_numbers(tmp_path):
+    """PyYAML reads 1e-4 (no dot) as a string; the paper's values written that way must still work."""
+    yaml_file = tmp_path / "paper.yaml"
+    yaml_file.write_text("learning_rate: 1e-4\nweight_decay: 1e-2\nbatch_size: 8.0\nsources: [a, b]\n"
+                         "max_steps: null\n")
+    cfg = resolve_config({"dataset": "d"}, yaml_file)
+    assert cfg.learning_rate == 0.0001 and isinstance(cfg.learning_rate, float)
+    assert cfg.weight_decay == 0.01 and cfg.batch_size == 8 and isinstance(cfg.batch_size, int)
+    assert cfg.sources == "a,b" and cfg.max_steps is None
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("learning_rate: abc\n", "learning_rate: expected a number, got 'abc'"),
+        ("batch_size: [1]\n", "batch_size: expected an integer, got [1]"),
+        ("batch_size: 2.5\n", "batch_size: expected an integer, got 2.5"),
+        ("gac: maybe\n", "gac: expected true or false, got 'maybe'"),
+        ("llm: null\n", "llm: expected a string, got null"),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("learning_rate: -1\n", "config field 'learning_rate': must be > 0"),
+    ],
+)
+def test_bad_yaml_values_name_the_file_and_the_field(tmp_path, text, needle):
+    from ifas_model.training.config import ConfigError
+
+    bad = tmp_path / "tc5.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"dataset": "d"}, bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: ") and needle in message and "\n" not in message
+
+
+def test_a_flag_overriding_a_bad_yaml_value_is_not_blamed_on_the_file(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="^config field 'learning_rate'"):
+        resolve_config({"dataset": "d", "learning_rate": -1.0}, yaml_file)
+
+
+def test_default_llm_is_full_at_the_papers_rate_and_lora_gets_1e_4_unless_given(tmp_path):
+    from ifas_model.configuration import DEFAULT_LOPSIDED_ALPHA
+    from ifas_model.training.config import DEFAULT_LOPSIDED_ALPHA as TRAIN_ALPHA
+
+    assert TRAIN_ALPHA == DEFAULT_LOPSIDED_ALPHA
+    paper = resolve_config({"dataset": "d"})
+    assert (paper.llm, paper.learning_rate, paper.alpha) == ("full", 1e-5, 0.7)
+    for mode in ("lora", "qlora"):
+        cfg = resolve_config({"dataset": "d", "llm": mode})
+        assert cfg.learning_rate == 1e-4 and "deviation" in cfg.learning_rate_note
+    assert resolve_config({"dataset": "d", "llm": "frozen"}).learning_rate == 1e-5
+    # a rate given explicitly (flag, YAML, preset) is kept
+    assert resolve_config({"dataset": "d", "llm": "lora", "learning_rate": 2e-5}).learning_rate == 2e-5
+    yaml_file = tmp_path / "lr.yaml"
+    yaml_file.write_text("llm: lora\nlearning_rate: 1e-5\n")
+    assert resolve_config({"dataset": "d"}, yaml_file).learning_rate == 1e-5
+    tiny = resolve_config({"dataset": "d", "preset": "tiny", "llm": "lora"})
+    assert tiny.learning_rate == TRAIN_PRESETS["tiny"]["learning_rate"] and tiny.learning_rate_note == ""
+    assert resolve_config({"dataset": "d", "preset": "tiny"}).llm == "full"  # the tiny recipe is unchanged
+    # config.yaml records the resolved values and says why the LoRA rate is not the paper's
+    lora = resolve_config({"dataset": "d", "llm": "lora"})
+    write_config(lora, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert text.startswith("# learning_rate 0.0001: the LoRA default") and "alpha: 0.7\n" in text
+    assert "learning_rate: 0.0001\n" in text and "None" not in text.split("alpha")[1].splitlines()[0]
+    assert TrainConfig(**read_yaml_config(tmp_path / "config.yaml")) == lora
+
+
+def test_resume_check_reads_an_old_alpha_null_as_the_default():
+    saved = {**TrainConfig(dataset="d").to_dict(), "alpha": None}
+    assert resume_differences(saved, TrainConfig(dataset="d")) == []
+    assert resume_differences(saved, TrainConfig(dataset="d", alpha=0.5)) == ["alpha"]

@@ -152,3 +152,78 @@ def test_protocol_selection_sources_and_several_training_splits(tmp_path):
     assert source == "test" and set(evaluation["source"]) == {"sample-domain-b", "sample-domain-d"}
     with pytest.raises(ValueError, match="'test' is a training split"):
         split_train_eval(picked, "train,test", "test", 0.3)
+
+
+def _with_dev(corpus_path, out, source="sample-domain-d"):
+    """The corpus plus a ``dev`` split holding only ``source``'s test rows (as OULU/Replay dev in a full corpus)."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(corpus_path))
+    dev = ds["test"].filter(lambda s: s == source, input_columns="source")
+    datasets.DatasetDict({**ds, "dev": dev}).save_to_disk(str(out))
+    return out
+
+
+def test_eval_split_skips_splits_emptied_by_the_source_filter(tmp_path):
+    from ifas_model.training.data import load_corpus, select_sources, split_train_eval
+
+    base = build_corpus(tmp_path / "vqa", splits=("train", "test"), max_rows=24)
+    corpus = load_corpus(str(_with_dev(base, tmp_path / "devcorp")))
+    picked = select_sources(corpus, "sample-domain-b")
+    assert len(picked["dev"]) == 0 and len(picked["test"]) > 0
+    _, evaluation, source = split_train_eval(picked, "train", None, 0.1, sources="sample-domain-b")
+    assert source == "test" and set(evaluation["source"]) == {"sample-domain-b"}
+    # with every source, dev has rows and is chosen as before
+    assert split_train_eval(corpus, "train", None, 0.1)[2] == "dev"
+    # train on train+test: dev is empty, so the hold-out
+    assert split_train_eval(picked, "train,test", None, 0.1)[2].startswith("holdout")
+    # an explicitly named split that the filter emptied is refused, naming the split and the sources
+    with pytest.raises(ValueError, match="evaluation split 'dev' holds no rows for source[(]s[)] sample-domain-b"):
+        split_train_eval(picked, "train", "dev", 0.1, sources="sample-domain-b")
+
+
+def test_eval_subsample_is_seeded_and_stratified_by_source_and_label(tmp_path):
+    from collections import Counter
+
+    from ifas_model.training.data import load_corpus, stratified_subsample
+
+    table = load_corpus(str(build_corpus(tmp_path / "vqa", splits=("test",))))["test"]
+    strata = Counter(zip(table["source"], table["label"], strict=True))
+    assert len(strata) == 8  # 4 domains x (real, attack)
+    picked = stratified_subsample(table, 40, seed=0)
+    got = Counter(zip(picked["source"], picked["label"], strict=True))
+    assert len(picked) == 40 and set(got) == set(strata)  # every (source, label) is represented
+    for key, n in strata.items():  # proportional shares, within one row
+        assert abs(got[key] - 40 * n / len(table)) <= 1, (key, got[key], n)
+    first = Counter(table.select(range(40))["source"])
+    assert len(first) < 4  # what the first N rows gave: not every source
+    again = stratified_subsample(table, 40, seed=0)
+    other = stratified_subsample(table, 40, seed=1)
+    assert list(again["video_id"]) == list(picked["video_id"])
+    assert list(other["video_id"]) != list(picked["video_id"])
+    assert stratified_subsample(table, len(table), seed=0) is table
+
+
+def test_corpus_fingerprint_follows_content_not_path(tmp_path):
+    import shutil
+
+    from ifas_model.training.data import corpus_fingerprint, load_corpus
+
+    a = build_corpus(tmp_path / "a", splits=("train",), max_rows=12)
+    moved = tmp_path / "elsewhere" / "a"
+    shutil.copytree(a, moved)
+    b = build_corpus(tmp_path / "b", splits=("train",), max_rows=10)
+    fa = corpus_fingerprint(load_corpus(str(a)))
+    assert fa == corpus_fingerprint(load_corpus(str(moved)))
+    assert fa["rows"] == {"train": 12} and len(fa["sha1"]["train"]) == 40
+    assert corpus_fingerprint(load_corpus(str(b))) != fa
+
+
+def test_a_benchmark_dataset_is_named_as_such(tmp_path):
+    from ifas_model.training.data import load_corpus
+    from scf.sample import build_sample
+    from scf.schema import SchemaError
+
+    build_sample(0).save_to_disk(str(tmp_path / "bench"))
+    with pytest.raises(SchemaError, match="looks like a benchmark dataset.*run `scf caption"):
+        load_corpus(str(tmp_path / "bench"))

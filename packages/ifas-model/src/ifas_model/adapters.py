@@ -1,7 +1,7 @@
 """What trains in I-FAS: the frozen vision tower, and the LLM in full, with LoRA, with QLoRA, or frozen.
 
 The connector (GAC) and the language projection always train. The vision tower never does (paper: "frozen
-visual encoder"). For the LLM (`IFASConfig.llm_training`, default "lora"; the reason is in its docstring):
+visual encoder"). For the LLM (`IFASConfig.llm_training`, default "full" as in the paper; the reasons are in its docstring):
 
 * ``full``: every LLM weight trains.
 * ``lora``: LoRA adapters (peft) on OPT's attention projections ``q_proj``, ``k_proj``, ``v_proj``,

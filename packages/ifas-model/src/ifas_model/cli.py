@@ -16,20 +16,21 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--dataset", help="Hub id (org/name) or local path of the scf VQA corpus.")
-@click.option("--output", "-o", "output_dir", help="Run folder (config, metrics, checkpoints, final/). "
-              "[default: runs/ifas]")
+@click.option("--output", "--out", "-o", "output_dir", help="Run folder (config, metrics, checkpoints, final/); "
+              "--out is the same option, as in scf and ifas-eval. [default: runs/ifas]")
 @click.option("--preset", help="Model and recipe preset: default (CLIP ViT-L/14 + OPT-2.7B) or tiny "
               "(random, offline). [default: default]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML file of settings (TrainConfig field names); explicit flags override it.")
-@click.option("--llm", type=_CHOICE_LLM, help="How the LLM trains (the vision encoder is always frozen). "
-              "[default: lora]")
+@click.option("--llm", type=_CHOICE_LLM, help="How the LLM trains (the vision encoder is always frozen): full is the "
+              "paper's recipe (fits one 80 GB GPU at batch 32); lora/qlora train at lr 1e-4 unless --lr is given. "
+              "[default: full]")
 @click.option("--loss", type=click.Choice(["lopsided", "plain"]), help="Lopsided LM loss or the plain LM loss.")
-@click.option("--alpha", type=float, help="Judgment weight of the Lopsided LM loss (model default if unset).")
+@click.option("--alpha", type=float, help="Judgment weight of the Lopsided LM loss. [default: 0.7]")
 @click.option("--answers", type=click.Choice(["full", "judgment-only", "general-captions"]),
               help="Answers trained on: full, judgment-only (no SCF), general-captions (T_F for fakes).")
 @click.option("--no-gac", "no_gac", is_flag=True, default=None, help="Ablation: no global features in the GAC.")
-@click.option("--lr", "learning_rate", type=float, help="Peak learning rate. [default: 1e-5]")
+@click.option("--lr", "learning_rate", type=float, help="Peak learning rate. [default: 1e-5 (paper); 1e-4 with --llm lora/qlora]")
 @click.option("--weight-decay", type=float, help="AdamW weight decay. [default: 1e-2]")
 @click.option("--batch-size", type=int, help="Samples per device per micro-batch. [default: 32]")
 @click.option("--grad-accum", type=int, help="Micro-batches per optimizer step. [default: 1]")
@@ -52,7 +53,8 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 @click.option("--keep-checkpoints", type=int, help="Newest checkpoints kept. [default: 2]")
 @click.option("--num-workers", type=int, help="DataLoader workers decoding images. [default: 2]")
 @click.option("--max-train-samples", type=int, help="Train on the first N rows only (debugging).")
-@click.option("--max-eval-samples", type=int, help="Evaluate on the first N rows only. [default: 2000]")
+@click.option("--max-eval-samples", type=int, help="Evaluate on at most N rows: a larger evaluation split is "
+              "sampled (seeded, stratified by source and label). [default: 2000]")
 @click.option("--vision-model", help="Vision encoder id or path replacing the default preset's.")
 @click.option("--language-model", help="LLM id or path replacing the default preset's.")
 @click.option("--lora-rank", type=int, help="LoRA rank for --llm lora/qlora. [default: 16]")
@@ -102,7 +104,7 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
         raise click.ClickException(str(err)) from err
     except (ValueError, OSError) as err:  # a missing model path, an unloadable corpus, a bad setting
         logging.getLogger(__name__).debug("details", exc_info=True)
-        raise click.ClickException(f"{type(err).__name__}: {err}") from err
+        raise click.ClickException(" ".join(str(err).split()) or type(err).__name__) from err
     finally:
         shutdown_distributed()
 

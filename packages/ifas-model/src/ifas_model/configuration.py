@@ -145,13 +145,13 @@ class IFASConfig(PretrainedConfig):
         lopsided_alpha (`float`, defaults to 0.7): alpha of the Lopsided LM loss (eq. 4), in [0, 1]; see
             `DEFAULT_LOPSIDED_ALPHA` for where 0.7 comes from.
         loss_type (`str`, defaults to "lopsided"): "lopsided" (eq. 4) or "plain" (ordinary LM loss, ablation).
-        llm_training (`str`, defaults to "lora"): "full" | "lora" | "qlora" | "frozen". The paper calls OPT
-            "pre-trained" (not frozen) and uses lr 1e-5, which suggests the LLM is tuned in full. We default to
-            LoRA: it trains on one 80 GB GPU at batch 32 with room for activations (full tuning of 2.7 B
-            parameters with AdamW needs ~45 GB of weights, gradients and optimizer state before activations),
-            its checkpoints are small while training, and it keeps the LLM close to its pre-trained language
-            ability, which the interpretations rely on. Choose "full" to follow the paper's likely setup.
-            The trainer applies the mode with `ifas_model.adapters.apply_llm_training`.
+        llm_training (`str`, defaults to "full"): "full" | "lora" | "qlora" | "frozen". The paper calls OPT
+            "pre-trained" (not frozen) and uses lr 1e-5, a full fine-tuning rate: the default follows it. With
+            AdamW and fp32 master weights, full tuning of the 2.7 B parameters needs ~43 GB of weights, gradients
+            and optimizer state plus activations, which fits one 80 GB GPU at batch 32
+            (`ifas_model.adapters.set_training_dtypes`). "lora" / "qlora" fit smaller GPUs, keep checkpoints
+            small while training and the LLM closer to its pre-trained language ability; the trainer gives them
+            lr 1e-4 unless one is set. The trainer applies the mode with `ifas_model.adapters.apply_llm_training`.
         lora_r / lora_alpha / lora_dropout: LoRA hyper-parameters used by "lora" and "qlora" (16 / 32 / 0.05).
         yes_token_id / no_token_id (`int`): ids of the judgment tokens " Yes" / " No" with their leading space,
             as the LLM's BPE tokenizes them after "Answer:" (FACTS §5). Set from the tokenizer when the model is
@@ -171,7 +171,7 @@ class IFASConfig(PretrainedConfig):
         text_config: dict | PretrainedConfig | None = None,
         lopsided_alpha: float = DEFAULT_LOPSIDED_ALPHA,
         loss_type: str = "lopsided",
-        llm_training: str = "lora",
+        llm_training: str = "full",
         lora_r: int = 16,
         lora_alpha: int = 32,
         lora_dropout: float = 0.05,

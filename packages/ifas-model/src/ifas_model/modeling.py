@@ -152,11 +152,18 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         """`PreTrainedModel.from_pretrained`, refusing a checkpoint of another architecture by name.
 
         Raises:
+            FileNotFoundError: ``checkpoint folder not found: PATH`` for a path that looks local (absolute,
+                ``./``, ``~``, or an existing parent folder) and does not exist.
+            OSError: the checkpoint cannot be read (message ``checkpoint 'ID': ...``).
             ValueError: the folder or Hub id holds another model_type (e.g. "clip", "blip-2").
         """
+        from ._loading import check_local, loading
+
+        check_local(pretrained_model_name_or_path, "checkpoint folder")
         if kwargs.get("config") is None:
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-            config_dict, _ = IFASConfig.get_config_dict(pretrained_model_name_or_path, **hub)
+            with loading("checkpoint", pretrained_model_name_or_path):
+                config_dict, _ = IFASConfig.get_config_dict(pretrained_model_name_or_path, **hub)
             found = config_dict.get("model_type")
             if found is None:
                 raise ValueError(f"{pretrained_model_name_or_path} is not a model checkpoint (no config.json with "
@@ -192,16 +199,28 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
 
         Returns:
             The model in eval mode, vision tower frozen, LLM weights as loaded (nothing else frozen yet).
+
+        Raises:
+            FileNotFoundError: ``vision model folder not found: PATH`` (or language model, tokenizer) for a
+                path that looks local and does not exist.
+            OSError: a part cannot be loaded; the message names it: ``vision model 'ID': ...``.
         """
         from transformers import AutoTokenizer
 
+        from ._loading import check_local, loading
         from .processing import judgment_token_ids_for
 
+        tokenizer = tokenizer if tokenizer is not None else text
+        for what, name in (("vision model", vision), ("language model", text), ("tokenizer", tokenizer)):
+            check_local(name, f"{what} folder")
         connector_kw, top_kw = split_overrides(overrides)
         load_kw = {"dtype": dtype} if dtype is not None else {}
-        vision_model = CLIPVisionModel.from_pretrained(vision, **load_kw)
-        language_model = AutoModelForCausalLM.from_pretrained(text, **load_kw)
-        tok = AutoTokenizer.from_pretrained(tokenizer if tokenizer is not None else text)
+        with loading("vision model", vision):
+            vision_model = CLIPVisionModel.from_pretrained(vision, **load_kw)
+        with loading("language model", text):
+            language_model = AutoModelForCausalLM.from_pretrained(text, **load_kw)
+        with loading("tokenizer", tokenizer):
+            tok = AutoTokenizer.from_pretrained(tokenizer)
         ids = judgment_token_ids_for(tok)
         connector_defaults = {
             "hidden_size": vision_model.config.hidden_size,

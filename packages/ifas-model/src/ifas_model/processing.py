@@ -264,13 +264,19 @@ class IFASProcessor:
         """Load a processor saved by `save_pretrained` (a local folder or a Hub id).
 
         Raises:
+            FileNotFoundError: ``checkpoint folder not found: PATH`` for a local-looking path that does not exist.
             ValueError: the folder has no `ifas_processor_config.json` (not an I-FAS processor).
+            OSError: the processor cannot be read (``processor 'ID': ...``).
         """
         from transformers import AutoTokenizer
 
+        from ._loading import check_local, loading
+
+        check_local(pretrained, "checkpoint folder")
         settings = _read_processor_config(pretrained, **kwargs)
-        image_processor = _image_processor_class().from_pretrained(pretrained, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(pretrained, **kwargs)
+        with loading("processor", pretrained):
+            image_processor = _image_processor_class().from_pretrained(pretrained, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(pretrained, **kwargs)
         processor = cls(
             image_processor,
             tokenizer,
@@ -297,11 +303,21 @@ class IFASProcessor:
 
         The image transform is built from the vision config's `image_size` and CLIP's mean/std (only the
         config is read from `vision`); the tokenizer is loaded from `text`. `kwargs` go to `IFASProcessor`.
+
+        Raises:
+            FileNotFoundError, OSError: as `IFASForConditionalGeneration.from_pretrained_parts` (part named).
         """
         from transformers import AutoTokenizer, CLIPVisionConfig
 
-        image_size = CLIPVisionConfig.from_pretrained(vision).image_size
-        return cls(build_image_processor(image_size), AutoTokenizer.from_pretrained(text), **kwargs)
+        from ._loading import check_local, loading
+
+        check_local(vision, "vision model folder")
+        check_local(text, "language model folder")
+        with loading("vision model", vision):
+            image_size = CLIPVisionConfig.from_pretrained(vision).image_size
+        with loading("tokenizer", text):
+            tokenizer = AutoTokenizer.from_pretrained(text)
+        return cls(build_image_processor(image_size), tokenizer, **kwargs)
 
 
 def _read_processor_config(pretrained: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
@@ -313,5 +329,8 @@ def _read_processor_config(pretrained: str | os.PathLike, **kwargs: Any) -> dict
         raise ValueError(f"{pretrained} has no {PROCESSOR_CONFIG_NAME}: it is not a saved I-FAS processor")
     from huggingface_hub import hf_hub_download
 
+    from ._loading import loading
+
     hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
-    return json.loads(Path(hf_hub_download(str(pretrained), PROCESSOR_CONFIG_NAME, **hub)).read_text())
+    with loading("processor", pretrained):
+        return json.loads(Path(hf_hub_download(str(pretrained), PROCESSOR_CONFIG_NAME, **hub)).read_text())

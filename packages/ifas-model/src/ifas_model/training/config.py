@@ -21,10 +21,26 @@ ANSWER_MODES = ("full", "judgment-only", "general-captions")
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("cosine", "constant")
 RESUME_MODES = ("auto", "must", "never")
+PAPER_LEARNING_RATE = 1e-5
+"""The paper's learning rate (FACTS §1), used for ``llm`` = full (the default) and frozen."""
+LORA_LEARNING_RATE = 1e-4
+"""Learning rate of ``llm`` = lora / qlora when none is given (documented deviation: LoRA adapters barely move
+at the paper's full fine-tuning rate 1e-5; 1e-4 is the usual LoRA rate)."""
+DEFAULT_LOPSIDED_ALPHA = 0.7
+"""``IFASConfig``'s default alpha (kept equal to `ifas_model.configuration.DEFAULT_LOPSIDED_ALPHA`, which this
+light module does not import; a test checks they agree)."""
 NO_EVAL = "none"
 """Value of ``eval_split`` that turns periodic evaluation off."""
 HOLDOUT = "holdout"
 """Value of ``eval_split`` that asks for the deterministic hold-out of the training split (see data.py)."""
+
+
+class ConfigError(ValueError):
+    """A setting with a wrong value or type; ``field`` names it (the YAML file is named by `resolve_config`)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,8 @@ class TrainConfig:
     max_train_samples: int | None = None
     """Use only the first N training rows (debugging); None uses all."""
     max_eval_samples: int | None = 2000
-    """Cap on evaluated rows per evaluation (the first N of the eval split), to keep evaluation cheap."""
+    """Cap on evaluated rows per evaluation, to keep evaluation cheap: a larger eval split is replaced by a
+    sample of N rows drawn with ``seed`` and stratified by (source, label) (`data.stratified_subsample`)."""
     num_workers: int = 2
     """DataLoader worker processes decoding images (0 = decode in the main process)."""
 
@@ -60,12 +77,12 @@ class TrainConfig:
     """Hub id or local path of the vision encoder, replacing the preset's (``default`` preset only)."""
     language_model: str | None = None
     """Hub id or local path of the LLM, replacing the preset's (``default`` preset only)."""
-    llm: str = "lora"
+    llm: str = "full"
     """How the LLM trains: ``full``, ``lora``, ``qlora`` (4-bit base + LoRA) or ``frozen``; the vision encoder
-    is always frozen. ``lora`` is the default, as in the model config (``IFASConfig.llm_training``, see
-    docs/model.md): with AdamW, full tuning of OPT-2.7B needs ~45 GB for weights, gradients and moments before
-    activations, LoRA leaves room for batch 32 on one 80 GB GPU and keeps the LLM's language ability that the
-    interpretations rely on. ``full`` is the paper's likely setup (lr 1e-5 is a full fine-tuning rate)."""
+    is always frozen. ``full`` is the default: the paper's recipe (it fine-tunes the pre-trained OPT at lr 1e-5,
+    a full fine-tuning rate). Trainable weights are kept in fp32 for AdamW (`set_training_dtypes`), so OPT-2.7B
+    needs ~43 GB of weights, gradients and moments plus activations: it fits one 80 GB GPU at batch 32.
+    ``lora``/``qlora`` fit smaller cards; they train at `LORA_LEARNING_RATE` unless a rate is given."""
     lora_rank: int = 16
     """LoRA rank r (``lora``/``qlora``)."""
     lora_alpha: int = 32
@@ -75,13 +92,16 @@ class TrainConfig:
     loss: str = "lopsided"
     """``lopsided`` (paper eq. 4) or ``plain`` (the ordinary LM loss over all answer tokens; Table 3 ablation)."""
     alpha: float | None = None
-    """Weight of the judgment loss in the Lopsided LM loss; None keeps the model config's default."""
+    """Weight of the judgment loss in the Lopsided LM loss; None resolves to the model's default
+    (``DEFAULT_LOPSIDED_ALPHA`` = 0.7, see `ifas_model.configuration`), so config.yaml records the value used."""
     gac: bool = True
     """Use the Globally Aware Connector's global (layer-CLS) features; False is the "no GAC" ablation."""
 
     # --- optimisation -----------------------------------------------------------------------------
-    learning_rate: float = 1e-5
-    """AdamW peak learning rate (paper)."""
+    learning_rate: float | None = None
+    """AdamW peak learning rate. None resolves by ``llm``: 1e-5 (paper) for ``full`` and ``frozen``,
+    `LORA_LEARNING_RATE` (1e-4, a documented deviation: 1e-5 is a full fine-tuning rate and barely moves LoRA
+    adapters) for ``lora`` and ``qlora``. `learning_rate_note` says which rule applied."""
     weight_decay: float = 1e-2
     """AdamW weight decay (paper); not applied to biases and norm weights."""
     batch_size: int = 32
@@ -124,8 +144,17 @@ class TrainConfig:
     """Create the Hub repository as private."""
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"config field '{name}': {why}, got {getattr(self, name)!r}")
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"config field '{name}': {why}, got {getattr(self, name)!r}", field=name)
+
+        for f in fields(self):  # a wrong type is named here, not as a TypeError further on
+            object.__setattr__(self, f.name, coerce_value(f.name, getattr(self, f.name)))
+        if self.learning_rate is None:  # the recipe's rate for the LLM mode (see the field's docstring)
+            rate = LORA_LEARNING_RATE if self.llm in ("lora", "qlora") else PAPER_LEARNING_RATE
+            object.__setattr__(self, "learning_rate", rate)
+            object.__setattr__(self, "_lr_rule", "lora-default" if rate == LORA_LEARNING_RATE else "paper")
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", DEFAULT_LOPSIDED_ALPHA)
 
         choices = {"llm": LLM_MODES, "loss": LOSS_TYPES, "answers": ANSWER_MODES, "precision": PRECISIONS,
                    "schedule": SCHEDULES, "resume": RESUME_MODES}
@@ -133,7 +162,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise bad(name, f"must be one of {', '.join(allowed)}")
         if not self.dataset:
-            raise ValueError("config field 'dataset': required (a Hub id or a local path of a VQA corpus)")
+            raise ConfigError("config field 'dataset': required (a Hub id or a local path of a VQA corpus)",
+                              field="dataset")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise bad("alpha", "must be in [0, 1]")
         if self.learning_rate <= 0:
@@ -161,11 +191,85 @@ class TrainConfig:
         if self.push_to_hub is not None and self.push_to_hub.count("/") != 1:
             raise bad("push_to_hub", "must be a Hub repository id org/name")
         if self.preset != "default" and (self.vision_model or self.language_model):
-            raise ValueError("config fields 'vision_model'/'language_model' only apply to the 'default' preset")
+            raise ConfigError("config fields 'vision_model'/'language_model' only apply to the 'default' preset",
+                              field="vision_model" if self.vision_model else "language_model")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a plain dict (YAML/JSON friendly)."""
         return dataclasses.asdict(self)
+
+    @property
+    def learning_rate_note(self) -> str:
+        """Where the learning rate came from, for the banner and config.yaml (empty when it was given)."""
+        rule = getattr(self, "_lr_rule", "")
+        if rule == "lora-default":
+            return (f"{self.learning_rate:g}: the LoRA default for --llm {self.llm} (a deviation from the paper's "
+                    f"{PAPER_LEARNING_RATE:g}, a full fine-tuning rate; docs/training.md)")
+        if rule == "paper":
+            return f"{self.learning_rate:g}: the paper's rate"
+        return ""
+
+
+def _field_kind(name: str) -> tuple[str, bool]:
+    """(base type name, None allowed) of a `TrainConfig` field, from its annotation string."""
+    annotation = str(next(f.type for f in fields(TrainConfig) if f.name == name))
+    parts = [p.strip() for p in annotation.split("|")]
+    return next(p for p in parts if p != "None"), "None" in parts
+
+
+_JOINABLE = frozenset({"sources", "train_split"})
+"""Comma-separated fields that may also be written as a YAML list."""
+
+
+def coerce_value(name: str, value: Any) -> Any:
+    """Convert a setting read from YAML (or given in code) to its `TrainConfig` field type.
+
+    PyYAML reads ``1e-4`` (no dot) as a string, so a number written as text is accepted for float and int
+    fields; an int is accepted for a float field; a float with an integral value for an int field; a YAML list
+    of names for ``sources`` / ``train_split``. ``null`` is accepted where the field allows None.
+
+    Raises:
+        ConfigError: the value cannot be read as the field's type (the message names the field and value).
+    """
+    kind, nullable = _field_kind(name)
+    if value is None:
+        if nullable:
+            return None
+        raise ConfigError(f"{name}: expected {_KIND_WORDS[kind]}, got null", field=name)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+    elif kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+    elif kind == "str":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        if name in _JOINABLE and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+    raise ConfigError(f"{name}: expected {_KIND_WORDS[kind]}, got {value!r}", field=name)
+
+
+_KIND_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
 
 
 # Training presets: what a model preset changes in the recipe. ``tiny`` is the random offline model; the
@@ -202,16 +306,27 @@ def config_field_names() -> tuple[str, ...]:
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML run-settings file: a mapping of `TrainConfig` field names (``-`` or ``_``) to values.
 
+    Values are converted to the field types with `coerce_value` (``learning_rate: 1e-4`` is a number).
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not a mapping, or a key that is not a `TrainConfig` field (named with the file).
+        ConfigError: not valid YAML, not a mapping, a key that is not a `TrainConfig` field, or a value of the
+            wrong type; one line naming the file (and the key).
     """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML: {what}{where}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file ({err.reason})") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path}: must be a mapping of setting names to values, got {type(data).__name__}")
     known = set(config_field_names())
@@ -219,8 +334,11 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in known:
-            raise ValueError(f"{path}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
-        out[name] = value
+            raise ConfigError(f"{path}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
+        try:
+            out[name] = coerce_value(name, value)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}", field=name) from err
     return out
 
 
@@ -232,7 +350,8 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
         config_file: optional YAML file (see `read_yaml_config`).
 
     Raises:
-        ValueError: an unknown preset, an unknown key, or a value that fails validation.
+        ValueError: an unknown preset, an unknown key, or a value that fails validation (a `ConfigError`
+            that names the YAML file when the value came from it).
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     from_file = read_yaml_config(config_file) if config_file else {}
@@ -244,14 +363,24 @@ def resolve_config(flags: dict[str, Any] | None = None, config_file: str | Path 
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"unknown preset '{preset}' (known: {', '.join(TRAIN_PRESETS)})")
     merged: dict[str, Any] = {**TRAIN_PRESETS[preset], **from_file, **flags, "preset": preset}
-    return TrainConfig(**merged)
+    try:
+        return TrainConfig(**merged)
+    except ConfigError as err:
+        if config_file and err.field in from_file and err.field not in flags:
+            raise ConfigError(f"{config_file}: {err}", field=err.field) from err
+        raise
 
 
 def write_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved configuration as YAML (readable back with `read_yaml_config`)."""
+    """Write the resolved configuration as YAML (readable back with `read_yaml_config`).
+
+    A resolved default that deviates from the paper (the LoRA learning rate) is explained in a comment line.
+    """
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    note = config.learning_rate_note
+    header = f"# learning_rate {note}\n" if note and "deviation" in note else ""
+    Path(path).write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 RESUME_INVARIANT_FIELDS = frozenset({"output_dir", "resume", "push_to_hub", "hub_private", "num_workers",
@@ -261,6 +390,12 @@ RESUME_INVARIANT_FIELDS = frozenset({"output_dir", "resume", "push_to_hub", "hub
 
 
 def resume_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
-    """Fields (other than `RESUME_INVARIANT_FIELDS`) whose value differs from the saved run configuration."""
+    """Fields (other than `RESUME_INVARIANT_FIELDS`) whose value differs from the saved run configuration.
+
+    A saved ``alpha: null`` (runs from before alpha was resolved) counts as the default it meant.
+    """
     now = current.to_dict()
+    saved = dict(saved)
+    if "alpha" in saved and saved["alpha"] is None:
+        saved["alpha"] = DEFAULT_LOPSIDED_ALPHA
     return [k for k in now if k not in RESUME_INVARIANT_FIELDS and k in saved and saved[k] != now[k]]

@@ -42,10 +42,17 @@ def load_corpus(source: str) -> datasets.DatasetDict:
 
     try:
         corpus = load_table(source, kind="vqa")
-    except (SchemaError, FileNotFoundError):
+    except SchemaError as err:
+        if err.column in ("question", "answer", "judgment", "interpretation", "caption"):
+            raise SchemaError(f"{err}. {source} looks like a benchmark dataset (images and labels, no VQA "
+                              f"answers): run `scf caption --dataset {source} --out OUT` first and train on "
+                              "OUT/corpus") from err
+        raise
+    except FileNotFoundError:
         raise
     except Exception as err:  # Hub unreachable, not a dataset, unreadable files: one line naming the source
-        raise ValueError(f"cannot load the VQA corpus {source}: {type(err).__name__}: {err}") from err
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"cannot load the VQA corpus {source}: {text}") from err
     return datasets.DatasetDict(
         {split: ds.cast_column("image", datasets.Image(decode=False)) for split, ds in corpus.items()}
     )
@@ -89,23 +96,30 @@ def select_sources(corpus: datasets.DatasetDict, sources: str | None) -> dataset
 
 
 def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split: str | None,
-                     holdout_fraction: float) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
-    """Choose the training and evaluation tables.
+                     holdout_fraction: float, sources: str | None = None,
+                     ) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
+    """Choose the training and evaluation tables (of a corpus already filtered with `select_sources`).
 
     ``train_split`` may name several splits, comma-separated (``train,test``: FLIP's MCIO training lists are
     the union of the train and test splits of the source datasets); they are concatenated. ``eval_split``
-    None picks ``dev``, else ``test`` (when not trained on), else the hold-out; ``"none"`` disables
+    None picks ``dev``, else ``test`` (when not trained on), else the hold-out, skipping splits that hold no
+    row (after the source filter a corpus's ``dev`` may hold none of the chosen sources); ``"none"`` disables
     evaluation; ``"holdout"`` takes `holdout_mask` videos out of the training table.
+
+    Args:
+        sources: the ``--sources`` filter already applied, only to name it in messages.
 
     Returns:
         (train, eval or None, the name of the evaluation source).
 
     Raises:
-        ValueError: a split that the corpus does not have (named with the ones it has).
+        ValueError: a split that the corpus does not have (named with the ones it has), or an empty training
+            or explicitly named evaluation split (named with the sources).
     """
     import datasets
 
     have = ", ".join(corpus)
+    of_sources = f" for source(s) {sources}" if _names(sources) else ""
     train_splits = _names(train_split)
     if not train_splits:
         raise ValueError("no training split given")
@@ -115,9 +129,17 @@ def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split:
     train = (corpus[train_splits[0]] if len(train_splits) == 1
              else datasets.concatenate_datasets([corpus[s] for s in train_splits]))
     if len(train) == 0:
-        raise ValueError(f"the training table ({train_split}) is empty")
+        raise ValueError(f"the training table ({train_split}) is empty{of_sources}")
     if eval_split is None:
-        eval_split = next((s for s in ("dev", "test") if s in corpus and s not in train_splits), "holdout")
+        candidates = [s for s in ("dev", "test") if s in corpus and s not in train_splits]
+        empty = []
+        for name in candidates:  # the first candidate with rows; the empty ones before it are reported
+            if len(corpus[name]):
+                break
+            empty.append(name)
+        eval_split = candidates[len(empty)] if len(empty) < len(candidates) else "holdout"
+        if empty:
+            logger.info("split(s) %s hold no rows%s; evaluating on %s", ", ".join(empty), of_sources, eval_split)
     if eval_split == "none":
         return train, None, "none"
     if eval_split == "holdout":
@@ -132,7 +154,72 @@ def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split:
         raise ValueError(f"evaluation split '{eval_split}' not in the corpus (splits: {have})")
     if eval_split in train_splits:
         raise ValueError(f"evaluation split '{eval_split}' is a training split")
+    if len(corpus[eval_split]) == 0:
+        raise ValueError(f"evaluation split '{eval_split}' holds no rows{of_sources}; choose another --eval-split "
+                         "(or holdout, or none)")
     return train, corpus[eval_split], eval_split
+
+
+def stratified_subsample(table: datasets.Dataset, n: int, seed: int) -> datasets.Dataset:
+    """At most ``n`` rows of ``table``, drawn with ``seed`` and stratified by (``source``, ``label``).
+
+    Each (source, label) stratum gets a share of ``n`` proportional to its size (largest remainders break
+    ties) and at least one row when ``n`` allows; rows inside a stratum are a seeded random choice. The rows
+    keep their table order. A table of at most ``n`` rows is returned unchanged. Used for the periodic
+    evaluation (``max_eval_samples``), where the first N rows of a multi-source split would cover one source.
+    """
+    import random
+
+    if len(table) <= n:
+        return table
+    keys = list(zip(table["source"], table["label"], strict=True))
+    strata: dict[tuple[str, int], list[int]] = {}
+    for i, key in enumerate(keys):
+        strata.setdefault(key, []).append(i)
+    order = sorted(strata)
+    quota = {k: n * len(strata[k]) / len(table) for k in order}
+    take = {k: int(quota[k]) for k in order}
+    if n >= len(order):
+        for k in order:
+            take[k] = max(take[k], 1)
+    left = n - sum(take.values())
+    for k in sorted(order, key=lambda k: (-(quota[k] - int(quota[k])), k)):
+        if left <= 0:
+            break
+        if take[k] < len(strata[k]):
+            take[k] += 1
+            left -= 1
+    while sum(take.values()) > n:  # the minimum of one per stratum overshot: trim the largest strata
+        k = max(order, key=lambda k: (take[k], k))
+        take[k] -= 1
+    rng = random.Random(seed)
+    chosen = sorted(i for k in order for i in rng.sample(strata[k], take[k]))
+    return table.select(chosen)
+
+
+def corpus_fingerprint(corpus: datasets.DatasetDict) -> dict[str, Any]:
+    """A cheap identity of a VQA corpus that does not depend on where it is stored.
+
+    Rows per split, and per split a SHA-1 of the ``source``, ``video_id``, ``label`` and ``interpretation``
+    columns in row order (image bytes are not read: hashing them would cost a pass over the whole corpus).
+    A copied or moved corpus, or the same corpus re-saved in other shards, has the same fingerprint; a
+    different corpus, a different split of it, or one captioned again has another.
+
+    Returns:
+        ``{"rows": {split: n}, "sha1": {split: hex}}`` (JSON friendly).
+    """
+    rows, digests = {}, {}
+    for split in sorted(corpus):
+        ds = corpus[split]
+        columns = ("source", "video_id", "label", "interpretation")
+        table = ds.select_columns(list(columns)).with_format("arrow")[:] if len(ds) else None
+        h = hashlib.sha1()
+        for name in columns:
+            h.update(name.encode())
+            for value in (table.column(name).to_pylist() if table is not None else []):
+                h.update(str(value).encode("utf-8") + b"\x1f")
+        rows[split], digests[split] = len(ds), h.hexdigest()
+    return {"rows": rows, "sha1": digests}
 
 
 def decode_image(value: Any) -> Image.Image:

@@ -20,9 +20,11 @@ from .data import (
     ResumableBatchSampler,
     VQACollator,
     VQADataset,
+    corpus_fingerprint,
     load_corpus,
     select_sources,
     split_train_eval,
+    stratified_subsample,
 )
 from .distributed import DistState, all_reduce_sum, any_rank, barrier, gather_lists, init_distributed
 
@@ -150,6 +152,13 @@ class WarmupSchedule:
         return {"warmup": self.warmup, "total": self.total, "kind": self.kind}
 
 
+def describe_metrics(record: dict[str, Any]) -> str:
+    """``AUC 0.8156 HTER 0.3167`` (4 decimals) from an evaluation record, or why they were not computed."""
+    if "auc" in record:
+        return f"AUC {record['auc']:.4f} HTER {record['hter']:.4f}"
+    return record.get("metrics_error", "AUC/HTER not computed")
+
+
 class Trainer:
     """One training run of I-FAS in one process of (possibly) several.
 
@@ -172,16 +181,27 @@ class Trainer:
         self.run_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
 
+        # -- cheap checks first: the run folder (resume mode, changed settings), the corpus, a finished run --
+        self.resume_ckpt = self.check_run_dir()
+        corpus = load_corpus(config.dataset)
+        self.corpus_fingerprint = corpus_fingerprint(corpus)
+        self.check_corpus(self.resume_ckpt)
+        self.finished = self.finished_summary(self.resume_ckpt)
+        if self.finished is not None:  # nothing to train or build: `fit` reports where the model is
+            return
+
         # -- data: validated corpus, train/eval tables, resumable order ---------------------------------
-        corpus = select_sources(load_corpus(config.dataset), config.sources)
+        corpus = select_sources(corpus, config.sources)
         train_table, eval_table, self.eval_source = split_train_eval(
-            corpus, config.train_split, config.eval_split, config.holdout_fraction)
+            corpus, config.train_split, config.eval_split, config.holdout_fraction, sources=config.sources)
         if config.max_train_samples:
             train_table = train_table.select(range(min(config.max_train_samples, len(train_table))))
+        self.eval_rows_total = len(eval_table) if eval_table is not None else 0
         if eval_table is not None and config.max_eval_samples:
-            eval_table = eval_table.select(range(min(config.max_eval_samples, len(eval_table))))
+            eval_table = stratified_subsample(eval_table, config.max_eval_samples, config.seed)
         self.train_set = VQADataset(train_table, config.answers)
         self.eval_set = VQADataset(eval_table, config.answers) if eval_table is not None else None
+        self.eval_name = self._eval_name()
 
         # -- model -------------------------------------------------------------------------------------
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.dist.device.type == "cuda")
@@ -238,8 +258,19 @@ class Trainer:
         """Samples per optimizer step over all ranks."""
         return self.config.batch_size * self.config.grad_accum * self.dist.world_size
 
-    def prepare_run_dir(self) -> Path | None:
-        """Create the run folder, write config.yaml, and return the checkpoint to resume from (or None).
+    def _eval_name(self) -> str:
+        """``<split> of <sources> (N rows)``: the evaluated set, as the log and the final line name it."""
+        if self.eval_set is None:
+            return "none"
+        sources = self.config.sources or "every source"
+        n = len(self.eval_set)
+        rows = (f"{n:,} rows" if n == self.eval_rows_total
+                else f"{n:,} of {self.eval_rows_total:,} rows, a sample stratified by source and label")
+        return f"{self.eval_source} of {sources} ({rows})"
+
+    def check_run_dir(self) -> Path | None:
+        """Check the run folder against the settings before anything is loaded; return the checkpoint to
+        resume from (or None).
 
         Raises:
             ResumeError: ``resume=must`` without a checkpoint, ``resume=never`` with one, or settings that
@@ -262,11 +293,60 @@ class Trainer:
             if diff:
                 raise ResumeError(f"cannot resume {self.run_dir}: settings differ from the saved run in "
                                   f"{', '.join(diff)} (see {saved_cfg})")
+        return ckpt
+
+    def check_corpus(self, ckpt: Path | None) -> None:
+        """Refuse to resume on another corpus than the run started on (``<run>/corpus.json``).
+
+        The corpus is compared by `corpus_fingerprint` (rows per split and a hash of the sources, videos,
+        labels and interpretations), not by path: a moved or copied corpus resumes, a different one does not.
+        A run folder from before ``corpus.json`` existed resumes and gets one.
+
+        Raises:
+            ResumeError: the fingerprint differs from the saved one.
+        """
+        path = self.run_dir / "corpus.json"
+        if ckpt is None or not path.is_file():
+            return
+        saved = json.loads(path.read_text())
+        now = self.corpus_fingerprint
+        if saved.get("rows") == now["rows"] and saved.get("sha1") == now["sha1"]:
+            if saved.get("dataset") != self.config.dataset:
+                logger.info("the corpus moved: %s then, %s now (same fingerprint)", saved.get("dataset"),
+                            self.config.dataset)
+            return
+        rows = ", ".join(f"{k} {v}" for k, v in saved.get("rows", {}).items())
+        rows_now = ", ".join(f"{k} {v}" for k, v in now["rows"].items())
+        what = (f"rows per split {rows} then, {rows_now} now" if saved.get("rows") != now["rows"]
+                else "same rows per split, other videos, labels or interpretations")
+        raise ResumeError(f"cannot resume {self.run_dir}: --dataset {self.config.dataset} is not the corpus the run "
+                          f"started on ({saved.get('dataset')}; {what}); choose a new --output")
+
+    def finished_summary(self, ckpt: Path | None) -> dict[str, Any] | None:
+        """The saved ``summary.json`` when the run folder holds a finished run with these settings, else None.
+
+        Finished: the newest checkpoint is at its run's last step and ``final/`` and ``summary.json`` exist.
+        """
+        summary, final = self.run_dir / "summary.json", self.run_dir / "final"
+        if ckpt is None or not summary.is_file() or not (final / "config.json").is_file():
+            return None
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        if state.get("total_steps") is None or state["step"] < state["total_steps"]:
+            return None
+        return {**json.loads(summary.read_text()), "already_finished": True}
+
+    def prepare_run_dir(self) -> Path | None:
+        """Create the run folder, write config.yaml and corpus.json; return the checkpoint to resume from.
+
+        The settings were checked in `check_run_dir` / `check_corpus` when the trainer was built.
+        """
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_config(self.config, saved_cfg)
+            write_config(self.config, self.run_dir / "config.yaml")
+            record = {"dataset": self.config.dataset, **self.corpus_fingerprint}
+            (self.run_dir / "corpus.json").write_text(json.dumps(record, indent=1))
         barrier(self.dist)
-        return ckpt
+        return self.resume_ckpt
 
     def resume_from(self, ckpt: Path) -> None:
         """Restore weights, optimizer, schedule, RNG and the data position from a checkpoint."""
@@ -305,7 +385,8 @@ class Trainer:
 
         table = Table(title="ifas-train", show_header=False, box=None, pad_edge=False)
         for key, value in self.config.to_dict().items():
-            table.add_row(key, str(value))
+            note = self.config.learning_rate_note if key == "learning_rate" else ""
+            table.add_row(key, f"{value} ({note.partition(': ')[2]})" if note else str(value))
         derived = {
             "device": f"{self.dist.device} x {self.dist.world_size} process(es)",
             "precision": ("bf16 autocast; trainable weights fp32, frozen weights bf16"
@@ -315,7 +396,7 @@ class Trainer:
             "trainable parameters": f"{self.counts['trainable']:,}",
             "frozen parameters": f"{self.counts['frozen']:,}",
             "training rows": f"{len(self.train_set):,}",
-            "evaluation": f"{self.eval_source} ({len(self.eval_set) if self.eval_set else 0:,} rows)",
+            "evaluation": self.eval_name,
             "steps": f"{self.total_steps:,} ({self.steps_per_epoch:,} per epoch)",
             "resumed from": str(resumed_from) if resumed_from else "-",
         }
@@ -333,12 +414,19 @@ class Trainer:
                 limited jobs; the next call resumes). None trains to the end.
 
         Returns:
-            The summary (also written to ``<run>/summary.json``); ``{"stopped_at": step}`` when stopped early.
+            The summary (also written to ``<run>/summary.json``); ``{"stopped_at": step}`` when stopped early;
+            the saved summary with ``already_finished: True`` when the run folder holds the finished run.
 
         Raises:
             NonFiniteLossError: NaN/inf loss or gradient norm; the last good checkpoint is kept.
         """
-
+        if self.finished is not None:
+            if self.dist.is_main:
+                self.console.print(f"[bold green]already finished[/]: {self.run_dir} ran its "
+                                   f"{self.finished.get('steps')} steps; the model is in "
+                                   f"{self.finished.get('final', self.run_dir / 'final')} (use a new --output to "
+                                   "train again)")
+            return self.finished
         ckpt = self.prepare_run_dir()
         if ckpt is not None:
             self.resume_from(ckpt)
@@ -507,18 +595,24 @@ class Trainer:
         rows = gather_lists(self.dist, rows)
         unique = {r[0]: r for r in rows}.values()  # wrap-around padding repeats rows in multi-process runs
         record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "split": "eval", "source": self.eval_source,
-                                  "loss": loss_sum / max(loss_n, 1), "n_rows": len(unique),
-                                  "skipped_images": int(skipped)}
-        try:
-            m = flip_metrics([r[1] for r in unique], [r[2] for r in unique], [r[3] for r in unique],
-                             name=self.eval_source)
-            record.update({k: m[k] for k in ("auc", "hter", "eer", "threshold", "tpr_at_fpr_1pct", "n_samples")})
-        except ValueError as err:  # a single-class evaluation set: the loss is still reported
-            record["metrics_error"] = str(err)
+                                  "eval_set": self.eval_name, "loss": loss_sum / max(loss_n, 1),
+                                  "n_rows": len(unique), "skipped_images": int(skipped)}
+        labels = {r[2] for r in unique}
+        if len(labels) < 2:  # AUC and HTER need both classes: say so in words, the loss is still reported
+            what = ("no row" if not labels else
+                    f"only {'real faces' if labels == {1} else 'attacks'} (label {labels.pop()})")
+            record["metrics_error"] = f"AUC/HTER not computed: the evaluated rows hold {what}"
+        else:
+            try:
+                m = flip_metrics([r[1] for r in unique], [r[2] for r in unique], [r[3] for r in unique],
+                                 name=self.eval_source)
+                record.update({k: m[k] for k in ("auc", "hter", "eer", "threshold", "tpr_at_fpr_1pct", "n_samples")})
+            except ValueError as err:  # e.g. one class after video averaging: the loss is still reported
+                record["metrics_error"] = f"AUC/HTER not computed: {err}"
         self.log_metrics(record)
         if self.dist.is_main:
-            logger.info("eval step %d: loss %.4f AUC %s HTER %s", self.step, record["loss"],
-                        record.get("auc"), record.get("hter"))
+            logger.info("eval step %d on %s: loss %.4f, %s", self.step, self.eval_name, record["loss"],
+                        describe_metrics(record))
         self.last_eval = record
         return record
 
@@ -554,7 +648,7 @@ class Trainer:
             merged.save_pretrained(final)
             self.processor.save_pretrained(final)
             base = base_models(self.config)
-            card = model_card(self.config.to_dict(), eval_metrics=final_eval, eval_source=self.eval_source,
+            card = model_card(self.config.to_dict(), eval_metrics=final_eval, eval_source=self.eval_name,
                               base_models=base, parameter_counts=self.counts, steps=self.step,
                               skipped_images=skipped)
             (final / "README.md").write_text(card)
@@ -562,8 +656,8 @@ class Trainer:
                 summary["hub_commit"] = push_to_hub(final, self.config.push_to_hub, private=self.config.hub_private)
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             self.console.print(f"[bold green]done[/]: {self.step} steps, skipped images {skipped}, "
-                               + (f"eval AUC {final_eval.get('auc', float('nan')):.4f} HTER "
-                                  f"{final_eval.get('hter', float('nan')):.4f}, " if final_eval else "")
+                               + (f"eval on {self.eval_name}: {describe_metrics(final_eval)}, " if final_eval
+                                  else "")
                                + f"model in {final}")
         barrier(self.dist)
         return summary
