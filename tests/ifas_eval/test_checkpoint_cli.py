@@ -35,9 +35,14 @@ def test_sample_protocol_end_to_end_and_resume(tiny_checkpoint, tmp_path):
     args = ["--protocol", "sample", "--checkpoint", f"sample-domain-a={tiny_checkpoint}",
             "--checkpoint", f"sample-domain-b={tiny_checkpoint}", "--out", str(out), "--batch-size", "8",
             "--explain", "1", "--max-new-tokens", "6"]
+    # one checkpoint on two leave-one-out settings: refused, then allowed with --shared-checkpoint (rows marked)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "--shared-checkpoint" in res.stderr.strip().splitlines()[-1]
+    args.append("--shared-checkpoint")
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "sample-domain-a" in res.stdout and "Average" in res.stdout and "FLIP/SSDG" in res.stdout
+    assert "(seen domain)" in res.stdout and "Loading weights" not in res.output
     score_file = out / "scores" / "sample-domain-a" / "tiny-final" / "sample-domain-a.csv"
     with score_file.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -113,9 +118,9 @@ def test_checkpoint_errors(tiny_checkpoint, tmp_path):
 
     res = CliRunner().invoke(main, ["--protocol", "sample", "--checkpoint", f"nope={tiny_checkpoint}"])
     assert res.exit_code != 0 and "has no setting 'nope'" in res.stderr
-    res = CliRunner().invoke(main, ["--protocol", "mcio", "--checkpoint", str(tiny_checkpoint)])
+    res = CliRunner().invoke(main, ["--protocol", "mcio", "--checkpoint", f"M={tiny_checkpoint}"])
     assert res.exit_code != 0 and "needs --data" in res.stderr
-    res = CliRunner().invoke(main, ["--protocol", "mcio", "--checkpoint", str(tiny_checkpoint), "--data",
+    res = CliRunner().invoke(main, ["--protocol", "mcio", "--checkpoint", f"M={tiny_checkpoint}", "--dataset",
                                     str(tmp_path / "missing")])
     assert res.exit_code != 0
     last = res.stderr.strip().splitlines()[-1]  # log lines (warnings) may precede the one-line error

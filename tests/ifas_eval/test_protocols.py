@@ -26,10 +26,18 @@ def test_mcio_is_leave_one_out_with_flip_splits():
     for s in p.settings:
         target = mcio[s.name]
         assert [t.name for t in s.tests] == [target]
-        assert s.tests[0].parts[0].splits == ("test",)
+        # FLIP's test lists hold the whole target (train/ and test/ folders) minus the 5-shot videos
+        assert s.tests[0].parts[0].splits == ("train", "test")
         assert {sel.source for sel in s.train} == set(mcio.values()) - {target}
         assert all(sel.splits == ("train", "test") for sel in s.train)  # FLIP's train lists: train + test
     assert [s.label for s in p.settings] == ["O&C&I->M", "O&M&I->C", "O&C&M->I", "I&C&M->O"]
+    assert "test split only" not in p.description and "--exclude-videos" in p.description
+
+
+def test_one_to_eleven_description_names_all_eleven_targets():
+    p = load_protocol("one-to-eleven")
+    for t in p.settings[0].tests:
+        assert t.name in p.description, t.name
 
 
 def test_one_to_eleven_trains_on_celeba_and_tests_eleven_targets():
@@ -93,8 +101,10 @@ def test_list_protocols():
     res = CliRunner().invoke(main, ["--list-protocols"])
     assert res.exit_code == 0, res.output
     for word in ("mcio", "one-to-eleven", "sample", "O&C&I->M", "CelebA-Spoof [train]", "HiFiMask [test]",
-                 "OULU-NPU [train+test]"):
+                 "OULU-NPU [train+test]", "MSU-MFSD [train+test]", "--exclude-videos"):
         assert word in res.stdout
+    # MSU-MFSD is train+test in three MCIO settings' training and in setting M's test set (FLIP's lists)
+    assert res.stdout.count("MSU-MFSD [train+test]") == 4
 
 
 def test_source_names_agree_with_scf_ingest():

@@ -13,6 +13,13 @@ logger = logging.getLogger(__name__)
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
+DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32"]  # = scoring.DTYPE_CHOICES
+NORMALIZE_HELP = ("P(real) read at the answer position: vocab = P(' Yes') over the whole vocabulary (the paper's "
+                  "score); yes_no = P(' Yes') / (P(' Yes') + P(' No')). Only with yes_no is p_real >= 0.5 the "
+                  "model's own Yes-over-No choice, so that 'judgment' at threshold 0.5 agrees with the generated "
+                  "'answer'; with vocab, p_real < 0.5 can still be the model's Yes (the rest of the vocabulary "
+                  "shares the mass), so take the threshold from a dev set.")
+
 
 def _setup_logging(verbose: bool) -> None:
     from rich.console import Console
@@ -67,8 +74,11 @@ def _list_protocols() -> None:
                           escape("\n".join(sel.describe() for sel in s.train) or "-"),
                           escape("\n".join(t.describe() for t in s.tests)))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
-    click.echo("Splits: 'test' = the dataset's own test split; MCIO training sources use train+test as FLIP's "
-               "lists do. Sources are the `source` values written by `scf ingest`.")
+    click.echo("Splits are the datasets' own splits. MCIO uses train+test on both sides, as FLIP's lists do (dev "
+               "splits left out); FLIP's test lists also leave out its 5-shot videos: add --exclude-videos "
+               "<ds>_real_shot.txt --exclude-videos <ds>_fake_shot.txt (20 videos per target; needs a benchmark "
+               "ingested with scf ingest --source flip-mcio). Sources are the `source` values written by "
+               "`scf ingest`.")
 
 
 @click.command(context_settings=_CONTEXT)
@@ -76,10 +86,13 @@ def _list_protocols() -> None:
 @click.option("--protocol", metavar="NAME|FILE.yaml",
               help="mcio (Protocol 1), one-to-eleven (Protocol 2), sample, or a protocol YAML file.")
 @click.option("--checkpoint", "checkpoints", multiple=True, metavar="[SETTING=]CKPT",
-              help="Checkpoint folder (save_pretrained) or Hub id. SETTING=CKPT evaluates CKPT on one setting "
-                   "(leave-one-out: one checkpoint per setting); a plain CKPT is evaluated on every setting. "
-                   "Repeat for seeds (mean ± std).")
-@click.option("--data", metavar="PATH|ORG/NAME",
+              help="Checkpoint folder (save_pretrained) or Hub id. SETTING=CKPT evaluates CKPT on one setting; "
+                   "a plain CKPT is evaluated on every setting without one. Leave-one-out protocols (mcio, "
+                   "sample) need one checkpoint per setting: a checkpoint shared by settings that train on each "
+                   "other's test domain is refused unless --shared-checkpoint. Repeat for seeds (mean ± std).")
+@click.option("--shared-checkpoint", is_flag=True,
+              help="Allow one checkpoint on several leave-one-out settings; its rows are marked '(seen domain)'.")
+@click.option("--data", "--dataset", "data", metavar="PATH|ORG/NAME",
               help="Benchmark dataset: a dataset folder, a folder of per-source dataset folders, or a Hub id "
                    "(one config per source). Default for the sample protocol: the embedded sample.")
 @click.option("--scores", "score_files", multiple=True, metavar="[NAME=]FILE.csv",
@@ -102,25 +115,32 @@ def _list_protocols() -> None:
 @click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
               help="Generation budget of an explanation.")
 @click.option("--setting", "settings", multiple=True, help="Only these settings of the protocol.")
+@click.option("--exclude-videos", "exclude_files", multiple=True, metavar="FILE",
+              help="Leave the videos of FILE out of every test set before scoring (repeatable). One entry per "
+                   "line: FLIP's <ds>/<split>/<real|fake>/<video>_frame0.png or a video id; matched on the "
+                   "benchmark's video_id. E.g. FLIP's <ds>_real_shot.txt and <ds>_fake_shot.txt give FLIP's MCIO "
+                   "test sets (needs a benchmark ingested with scf ingest --source flip-mcio).")
+@click.option("--skip-corrupt", is_flag=True,
+              help="Skip benchmark rows whose image does not decode, counting them per test set (default: stop "
+                   "with a line naming the dataset, split, row and path).")
 @click.option("--test-set", "test_sets", multiple=True, help="Only these test sets.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True, help="auto: bfloat16 on CUDA, float32 on CPU.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
+              help="auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too.")
 @click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
-              help="P(real) read at the answer position: vocab = P(' Yes') over the whole vocabulary (the "
-                   "paper's score); yes_no = P(' Yes') / (P(' Yes') + P(' No')), better suited to a fixed 0.5 "
-                   "threshold on a lightly trained model.")
+              help=NORMALIZE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
 @click.option("--train-commands", is_flag=True,
               help="With --protocol: print the ifas-train command of each setting (its training sources and "
                    "splits; --data names the VQA corpus) and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...], data: str | None,
-         score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None, out_dir: Path | None,
-         report_dir: Path | None, no_report: bool, explain: int, max_new_tokens: int, settings: tuple[str, ...],
-         test_sets: tuple[str, ...], batch_size: int, device: str, dtype: str, normalize: str, as_json: bool,
-         train_commands: bool, verbose: bool) -> None:
+def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...], shared_checkpoint: bool,
+         data: str | None, score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None,
+         out_dir: Path | None, report_dir: Path | None, no_report: bool, explain: int, max_new_tokens: int,
+         settings: tuple[str, ...], exclude_files: tuple[str, ...], skip_corrupt: bool, test_sets: tuple[str, ...],
+         batch_size: int, device: str, dtype: str, normalize: str, as_json: bool, train_commands: bool,
+         verbose: bool) -> None:
     """Evaluate I-FAS checkpoints on cross-domain FAS protocols, or score files, under explicit conventions.
 
     \b
@@ -135,8 +155,10 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
       ifas-eval --scores results.csv --json
       ifas-eval --scores ours=a.csv --scores flip=b.csv
       ifas-eval --protocol one-to-eleven --checkpoint runs/celeba/final --data /data/fas-benchmark
-      ifas-eval --protocol mcio --checkpoint M=runs/ocim/final --checkpoint C=runs/omic/final ... --data D
-      ifas-eval --protocol sample --checkpoint runs/sample/final
+      ifas-eval --protocol mcio --data D --checkpoint M=runs/mcio-M/final --checkpoint C=runs/mcio-C/final \\
+          --checkpoint I=runs/mcio-I/final --checkpoint O=runs/mcio-O/final \\
+          --exclude-videos flip/msu_real_shot.txt --exclude-videos flip/msu_fake_shot.txt ...
+      ifas-eval --protocol sample --checkpoint sample-domain-a=runs/sample-a/final
     """
     if list_protocols:
         _list_protocols()
@@ -156,6 +178,9 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
     _setup_logging(verbose)
     if score_files and (protocol or checkpoints):
         raise click.ClickException("--scores and --protocol/--checkpoint are separate modes; use one")
+    if (exclude_files or skip_corrupt or shared_checkpoint) and not protocol:
+        flag = "--exclude-videos" if exclude_files else "--skip-corrupt" if skip_corrupt else "--shared-checkpoint"
+        raise click.ClickException(f"{flag} needs --protocol and --checkpoint (score files are used as they are)")
     try:
         if score_files:
             _score_file_mode(score_files, dev_scores, threshold, out_dir, report_dir, as_json)
@@ -163,7 +188,11 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
             if not checkpoints:
                 raise click.ClickException("--protocol needs at least one --checkpoint (or use --scores)")
             _checkpoint_mode(protocol, checkpoints, data, threshold, out_dir, report_dir, no_report, explain,
-                             max_new_tokens, settings, test_sets, batch_size, device, dtype, normalize, as_json)
+                             max_new_tokens, settings, test_sets, batch_size, device, dtype, normalize, as_json,
+                             exclude_files=exclude_files, skip_corrupt=skip_corrupt,
+                             shared_checkpoint=shared_checkpoint)
+        elif checkpoints:
+            raise click.ClickException("--checkpoint needs --protocol (e.g. --protocol sample; see --list-protocols)")
         else:
             raise click.ClickException("nothing to do: give --scores FILE, or --protocol NAME --checkpoint CKPT, "
                                        "or --list-protocols (see --help)")
@@ -202,7 +231,9 @@ def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, thres
 def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str | None, threshold: float | None,
                      out_dir: Path | None, report_dir: Path | None, no_report: bool, explain: int,
                      max_new_tokens: int, settings: tuple[str, ...], test_sets: tuple[str, ...], batch_size: int,
-                     device: str, dtype: str, normalize: str, as_json: bool) -> None:
+                     device: str, dtype: str, normalize: str, as_json: bool, *, exclude_files: tuple[str, ...] = (),
+                     skip_corrupt: bool = False, shared_checkpoint: bool = False) -> None:
+    from ifas_eval.exclusion import read_exclusion_files
     from ifas_eval.protocols import load_protocol
     from ifas_eval.runner import (
         evaluate_protocol,
@@ -212,21 +243,30 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
         write_report,
         write_tables,
     )
+    from ifas_eval.scoring import canonical_dtype, check_checkpoint, pick_device
 
     protocol = load_protocol(protocol_name)
-    plan = plan_checkpoints(protocol, checkpoints, settings)
+    plan = plan_checkpoints(protocol, checkpoints, settings, shared_checkpoint=shared_checkpoint)
+    # cheap checks first: nothing heavy (the embedded sample, the benchmark, a model) before they pass
+    pick_device(device)
+    dtype = canonical_dtype(dtype)
+    for ckpt in dict.fromkeys(c for cs in plan.per_setting.values() for c in cs):
+        check_checkpoint(ckpt)
+    exclusions = read_exclusion_files(exclude_files)
     out = out_dir or Path(f"eval-{protocol.name}")
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(mode="checkpoint", protocol=protocol.name, protocol_file=protocol.path, data=data or
                     protocol.default_data, checkpoints=plan.per_setting, threshold=threshold,
                     batch_size=batch_size, device=device, dtype=dtype, normalize=normalize,
-                    test_sets=list(test_sets))
+                    test_sets=list(test_sets), skip_corrupt=skip_corrupt, shared_checkpoint=shared_checkpoint,
+                    exclude_videos=[{"file": e.path, "label": e.label, "entries": len(e.keys)} for e in exclusions])
     (out / "run.json").write_text(json.dumps(meta, indent=2))
     if protocol.default_data == "embedded-sample" and data is None:
         logger.warning("data: the embedded SYNTHETIC sample; its numbers test the toolkit, they are not FAS "
                        "results")
     scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
-                               device=device, dtype=dtype, test_sets=test_sets, normalize=normalize)
+                               device=device, dtype=dtype, test_sets=test_sets, normalize=normalize,
+                               exclusions=exclusions, skip_corrupt=skip_corrupt)
     title = protocol.title
     write_tables(out, scored, title, meta, with_setting=True)
     if not no_report:
@@ -246,20 +286,20 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
 @click.option("--preset", type=click.Choice(["tiny"]), default=None,
               help="Use a RANDOM, untrained tiny model built offline (tests the pipeline; judgments are noise).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.1), default=0.5, show_default=True,
-              help="judgment = real iff p_real >= threshold. 0.5 is the model's own 'Yes'; set it from a dev "
-                   "set (ifas-eval reports the dev EER threshold). Written into every JSON line.")
+              help="judgment = real iff p_real >= threshold; set it from a dev set (ifas-eval reports the dev EER "
+                   "threshold). 0.5 is the model's own Yes-over-No choice only with --normalize yes_no (then "
+                   "'judgment' agrees with the generated 'answer'); with vocab it is not. Written into every JSON "
+                   "line.")
 @click.option("--frames", "num_frames", type=click.IntRange(1), default=None,
               help="Frames per video, spread evenly (default: FLIP/SSDG's two frames, 6 and 6 + n // 2).")
 @click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
-              help="P(real) read at the answer position: vocab = P(' Yes') over the whole vocabulary (the "
-                   "paper's score); yes_no = P(' Yes') / (P(' Yes') + P(' No')), better suited to a fixed 0.5 "
-                   "threshold on a lightly trained model.")
+              help=NORMALIZE_HELP)
 @click.option("--no-face-detection", is_flag=True, help="Inputs are face crops already: use the whole image.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
               help="Generation budget of the explanation.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
+              help="auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None, threshold: float,
             num_frames: int | None, normalize: str, no_face_detection: bool, max_new_tokens: int, device: str,
@@ -294,10 +334,12 @@ def _load_model(checkpoint: str | None, preset: str | None, device: str, dtype: 
     """The model and processor of ``--checkpoint`` or of ``--preset tiny`` (exactly one must be given)."""
     if (checkpoint is None) == (preset is None):
         raise click.ClickException("give exactly one of --checkpoint CKPT or --preset tiny")
+    from ifas_eval.scoring import check_checkpoint, load_checkpoint, pick_device
+
+    device = pick_device(device)  # cheap checks before the model code is imported
     if preset:
         return _tiny_model(device)
-    from ifas_eval.scoring import load_checkpoint
-
+    check_checkpoint(checkpoint)
     return load_checkpoint(checkpoint, device, dtype)
 
 
@@ -319,15 +361,18 @@ def _tiny_model(device: str) -> tuple[object, object]:
 @click.option("--checkpoint", metavar="CKPT", help="I-FAS checkpoint folder (save_pretrained) or Hub id.")
 @click.option("--preset", type=click.Choice(["tiny"]), default=None,
               help="Use a RANDOM, untrained tiny model built offline (the page says so; judgments are noise).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
-              help="Initial threshold of the page's slider (real iff p_real >= threshold); set it from a dev set.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.1), default=0.5, show_default=True,
+              help="Initial threshold of the page's slider (real iff p_real >= threshold; 1.1 rejects "
+                   "everything, as in ifas-eval); set it from a dev set. See --normalize for what 0.5 means.")
 @click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
-              help="How p_real is read at the answer position (see ifas-predict --help).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (0.0.0.0: all).")
+              help=NORMALIZE_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on. 0.0.0.0 exposes the model and every uploaded face to the network "
+                   "(no authentication): see docs/demo.md.")
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
+              help="auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str, port: int,
          device: str, dtype: str, verbose: bool) -> None:

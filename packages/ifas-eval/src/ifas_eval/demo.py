@@ -56,7 +56,7 @@ def build_demo(model: Any, processor: Any, *, threshold: float = 0.5, model_note
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Photo", type="numpy", sources=["upload", "webcam"], elem_id="photo")
-                thr = gr.Slider(0.0, 1.0, value=threshold, step=0.0001, label="Threshold (real iff p_real >= it)",
+                thr = gr.Slider(0.0, 1.1, value=threshold, step=0.0001, label="Threshold (real iff p_real >= it)",
                                 elem_id="threshold")
                 button = gr.Button("Judge", variant="primary", elem_id="judge")
             with gr.Column():

@@ -7,8 +7,10 @@ For each input (an image, a video, or every image/video inside a folder, sorted)
 
 * ``p_real``: the model's one-pass P("Yes") on the face crop; for a video, the mean over the sampled frames
   (the FLIP/SSDG video rule: frames ``6`` and ``6 + n // 2``, `scf.video.flip_frame_indices`).
-* ``judgment``: ``"real"`` iff ``p_real >= threshold``. The default threshold 0.5 is the model's own "Yes";
-  a deployment should set it from a dev set (``ifas-eval`` prints the dev-set EER threshold).
+* ``judgment``: ``"real"`` iff ``p_real >= threshold``. With ``normalize="yes_no"`` the default 0.5 is the
+  model's own Yes-over-No choice, so ``judgment`` agrees with ``answer``; with ``"vocab"`` (P(" Yes") over the
+  whole vocabulary) it is not, and the two can disagree. A deployment should set the threshold from a dev
+  set (``ifas-eval`` prints the dev-set EER threshold).
 * ``answer`` / ``explanation``: the generated judgment word and interpretation (paper eq. 3). For a video they
   come from the frame whose score is most decisive in the direction of the video's judgment.
 * ``face_box``: the largest face (OpenCV Haar cascade, `scf.faces`), in the pixels of the input image (for a
@@ -30,6 +32,12 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+
+def error_text(e: BaseException) -> str:
+    """An exception as one line for the JSON ``error`` field: its message, without the class name."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(text.split()) or e.__class__.__name__
 
 
 def _is_video(path: Path) -> bool:
@@ -82,8 +90,8 @@ def _load_frames(path: Path, num_frames: int | None) -> list[tuple[int, np.ndarr
     try:
         with Image.open(path) as im:
             return [(0, to_rgb(im))]
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image or video ({type(e).__name__})") from None
+    except (UnidentifiedImageError, OSError):
+        raise ValueError(f"{path}: not a readable image or video") from None
 
 
 def judge_frames(model: Any, processor: Any, frames: Sequence[np.ndarray], *, threshold: float = 0.5,
@@ -146,7 +154,7 @@ def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, thresho
                                                   normalize=normalize)
         except Exception as e:  # noqa: BLE001 - one bad input must not stop the others; reported as a line
             logger.debug("failed on %s", raw, exc_info=True)
-            yield {"input": raw, "error": f"{type(e).__name__}: {e}"}
+            yield {"input": raw, "error": error_text(e)}
             continue
         record = {"input": raw, **record}
         if not _is_video(path):

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ifas_eval.metrics import (
     DEFAULT_THRESHOLD,
@@ -29,6 +29,9 @@ from ifas_eval.metrics import (
     evaluate_score_set,
 )
 from ifas_eval.protocols import Protocol, Setting
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ifas_eval.exclusion import ExclusionList
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +50,33 @@ class Scored:
 
 @dataclass
 class CheckpointPlan:
-    """Which checkpoints evaluate which setting: ``{setting name: [checkpoint, ...]}``."""
+    """Which checkpoints evaluate which setting: ``{setting name: [checkpoint, ...]}``.
+
+    ``seen_domain`` holds the ``(setting, checkpoint)`` pairs where the checkpoint also evaluates another
+    setting whose training sources include this setting's test sources: unless it was trained for this very
+    setting, it has seen the test domain (rows marked "(seen domain)").
+    """
 
     per_setting: dict[str, list[str]] = field(default_factory=dict)
+    seen_domain: set[tuple[str, str]] = field(default_factory=set)
 
 
-def plan_checkpoints(protocol: Protocol, specs: Sequence[str], only: Sequence[str] = ()) -> CheckpointPlan:
+def plan_checkpoints(protocol: Protocol, specs: Sequence[str], only: Sequence[str] = (),
+                     shared_checkpoint: bool = False) -> CheckpointPlan:
     """Map ``--checkpoint`` values to settings.
 
     ``SETTING=CKPT`` evaluates CKPT on that setting's test sets; a plain ``CKPT`` evaluates every setting
     that has no ``SETTING=`` checkpoint. Repeating either form gives several checkpoints (seeds), reported as
     mean ± std. ``only`` restricts the settings.
 
+    A checkpoint evaluated on two settings where one trains on the other's test sources (leave-one-out:
+    ``mcio``, ``sample``) has seen the test domain of all but at most one of them. That is refused unless
+    ``shared_checkpoint`` is set; then the affected rows are recorded in `CheckpointPlan.seen_domain` and
+    marked "(seen domain)" in the tables.
+
     Raises:
-        ValueError: unknown setting name, or no checkpoint for any selected setting.
+        ValueError: unknown setting name, no checkpoint for any selected setting, or a checkpoint shared by
+            settings it has seen the test domain of (without ``shared_checkpoint``).
     """
     names = [s.name for s in protocol.settings]
     for o in only:
@@ -88,10 +104,27 @@ def plan_checkpoints(protocol: Protocol, specs: Sequence[str], only: Sequence[st
             logger.warning("setting %s has no checkpoint: skipped", name)
     if not plan.per_setting:
         raise ValueError("no checkpoint for any setting of the protocol")
-    if plain and len(names) > 1 and not mapped:
-        logger.warning("one checkpoint set is evaluated on every setting of %s; a leave-one-out protocol "
-                       "normally has one checkpoint per setting (--checkpoint SETTING=CKPT)", protocol.name)
+    plan.seen_domain = _seen_domain(protocol, plan.per_setting)
+    if plan.seen_domain and not shared_checkpoint:
+        ckpt = sorted({c for _, c in plan.seen_domain})[0]
+        settings = [s for s in plan.per_setting if ckpt in plan.per_setting[s]]
+        raise ValueError(f"--checkpoint {ckpt} is evaluated on settings {', '.join(settings)} of {protocol.name}, "
+                         "and each of them trains on another's test domain (leave-one-out): give one checkpoint "
+                         f"per setting (--checkpoint {settings[0]}=CKPT ...), or pass --shared-checkpoint to "
+                         "evaluate it anyway (rows marked '(seen domain)')")
     return plan
+
+
+def _seen_domain(protocol: Protocol, per_setting: dict[str, list[str]]) -> set[tuple[str, str]]:
+    settings = {s.name: s for s in protocol.settings}
+    seen = set()
+    for name, ckpts in per_setting.items():
+        test_sources = {p.source for t in settings[name].tests for p in t.parts}
+        for ckpt in ckpts:
+            for other, other_ckpts in per_setting.items():
+                if other != name and ckpt in other_ckpts and test_sources & {s.source for s in settings[other].train}:
+                    seen.add((name, ckpt))
+    return seen
 
 
 def evaluate_score_files(named: Sequence[tuple[str, str]], *, threshold: float | None = None,
@@ -121,15 +154,26 @@ def evaluate_score_files(named: Sequence[tuple[str, str]], *, threshold: float |
 def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | None, out: Path,
                       batch_size: int = 32, threshold: float | None = None, device: str = "auto",
                       dtype: str = "auto", test_sets: Sequence[str] = (), normalize: str = "vocab",
+                      exclusions: Sequence[ExclusionList] = (), skip_corrupt: bool = False,
                       ) -> list[Scored]:
     """Score every planned checkpoint on its setting's test sets and compute the metrics.
 
     The operating threshold (fixed-threshold HTER, ISO metrics) is ``threshold`` when given, else the
     FLIP/SSDG EER threshold of the setting's ``dev`` sets when the protocol defines them (scored like a test
     set), else 0.5.
+
+    Args:
+        exclusions: video lists (`ifas_eval.exclusion`) whose videos are left out of every test set (not of
+            dev sets) before scoring; each result records how many videos each list removed
+            (``excluded_videos``). A list that removes nothing from any test set is warned about.
+        skip_corrupt: leave rows whose image does not decode out of the test and dev sets, counted per test
+            set (``skipped_corrupt``); without it a corrupt image stops the run with a message naming its
+            dataset, split, row and path.
     """
+    from ifas_eval.exclusion import exclude_videos, exclusion_fingerprint
     from ifas_eval.scoring import (
         checkpoint_tag,
+        find_corrupt,
         load_benchmark,
         load_checkpoint,
         safe_name,
@@ -148,22 +192,35 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
         tests = [t for t in setting.tests if not test_sets or t.name in test_sets]
         if not tests:
             continue
-        rows = {t.name: data_obj.select(t.parts, f"test set {t.name!r}") for t in tests}
-        dev_rows = data_obj.select(setting.dev, f"dev set of setting {setting.name!r}") if setting.dev else None
+        rows = {t.name: data_obj.select_rows(t.parts, f"test set {t.name!r}") for t in tests}
+        dev_rows = (data_obj.select_rows(setting.dev, f"dev set of setting {setting.name!r}") if setting.dev
+                    else None)
         jobs.append((setting, tests, rows, dev_rows))
     if test_sets and not jobs:
         raise ValueError(f"no test set named {', '.join(test_sets)} in the selected settings")
+    notes: dict[tuple[str, str], dict[str, Any]] = {}
+    if exclusions:
+        _apply_exclusions(jobs, exclusions, notes, exclude_videos)
     for setting, _, _, _ in jobs:
         for ckpt in plan.per_setting[setting.name]:
             if ckpt not in tags:
                 tags[ckpt] = checkpoint_tag(ckpt, taken)
+    # score files of another normalisation or exclusion must never be reused by a resume
+    suffix = ("" if normalize == "vocab" else f"-{normalize}") + (
+        f"-x{exclusion_fingerprint(exclusions)}" if exclusions else "")
     with throughput_progress() as progress:
+        if skip_corrupt:
+            for i, (setting, tests, rows, dev_rows) in enumerate(jobs):
+                for test in tests:
+                    rows[test.name] = _drop_corrupt(rows[test.name], f"{setting.name}/{test.name}", progress,
+                                                    find_corrupt, notes.setdefault((setting.name, test.name), {}))
+                if dev_rows is not None:
+                    dev_rows = _drop_corrupt(dev_rows, f"{setting.name} dev", progress, find_corrupt, {})
+                    jobs[i] = (setting, tests, rows, dev_rows)
         for setting, tests, rows, dev_rows in jobs:
             for seed_index, ckpt in enumerate(plan.per_setting[setting.name]):
                 logger.info("setting %s (%s): checkpoint %s", setting.name, setting.label, ckpt)
                 model, processor = load_checkpoint(ckpt, device, dtype)
-                # score files of the other normalisation must never be reused by a resume
-                suffix = "" if normalize == "vocab" else f"-{normalize}"
                 folder = out / "scores" / safe_name(setting.name) / f"{tags[ckpt]}{suffix}"
                 thr, source = threshold, None
                 if thr is None and dev_rows is not None:
@@ -177,10 +234,56 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                                         progress=progress, normalize=normalize)
                     result = evaluate_score_set(ss, threshold=thr, threshold_source=source)
                     result.update({"setting": setting.name, "setting_label": setting.label, "checkpoint": ckpt,
-                                   "seed_index": seed_index})
-                    scored.append(Scored(setting, ckpt, seed_index, ss, result, rows[test.name]))
+                                   "seed_index": seed_index, **notes.get((setting.name, test.name), {})})
+                    if (setting.name, ckpt) in plan.seen_domain:
+                        result["seen_domain"] = True
+                    scored.append(Scored(setting, ckpt, seed_index, ss, result, rows[test.name].ds))
                 del model
     return scored
+
+
+def _apply_exclusions(jobs: list, exclusions: Sequence[ExclusionList], notes: dict, exclude_videos: Any) -> None:
+    """Leave the listed videos out of every test set of ``jobs`` (in place); warn about lists matching nothing."""
+    matched = {lst.label: 0 for lst in exclusions}
+    examples: dict[str, str] = {}
+    for setting, tests, rows, _ in jobs:
+        for test in tests:
+            video_ids = list(rows[test.name].ds.select_columns(["video_id"])["video_id"])
+            keep, counts = exclude_videos(video_ids, exclusions)
+            if not keep:
+                raise ValueError(f"test set {test.name!r} of setting {setting.name}: --exclude-videos leaves no "
+                                 "row")
+            for label, n in counts.items():
+                matched[label] += n
+            if video_ids:
+                examples.setdefault("data", video_ids[0])
+            logger.info("%s/%s: --exclude-videos removed %d of %d rows (%s)", setting.name, test.name,
+                        len(video_ids) - len(keep), len(video_ids),
+                        ", ".join(f"{label}: {n} videos" for label, n in counts.items()))
+            rows[test.name] = rows[test.name].keep(keep)
+            notes.setdefault((setting.name, test.name), {})["excluded_videos"] = counts
+    names = sorted({t.name for _, tests, _, _ in jobs for t in tests})
+    for lst in exclusions:
+        if matched[lst.label] == 0:
+            example = "/".join(sorted(lst.keys)[0])
+            logger.warning("--exclude-videos %s: none of its %d videos is in the test sets (%s): the video ids "
+                           "differ (list: %r, data: %r); FLIP's exact MCIO test sets need a benchmark ingested "
+                           "with `scf ingest --source flip-mcio` (docs/evaluation.md)", lst.path, len(lst.keys),
+                           ", ".join(names), example, examples.get("data", ""))
+
+
+def _drop_corrupt(rows: Any, what: str, progress: Any, find_corrupt: Any, note: dict[str, Any]) -> Any:
+    bad = find_corrupt(rows, progress, what)
+    note["skipped_corrupt"] = len(bad)
+    if bad:
+        logger.warning("%s: %d corrupt image(s) skipped (--skip-corrupt), first at %s", what, len(bad),
+                       rows.where(bad[0]))
+        bad_set = set(bad)
+        keep = [i for i in range(len(rows.origins)) if i not in bad_set]
+        if not keep:
+            raise ValueError(f"{what}: every image is corrupt")
+        rows = rows.keep(keep)
+    return rows
 
 
 def write_tables(out: Path, scored: Sequence[Scored], title: str, meta: dict[str, Any],
@@ -192,14 +295,17 @@ def write_tables(out: Path, scored: Sequence[Scored], title: str, meta: dict[str
         markdown_table,
         results_csv,
         results_json,
+        row_notes,
     )
 
     results = [s.result for s in scored]
     out.mkdir(parents=True, exist_ok=True)
     thr_note = _threshold_note(results)
+    main = aggregate(results)
     md = "\n".join([
         f"# {title}", "",
-        markdown_table(aggregate(results), "Cross-domain results (paper convention)", with_setting=with_setting),
+        markdown_table(main, "Cross-domain results (paper convention)", with_setting=with_setting,
+                       extra_caption=row_notes(main)),
         markdown_table(aggregate(results, OPERATING_COLUMNS), "At the operating threshold", OPERATING_COLUMNS,
                        (FIXED_CONVENTION, ISO_CONVENTION), with_setting=with_setting, extra_caption=thr_note),
     ])
@@ -219,11 +325,12 @@ def print_tables(scored: Sequence[Scored], title: str, with_setting: bool) -> No
     """The paper-style table and the operating-point table on the console (rich)."""
     from rich.console import Console
 
-    from ifas_eval.tables import OPERATING_COLUMNS, aggregate, rich_table
+    from ifas_eval.tables import OPERATING_COLUMNS, aggregate, rich_table, row_notes
 
     results = [s.result for s in scored]
     console = Console(width=None if sys.stdout.isatty() else 200)  # pipes and files: no truncated columns
-    console.print(rich_table(aggregate(results), title, with_setting=with_setting))
+    main = aggregate(results)
+    console.print(rich_table(main, title, with_setting=with_setting, extra_caption=row_notes(main)))
     console.print(rich_table(aggregate(results, OPERATING_COLUMNS), "At the operating threshold",
                              OPERATING_COLUMNS, (FIXED_CONVENTION, ISO_CONVENTION), with_setting=with_setting,
                              extra_caption=_threshold_note(results)))

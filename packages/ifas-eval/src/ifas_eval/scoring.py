@@ -27,6 +27,32 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class RowSet:
+    """Rows selected for a test (or dev) set, with where each came from.
+
+    Attributes:
+        ds: the rows (benchmark schema).
+        origins: per row, ``(dataset, split, row index in that split)``; the dataset is the folder or Hub
+            id it was loaded from.
+    """
+
+    ds: datasets.Dataset
+    origins: list[tuple[str, str, int]]
+
+    def keep(self, indices: list[int]) -> RowSet:
+        """The rows at ``indices`` (in that order)."""
+        if len(indices) == len(self.origins):
+            return self
+        return RowSet(self.ds.select(indices), [self.origins[i] for i in indices])
+
+    def where(self, i: int) -> str:
+        """``dataset [split] row N (path P)``: a row named for a message."""
+        table, split, row = self.origins[i]
+        path = self.ds.select_columns(["path"])[i]["path"] if "path" in self.ds.column_names else ""
+        return f"{table} [{split}] row {row}" + (f" (path {path})" if path else "")
+
+
+@dataclass
 class BenchmarkData:
     """One or more benchmark tables (`scf.schema.load_table` results) from which protocol rows are selected.
 
@@ -44,10 +70,15 @@ class BenchmarkData:
         Raises:
             ValueError: no row matches (the test set is named with what was looked for).
         """
+        return self.select_rows(parts, what).ds
+
+    def select_rows(self, parts: tuple[Selection, ...], what: str) -> RowSet:
+        """Like `select`, keeping where each row comes from (table, split, row index) for messages."""
         import datasets
 
         pieces = []
-        for _, table in self.tables:
+        origins: list[tuple[str, str, int]] = []
+        for table_name, table in self.tables:
             for sel in parts:
                 for split in sel.splits:
                     if split not in table:
@@ -57,11 +88,12 @@ class BenchmarkData:
                     idx = np.flatnonzero(sources == sel.source)
                     if idx.size:
                         pieces.append(ds.select(idx.tolist()))
+                        origins += [(table_name, split, int(i)) for i in idx]
         if not pieces:
             wanted = " + ".join(p.describe() for p in parts)
             raise ValueError(f"{what}: no rows of {wanted} in {self.origin} (sources there: "
                              f"{', '.join(self.sources()) or 'none'})")
-        return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+        return RowSet(pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces), origins)
 
     def sources(self) -> list[str]:
         """Distinct ``source`` values over every table and split."""
@@ -99,17 +131,17 @@ def load_benchmark(data: str | None, protocol: Protocol, needed_sources: list[st
             from scf.sample import build_sample
 
             logger.info("data: the embedded SYNTHETIC sample (scf.sample.build_sample(seed=0))")
-            return BenchmarkData("the embedded synthetic sample", [("sample", build_sample(0))])
+            return BenchmarkData("the embedded synthetic sample", [("embedded sample", build_sample(0))])
         raise ValueError(f"protocol {protocol.name!r} needs --data (a benchmark dataset folder or Hub id "
                          "written by `scf ingest`)")
     path = Path(data).expanduser()
     if path.is_dir():
         if _is_table_folder(path):
-            return BenchmarkData(str(path), [(path.name, load_table(str(path)))])
+            return BenchmarkData(str(path), [(str(path), load_table(str(path)))])
         subs = sorted(p for p in path.iterdir() if p.is_dir() and _is_table_folder(p))
         if not subs:
             raise ValueError(f"{path}: neither a benchmark dataset folder nor a folder of them (one per source)")
-        return BenchmarkData(str(path), [(p.name, load_table(str(p))) for p in subs])
+        return BenchmarkData(str(path), [(str(p), load_table(str(p))) for p in subs])
     if path.exists():
         raise ValueError(f"{path}: --data must be a dataset folder or a Hub id, not a file")
     tables = []
@@ -141,12 +173,71 @@ def safe_name(name: str) -> str:
 
 
 def pick_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
-    if device != "auto":
-        return device
+    """Resolve and check ``--device``: ``auto`` -> ``cuda`` when a CUDA GPU is available, else ``cpu``.
+
+    Raises:
+        ValueError: a device string torch does not parse, or a CUDA/MPS device this machine does not have;
+            one line such as ``--device cuda: no CUDA GPU is available (use cpu or auto)``.
+    """
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is available (use cpu or auto)")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device}: Apple MPS is not available (use cpu or auto)")
+    elif parsed.type != "cpu":
+        raise ValueError(f"--device {device}: unsupported device type {parsed.type!r} (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A checkpoint argument meant as a local path (not a Hub id ``org/name``)."""
+    p = Path(spec).expanduser()
+    return (spec.startswith(("/", "./", "../", "~", ".\\")) or p.exists() or spec.count("/") != 1
+            or p.parent.exists() and str(p.parent) not in ("", "."))
+
+
+def check_checkpoint(spec: str) -> None:
+    """Cheap checks of a ``--checkpoint`` value before anything heavy runs.
+
+    A local path must be a folder holding an I-FAS ``config.json`` (``model_type`` ``"ifas"``). A value
+    that is not a local path (``org/name``) is taken as a Hub id and left to ``from_pretrained``.
+
+    Raises:
+        FileNotFoundError: ``checkpoint folder not found: PATH``.
+        ValueError: the path is a file, has no ``config.json``, or holds another kind of model.
+    """
+    import json
+
+    if not _looks_like_path(spec):
+        return
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint folder not found: {spec}")
+    if not path.is_dir():
+        raise ValueError(f"checkpoint {spec}: a file, not a checkpoint folder (the folder save_pretrained wrote)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ValueError(f"checkpoint {spec}: no config.json: not a checkpoint folder (use <run>/final or "
+                         "<run>/checkpoint-N of ifas-train)")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError, OSError):
+        raise ValueError(f"checkpoint {spec}: config.json is not a JSON object") from None
+    if model_type != "ifas":
+        raise ValueError(f"checkpoint {spec}: config.json has model_type {model_type!r}, not an I-FAS ('ifas') "
+                         "checkpoint")
 
 
 def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
@@ -155,10 +246,15 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
     Args:
         path: a checkpoint folder (e.g. ``<run>/final``) or a Hub id.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
-        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16`` or ``float16`` (or the
+            short forms ``fp32``, ``bf16``, ``fp16``).
 
     Returns:
         ``(model, processor)``, the model in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError / ValueError: a bad device or a local path that is not an I-FAS checkpoint folder
+            (`pick_device`, `check_checkpoint`).
     """
     import torch
 
@@ -166,22 +262,105 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
     from ifas_model.processing import IFASProcessor
 
     device = pick_device(device)
+    check_checkpoint(path)
+    dtype = canonical_dtype(dtype)
     if dtype == "auto":
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    _quiet_transformers()
     model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     processor = IFASProcessor.from_pretrained(path)
     model.to(device).eval()
     return model, processor
 
 
-def _images(ds: datasets.Dataset, start: int, stop: int) -> list[Any]:
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32")
+"""``--dtype`` values: the torch names and the short forms that ``scf caption`` uses."""
+
+
+def canonical_dtype(dtype: str) -> str:
+    """``bf16`` -> ``bfloat16``, ``fp16`` -> ``float16``, ``fp32`` -> ``float32``; other values unchanged."""
+    return DTYPE_ALIASES.get(dtype, dtype)
+
+
+def _quiet_transformers() -> None:
+    """No tqdm bars from transformers ("Loading weights") between the rich progress and log lines."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+class CorruptImageError(ValueError):
+    """An image of a benchmark row cannot be decoded; the message names dataset, split, row and path."""
+
+
+def _decode(cell: Any) -> Any:
+    """A raw ``image`` cell (``{"bytes", "path"}``, decode off) as an RGB PIL image."""
+    import io
+
     from PIL import Image
 
     from scf.faces import to_rgb
 
-    return [Image.fromarray(to_rgb(im)) for im in ds.select(range(start, stop))["image"]]
+    if isinstance(cell, dict):
+        data, path = cell.get("bytes"), cell.get("path")
+        source = io.BytesIO(data) if data else path
+        if source is None:
+            raise ValueError("empty image cell")
+        with Image.open(source) as im:
+            im.load()
+            return Image.fromarray(to_rgb(im))
+    return Image.fromarray(to_rgb(cell))  # already decoded (a PIL image)
+
+
+def _raw_images(ds: datasets.Dataset) -> datasets.Dataset:
+    """The ``image`` column with decoding off, so that each row is decoded (and can fail) on its own."""
+    import datasets
+
+    col = ds.select_columns(["image"])
+    feature = col.features["image"]
+    if isinstance(feature, datasets.Image) and feature.decode:
+        col = col.cast_column("image", datasets.Image(decode=False))
+    return col
+
+
+def _reason(e: BaseException) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(e, UnidentifiedImageError):
+        return "not a decodable image"
+    text = " ".join(str(e).split())
+    return text[:120] or e.__class__.__name__
+
+
+def _images(rows: RowSet, raw: datasets.Dataset, start: int, stop: int) -> list[Any]:
+    out = []
+    for i, cell in enumerate(raw[start:stop]["image"], start=start):
+        try:
+            out.append(_decode(cell))
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a corrupt row, named below
+            raise CorruptImageError(f"{rows.where(i)}: corrupt image ({_reason(e)}); --skip-corrupt skips and "
+                                    "counts such images") from None
+    return out
+
+
+def find_corrupt(rows: RowSet, progress: Any = None, what: str = "") -> list[int]:
+    """Indices of rows whose image does not decode (`ifas-eval --skip-corrupt` leaves them out)."""
+    raw = _raw_images(rows.ds)
+    bad = []
+    task = progress.add_task(f"check images {what}".strip(), total=len(raw)) if progress is not None else None
+    for lo in range(0, len(raw), 256):
+        for i, cell in enumerate(raw[lo:lo + 256]["image"], start=lo):
+            try:
+                _decode(cell)
+            except Exception as e:  # noqa: BLE001 - counted and reported, not fatal
+                logger.debug("corrupt image at %s: %s", rows.where(i), e)
+                bad.append(i)
+        if task is not None:
+            progress.update(task, advance=min(256, len(raw) - lo))
+    return bad
 
 
 def _meta_rows(ds: datasets.Dataset) -> tuple[list[int], list[str], list[str], list[int], list[str]]:
@@ -192,14 +371,17 @@ def _meta_rows(ds: datasets.Dataset) -> tuple[list[int], list[str], list[str], l
             list(cols["path"]))
 
 
-def score_test_set(model: Any, processor: Any, ds: datasets.Dataset, name: str, out_csv: Path, *,
+def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, name: str, out_csv: Path, *,
                    batch_size: int, progress: Any = None, normalize: str = "vocab") -> ScoreSet:
     """Score every frame of a test set, appending to ``out_csv`` as batches finish (resumable).
+
+    Images are decoded row by row: a corrupt one stops the run with a `CorruptImageError` naming its
+    dataset, split, row and ``path`` (leave such rows out beforehand with `find_corrupt`).
 
     Args:
         model: the I-FAS model.
         processor: its processor.
-        ds: the test set's rows (benchmark schema).
+        ds: the test set's rows (benchmark schema), preferably a `RowSet` (its origins name corrupt rows).
         name: the test set's name.
         out_csv: the final score file; ``<out_csv>.partial`` holds a run in progress.
         batch_size: images per forward pass.
@@ -212,29 +394,33 @@ def score_test_set(model: Any, processor: Any, ds: datasets.Dataset, name: str, 
     """
     from ifas_model.inference import score_images
 
-    n = len(ds)
+    rows = ds if isinstance(ds, RowSet) else RowSet(ds, [(name, "?", i) for i in range(len(ds))])
+    n = len(rows.ds)
+    labels, videos, attacks, frames, paths = _meta_rows(rows.ds)
     if out_csv.exists():
         done = scorefile.read_scores(out_csv, name)
-        if len(done) == n:
+        if len(done) == n and list(done.video_ids) == videos:
             logger.info("%s: reusing %s (%d frames)", name, out_csv, n)
             if progress is not None:
                 progress.add_task(f"{name} (cached)", total=n, completed=n)
             return done
-        logger.warning("%s: %s has %d rows, the test set %d: scoring again", name, out_csv, len(done), n)
+        logger.warning("%s: %s holds other rows than the test set (%d rows, %d now): scoring again", name, out_csv,
+                       len(done), n)
         out_csv.unlink()
     partial = out_csv.with_name(out_csv.name + ".partial")
     start = scorefile.count_rows(partial) if partial.exists() else 0
-    if start > n:
+    if start > n or (start and list(scorefile.read_scores(partial, name).video_ids) != videos[:start]):
+        logger.warning("%s: %s holds other rows than the test set: scoring from the start", name, partial)
         start = 0
     if start == 0:
         scorefile.write_header(partial)
     else:
         logger.info("%s: resuming after %d of %d frames", name, start, n)
-    labels, videos, attacks, frames, paths = _meta_rows(ds)
+    raw = _raw_images(rows.ds)
     task = progress.add_task(name, total=n, completed=start) if progress is not None else None
     for lo in range(start, n, batch_size):
         hi = min(n, lo + batch_size)
-        scores = np.asarray(score_images(model, processor, _images(ds, lo, hi), batch_size,
+        scores = np.asarray(score_images(model, processor, _images(rows, raw, lo, hi), batch_size,
                                          normalize=normalize), dtype=np.float64)
         scorefile.append_rows(partial, zip(videos[lo:hi], labels[lo:hi], scores.tolist(), attacks[lo:hi],
                                            frames[lo:hi], paths[lo:hi], strict=True))

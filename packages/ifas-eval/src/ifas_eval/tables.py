@@ -50,6 +50,31 @@ def group_rows(results: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str],
     return [(k, sorted(v, key=lambda r: r.get("seed_index", 0))) for k, v in groups.items()]
 
 
+SEEN_DOMAIN = "(seen domain)"
+"""Label suffix of rows whose checkpoint also evaluates a setting that trains on this row's test domain."""
+
+
+def row_notes(agg: dict[str, Any]) -> str:
+    """Caption text for what changed a table's test sets: seen domains, excluded videos, skipped images."""
+    notes = []
+    if any(SEEN_DOMAIN in str(r["label"]) for r in agg["rows"]):
+        notes.append(f"{SEEN_DOMAIN}: the checkpoint is shared with a setting that trains on this test domain "
+                     "(--shared-checkpoint), so it has seen it unless it was trained for this very setting.")
+    excluded = [(r, r["excluded_videos"]) for r in agg["rows"] if "excluded_videos" in r]
+    if excluded:
+        parts = []
+        for r, counts in excluded:
+            where = f"{r['setting']}/{r['test_set']}" if r["setting"] and r["setting"] != r["test_set"] else r["test_set"]
+            parts.append(f"{where}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+        notes.append("Videos excluded (--exclude-videos): " + "; ".join(parts) + ".")
+    skipped = [r for r in agg["rows"] if "skipped_corrupt" in r]
+    if skipped:
+        notes.append("Corrupt images skipped (--skip-corrupt): " + "; ".join(
+            f"{r['setting']}/{r['test_set']} {r['skipped_corrupt']}" if r["setting"] and r["setting"] != r["test_set"]
+            else f"{r['test_set']} {r['skipped_corrupt']}" for r in skipped) + ".")
+    return " ".join(notes)
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     arr = np.asarray(values, dtype=np.float64) * 100.0
     return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else None)
@@ -70,8 +95,14 @@ def aggregate(results: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Ge
     groups = group_rows(results)
     rows = []
     for (setting, test_set), rs in groups:
-        row: dict[str, Any] = {"setting": setting, "test_set": test_set, "label": rs[0].get("setting_label", setting),
+        label = rs[0].get("setting_label", setting)
+        if any(r.get("seen_domain") for r in rs):
+            label = f"{label} {SEEN_DOMAIN}"
+        row: dict[str, Any] = {"setting": setting, "test_set": test_set, "label": label,
                                "n_checkpoints": len(rs), "n_real": rs[0]["n_real"], "n_fake": rs[0]["n_fake"]}
+        for extra in ("excluded_videos", "skipped_corrupt"):
+            if extra in rs[0]:
+                row[extra] = rs[0][extra]
         for name, get in columns:
             mean, std = _mean_std([get(r) for r in rs])
             row[name] = {"mean": mean, "std": std}
@@ -141,7 +172,7 @@ def results_csv(results: Sequence[dict[str, Any]]) -> str:
     fields = ["setting", "test_set", "checkpoint", "seed_index", "n_real", "n_fake", "n_frames", "auc", "eer",
               "hter", "threshold", "tpr_at_fpr_1pct", "fixed_threshold", "threshold_source", "hter_at_threshold",
               "apcer_max", "apcer_max_type", "bpcer", "acer", "bpcer_at_apcer_1pct", "bpcer_at_apcer_5pct",
-              "bpcer_at_apcer_10pct"]
+              "bpcer_at_apcer_10pct", "excluded_videos", "skipped_corrupt", "seen_domain"]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(fields)
@@ -152,7 +183,9 @@ def results_csv(results: Sequence[dict[str, Any]]) -> str:
                          r["tpr_at_fpr_1pct"], fixed["threshold"], fixed["threshold_source"], fixed["hter"],
                          iso["apcer"], iso["apcer_type"], iso["bpcer"], iso["acer"],
                          iso["bpcer_at_apcer"]["1%"]["bpcer"], iso["bpcer_at_apcer"]["5%"]["bpcer"],
-                         iso["bpcer_at_apcer"]["10%"]["bpcer"]])
+                         iso["bpcer_at_apcer"]["10%"]["bpcer"],
+                         sum(r["excluded_videos"].values()) if "excluded_videos" in r else "",
+                         r.get("skipped_corrupt", ""), int(bool(r.get("seen_domain")))])
     return buf.getvalue()
 
 
