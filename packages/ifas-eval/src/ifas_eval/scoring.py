@@ -235,6 +235,8 @@ def check_checkpoint(spec: str) -> None:
         model_type = json.loads(config.read_text()).get("model_type")
     except (ValueError, AttributeError, OSError):
         raise ValueError(f"checkpoint {spec}: config.json is not a JSON object") from None
+    if model_type is None:
+        raise ValueError(f"checkpoint {spec}: config.json has no model_type: not an I-FAS checkpoint")
     if model_type != "ifas":
         raise ValueError(f"checkpoint {spec}: config.json has model_type {model_type!r}, not an I-FAS ('ifas') "
                          "checkpoint")
