@@ -322,6 +322,9 @@ def test_cli_device_captioner_and_help_errors_are_one_line(tmp_path, monkeypatch
     (ifas / "config.json").unlink()
     result = runner.invoke(main, ["caption", "--captioner", str(ifas), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "has no config.json" in result.output
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["caption", "--captioner", "runs/x/captioner", "--out", str(tmp_path / "out")])
+    assert result.output == "Error: captioner folder not found: runs/x/captioner\n"  # not a Hub repo-id message
 
     result = runner.invoke(main, ["caption", "--help"])
     assert result.exit_code == 0 and "%%" not in result.output and "10% of all" in result.output

@@ -114,7 +114,8 @@ def _config_dict(source: str) -> dict[str, Any]:
     from pathlib import Path
 
     path = Path(source).expanduser()
-    looks_local = path.is_absolute() or source.startswith((".", "~")) or path.exists()
+    # a Hub id is "name" or "org/name": more slashes, or an absolute / ./ / ~ path, can only mean a folder
+    looks_local = path.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1 or path.exists()
     if looks_local:
         if not path.is_dir():
             raise CaptionerError(f"captioner folder not found: {source}")
