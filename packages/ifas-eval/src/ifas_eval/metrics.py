@@ -40,8 +40,10 @@ logger = logging.getLogger(__name__)
 FIXED_CONVENTION = "fixed-threshold"
 ISO_CONVENTION = "iso-30107-3"
 DEFAULT_THRESHOLD = 0.5
-"""Operating threshold when neither a value nor a dev split is given: P(real) >= 0.5, i.e. the model's own
-"Yes". Not tuned to anything; a deployment should fix its threshold on a dev set."""
+"""Operating threshold when neither a value nor a dev split is given: P(real) >= 0.5. It is the model's own
+"Yes"-over-"No" choice only for scores normalised over the two answers (``normalize="yes_no"``); for the
+paper's vocabulary-wide P(" Yes") it is not. Not tuned to anything; a deployment should fix its threshold on a
+dev set."""
 APCER_TARGETS = (0.01, 0.05, 0.10)
 """Operating points of ``bpcer_at_apcer``: BPCER at APCER = 1%, 5% (bob's "bpcer20") and 10% ("bpcer10")."""
 

@@ -105,7 +105,7 @@ class BenchmarkData:
 
 
 def _is_table_folder(path: Path) -> bool:
-    # a README.md alone does not make a dataset: `scf ingest --config-name` writes one into the parent folder
+    # a README.md alone does not make a dataset: `scf ingest --config NAME` writes one into the parent folder
     return ((path / "dataset_dict.json").exists() or (path / "state.json").exists() or (path / "data").is_dir()
             or any(path.glob("*.parquet")))
 
