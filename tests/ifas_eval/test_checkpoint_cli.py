@@ -61,6 +61,7 @@ def test_sample_protocol_end_to_end_and_resume(tiny_checkpoint, tmp_path):
     assert res_a["n_real"] == 5 and res_a["n_fake"] == 10
     for f in ("results.md", "results.csv", "run.json", "report/index.html", "report/attack_types.md"):
         assert (out / f).stat().st_size > 0, f
+    assert json.loads((out / "run.json").read_text())["batch_size"] == 8
     assert list((out / "report").glob("roc_*.png")) and list((out / "report").glob("det_*.png"))
     page = (out / "report" / "index.html").read_text()
     assert "Generated explanations" in page and len(list((out / "report" / "images").glob("*.jpg"))) >= 2
@@ -197,3 +198,32 @@ def test_predict_preset_tiny_warns_loudly(tmp_path):
     assert json.loads(res.stdout.strip())["judgment"] in ("real", "fake")
     res = CliRunner().invoke(predict, [str(tmp_path / "a.png")])
     assert res.exit_code != 0 and "exactly one of --checkpoint" in res.stderr
+
+
+def test_default_batch_size_is_32_on_cpu_and_256_on_a_gpu(tiny_checkpoint, tmp_path, monkeypatch):
+    """Without --batch-size: 32 images per forward pass on CPU (recorded in run.json), 256 on a GPU."""
+    from click.testing import CliRunner
+
+    from ifas_eval.cli import main
+
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
+                                    f"sample-domain-a={tiny_checkpoint}", "--out", str(out), "--no-report",
+                                    "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "run.json").read_text())["batch_size"] == 32
+
+    import ifas_eval.runner as runner
+    import ifas_eval.scoring as scoring
+
+    seen = {}
+
+    def fake_evaluate(protocol, plan, **kw):
+        seen.update(kw)
+        raise SystemExit(0)  # stop before any model would load on the (absent) GPU
+
+    monkeypatch.setattr(scoring, "pick_device", lambda device="auto": "cuda")
+    monkeypatch.setattr(runner, "evaluate_protocol", fake_evaluate)
+    CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
+                              f"sample-domain-a={tiny_checkpoint}", "--out", str(tmp_path / "gpu"), "--no-report"])
+    assert seen["batch_size"] == 256

@@ -331,6 +331,31 @@ def test_cli_device_captioner_and_help_errors_are_one_line(tmp_path, monkeypatch
     assert "--lora-r, --lora-rank" in result.output
 
 
+def test_default_batch_size_is_256_on_a_gpu_and_32_on_cpu(tmp_path, monkeypatch):
+    """`scf caption` without --batch-size: the benchmark's batch on a GPU, 32 on CPU (recorded in the run config)."""
+    import torch
+    from click.testing import CliRunner
+
+    from scf.captioning.captioner import default_batch_size
+    from scf.cli import main
+
+    assert default_batch_size("cpu") == 32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_batch_size(None) == 32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert default_batch_size(None) == 256 and default_batch_size("cuda") == 256
+    assert default_batch_size("cpu") == 32
+    monkeypatch.undo()
+    toy_dataset(n=1, attacks=("live",)).save_to_disk(str(tmp_path / "bench"))
+    result = CliRunner().invoke(main, ["caption", "--preset", "tiny", "--dataset", str(tmp_path / "bench"),
+                                       "--out", str(tmp_path / "out"), "--split", "real", "--device", "cpu",
+                                       "--max-new-tokens", "2", "--min-new-tokens", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(next((tmp_path / "out").glob("*config*.json")).read_text())
+    assert record["batch_size"] == 32
+
+
 def test_corrupt_image_stops_with_its_row_and_keeps_what_was_captioned(tmp_path):
     """Item 10: a corrupt image in the dataset names dataset, split, row and path; the job then resumes."""
     import datasets

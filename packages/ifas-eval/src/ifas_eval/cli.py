@@ -124,7 +124,8 @@ def _list_protocols() -> None:
               help="Skip benchmark rows whose image does not decode, counting them per test set (default: stop "
                    "with a line naming the dataset, split, row and path).")
 @click.option("--test-set", "test_sets", multiple=True, help="Only these test sets.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Images per forward pass (default: 256 on a GPU, 32 on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
               help="auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too.")
@@ -139,7 +140,7 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
          data: str | None, score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None,
          out_dir: Path | None, report_dir: Path | None, no_report: bool, explain: int, max_new_tokens: int,
          settings: tuple[str, ...], exclude_files: tuple[str, ...], skip_corrupt: bool, test_sets: tuple[str, ...],
-         batch_size: int, device: str, dtype: str, normalize: str, as_json: bool, train_commands: bool,
+         batch_size: int | None, device: str, dtype: str, normalize: str, as_json: bool, train_commands: bool,
          verbose: bool) -> None:
     """Evaluate I-FAS checkpoints on cross-domain FAS protocols, or score files, under explicit conventions.
 
@@ -230,9 +231,10 @@ def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, thres
 
 def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str | None, threshold: float | None,
                      out_dir: Path | None, report_dir: Path | None, no_report: bool, explain: int,
-                     max_new_tokens: int, settings: tuple[str, ...], test_sets: tuple[str, ...], batch_size: int,
-                     device: str, dtype: str, normalize: str, as_json: bool, *, exclude_files: tuple[str, ...] = (),
-                     skip_corrupt: bool = False, shared_checkpoint: bool = False) -> None:
+                     max_new_tokens: int, settings: tuple[str, ...], test_sets: tuple[str, ...],
+                     batch_size: int | None, device: str, dtype: str, normalize: str, as_json: bool, *,
+                     exclude_files: tuple[str, ...] = (), skip_corrupt: bool = False,
+                     shared_checkpoint: bool = False) -> None:
     from ifas_eval.exclusion import read_exclusion_files
     from ifas_eval.protocols import load_protocol
     from ifas_eval.runner import (
@@ -243,12 +245,19 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
         write_report,
         write_tables,
     )
-    from ifas_eval.scoring import canonical_dtype, check_checkpoint, pick_device
+    from ifas_eval.scoring import (
+        CPU_BATCH_SIZE,
+        GPU_BATCH_SIZE,
+        canonical_dtype,
+        check_checkpoint,
+        pick_device,
+    )
 
     protocol = load_protocol(protocol_name)
     plan = plan_checkpoints(protocol, checkpoints, settings, shared_checkpoint=shared_checkpoint)
     # cheap checks first: nothing heavy (the embedded sample, the benchmark, a model) before they pass
-    pick_device(device)
+    resolved_device = pick_device(device)
+    batch_size = batch_size or (GPU_BATCH_SIZE if resolved_device.startswith("cuda") else CPU_BATCH_SIZE)
     dtype = canonical_dtype(dtype)
     for ckpt in dict.fromkeys(c for cs in plan.per_setting.values() for c in cs):
         check_checkpoint(ckpt)

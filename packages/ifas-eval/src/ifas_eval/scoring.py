@@ -172,6 +172,12 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+&-]+", "_", name)
 
 
+GPU_BATCH_SIZE = 256
+"""Default images per scoring forward pass on a GPU (`tools/benchmark.py` measures scoring at this batch)."""
+CPU_BATCH_SIZE = 32
+"""Default images per scoring forward pass on CPU."""
+
+
 def pick_device(device: str = "auto") -> str:
     """Resolve and check ``--device``: ``auto`` -> ``cuda`` when a CUDA GPU is available, else ``cpu``.
 

@@ -119,7 +119,9 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
 @click.option("--max-new-tokens", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--min-new-tokens", type=click.IntRange(0), default=8, show_default=True)
 @click.option("--num-beams", type=click.IntRange(1), default=1, show_default=True, help="1 = greedy.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per generate call.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Images per generate call (default: 256 on a GPU, where the static-cache decoding step is "
+                   "compiled once for that batch; 32 on CPU).")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--load-in-8bit", is_flag=True, help="Load the captioners in 8 bits (bitsandbytes).")
 @click.option("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu).")
@@ -143,7 +145,7 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def caption_command(out: str, split: str, stage: str | None, dataset: str | None, splits: str | None, preset: str,
                     captioner: str | None, keywords_file: str | None, interpretation: str, prompt: str,
-                    max_new_tokens: int, min_new_tokens: int, num_beams: int, batch_size: int, dtype: str,
+                    max_new_tokens: int, min_new_tokens: int, num_beams: int, batch_size: int | None, dtype: str,
                     load_in_8bit: bool, device: str | None, epochs: int, lr: float, ft_batch_size: int,
                     warmup_steps: int, lora_r: int, checkpoint_every: int, finetune_splits: str, shard_size: int,
                     seed: int, push_to_hub: str | None, push_captioner_to_hub: str | None, if_empty: str,
@@ -155,7 +157,7 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
     """
     from pathlib import Path
 
-    from scf.captioning.captioner import CaptionerError, DecodingConfig, resolve_source
+    from scf.captioning.captioner import CaptionerError, DecodingConfig, default_batch_size, resolve_source
     from scf.captioning.finetune import FinetuneConfig
     from scf.captioning.keywords import KeywordError
     from scf.captioning.pipeline import CaptionPipeline, CaptionRunConfig, PipelineError
@@ -165,6 +167,7 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
         return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
 
     try:
+        batch_size = batch_size or default_batch_size(device)
         decoding = DecodingConfig(prompt=prompt, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                   num_beams=num_beams)
         ft = FinetuneConfig(learning_rate=lr, epochs=epochs, batch_size=ft_batch_size, warmup_steps=warmup_steps,

@@ -196,6 +196,18 @@ def check_device(device: str | None) -> None:
         raise CaptionerError(f"--device {device}: SCF runs on cpu, cuda or mps, not {dev.type!r}")
 
 
+GPU_BATCH_SIZE = 256
+"""Default images per generate call on a GPU: the batch `tools/benchmark.py` measures the fast path at."""
+CPU_BATCH_SIZE = 32
+"""Default images per generate call on CPU."""
+
+
+def default_batch_size(device: str | None = None) -> int:
+    """`GPU_BATCH_SIZE` when ``device`` (None = automatic, see `pick_device`) is a CUDA device, else
+    `CPU_BATCH_SIZE`. Checks ``device`` like `pick_device`."""
+    return GPU_BATCH_SIZE if pick_device(device).type == "cuda" else CPU_BATCH_SIZE
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """The device to run on: the given one, else ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
 
