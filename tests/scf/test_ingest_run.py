@@ -68,6 +68,46 @@ def load(out, name=None):
     return datasets.load_dataset(str(out), name, cache_dir=str(Path(out).parent / f"hf-cache-{Path(out).name}"))
 
 
+def test_oulu_protocol_files_select_the_protocols_videos_and_splits(tmp_path, face):
+    """--list Protocols/Protocol_3/{Train,Dev,Test}_2.txt: only those videos, split and label from the files."""
+    from click.testing import CliRunner
+
+    from scf.cli import main
+
+    root = tmp_path / "OULU"
+    for name in ("Train_files/1_1_01_1.avi", "Train_files/1_1_01_2.avi", "Train_files/2_1_02_4.avi",
+                 "Dev_files/1_2_22_1.avi", "Dev_files/1_2_22_5.avi", "Test_files/1_3_40_3.avi",
+                 "Test_files/1_3_40_1.avi"):
+        write_video(root / name, face, n=8)
+    proto = root / "Protocols/Protocol_3"
+    proto.mkdir(parents=True)
+    (proto / "Train_2.txt").write_text("+1,1_1_01_1\n-1,1_1_01_2\n")  # phone 2 left out of this fold
+    (proto / "Dev_2.txt").write_text("+1,1_2_22_1\n-1,1_2_22_5\n")
+    (proto / "Test_2.txt").write_text("-1,1_3_40_3\n+1,1_3_40_1\n+1,1_3_99_1\n-1,1_3_40_1\n")
+    out = tmp_path / "out"
+    lists = [a for f in ("Train_2", "Dev_2", "Test_2") for a in ("--list", str(proto / f"{f}.txt"))]
+    res = CliRunner().invoke(main, ["ingest", "--source", "oulu-npu", "--root", str(root), "--out", str(out),
+                                    "--config", "protocol-3-fold-2", *lists, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    ds = load(out, "protocol-3-fold-2")
+    rows = {(r["split"], r["video_id"].split("/")[-1], r["label"]) for s in ds for r in ds[s]}
+    assert rows == {("train", "1_1_01_1", 1), ("train", "1_1_01_2", 0), ("dev", "1_2_22_1", 1),
+                    ("dev", "1_2_22_5", 0), ("test", "1_3_40_3", 0), ("test", "1_3_40_1", 1)}
+    assert sum(len(ds[s]) for s in ds) == 12  # two frames per video
+    skipped = [json.loads(line) for line in (out / "protocol-3-fold-2" / "skipped.jsonl").read_text().splitlines()]
+    # 1_3_99_1 is not in the release; "-1,1_3_40_1" contradicts its access type (live), as the earlier line said
+    assert {(s["key"], s["reason"]) for s in skipped} == {("1_3_99_1", "missing file"),
+                                                           ("Test_files/1_3_40_1.avi",
+                                                            "list label contradicts the file name")}
+
+    # a protocol file mixed with another kind of list is refused before any work
+    other = tmp_path / "other.txt"
+    other.write_text("Train_files/1_1_01_1.avi 0\n")
+    res = CliRunner().invoke(main, ["ingest", "--source", "oulu-npu", "--root", str(root), "--out",
+                                    str(tmp_path / "o2"), "--list", str(proto / "Train_2.txt"), "--list", str(other)])
+    assert res.exit_code == 1 and "not an OULU-NPU protocol file" in res.output
+
+
 def test_oulu_videos_end_to_end(tmp_path, face):
     from scf.schema import validate_dataset
 

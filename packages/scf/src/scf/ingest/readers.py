@@ -6,10 +6,21 @@ import csv
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from .base import IngestError, Item, Meta, Reader, ReaderOptions, Skip, WalkEntry
+from .base import (
+    IngestError,
+    Item,
+    Meta,
+    Reader,
+    ReaderOptions,
+    Skip,
+    WalkEntry,
+    norm_split,
+    split_from_parts,
+)
 from .lists import CasiaFasListReader
 from .naming import CELEBA_SPOOF_TYPES, PARSERS
 
@@ -141,11 +152,86 @@ class ReplayAttack(DatasetReader):
         return None
 
 
+_OULU_PROTOCOL_LINE = re.compile(r"^([+-]1)\s*,\s*(\d_\d_\d{2}_\d)$")
+_OULU_PROTOCOL_FILE = re.compile(r"^(train|dev|test)(?:_([1-6]))?$", re.IGNORECASE)
+
+
+def is_oulu_protocol_file(path: Path) -> bool:
+    """Whether ``path`` is one of OULU-NPU's protocol files (``Protocols/Protocol_N/{Train,Dev,Test}[_k].txt``,
+    lines ``+1,1_1_01_1`` / ``-1,1_1_01_2``), judged by its name and first line."""
+    if not _OULU_PROTOCOL_FILE.match(path.stem) or not path.is_file():
+        return False
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = next((line.strip() for line in f if line.strip()), "")
+    return bool(_OULU_PROTOCOL_LINE.match(first))
+
+
 class OuluNpu(DatasetReader):
+    """OULU-NPU. Without ``--list`` every video of the release is read, split by its folder. With ``--list``
+    OULU-NPU's own protocol files (``Protocols/Protocol_N/Train.txt``, ``Dev.txt``, ``Test.txt``; protocols 3
+    and 4 have six folds, ``Train_k.txt`` ...) select the videos of one protocol: the split is the file's
+    (Train / Dev / Test), the label its ``+1`` (real) / ``-1`` (attack), checked against the file name's
+    access type, and each video is looked up by name in the release folders. CASIA-FAS-Dataset lists of
+    OULU-NPU are read as by every dataset reader.
+    """
+
     name, title = "oulu-npu", "OULU-NPU"
-    layout = "{Train,Dev,Test}_files/<phone>_<session>_<user>_<access>.avi"
+    layout = "{Train,Dev,Test}_files/<phone>_<session>_<user>_<access>.avi (+ Protocols/Protocol_N/*.txt)"
     homepage = "https://sites.google.com/site/oulunpudatabase/"
     markers = ("train_files", "dev_files", "test_files")
+
+    def _protocol_lists(self, options: ReaderOptions) -> bool:
+        flags = [is_oulu_protocol_file(p) for p in options.lists]
+        if any(flags) and not all(flags):
+            names = ", ".join(p.name for p, f in zip(options.lists, flags, strict=True) if not f)
+            raise IngestError(f"OULU-NPU: {names}: not an OULU-NPU protocol file (lines '+1,1_1_01_1'); do not "
+                              "mix protocol files with other lists")
+        return bool(flags) and all(flags)
+
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        if options.lists and self._protocol_lists(options):
+            DatasetReader.check(self, root, ReaderOptions(split=options.split))  # the release layout
+            return
+        super().check(root, options)
+
+    def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
+        if not (options.lists and self._protocol_lists(options)):
+            yield from super().scan(root, options)
+            return
+        by_name: dict[str, list[WalkEntry]] = {}
+        for entry in self.walk(root, options):
+            by_name.setdefault(entry.name_path.stem, []).append(entry)
+        seen: set[tuple[str, str]] = set()
+        for list_path in options.lists:
+            split = norm_split(_OULU_PROTOCOL_FILE.match(list_path.stem)[1])
+            text = list_path.read_text(encoding="utf-8", errors="replace")
+            for line_no, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                where = f"{list_path.name}:{line_no}"
+                m = _OULU_PROTOCOL_LINE.match(line.strip())
+                if m is None:
+                    yield Skip(line.strip()[:80], "bad list line", f"{where}: expected '+1,<video>' or '-1,<video>'")
+                    continue
+                video = m[2]
+                entries = by_name.get(video, [])
+                # the same name can sit in one release folder only; prefer the one of the list's split
+                entry = next((e for e in entries if split_from_parts(PurePosixPath(e.path).parts[:-1]) == split),
+                             entries[0] if entries else None)
+                if entry is None:
+                    yield Skip(video, "missing file", f"{where}: no video named {video} under {root}")
+                    continue
+                meta = self.parse(entry.name_path)
+                if meta is None:
+                    yield Skip(entry.path, "no naming rule", f"{where}: {video}")
+                    continue
+                if meta.label != (1 if m[1] == "+1" else 0):
+                    yield Skip(entry.path, "list label contradicts the file name",
+                               f"{where}: list says {m[1]}, access type says {meta.attack_type}")
+                    continue
+                if (split, video) not in seen:  # a repeated line reads the video once
+                    seen.add((split, video))
+                    yield self.item(entry, meta, split)
 
 
 class Siw(DatasetReader):
