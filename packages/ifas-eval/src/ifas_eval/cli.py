@@ -145,7 +145,8 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
     """Evaluate I-FAS checkpoints on cross-domain FAS protocols, or score files, under explicit conventions.
 
     \b
-    Headline numbers follow FLIP/SSDG (the paper's tables): frame scores averaged per video, AUC, HTER = EER
+    Headline numbers follow FLIP/SSDG (as Table 1's comparison methods do; the paper does not state its
+    convention): frame scores averaged per video, AUC, HTER = EER
     at the threshold chosen on the test set itself, TPR@FPR=1%. Beside them: HTER at a fixed operating
     threshold and ISO/IEC 30107-3 APCER (per attack type, max) / BPCER / ACER. See docs/metrics.md.
 

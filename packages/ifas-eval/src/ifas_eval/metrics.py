@@ -1,9 +1,12 @@
-"""FAS metrics under explicit conventions: FLIP/SSDG (the paper's tables), fixed-threshold HTER, ISO/IEC 30107-3.
+"""FAS metrics under named conventions: FLIP/SSDG (as Table 1's comparison methods), fixed-threshold HTER, ISO 30107-3.
+
+The headline HTER follows FLIP/SSDG as Table 1's comparison methods (FLIP/SSDG) do; the paper does not state
+its convention (and four Table 2 cells fit none: ``docs/metrics.md``, "Known inconsistencies in the paper").
 
 Every result carries a ``convention`` field naming how it was computed (see ``docs/metrics.md``):
 
 * ``flip-ssdg`` (`ifas_model.metrics.flip_metrics`): video-level scores, AUC, EER threshold chosen on the
-  test set itself, HTER = EER there, TPR@FPR=1%. The default and what the comparison tables report.
+  test set itself, HTER = EER there, TPR@FPR=1%. The default, as Table 1's comparison methods compute it.
 * ``fixed-threshold``: HTER = (FAR + FRR) / 2 at a threshold fixed beforehand (given by the user, or the
   FLIP/SSDG EER threshold of a dev split: ``threshold_source`` says which).
 * ``iso-30107-3``: APCER per attack type and the maximum over types (the reported APCER), BPCER and
@@ -239,7 +242,8 @@ def evaluate_score_set(score_set: ScoreSet, *, threshold: float | None = None,
 
     Returns:
         ``{"test_set", "convention": "flip-ssdg", <flip_metrics fields>, "fixed_threshold": {...},
-        "iso": {...}}``; the top-level numbers are the FLIP/SSDG ones the paper's tables use.
+        "iso": {...}}``; the top-level numbers are the FLIP/SSDG ones (as Table 1's comparison methods
+        compute them; the paper does not state its convention).
 
     Raises:
         ValueError: empty or single-class test set (named), mixed labels within a video.
