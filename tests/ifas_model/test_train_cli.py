@@ -139,3 +139,22 @@ def test_two_processes_with_gloo_train_in_step(corpus, tmp_path):
              if json.loads(line)["split"] == "eval"]
     assert len(evals) == 1 and evals[0]["n_rows"] == 16  # both shards gathered, padding removed
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_global_batch_size_sets_micro_batch_and_accumulation(corpus, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    result = _invoke("--dataset", str(corpus), "--preset", "tiny", "--output", str(out), "--max-steps", "2",
+                     "--eval-split", "none", "--global-batch-size", "8", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    assert "8 (= 4 x 2 accumulation x 1 processes)" in " ".join(result.output.split())
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["global_batch_size"], saved["batch_size"], saved["grad_accum"]) == (8, 4, 2)
+    # rerunning the same command finds the same resolved settings: the run is finished, not refused
+    again = _invoke("--dataset", str(corpus), "--preset", "tiny", "--output", str(out), "--max-steps", "2",
+                    "--eval-split", "none", "--global-batch-size", "8", "--batch-size", "4")
+    assert again.exit_code == 0 and "already finished" in again.output
+    bad = _invoke("--dataset", str(corpus), "--preset", "tiny", "--output", str(tmp_path / "r2"),
+                  "--global-batch-size", "8", "--grad-accum", "2")
+    assert bad.exit_code == 1 and "give grad_accum or global_batch_size, not both" in bad.output

@@ -151,3 +151,23 @@ def test_resume_check_reads_an_old_alpha_null_as_the_default():
     saved = {**TrainConfig(dataset="d").to_dict(), "alpha": None}
     assert resume_differences(saved, TrainConfig(dataset="d")) == []
     assert resume_differences(saved, TrainConfig(dataset="d", alpha=0.5)) == ["alpha"]
+
+
+def test_global_batch_size_keeps_the_effective_batch_whatever_the_world_size():
+    from ifas_model.training.config import ConfigError, TrainConfig, apply_global_batch
+
+    def resolved(world: int, **kw) -> tuple[int, int]:
+        c = apply_global_batch(TrainConfig(dataset="x", **kw), world)
+        return c.batch_size, c.grad_accum
+
+    assert resolved(8, global_batch_size=32) == (4, 1)  # the paper's 32 on 8 GPUs
+    assert resolved(1, global_batch_size=32) == (32, 1)
+    assert resolved(1, global_batch_size=32, batch_size=8) == (8, 4)  # memory-bound: accumulate
+    assert resolved(2, global_batch_size=32, batch_size=6) == (4, 4)  # largest divisor of 16 that fits
+    assert resolved(4, batch_size=8) == (8, 1)  # no global batch: unchanged
+    saved = TrainConfig(dataset="x", global_batch_size=32, batch_size=8, grad_accum=4)  # a resolved config.yaml
+    assert apply_global_batch(saved, 1) is saved
+    with pytest.raises(ConfigError, match="not a multiple of the 3 training processes"):
+        apply_global_batch(TrainConfig(dataset="x", global_batch_size=32), 3)
+    with pytest.raises(ConfigError, match="give grad_accum or global_batch_size, not both"):
+        apply_global_batch(TrainConfig(dataset="x", global_batch_size=32, grad_accum=2), 1)

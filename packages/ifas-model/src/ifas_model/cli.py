@@ -34,6 +34,9 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 @click.option("--weight-decay", type=float, help="AdamW weight decay. [default: 1e-2]")
 @click.option("--batch-size", type=int, help="Samples per device per micro-batch. [default: 32]")
 @click.option("--grad-accum", type=int, help="Micro-batches per optimizer step. [default: 1]")
+@click.option("--global-batch-size", type=int,
+              help="Samples per optimizer step over all GPUs (e.g. the paper's 32 under torchrun on 8 GPUs): "
+                   "sets the per-device micro-batch (at most --batch-size) and --grad-accum.")
 @click.option("--epochs", type=int, help="Passes over the training split. [default: 10]")
 @click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs).")
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), help="LR after warm-up. [default: cosine]")

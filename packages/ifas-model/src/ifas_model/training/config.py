@@ -108,6 +108,10 @@ class TrainConfig:
     """Samples per optimizer step on ONE device before accumulation (paper: 32 on one device)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step; effective batch = batch_size * grad_accum * world."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all processes, whatever their number (`apply_global_batch`): the
+    per-device micro-batch becomes at most ``batch_size`` and ``grad_accum`` makes up the rest, so the paper's
+    32 holds on 1 or 8 GPUs. None: the effective batch is ``batch_size * grad_accum * world``."""
     epochs: int = 10
     """Passes over the training split (paper: at most 10)."""
     max_steps: int | None = None
@@ -188,6 +192,9 @@ class TrainConfig:
             raise bad("lora_dropout", "must be in [0, 1)")
         if self.max_grad_norm < 0:
             raise bad("max_grad_norm", "must be >= 0")
+        if self.global_batch_size is not None:
+            if self.global_batch_size < 1:
+                raise bad("global_batch_size", "must be >= 1 or null")
         if self.push_to_hub is not None and self.push_to_hub.count("/") != 1:
             raise bad("push_to_hub", "must be a Hub repository id org/name")
         if self.preset != "default" and (self.vision_model or self.language_model):
@@ -381,6 +388,34 @@ def write_config(config: TrainConfig, path: str | Path) -> None:
     note = config.learning_rate_note
     header = f"# learning_rate {note}\n" if note and "deviation" in note else ""
     Path(path).write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def apply_global_batch(config: TrainConfig, world_size: int) -> TrainConfig:
+    """Resolve ``global_batch_size`` for ``world_size`` processes into ``batch_size`` and ``grad_accum``.
+
+    Each process takes ``global_batch_size / world_size`` samples per optimizer step, in micro-batches of the
+    largest size <= ``batch_size`` that divides it. Example: 32 on 8 GPUs -> micro-batch 4, no accumulation;
+    32 on 1 GPU with ``batch_size`` 8 -> micro-batch 8, 4 accumulated. A config without
+    ``global_batch_size`` is returned unchanged.
+
+    Raises:
+        ConfigError: ``global_batch_size`` is not a multiple of ``world_size``, or ``grad_accum`` was also set
+            (to something that does not give ``global_batch_size``).
+    """
+    g = config.global_batch_size
+    if g is None or config.batch_size * config.grad_accum * world_size == g:  # none, or already resolved
+        return config
+    if config.grad_accum != 1:
+        raise ConfigError("config field 'global_batch_size' sets grad_accum itself: give grad_accum or "
+                          "global_batch_size, not both", field="global_batch_size")
+    if g % world_size:
+        raise ConfigError(f"config field 'global_batch_size': {g} is not a multiple of the {world_size} training "
+                          "processes", field="global_batch_size")
+    per_device = g // world_size
+    micro = min(config.batch_size, per_device)
+    while per_device % micro:
+        micro -= 1
+    return dataclasses.replace(config, batch_size=micro, grad_accum=per_device // micro)
 
 
 RESUME_INVARIANT_FIELDS = frozenset({"output_dir", "resume", "push_to_hub", "hub_private", "num_workers",

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import TrainConfig, resume_differences, write_config
+from .config import TrainConfig, apply_global_batch, resume_differences, write_config
 from .data import (
     Batch,
     ResumableBatchSampler,
@@ -175,8 +175,9 @@ class Trainer:
 
         from ifas_model.adapters import set_training_dtypes
 
-        self.config = config
         self.dist: DistState = init_distributed()
+        config = apply_global_batch(config, self.dist.world_size)  # batch_size / grad_accum for this world
+        self.config = config
         self.console = console or Console(stderr=True)
         self.run_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
