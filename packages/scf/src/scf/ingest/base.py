@@ -60,6 +60,7 @@ class Item:
     box_space: int | None = None
     frame_index: int | None = None  # for pre-extracted single frames (FLIP crops): the crop's number
     key: str = field(default="")  # resume key of an image item (defaults to path)
+    source: str | None = None  # the `source` column when the reader knows each entry's dataset (lists)
 
     def __post_init__(self) -> None:
         if self.kind not in ("image", "video", "frames"):
@@ -199,6 +200,7 @@ class Reader:
     name: str = ""  # registry name (``oulu-npu``)
     title: str = ""  # the dataset's own name (``OULU-NPU``), written to the ``source`` column
     precropped: bool = False  # inputs are face crops already: detection is off unless asked for
+    per_entry_source: bool = False  # items carry their own `source` (the dataset of each list entry)
     frames_as_videos: bool = True
     license_note: str = ""
     homepage: str = ""
@@ -206,6 +208,10 @@ class Reader:
 
     def check(self, root: Path, options: ReaderOptions) -> None:
         """Raise `IngestError` when the root cannot hold this dataset's layout (before any work)."""
+
+    def precropped_for(self, options: ReaderOptions) -> bool:
+        """Whether the inputs of a run with these options are face crops already (detection off by default)."""
+        return self.precropped
 
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:  # pragma: no cover
         """Stream the items (or skips) of the dataset under ``root``."""

@@ -24,6 +24,16 @@ def list_sources_table():  # noqa: ANN201 - rich.table.Table
     return table
 
 
+def no_rows_message(summary, folder: Path) -> str:  # noqa: ANN001 - runner.IngestSummary
+    """The one line ``scf ingest`` exits with when its output folder holds no row: the main skip reason."""
+    if not summary.skipped:
+        return (f"0 rows written to {folder}: no file of {summary.title} found under --root "
+                "(scf ingest --list-sources shows the expected layout)")
+    reason, count = max(summary.skipped.items(), key=lambda kv: kv[1])
+    return (f"0 rows written to {folder}: {summary.skipped_total} item(s) skipped, mostly {reason!r} ({count}); "
+            f"see {folder / 'skipped.jsonl'}")
+
+
 def ingest_main(*, source: str | None, root: str | None, out: str | None, config_name: str | None,
                 source_name: str | None = None, lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
                 detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
@@ -60,6 +70,8 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
     except IngestError as e:
         raise click.ClickException(str(e)) from e
     console.print(summary_table(summary))
+    if summary.rows_total == 0:
+        raise click.ClickException(no_rows_message(summary, config.dataset_dir))
     if summary.unaccounted:
         raise click.ClickException(f"{len(summary.unaccounted)} file(s) have neither rows nor a skip record "
                                    f"(e.g. {summary.unaccounted[0]}); this is a bug, please report it")

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 POLARITIES = ("live0", "live1")
 """``live0``: list label 0 means live (CASIA-FAS ``dg_protocol`` lists); ``live1``: 1 means live."""
+_FLIP_CELEB = re.compile(r"^(?P<subject>\d+)_(?P<kind>live|spoof)_(?P<id>\d+)$", re.IGNORECASE)
 _LIST_SPLIT = re.compile(r"(?:^|[_\-.])(train|dev|devel|val|test|eval)(?:[_\-.]|$)", re.IGNORECASE)
 
 
@@ -43,6 +44,29 @@ def unknown_meta(label: int) -> Meta:
     if label == LABEL_REAL:
         return Meta(LABEL_REAL, "live")
     return Meta(LABEL_FAKE, "other", "attack type unknown (no naming rule)")
+
+
+HKBU_V2_TITLE = "HKBU-MARs-V2"
+"""The ``source`` of HKBU-MARs V2 (CASIA-FAS's ``HKBUv2_*.txt`` lists): a different, larger release than the
+paper's V1+ (7 cameras x 6 lights per subject), so it is never written as ``HKBU-MARs-V1+``."""
+
+
+def is_hkbu_v2_list(path: Path) -> bool:
+    """Whether a list file is one of HKBU-MARs V2's (``HKBUv2_real.txt``, ``HKBUv2_attack.txt``)."""
+    return path.name.lower().startswith("hkbuv2")
+
+
+def dataset_title(dataset: str | None, list_path: Path | None = None) -> str | None:
+    """The ``source`` value of an entry of ``dataset`` (a registry name): the dataset reader's title
+    (``MSU-MFSD``, ``OULU-NPU``, ``Idiap Replay-Attack``, ``CASIA-FASD``, ``CelebA-Spoof``...), as the
+    protocols name it; ``HKBU-MARs-V2`` for an entry of an ``HKBUv2_*`` list. None for an unknown dataset."""
+    if dataset is None:
+        return None
+    if dataset == "hkbu-mars" and list_path is not None and is_hkbu_v2_list(list_path):
+        return HKBU_V2_TITLE
+    from .readers import DATASET_READERS  # readers imports this module
+
+    return next((cls.title for cls in DATASET_READERS if cls.name == dataset), None)
 
 
 def _read_list_lines(path: Path) -> list[tuple[int, str]]:
@@ -90,12 +114,15 @@ class CasiaFasListReader(Reader):
     rule's, else test). The dataset of each entry is its first path component (``OULU_NPU/``, ``SiW/``...);
     its naming rule gives attack type and subject, and an entry whose list label contradicts its name is
     skipped (reason ``list label contradicts the file name``). A list whose every labelled entry contradicts
-    stops the run before any work: the polarity option is wrong for that file.
+    stops the run before any work: the polarity option is wrong for that file. ``source`` is the title of
+    each entry's dataset (`dataset_title`; ``HKBUv2_*`` lists -> ``HKBU-MARs-V2``), so one run over several
+    datasets' lists gives the names the protocols use; ``--source-name`` overrides it.
     """
 
     name = "casia-fas-list"
     title = "CASIA-FAS lists"
     precropped = True
+    per_entry_source = True
     layout = "<root>/<list path> with frames in <path>/crop/*.png (or <path>/*.png), a video file, or an image"
     license_note = "the licence of each dataset the lists point into"
 
@@ -171,8 +198,9 @@ class CasiaFasListReader(Reader):
                                f"{meta.attack_type}")
                     continue
                 split = options.split or list_split or meta.split or "test"
+                source = dataset_title(self.dataset or dataset_of(PurePosixPath(rel)), list_path)
                 yield Item(path=path, kind=kind, meta=meta, split=split, video_id=_video_id(kind, path),
-                           frames=frames)
+                           frames=frames, source=source)
 
 
 class FlipListReader(Reader):
@@ -182,16 +210,25 @@ class FlipListReader(Reader):
     videos of the lists are read (each line names ``_frame0.png``; ``_frame1.png`` is implied, FACTS §4);
     without, every ``*_frame<N>.png`` under the root is. Label: the ``real``/``fake`` folder (and the list
     name's ``_real_``/``_fake_``, which must agree). Attack type and subject: the dataset's naming rule
-    (``casia``, ``msu``, ``replay``, ``oulu``; ``celeb``: CelebA-Spoof, type unknown -> ``other``). Split: the
-    ``train``/``test`` folder (the dataset's own split; FLIP's train lists are the union of both, so several
-    lists naming a video read it once). ``frame_index`` is the crop number N (FLIP took frames 6 and
-    6 + n/2 of the video; the video frame number is not kept in the crops). The crops are faces: no
-    detection unless asked for.
+    (``casia``, ``msu``, ``replay``, ``oulu``). Split: the ``train``/``test`` folder (the dataset's own split;
+    FLIP's train lists are the union of both, so several lists naming a video read it once). ``frame_index``
+    is the crop number N (FLIP took frames 6 and 6 + n/2 of the video; the video frame number is not kept in
+    the crops). The crops are faces: no detection unless asked for. ``source`` is the title of each entry's
+    dataset (``CASIA-FASD``, ``Idiap Replay-Attack``, ``MSU-MFSD``, ``OULU-NPU``, ``CelebA-Spoof``), unless
+    ``--source-name`` is given.
+
+    CelebA-Spoof (FLIP's fourth training source, ``celeb_{real,fake}_train.txt``): entries
+    ``celeb/<real|fake>/<subject>_<live|spoof>_<id>.jpg``, one image each: ``frame_index`` 0, split
+    ``train`` (FLIP trains on them only), attack type ``other`` (the lists carry no spoof type). The label is
+    the folder's, as in FLIP's training: FLIP's ``celeb_fake_train.txt`` holds a few ``*_live_*`` names in
+    ``celeb/fake/`` (``997_live_125049.jpg``), which FLIP trained as attacks; such a row is kept as an attack
+    and its ``attack_detail`` says that the name says live.
     """
 
     name = "flip-mcio"
     title = "FLIP MCIO"
     precropped = True
+    per_entry_source = True
     frames_as_videos = False
     layout = "<root>/<ds>/<train|test>/<real|fake>/<video>_frame<N>.png  (FLIP data/MCIO/frame)"
     license_note = "the licences of CASIA-FASD, Idiap Replay-Attack, MSU-MFSD and OULU-NPU"
@@ -206,6 +243,8 @@ class FlipListReader(Reader):
         m = FLIP_FRAME_SUFFIX.search(p.stem)
         lowered = [x.lower() for x in p.parts[:-1]]
         label_dir = next((x for x in lowered if x in ("real", "fake")), None)
+        if dataset_of(p) == "celeba-spoof" and label_dir is not None:
+            return self._celeb_item(rel, label_dir)
         if m is None or label_dir is None:
             return Skip(rel, "no naming rule", "expected <ds>/<split>/<real|fake>/<video>_frame<N>.png")
         label = LABEL_REAL if label_dir == "real" else LABEL_FAKE
@@ -219,7 +258,26 @@ class FlipListReader(Reader):
                         f"{meta.attack_type}")
         split = split_from_parts(p.parts[:-1]) or meta.split or "test"
         video_id = FLIP_FRAME_SUFFIX.sub("", p.with_suffix("").as_posix())
-        return Item(path=rel, kind="image", meta=meta, split=split, video_id=video_id, frame_index=int(m[1]))
+        return Item(path=rel, kind="image", meta=meta, split=split, video_id=video_id, frame_index=int(m[1]),
+                    source=dataset_title(dataset))
+
+    @staticmethod
+    def _celeb_item(rel: str, label_dir: str) -> Item | Skip:
+        """An entry of FLIP's CelebA-Spoof lists (see the class docstring: the folder's label wins)."""
+        p = PurePosixPath(rel)
+        m = _FLIP_CELEB.match(p.stem)
+        if m is None:
+            return Skip(rel, "no naming rule", "expected celeb/<real|fake>/<subject>_<live|spoof>_<id>.jpg")
+        if label_dir == "real":
+            if m["kind"].lower() != "live":
+                return Skip(rel, "folder label contradicts the file name", "folder real, name says spoof")
+            meta = Meta(LABEL_REAL, "live", "", m["subject"], "train")
+        else:
+            detail = ("CelebA-Spoof via FLIP's list: spoof type unknown" if m["kind"].lower() == "spoof" else
+                      "CelebA-Spoof via FLIP's list: the name says live, FLIP lists it as fake (kept as fake)")
+            meta = Meta(LABEL_FAKE, "other", detail, m["subject"], "train")
+        return Item(path=rel, kind="image", meta=meta, split="train", video_id=p.with_suffix("").as_posix(),
+                    frame_index=0, source=dataset_title("celeba-spoof"))
 
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
         if not options.lists:

@@ -21,7 +21,7 @@ from .base import (
     norm_split,
     split_from_parts,
 )
-from .lists import CasiaFasListReader
+from .lists import HKBU_V2_TITLE, CasiaFasListReader
 from .naming import CELEBA_SPOOF_TYPES, PARSERS
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ class DatasetReader(Reader):
     """A dataset in its delivered folder layout: every media file (or frame folder) through a naming rule.
 
     With ``--list`` it reads CASIA-FAS-Dataset lists of that dataset instead (`CasiaFasListReader`), so
-    preprocessed copies work too. ``default_split`` applies when neither a rule nor ``--split`` gives one.
+    preprocessed copies work too; those point at CASIA-FAS's face crops, so face detection is off in that mode
+    unless ``--detect`` is given. ``default_split`` applies when neither a rule nor ``--split`` gives one.
     """
 
     default_split: str | None = None
@@ -55,6 +56,9 @@ class DatasetReader(Reader):
     @property
     def parse(self) -> Callable[[PurePosixPath], Meta | None]:
         return PARSERS[self.name]
+
+    def precropped_for(self, options: ReaderOptions) -> bool:
+        return bool(options.lists) or self.precropped
 
     def check(self, root: Path, options: ReaderOptions) -> None:
         if options.lists:
@@ -188,6 +192,9 @@ class OuluNpu(DatasetReader):
                               "mix protocol files with other lists")
         return bool(flags) and all(flags)
 
+    def precropped_for(self, options: ReaderOptions) -> bool:
+        return bool(options.lists) and not self._protocol_lists(options)  # protocol files name raw videos
+
     def check(self, root: Path, options: ReaderOptions) -> None:
         if options.lists and self._protocol_lists(options):
             DatasetReader.check(self, root, ReaderOptions(split=options.split))  # the release layout
@@ -248,20 +255,62 @@ class RoseYoutu(DatasetReader):
     default_split = "test"
 
 
+_HKBU_V2 = re.compile(r"hkbu.*v2", re.IGNORECASE)
+
+
 class HkbuMars(DatasetReader):
+    """HKBU-MARs. The paper tests on V1+; the only lists of the field (CASIA-FAS's ``HKBUv2_real.txt`` /
+    ``HKBUv2_attack.txt``, 12 subjects x 42 videos each) are of V2, a larger release (7 cameras x 6 lights).
+    A V2 run writes ``source = HKBU-MARs-V2``: with an ``HKBUv2_*`` list, or when the root (or a folder just
+    below it) is named like ``HKBU-MARs-V2`` / ``HKBUv2``; ``--source-name`` sets it otherwise.
+    """
+
     name, title = "hkbu-mars", "HKBU-MARs-V1+"
     layout = "{real,mask}/<subject>/<video>.{avi,mp4} (or live/attack folders; frame folders accepted)"
     homepage = "http://rds.comp.hkbu.edu.hk/mars/"
     default_split = "test"
     markers = ("real", "live", "genuine", "mask", "masks", "attack", "fake", "spoof")
 
+    def check(self, root: Path, options: ReaderOptions) -> None:
+        super().check(root, options)
+        names = [root.resolve().name, *(d.name for d in _dirs(root, 1))]
+        self.v2 = any(_HKBU_V2.search(n) for n in names)
+
+    def item(self, entry: WalkEntry, meta: Meta, split: str) -> Item:
+        item = super().item(entry, meta, split)
+        if not getattr(self, "v2", False):
+            return item
+        return Item(path=item.path, kind=item.kind, meta=item.meta, split=item.split, video_id=item.video_id,
+                    frames=item.frames, source=HKBU_V2_TITLE)
+
+
+WMCA_PROTOCOL_COLUMNS = ("filepath", "group")
+"""Columns that make a list file WMCA's grand-test protocol file, whatever its suffix."""
+
+
+def is_wmca_protocol_file(path: Path) -> bool:
+    """Whether ``path`` is WMCA's grand-test protocol file, judged by its CSV header (``,client_id,filepath,
+    group,label``), not its suffix: the field ships it as ``IDIAP_WMCA_WMCA_Grandtest.txt``."""
+    if not path.is_file():
+        return False
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        first = next((line for line in f if line.strip()), "")
+    header = {c.strip().lower() for c in next(csv.reader([first]), [])}
+    return set(WMCA_PROTOCOL_COLUMNS) <= header
+
 
 class Wmca(DatasetReader):
     """WMCA, RGB stream. The release stores all channels in HDF5 files; ``h5py`` is not a dependency, so the
     colour stream must be extracted first to a video file or a frame folder named like the HDF5 file
-    (``<client>_<session>_<presenter>_<type>_<pai>``), keeping the release's folders. The grand-test protocol
-    CSV (``,client_id,filepath,group,label``) given with ``--list`` sets the split (train, dev, eval -> test)
-    and is checked against the names; a ``.txt`` list is read as a CASIA-FAS list.
+    (``<client>_<session>_<presenter>_<type>_<pai>``), keeping the release's folders.
+
+    The grand-test protocol file (``IDIAP_WMCA_WMCA_Grandtest.txt`` or a ``.csv``, recognised by its header
+    ``,client_id,filepath,group,label``) given with ``--list`` sets the split (train, dev, eval -> test); its
+    ``label`` (``bonafide``/``attack``) is checked against the name's type (0 = bona fide) and a video where
+    they disagree is skipped (``list label contradicts the file name``, logged). Protocol 2's WMCA test set
+    is the ``eval`` group: 557 videos (115 bona fide, 442 attacks), the same videos as CASIA-FAS's
+    ``IDIAP_WMCA_protocol_p1_video_test.txt``. Without the protocol file every video goes to ``test`` (1,679
+    in the grand test), with a warning. Other lists are read as CASIA-FAS lists.
     """
 
     name, title = "wmca", "WMCA"
@@ -269,37 +318,58 @@ class Wmca(DatasetReader):
     homepage = "https://www.idiap.ch/en/scientific-research/data/wmca"
     default_split = "test"
 
+    @staticmethod
+    def _partition(options: ReaderOptions) -> tuple[list[Path], tuple[Path, ...]]:
+        protocol = [p for p in options.lists if is_wmca_protocol_file(p)]
+        return protocol, tuple(p for p in options.lists if p not in protocol)
+
+    def precropped_for(self, options: ReaderOptions) -> bool:
+        return bool(self._partition(options)[1])
+
     def check(self, root: Path, options: ReaderOptions) -> None:
         self.csv_split: dict[str, str] = {}
-        csvs = [p for p in options.lists if p.suffix.lower() == ".csv"]
-        txts = [p for p in options.lists if p.suffix.lower() != ".csv"]
+        self.csv_label: dict[str, str] = {}
+        csvs, txts = self._partition(options)
         if txts:
             CasiaFasListReader(self.name).check(root, ReaderOptions(txts, options.label_polarity, options.split))
+        elif not csvs and not options.split:
+            logger.warning("WMCA: no grand-test protocol file (--list IDIAP_WMCA_WMCA_Grandtest.txt): every video "
+                           "goes to the test split (1,679 in the grand test), not Protocol 2's 557 of its eval "
+                           "group")
         for path in csvs:
-            if not path.is_file():
-                raise IngestError(f"list file not found: {path}")
-            with path.open(newline="") as f:
-                rows = csv.DictReader(f)
-                if not {"filepath", "group"} <= set(rows.fieldnames or ()):
-                    raise IngestError(f"{path}: a WMCA protocol CSV needs the columns filepath and group")
-                for row in rows:
+            with path.open(encoding="utf-8", errors="replace", newline="") as f:
+                for row in csv.DictReader(f):
+                    row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                    if not row.get("filepath"):
+                        continue
                     stem = PurePosixPath(row["filepath"]).name
                     self.csv_split[stem] = {"eval": "test", "devel": "dev"}.get(row["group"], row["group"])
+                    self.csv_label[stem] = row.get("label", "").lower()
         hdf5 = next((p for p in root.rglob("*") if p.suffix.lower() in (".hdf5", ".h5")), None)
         if hdf5 is not None and not any(True for _ in self.walk(root, options)):
             raise IngestError(f"WMCA: {root} holds HDF5 files ({hdf5.name}) and no video or frame folder; "
                               "extract the RGB (color) stream first (h5py is not a dependency of scf)")
 
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
-        txts = tuple(p for p in options.lists if p.suffix.lower() != ".csv")
+        txts = self._partition(options)[1]
         if txts:
             yield from CasiaFasListReader(self.name).scan(root, ReaderOptions(txts, options.label_polarity,
                                                                                options.split, options.exclude))
             return
-        yield from super().scan(root, ReaderOptions((), options.label_polarity, options.split, options.exclude))
+        for found in super().scan(root, ReaderOptions((), options.label_polarity, options.split, options.exclude)):
+            if isinstance(found, Item):
+                stem = PurePosixPath(found.video_id).name
+                said = self.csv_label.get(stem, "")
+                if said in ("bonafide", "attack") and (said == "bonafide") != (found.meta.label == 1):
+                    logger.warning("WMCA: %s: the protocol file says %s, the name's type says %s; skipped",
+                                   found.path, said, found.meta.attack_type)
+                    yield Skip(found.path, "list label contradicts the file name",
+                               f"protocol file: {said}, name: {found.meta.attack_type}")
+                    continue
+            yield found
 
     def split_for(self, entry: WalkEntry, meta: Meta, options: ReaderOptions) -> str | None:
-        if self.csv_split:  # the protocol CSV decides; a file it does not list is skipped ("no split rule")
+        if self.csv_split:  # the protocol file decides; a file it does not list is skipped ("no split rule")
             name = entry.name_path.name if entry.kind == "frames" else entry.name_path.with_suffix("").name
             return self.csv_split.get(name)
         return super().split_for(entry, meta, options)

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "ingest_config.json"
 SUMMARY_FILE = "ingest_summary.json"
+PER_ENTRY_SOURCE = "dataset of each entry"
+"""What ``ingest_config.json`` records as ``source_name`` when the reader writes each entry's dataset title
+(``flip-mcio``, ``casia-fas-list``) and no ``--source-name`` is given."""
 _IMAGE_SETTINGS = ("source", "frames", "detect", "margin", "size", "neighbours", "image_format")
 _ROW_SETTINGS = ("source_name", "split", "lists", "label_polarity")
 """Settings that decide the `source` and `split` columns and which items exist: a resume must keep them too
@@ -133,7 +136,7 @@ def _resolved(config: IngestConfig) -> tuple[str, Any, ReaderOptions, WorkSettin
     options = ReaderOptions(lists, config.label_polarity, config.split,
                             exclude=(out,) if out.is_relative_to(root.resolve()) else ())
     reader.check(root, options)
-    detect = (not reader.precropped) if config.detect is None else config.detect
+    detect = (not reader.precropped_for(options)) if config.detect is None else config.detect
     settings = WorkSettings(config.frames, detect, config.margin, config.size, config.neighbours,
                             config.image_format)
     return name, reader, options, settings
@@ -215,7 +218,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     start = time.monotonic()
     name, reader, options, settings = _resolved(config)
     folder = config.dataset_dir
-    source_value = config.source_name or reader.title
+    source_value = config.source_name or (PER_ENTRY_SOURCE if reader.per_entry_source else reader.title)
     recorded = {"source": name, **{k: getattr(settings, k) for k in _IMAGE_SETTINGS if k != "source"},
                 "source_name": source_value, "root": str(Path(config.root).expanduser().resolve()),
                 "lists": [str(p.resolve()) for p in options.lists], "label_polarity": config.label_polarity,
@@ -276,7 +279,8 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     def args(item: Item) -> tuple:
         done = frozenset(done_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
         skipped = frozenset(skipped_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
-        return item, str(Path(config.root).expanduser()), source_value, settings, done, skipped
+        source = config.source_name or item.source or reader.title
+        return item, str(Path(config.root).expanduser()), source, settings, done, skipped
 
     logger.info("ingest %s from %s into %s (%s)", source_value, config.root, folder,
                 ", ".join(f"{k}={v}" for k, v in asdict(settings).items()))
@@ -288,7 +292,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         else:
             _run_pool(config.workers, tasks(), args, handle)
 
-    summary = summarize(folder, name, source_value, units, reader.other_files)
+    summary = summarize(folder, name, config.source_name or reader.title, units, reader.other_files)
     summary.rows_this_run = summary.rows_total - rows_before
     summary.seconds = round(time.monotonic() - start, 2)
     summary.settings = recorded
