@@ -9,6 +9,7 @@ from ifas_eval.cli import main
 from ifas_eval.protocols import (
     DATASET_NAMES,
     ProtocolError,
+    Selection,
     builtin_protocols,
     load_protocol,
 )
@@ -16,7 +17,39 @@ from ifas_eval.protocols import (
 
 def test_builtin_protocols_parse():
     names = [p.name for p in builtin_protocols()]
-    assert names == ["mcio", "one-to-eleven", "sample"]
+    assert names == ["mcio", "mcio-celeba", "one-to-eleven", "one-to-eleven-flip", "sample"]
+
+
+def test_mcio_celeba_adds_flips_fourth_source_to_every_setting():
+    base, celeba = load_protocol("mcio"), load_protocol("mcio-celeba")
+    assert [s.name for s in celeba.settings] == [s.name for s in base.settings]
+    for b, c in zip(base.settings, celeba.settings, strict=True):
+        assert c.train == (*b.train, Selection("CelebA-Spoof", ("train",)))
+        assert c.tests == b.tests and c.label == b.label
+
+
+def test_one_to_eleven_flip_tests_the_mcio_targets_on_flips_union():
+    (base,), (flip,) = load_protocol("one-to-eleven").settings, load_protocol("one-to-eleven-flip").settings
+    assert flip.train == base.train
+    mcio = {"MSU-MFSD": 280, "CASIA-FASD": 600, "Idiap Replay-Attack": 840, "OULU-NPU": 3600}
+    for b, f in zip(base.tests, flip.tests, strict=True):
+        assert b.name == f.name
+        if b.name in mcio:
+            assert b.parts[0].splits == ("test",) and f.parts[0].splits == ("train", "test")
+            assert f.expected.videos == mcio[b.name] and b.expected.videos < f.expected.videos
+        else:
+            assert b == f
+
+
+def test_protocol_comments_state_the_unstated_choices():
+    from importlib.resources import files
+
+    folder = files("ifas_eval") / "protocol_files"
+    o2o = (folder / "one-to-eleven.yaml").read_text()
+    assert "FLIP's MCIO test lists are NOT that split" in o2o and "`*_video_test.txt`" in o2o
+    assert "40,000 real + 40,000 spoof" in o2o and "Rose-Youtu: its `test` split only" in o2o
+    mcio = (folder / "mcio.yaml").read_text()
+    assert "src4_data = 'celeb'" in mcio and "_frame0 only" in mcio and "does not say" in mcio
 
 
 def test_mcio_is_leave_one_out_with_flip_splits():
@@ -103,8 +136,10 @@ def test_list_protocols():
     for word in ("mcio", "one-to-eleven", "sample", "O&C&I->M", "CelebA-Spoof [train]", "HiFiMask [test]",
                  "OULU-NPU [train+test]", "MSU-MFSD [train+test]", "--exclude-videos"):
         assert word in res.stdout
-    # MSU-MFSD is train+test in three MCIO settings' training and in setting M's test set (FLIP's lists)
-    assert res.stdout.count("MSU-MFSD [train+test]") == 4
+    # MSU-MFSD is train+test in three MCIO settings' training and in setting M's test set (FLIP's lists),
+    # the same in mcio-celeba, and a test set of one-to-eleven-flip
+    assert res.stdout.count("MSU-MFSD [train+test]") == 9
+    assert "mcio-celeba" in res.stdout and "one-to-eleven-flip" in res.stdout
 
 
 def test_source_names_agree_with_scf_ingest():

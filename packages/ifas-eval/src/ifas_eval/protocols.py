@@ -15,11 +15,18 @@ A protocol is a YAML file (the built-in ones ship as package data in ``ifas_eval
           - {source: MSU-MFSD, splits: [test]}       # a test set named after its source
           - name: all-masks                          # or a named union of several selections
             from: [{source: HiFiMask, splits: [test]}, {source: WMCA, splits: [test]}]
+          - {source: WMCA, splits: [test], expected_videos: 557, expected_real: 115, expected_fake: 442}
 
 Sources are the benchmark dataset's ``source`` values (the names ``scf ingest`` writes) and splits are
 its ``split`` values (`scf.schema.SPLITS`). Unknown keys are errors. ``train`` is informative for
 ``ifas-eval`` (it shows what a checkpoint of that setting must have been trained on); ``ifas-train``
 selects the same rows.
+
+A test entry may state its expected size (``expected_videos``, optionally ``expected_real`` /
+``expected_fake``): the number of videos of the reference list it stands for. ``ifas-eval`` counts the videos
+a test set holds in the data (before ``--exclude-videos``) and warns, with a caption note under the table,
+when they differ: that catches an ingest whose splits are not the protocol's (a raw HiFiMask ingest puts
+all 75 subjects in ``test``).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_PROTOCOLS = ("mcio", "one-to-eleven", "sample")
+BUILTIN_PROTOCOLS = ("mcio", "mcio-celeba", "one-to-eleven", "one-to-eleven-flip", "sample")
 EMBEDDED_SAMPLE = "embedded-sample"
 """``default_data`` value meaning: the embedded synthetic sample (`scf.sample.build_sample`) built in process."""
 
@@ -58,11 +65,31 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class ExpectedSize:
+    """The size a test set should have: videos, and real / fake videos where the reference list gives them."""
+
+    videos: int
+    real: int | None = None
+    fake: int | None = None
+
+    def describe(self) -> str:
+        if self.real is None or self.fake is None:
+            return f"{self.videos} videos"
+        return f"{self.videos} videos ({self.real} real / {self.fake} fake)"
+
+    def differs(self, videos: int, real: int, fake: int) -> bool:
+        """True when the counts found disagree with any stated expectation."""
+        return (videos != self.videos or (self.real is not None and real != self.real)
+                or (self.fake is not None and fake != self.fake))
+
+
+@dataclass(frozen=True)
 class TestSet:
-    """A named test set: the union of one or more selections."""
+    """A named test set: the union of one or more selections, with its expected size when known."""
 
     name: str
     parts: tuple[Selection, ...]
+    expected: ExpectedSize | None = None
 
     def describe(self) -> str:
         return " + ".join(p.describe() for p in self.parts)
@@ -160,15 +187,39 @@ def _selections(obj: Any, where: str, file: str, *, required: bool) -> tuple[Sel
     return tuple(_selection(o, f"{where}[{i}]", file) for i, o in enumerate(obj))
 
 
+EXPECTED_KEYS = ("expected_videos", "expected_real", "expected_fake")
+
+
+def _expected(d: dict, where: str, file: str) -> ExpectedSize | None:
+    values = {}
+    for key in EXPECTED_KEYS:
+        v = d.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ProtocolError(f"{file}: {where}: {key!r} must be a non-negative integer, got {v!r}")
+        values[key] = v
+    if not values:
+        return None
+    if "expected_videos" not in values:
+        raise ProtocolError(f"{file}: {where}: expected_real / expected_fake need 'expected_videos'")
+    exp = ExpectedSize(values["expected_videos"], values.get("expected_real"), values.get("expected_fake"))
+    if exp.real is not None and exp.fake is not None and exp.real + exp.fake != exp.videos:
+        raise ProtocolError(f"{file}: {where}: expected_real + expected_fake = {exp.real + exp.fake}, "
+                            f"not expected_videos {exp.videos}")
+    return exp
+
+
 def _test_set(obj: Any, where: str, file: str) -> TestSet:
     if isinstance(obj, dict) and "from" in obj:
-        d = _check_keys(obj, {"name", "from"}, where, file)
+        d = _check_keys(obj, {"name", "from", *EXPECTED_KEYS}, where, file)
         name = d.get("name")
         if not isinstance(name, str) or not name:
             raise ProtocolError(f"{file}: {where}: a test set with 'from' needs a 'name'")
-        return TestSet(name, _selections(d["from"], f"{where}.from", file, required=True))
-    sel = _selection(obj, where, file)
-    return TestSet(sel.source, (sel,))
+        return TestSet(name, _selections(d["from"], f"{where}.from", file, required=True), _expected(d, where, file))
+    d = _check_keys(obj, {"source", "splits", *EXPECTED_KEYS}, where, file)
+    sel = _selection({k: v for k, v in d.items() if k not in EXPECTED_KEYS}, where, file)
+    return TestSet(sel.source, (sel,), _expected(d, where, file))
 
 
 def parse_protocol(data: Any, file: str = "<protocol>") -> Protocol:

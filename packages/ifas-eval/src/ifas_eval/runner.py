@@ -199,6 +199,7 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
     if test_sets and not jobs:
         raise ValueError(f"no test set named {', '.join(test_sets)} in the selected settings")
     notes: dict[tuple[str, str], dict[str, Any]] = {}
+    check_test_sizes(jobs, notes)
     if exclusions:
         _apply_exclusions(jobs, exclusions, notes, exclude_videos)
     for setting, _, _, _ in jobs:
@@ -240,6 +241,39 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                     scored.append(Scored(setting, ckpt, seed_index, ss, result, rows[test.name].ds))
                 del model
     return scored
+
+
+def count_videos(ds: Any) -> tuple[int, int, int]:
+    """Videos, real videos and fake videos of benchmark rows (a video is a (source, video_id) pair)."""
+    cols = ds.select_columns(["video_id", "label", "source"])
+    labels: dict[tuple[str, str], int] = {}
+    for source, video, label in zip(cols["source"], cols["video_id"], cols["label"], strict=True):
+        labels.setdefault((source, video), int(label))
+    real = sum(1 for v in labels.values() if v == 1)
+    return len(labels), real, len(labels) - real
+
+
+def check_test_sizes(jobs: list, notes: dict) -> None:
+    """Compare each test set's video count (before exclusions) with the protocol's ``expected_*``.
+
+    A difference is logged as one warning line and recorded in ``notes`` (``size_check``: expected and found
+    counts), which puts it in ``results.json`` and in a caption line under the tables.
+    """
+    for setting, tests, rows, _ in jobs:
+        for test in tests:
+            exp = test.expected
+            if exp is None:
+                continue
+            videos, real, fake = count_videos(rows[test.name].ds)
+            if not exp.differs(videos, real, fake):
+                continue
+            logger.warning("%s/%s: the data holds %d videos (%d real / %d fake) for %s; the protocol expects %s. "
+                           "The ingest's splits are probably not the protocol's (docs/evaluation.md, "
+                           "'Test-set sizes')", setting.name, test.name, videos, real, fake, test.describe(),
+                           exp.describe())
+            notes.setdefault((setting.name, test.name), {})["size_check"] = {
+                "expected": {"videos": exp.videos, "real": exp.real, "fake": exp.fake},
+                "found": {"videos": videos, "real": real, "fake": fake}}
 
 
 def _apply_exclusions(jobs: list, exclusions: Sequence[ExclusionList], notes: dict, exclude_videos: Any) -> None:

@@ -55,7 +55,7 @@ SEEN_DOMAIN = "(seen domain)"
 
 
 def row_notes(agg: dict[str, Any]) -> str:
-    """Caption text for what changed a table's test sets: seen domains, excluded videos, skipped images."""
+    """Caption text for what changed a table's test sets: seen domains, excluded videos, sizes, skipped images."""
     notes = []
     if any(SEEN_DOMAIN in str(r["label"]) for r in agg["rows"]):
         notes.append(f"{SEEN_DOMAIN}: the checkpoint is shared with a setting that trains on this test domain "
@@ -67,6 +67,15 @@ def row_notes(agg: dict[str, Any]) -> str:
             where = f"{r['setting']}/{r['test_set']}" if r["setting"] and r["setting"] != r["test_set"] else r["test_set"]
             parts.append(f"{where}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
         notes.append("Videos excluded (--exclude-videos): " + "; ".join(parts) + ".")
+    sized = [r for r in agg["rows"] if "size_check" in r]
+    if sized:
+        parts = []
+        for r in sized:
+            where = f"{r['setting']}/{r['test_set']}" if r["setting"] and r["setting"] != r["test_set"] else r["test_set"]
+            exp, found = r["size_check"]["expected"], r["size_check"]["found"]
+            parts.append(f"{where} {found['videos']} videos (expected {exp['videos']})")
+        notes.append("Test-set size differs from the protocol's expected size (before --exclude-videos): "
+                     + "; ".join(parts) + ".")
     skipped = [r for r in agg["rows"] if "skipped_corrupt" in r]
     if skipped:
         notes.append("Corrupt images skipped (--skip-corrupt): " + "; ".join(
@@ -100,7 +109,7 @@ def aggregate(results: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Ge
             label = f"{label} {SEEN_DOMAIN}"
         row: dict[str, Any] = {"setting": setting, "test_set": test_set, "label": label,
                                "n_checkpoints": len(rs), "n_real": rs[0]["n_real"], "n_fake": rs[0]["n_fake"]}
-        for extra in ("excluded_videos", "skipped_corrupt"):
+        for extra in ("excluded_videos", "skipped_corrupt", "size_check"):
             if extra in rs[0]:
                 row[extra] = rs[0][extra]
         for name, get in columns:
