@@ -481,3 +481,55 @@ def test_two_processes_share_the_work_and_rank0_merges(tmp_path):
     for split in ds:
         assert corpus[split]["path"] == ds[split]["path"]  # rank 0 merged in dataset order
     assert "images/s" in proc.stderr + proc.stdout
+
+
+def test_finetune_exclude_sources_keeps_a_target_out_of_d_s_recorded_and_compared(tmp_path):
+    """M1: --finetune-exclude-sources leaves a source's fakes out of D_S (so out of C_S's fine-tuning)."""
+    from click.testing import CliRunner
+
+    from scf.captioning.pipeline import DS_FILE, CaptionPipeline, PipelineError
+    from scf.cli import main
+
+    ds = toy_dataset(n=2)
+    ds = ds.map(lambda r: {"source": "MSU-MFSD" if r["subject_id"] == "0" else "OULU-NPU"})
+    captions = _general_captions(ds, lambda a: a != "live")
+    out = tmp_path / "strict"
+    CaptionPipeline(_config(out, split="fake", stage="general"), dataset=ds,
+                    general_captioner=KnownCaptioner(captions)).run()
+    with pytest.raises(PipelineError, match=r"--finetune-exclude-sources: no rows of source 'MSU' in the dataset "
+                                            r"\(sources there: MSU-MFSD, OULU-NPU\)"):
+        CaptionPipeline(_config(out, split="fake", stage="filter", finetune_exclude_sources=("MSU",)), dataset=ds)
+    with pytest.raises(PipelineError, match="different finetune_exclude_sources"):  # general ran without it
+        CaptionPipeline(_config(out, split="fake", stage="filter", finetune_exclude_sources=("MSU-MFSD",)),
+                        dataset=ds)
+
+    out = tmp_path / "strict2"
+    CaptionPipeline(_config(out, split="fake", stage="general", finetune_exclude_sources=("MSU-MFSD",)), dataset=ds,
+                    general_captioner=KnownCaptioner(captions)).run()
+    CaptionPipeline(_config(out, split="fake", stage="filter", finetune_exclude_sources=("MSU-MFSD",)),
+                    dataset=ds).run()
+    kept = [json.loads(line) for line in (out / "filter" / DS_FILE).read_text().splitlines()]
+    train = ds["train"]
+    assert kept and {train[r["index"]]["source"] for r in kept} == {"OULU-NPU"}  # train fakes of OULU only
+    assert len(kept) == 2  # print and replay of subject 1 (subject 0 is MSU-MFSD)
+    record = json.loads((out / "scf_caption_config.json").read_text())
+    assert record["finetune_exclude_sources"] == ["MSU-MFSD"]
+
+    # everything excluded: one line, before any fine-tuning
+    out = tmp_path / "none"
+    both = ("MSU-MFSD", "OULU-NPU")
+    CaptionPipeline(_config(out, split="fake", stage="general", finetune_exclude_sources=both), dataset=ds,
+                    general_captioner=KnownCaptioner(captions)).run()
+    with pytest.raises(PipelineError, match="no fake of split.s. train is left for D_S"):
+        CaptionPipeline(_config(out, split="fake", stage="filter", finetune_exclude_sources=both), dataset=ds).run()
+
+    # the CLI: an unknown source is one line, exit status 1
+    folder = tmp_path / "bench"
+    for split in ds:
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        ds[split].to_parquet(str(folder / "data" / f"{split}-00000.parquet"))
+    res = CliRunner().invoke(main, ["caption", "--dataset", str(folder), "--out", str(tmp_path / "cli"), "--preset",
+                                    "tiny", "--finetune-exclude-sources", "MSU-MFSD,Nope", "--no-progress"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == ("Error: --finetune-exclude-sources: no rows of source 'Nope' in "
+                                                   "the dataset (sources there: MSU-MFSD, OULU-NPU)")

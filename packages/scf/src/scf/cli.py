@@ -135,6 +135,9 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
 @click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--finetune-splits", default="train", show_default=True,
               help="Comma-separated splits whose fakes may enter D_S (all splits if none of them exists).")
+@click.option("--finetune-exclude-sources", default=None,
+              help="Comma-separated `source` values whose fakes are left out of D_S, so C_S is not fine-tuned "
+                   "on them (e.g. the held-out target: MSU-MFSD). Recorded; a resume must keep it.")
 @click.option("--shard-size", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--push-to-hub", default=None, help="Hub dataset repo to upload the corpus to.")
@@ -147,7 +150,8 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
                     captioner: str | None, keywords_file: str | None, interpretation: str, prompt: str,
                     max_new_tokens: int, min_new_tokens: int, num_beams: int, batch_size: int | None, dtype: str,
                     load_in_8bit: bool, device: str | None, epochs: int, lr: float, ft_batch_size: int,
-                    warmup_steps: int, lora_r: int, checkpoint_every: int, finetune_splits: str, shard_size: int,
+                    warmup_steps: int, lora_r: int, checkpoint_every: int, finetune_splits: str,
+                    finetune_exclude_sources: str | None, shard_size: int,
                     seed: int, push_to_hub: str | None, push_captioner_to_hub: str | None, if_empty: str,
                     no_progress: bool) -> None:
     """Spoof-aware Captioning and Filtering (Algorithm 1): caption, filter, fine-tune C_S, write the VQA corpus.
@@ -177,6 +181,7 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
             keywords_file=keywords_file, decoding=decoding, finetune=ft, batch_size=batch_size, dtype=dtype,
             load_in_8bit=load_in_8bit, device=device, interpretation=interpretation, shard_size=shard_size,
             dataset_splits=_csv(splits), finetune_splits=_csv(finetune_splits) or ("train",),
+            finetune_exclude_sources=_csv(finetune_exclude_sources) or (),
             push_to_hub=push_to_hub, push_captioner_to_hub=push_captioner_to_hub, show_progress=not no_progress,
             if_empty=if_empty)
         CaptionPipeline(config).run()

@@ -57,7 +57,8 @@ CONFIG_FILE = "scf_caption_config.json"
 CAPTIONER_DIR = "captioner"
 DS_FILE = "d_s.jsonl"
 STATS_FILE = "stats.json"
-_COMPAT_KEYS = ("dataset", "captioner_general", "decoding", "keywords_fingerprint", "finetune")
+_COMPAT_KEYS = ("dataset", "captioner_general", "decoding", "keywords_fingerprint", "finetune",
+                "finetune_exclude_sources")
 
 
 class PipelineError(RuntimeError):
@@ -89,7 +90,11 @@ class CaptionRunConfig:
     dataset_splits: tuple[str, ...] | None = None
     """Dataset splits to caption; None = all."""
     finetune_splits: tuple[str, ...] = ("train",)
-    """Splits whose fakes may enter D_S (keeps held-out images out of C_S); falls back to all splits if none."""
+    """Splits whose fakes may enter D_S; falls back to all splits if none exists. This does not keep target
+    domains out of C_S: a dataset tested on its train split too (MCIO) or pooled into D trains C_S."""
+    finetune_exclude_sources: tuple[str, ...] = ()
+    """``source`` values whose fakes never enter D_S, so C_S is not fine-tuned on them (a strict corpus per
+    held-out target, e.g. ``("MSU-MFSD",)``); they are still captioned. The paper pools all of D instead."""
     push_to_hub: str | None = None
     push_captioner_to_hub: str | None = None
     show_progress: bool = True
@@ -194,6 +199,7 @@ class _Item:
     label: int
     attack_type: str
     path: str = ""
+    source: str = ""
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -326,7 +332,7 @@ class CaptionPipeline:
                     raise PipelineError(f"split {split!r} rows {seen[key][1]} and {i} share source, path and frame "
                                         f"({source}, {path}, {frame}); each row needs its own (path, frame_index)")
                 seen[key] = (split, i)
-                items.append(_Item(split, i, key, int(label), attack, path))
+                items.append(_Item(split, i, key, int(label), attack, path, source))
         return items
 
     def _fakes(self) -> list[_Item]:
@@ -340,6 +346,12 @@ class CaptionPipeline:
             raise PipelineError("the dataset has no fake rows (label 0): nothing for SCF's spoof-aware captions")
         if self.config.split == "real" and not self._reals():
             raise PipelineError("the dataset has no real rows (label 1) to caption")
+        if "filter" in self.stages and self.config.finetune_exclude_sources:
+            sources = sorted({it.source for it in self.items})
+            unknown = [s for s in self.config.finetune_exclude_sources if s not in sources]
+            if unknown:
+                raise PipelineError(f"--finetune-exclude-sources: no rows of source {', '.join(map(repr, unknown))} "
+                                    f"in the dataset (sources there: {', '.join(sources)})")
         if "filter" in self.stages:
             present = sorted({it.attack_type for it in self._fakes()}, key=SPOOF_TYPES.index)
             uncovered = [t for t in present if t not in self.keywords.attack_types]
@@ -358,6 +370,7 @@ class CaptionPipeline:
             "decoding": asdict(self.config.decoding),
             "finetune": asdict(self.config.finetune),
             "finetune_splits": list(self.config.finetune_splits),
+            "finetune_exclude_sources": sorted(self.config.finetune_exclude_sources),
             "keywords": self.keywords.to_dict(),
             "keywords_sources": list(self.keywords.sources),
             "keywords_fingerprint": self.keywords.fingerprint(),
@@ -465,7 +478,11 @@ class CaptionPipeline:
             raise PipelineError(f"general captions are missing for {len(missing)} of {len(fakes)} fakes "
                                 f"(e.g. {missing[0].key}); run the general stage first (--stage general --split fake)")
         splits = [s for s in self.config.finetune_splits if s in self.dataset] or list(self.dataset)
-        pool = [it for it in fakes if it.split in splits]
+        excluded = set(self.config.finetune_exclude_sources)
+        pool = [it for it in fakes if it.split in splits and it.source not in excluded]
+        if not pool:
+            raise PipelineError(f"no fake of split(s) {', '.join(splits)} is left for D_S once the sources "
+                                f"{', '.join(sorted(excluded))} are excluded (--finetune-exclude-sources)")
         stats = {t: {"kept": 0, "total": 0} for t in SPOOF_TYPES if any(it.attack_type == t for it in pool)}
         kept, unmatched_captions = [], {}
         for it in pool:
@@ -508,7 +525,9 @@ class CaptionPipeline:
     def _print_filter_table(self, stats: dict[str, dict[str, int]], splits: list[str]) -> None:
         from rich.table import Table
 
-        table = Table(title=f"SCF keyword filter (fakes of {', '.join(splits)})")
+        excluded = self.config.finetune_exclude_sources
+        table = Table(title=f"SCF keyword filter (fakes of {', '.join(splits)}"
+                            + (f"; sources excluded: {', '.join(excluded)})" if excluded else ")"))
         for col in ("attack type", "kept", "total", "kept %"):
             table.add_column(col, justify="left" if col == "attack type" else "right")
         for attack, s in stats.items():
