@@ -168,7 +168,7 @@ def _ingest_source_names(ingest) -> list[str]:
     return []
 
 
-def test_train_commands_name_each_settings_sources_and_splits():
+def test_train_commands_name_each_settings_sources_splits_and_seeds():
     from click.testing import CliRunner
 
     from ifas_eval.cli import main
@@ -176,7 +176,66 @@ def test_train_commands_name_each_settings_sources_and_splits():
     result = CliRunner().invoke(main, ["--protocol", "mcio", "--train-commands", "--data", "/d/corpus",
                                        "--setting", "O"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == ("ifas-train --dataset /d/corpus --sources 'Idiap Replay-Attack,CASIA-FASD,"
-                                     "MSU-MFSD' --train-split train,test --output runs/mcio-O")
+    assert result.output.strip().splitlines() == [
+        *(f"ifas-train --dataset /d/corpus --sources 'Idiap Replay-Attack,CASIA-FASD,MSU-MFSD' "
+          f"--train-split train,test --seed {k} --output runs/mcio-O-s{k}" for k in (0, 1, 2)),
+        "# then, on the benchmark (mean ± std over seeds 0, 1, 2):",
+        "ifas-eval --protocol mcio --data BENCHMARK --setting O --checkpoint O=runs/mcio-O-s0/final "
+        "--checkpoint O=runs/mcio-O-s1/final --checkpoint O=runs/mcio-O-s2/final"]
     bad = CliRunner().invoke(main, ["--protocol", "mcio", "--train-commands", "--setting", "X"])
     assert bad.exit_code != 0 and "no setting 'X'" in bad.output
+
+
+def test_train_commands_with_mixed_splits_say_which_source_gets_extra_rows():
+    lines = load_protocol("mcio-celeba").train_commands("M", "/c")
+    assert lines[0].startswith("# M: CelebA-Spoof trains on [train] only: --train-split train,test also takes")
+    assert len(lines) == 4 and all("--sources 'OULU-NPU,CASIA-FASD,Idiap Replay-Attack,CelebA-Spoof' "
+                                   "--train-split train,test" in x for x in lines[1:])
+
+
+def test_printed_eval_line_evaluates_the_printed_runs(tiny_ckpt, tmp_path, monkeypatch):
+    """Run folders named as the train commands name them, evaluated with the printed ifas-eval line."""
+    import json
+    import shlex
+    import shutil
+
+    from click.testing import CliRunner
+
+    from ifas_eval.cli import main
+
+    res = CliRunner().invoke(main, ["--protocol", "sample", "--train-commands", "--setting", "sample-domain-a"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    outputs = [shlex.split(x)[shlex.split(x).index("--output") + 1] for x in lines if x.startswith("ifas-train")]
+    assert outputs == [f"runs/sample-sample-domain-a-s{k}" for k in (0, 1, 2)]
+    monkeypatch.chdir(tmp_path)
+    for out in outputs:
+        shutil.copytree(tiny_ckpt, tmp_path / out / "final")
+    argv = shlex.split(lines[-1])
+    assert argv[0] == "ifas-eval"
+    argv = argv[1:]
+    i = argv.index("--data")
+    del argv[i:i + 2]  # the sample protocol's default data is the embedded sample
+    res = CliRunner().invoke(main, [*argv, "--out", "e", "--no-report", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert sorted(r["seed_index"] for r in doc["results"]) == [0, 1, 2]
+    assert " ± " in (tmp_path / "e" / "results.md").read_text()  # three seeds -> mean ± std per cell
+
+
+def test_readme_run_names_and_torchrun_batches_match_the_printed_commands():
+    """README's training and evaluation lines use the run folders --train-commands prints; torchrun keeps 32."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    printed = {line.split("--output ")[1] for p in ("mcio", "one-to-eleven") for s in load_protocol(p).settings
+               for line in load_protocol(p).train_commands(s.name) if line.startswith("ifas-train")}
+    outputs = re.findall(r"ifas-train\)? .*--output (\S+)", readme)
+    assert outputs and set(outputs) <= printed, outputs
+    used = set(re.findall(r"(runs/[\w.+-]+)/final", readme))
+    assert used and used <= printed, used - printed
+    for doc in (readme, (root / "docs" / "training.md").read_text()):
+        for line in (x for x in doc.splitlines() if x.startswith("torchrun --nproc_per_node 8")):
+            assert "--batch-size 4" in line or "--global-batch-size 32" in line, line

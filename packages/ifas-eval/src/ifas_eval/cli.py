@@ -133,8 +133,9 @@ def _list_protocols() -> None:
               help=NORMALIZE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
 @click.option("--train-commands", is_flag=True,
-              help="With --protocol: print the ifas-train command of each setting (its training sources and "
-                   "splits; --data names the VQA corpus) and exit.")
+              help="With --protocol: print the ifas-train commands of each setting (its training sources and "
+                   "splits, seeds 0, 1, 2 into runs/<protocol>-<setting>-s<seed>; --data names the VQA corpus) "
+                   "and the ifas-eval line over those runs (mean ± std over seeds), and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...], shared_checkpoint: bool,
          data: str | None, score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None,
@@ -156,9 +157,9 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
       ifas-eval --protocol mcio --train-commands --data runs/scf/corpus
       ifas-eval --scores results.csv --json
       ifas-eval --scores ours=a.csv --scores flip=b.csv
-      ifas-eval --protocol one-to-eleven --checkpoint runs/celeba/final --data /data/fas-benchmark
-      ifas-eval --protocol mcio --data D --checkpoint M=runs/mcio-M/final --checkpoint C=runs/mcio-C/final \\
-          --checkpoint I=runs/mcio-I/final --checkpoint O=runs/mcio-O/final \\
+      ifas-eval --protocol one-to-eleven --checkpoint runs/one-to-eleven-CelebA-Spoof-s0/final --data /data/fas-benchmark
+      ifas-eval --protocol mcio --data D --checkpoint M=runs/mcio-M-s0/final --checkpoint C=runs/mcio-C-s0/final \\
+          --checkpoint I=runs/mcio-I-s0/final --checkpoint O=runs/mcio-O-s0/final \\
           --exclude-videos flip/msu_real_shot.txt --exclude-videos flip/msu_fake_shot.txt ...
       ifas-eval --protocol sample --checkpoint sample-domain-a=runs/sample-a/final
     """
@@ -168,12 +169,16 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
     if train_commands:
         if not protocol:
             raise click.ClickException("--train-commands needs --protocol NAME")
-        from ifas_eval.protocols import load_protocol
+        from ifas_eval.protocols import PAPER_SEEDS, load_protocol
 
         try:
             chosen = load_protocol(protocol)
-            for setting in settings or [s.name for s in chosen.settings]:
-                click.echo(chosen.train_command(setting, data or "CORPUS"))
+            names = list(settings) or [s.name for s in chosen.settings]
+            for setting in names:
+                for line in chosen.train_commands(setting, data or "CORPUS"):
+                    click.echo(line)
+            click.echo(f"# then, on the benchmark (mean ± std over seeds {', '.join(map(str, PAPER_SEEDS))}):")
+            click.echo(chosen.eval_command(list(settings) or None))
         except (ValueError, KeyError, FileNotFoundError) as e:
             raise click.ClickException(_one_line(e)) from None
         return

@@ -32,12 +32,15 @@ all 75 subjects in ``test``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
+PAPER_SEEDS = (0, 1, 2)
+"""The paper reports the mean of three runs; `Protocol.train_commands` prints one run per seed."""
 BUILTIN_PROTOCOLS = ("mcio", "mcio-celeba", "one-to-eleven", "one-to-eleven-flip", "sample")
 EMBEDDED_SAMPLE = "embedded-sample"
 """``default_data`` value meaning: the embedded synthetic sample (`scf.sample.build_sample`) built in process."""
@@ -124,23 +127,56 @@ class Protocol:
         raise KeyError(f"protocol {self.name!r} has no setting {name!r}; settings: "
                        f"{', '.join(s.name for s in self.settings)}")
 
-    def train_command(self, setting: str, corpus: str = "CORPUS") -> str:
-        """The ``ifas-train`` command that trains the checkpoint of one setting on an SCF VQA ``corpus``.
+    def train_commands(self, setting: str, corpus: str = "CORPUS", seeds: Sequence[int] = PAPER_SEEDS,
+                       ) -> list[str]:
+        """The ``ifas-train`` commands (one per seed) that train the checkpoints of one setting on a VQA corpus.
+
+        Each run is ``--seed K --output runs/<protocol>-<setting>-s<K>`` (`run_dir`). When the setting's sources
+        train on different splits (``mcio-celeba``: CelebA-Spoof [train], the others [train, test]), one
+        ``--train-split`` cannot say it: the union is used and a ``#`` line before the commands names the
+        sources that would get extra rows (none when the corpus holds no other split of them, e.g.
+        CelebA-Spoof ingested from FLIP's celeb lists, whose rows are all ``train``).
 
         Raises:
-            ProtocolError: the setting's training selections use different splits per source, which one
-                ``--sources`` / ``--train-split`` pair cannot express (train once per split set and merge).
+            ProtocolError: the setting has no training selections.
         """
         import shlex
 
         chosen = self.setting(setting)
-        splits = {sel.splits for sel in chosen.train}
-        if len(splits) != 1:
-            raise ProtocolError(f"{self.name}/{setting}: training sources use different splits; "
-                                "filter the corpus by hand (ifas-train --sources / --train-split)")
+        if not chosen.train:
+            raise ProtocolError(f"{self.name}/{setting}: the setting names no training sources")
+        union: dict[str, None] = {}
+        for sel in chosen.train:
+            union.update(dict.fromkeys(sel.splits))
+        lines = []
+        narrower = [sel for sel in chosen.train if set(sel.splits) != set(union)]
+        if narrower:
+            lines.append(f"# {setting}: " + "; ".join(
+                f"{sel.source} trains on [{'+'.join(sel.splits)}] only" for sel in narrower)
+                + f": --train-split {','.join(union)} also takes its other splits' rows unless the corpus holds "
+                "none of them (e.g. CelebA-Spoof ingested from FLIP's celeb lists: all rows `train`)")
         sources = ",".join(sel.source for sel in chosen.train)
-        return (f"ifas-train --dataset {shlex.quote(corpus)} --sources {shlex.quote(sources)} "
-                f"--train-split {','.join(splits.pop())} --output runs/{self.name}-{setting}")
+        for k in seeds:
+            lines.append(f"ifas-train --dataset {shlex.quote(corpus)} --sources {shlex.quote(sources)} "
+                         f"--train-split {','.join(union)} --seed {k} --output {shlex.quote(self.run_dir(setting, k))}")
+        return lines
+
+    def run_dir(self, setting: str, seed: int) -> str:
+        """The run folder `train_commands` gives one seed of one setting: ``runs/<protocol>-<setting>-s<seed>``."""
+        return f"runs/{self.name}-{setting}-s{seed}"
+
+    def eval_command(self, settings: Sequence[str] | None = None, data: str = "BENCHMARK",
+                     seeds: Sequence[int] = PAPER_SEEDS) -> str:
+        """The ``ifas-eval`` line that evaluates the `train_commands` runs: mean ± std over the seeds per cell."""
+        import shlex
+
+        names = list(settings) if settings else [s.name for s in self.settings]
+        ckpts = " ".join(f"--checkpoint {shlex.quote(f'{s}={self.run_dir(s, k)}/final')}"
+                         for s in names for k in seeds)
+        only = " ".join(f"--setting {shlex.quote(s)}" for s in names) if settings else ""
+        proto = self.path if self.path and not self.path.startswith("built-in protocol ") else self.name
+        return " ".join(x for x in (f"ifas-eval --protocol {shlex.quote(proto)} --data {shlex.quote(data)}",
+                                    only, ckpts) if x)
 
     def sources(self) -> list[str]:
         """Every source named by the protocol (train, dev and test), in first-seen order."""
