@@ -239,3 +239,11 @@ def test_readme_run_names_and_torchrun_batches_match_the_printed_commands():
     for doc in (readme, (root / "docs" / "training.md").read_text()):
         for line in (x for x in doc.splitlines() if x.startswith("torchrun --nproc_per_node 8")):
             assert "--batch-size 4" in line or "--global-batch-size 32" in line, line
+
+
+def test_hkbu_test_set_takes_v1plus_or_v2_rows():
+    """scf ingest writes HKBU-MARs-V2 for the V2 lists; Protocol 2's HKBU column takes either release."""
+    for name in ("one-to-eleven", "one-to-eleven-flip"):
+        (s,) = load_protocol(name).settings
+        hkbu = next(t for t in s.tests if t.name == "HKBU-MARs-V1+")
+        assert {sel.source for sel in hkbu.parts} == {"HKBU-MARs-V1+", "HKBU-MARs-V2"}
