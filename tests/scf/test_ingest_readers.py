@@ -9,6 +9,8 @@ import pytest
 
 from scf.ingest import IngestError, Item, ReaderOptions, Skip, get_reader
 
+LISTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "lists"
+
 # source -> (files to create, expected {path: (label, attack_type, split, subject_id, video_id)}, skips)
 LAYOUTS = {
     "msu-mfsd": (
@@ -92,9 +94,11 @@ LAYOUTS = {
         {},
     ),
     "hifimask": (
-        ["Data/3_48_1_1_1_5/crop/1.png", "Data/3_48_1_1_1_5/crop/2.png", "Data/1_02_0_3_2_6/1.png"],
+        ["Data/3_48_1_1_1_5/crop/1.png", "Data/3_48_1_1_1_5/crop/2.png", "Data/1_02_0_3_2_6/1.png",
+         "Data/2_05_2_1_1_1/1.png"],
         {"Data/3_48_1_1_1_5/crop": (0, "mask", "test", "48", "Data/3_48_1_1_1_5"),
-         "Data/1_02_0_3_2_6": (1, "live", "test", "02", "Data/1_02_0_3_2_6")},
+         "Data/1_02_0_3_2_6": (1, "live", "test", "02", "Data/1_02_0_3_2_6"),
+         "Data/2_05_2_1_1_1": (0, "mask", "train", "05", None)},  # subject 05: not a protocol-1 test subject
         {},
     ),
     "celeba-spoof": (
@@ -171,3 +175,14 @@ def test_wmca_hdf5_only_is_a_clear_error(tmp_path):
     _touch(tmp_path, ["face-station/17.01.18/002_01_003_2_81.hdf5"])
     with pytest.raises(IngestError, match="HDF5"):
         get_reader("wmca").check(tmp_path, ReaderOptions())
+
+
+def test_hifimask_test_subjects_are_those_of_the_protocol_1_test_list():
+    """The reader's test subjects are exactly the subjects of CASIA-FAS-Dataset's HiFiMask p1 test list."""
+    from scf.ingest.readers import HIFIMASK_P1_TEST_SUBJECTS
+
+    lst = LISTS / "casia-fas" / "CASIA_HiFiMask_protocol_CASIA_HiFiMask_p1_video_test.txt"
+    if not lst.is_file():
+        pytest.skip(f"{lst} is not on this machine")
+    subjects = {line.split()[0].rsplit("/", 1)[-1].split("_")[1] for line in lst.read_text().splitlines() if line}
+    assert subjects == HIFIMASK_P1_TEST_SUBJECTS

@@ -25,8 +25,8 @@ selects the same rows.
 A test entry may state its expected size (``expected_videos``, optionally ``expected_real`` /
 ``expected_fake``): the number of videos of the reference list it stands for. ``ifas-eval`` counts the videos
 a test set holds in the data (before ``--exclude-videos``) and warns, with a caption note under the table,
-when they differ: that catches an ingest whose splits are not the protocol's (a raw HiFiMask ingest puts
-all 75 subjects in ``test``).
+when they differ: that catches an ingest whose splits are not the protocol's (a WMCA ingest without its
+grand-test file puts all 1,679 videos in ``test``).
 """
 
 from __future__ import annotations

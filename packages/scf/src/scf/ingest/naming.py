@@ -348,7 +348,8 @@ def parse_hifimask(path: PurePosixPath) -> Meta | None:
 
     Type 0 live; 1 transparent, 2 plaster, 3 resin mask -> mask (HiFiMask paper, Liu et al. 2021; checked
     against the CASIA-FAS protocol-1 test list, where type 0 is exactly the live label: 4335 / 13027).
-    Subject = the subject field. Split: test (One-to-Eleven), or a list's split.
+    Subject = the subject field. Split: a split folder's, else the reader's protocol-1 subject partition
+    (`scf.ingest.readers.HiFiMask`), or a list's split.
     """
     m = _HIFI.match(_stem(path))
     if not m:

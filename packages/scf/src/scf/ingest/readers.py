@@ -389,10 +389,25 @@ class CasiaSurf3DMask(DatasetReader):
     markers = ("real", "fake")
 
 
+HIFIMASK_P1_TEST_SUBJECTS = frozenset({"01", "02", "03", "04", "11", "14", "15", "16", "27", "28", "30", "35",
+                                       "36", "37", "41", "42", "43", "46", "47", "48", "50", "57", "58", "61"})
+"""The 24 test subjects of HiFiMask's protocol 1, as CASIA-FAS-Dataset's
+``CASIA_HiFiMask_protocol_CASIA_HiFiMask_p1_video_test.txt`` holds them (17,362 videos: 4,335 live / 13,027 mask)."""
+
+
 class HiFiMask(DatasetReader):
+    """HiFiMask. A folder named by split (``train``/``dev``/``test``) gives the split; otherwise the video's
+    subject does: protocol 1's 24 test subjects (`HIFIMASK_P1_TEST_SUBJECTS`) -> ``test``, every other subject
+    -> ``train`` (protocol 1's train and dev subjects, which the lists of the field do not tell apart). So a raw
+    ingest tests on the 17,362 videos of Protocol 2's HiFiMask set, not on all 75 subjects."""
+
     name, title = "hifimask", "HiFiMask"
     layout = "[Data/]<skin>_<subject>_<type>_<scene>_<light>_<sensor>/ frames (or .mp4/.avi of that name)"
-    default_split = "test"
+
+    def split_for(self, entry: WalkEntry, meta: Meta, options: ReaderOptions) -> str | None:
+        if meta.split:
+            return meta.split
+        return "test" if meta.subject_id in HIFIMASK_P1_TEST_SUBJECTS else "train"
 
 
 class CelebASpoof(DatasetReader):
