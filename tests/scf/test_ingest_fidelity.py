@@ -228,3 +228,46 @@ def test_hkbu_v2_lists_and_layouts_get_their_own_source(tmp_path):
         code, output = ingest("--source", "hkbu-mars", "--root", str(layout), "--no-detect", "--out", str(out))
         assert code == 0, output
         assert {r["source"] for r in rows(out)} == {title}
+
+
+# --- review 2, L2: CelebA-Spoof's spoof types for list-read rows ---------------------------------------------
+def test_celeba_labels_give_spoof_types_to_flip_and_casia_fas_list_rows(tmp_path):
+    """Without --celeba-labels list-read CelebA-Spoof attacks are 'other' (SCF would filter their captions with
+    the 'other' keywords); with CelebA-Spoof's label file they get their type (entry 40 of the vector)."""
+    vector = [0] * 44
+    labels = {}
+    for key, code in (("Data/train/563/spoof/348234.jpg", 8), ("Data/test/8414/spoof/538824.png", 2)):
+        v = list(vector)
+        v[40] = code
+        labels[key] = v
+    metas = tmp_path / "metas" / "intra_test"
+    metas.mkdir(parents=True)
+    (metas / "train_label.json").write_text(json.dumps({k: v for k, v in labels.items() if "/train/" in k}))
+    (metas / "test_label.json").write_text(json.dumps({k: v for k, v in labels.items() if "/test/" in k}))
+
+    root = tmp_path / "frame"
+    grey(root / "celeb/fake/563_spoof_348234.jpg")
+    (tmp_path / "celeb_fake_train.txt").write_text("celeb/fake/563_spoof_348234.jpg\n")
+    args = ["--source", "flip-mcio", "--root", str(root), "--list", str(tmp_path / "celeb_fake_train.txt")]
+    code, output = ingest(*args, "--out", str(tmp_path / "o1"))
+    assert code == 0, output
+    assert [r["attack_type"] for r in rows(tmp_path / "o1")] == ["other"]
+    code, output = ingest(*args, "--celeba-labels", str(tmp_path / "metas"), "--out", str(tmp_path / "o2"))
+    assert code == 0, output
+    assert [(r["attack_type"], r["attack_detail"]) for r in rows(tmp_path / "o2")] == [("replay", "pad")]
+    # the setting is part of what a resume keeps
+    code, output = ingest(*args, "--out", str(tmp_path / "o2"))
+    assert code == 1 and "--celeba-labels" in last_line(output)
+
+    casia = tmp_path / "casia"
+    for i in range(1, 3):
+        grey(casia / "CelebA_Spoof/Data/test/8414/spoof/538824" / "crop" / f"{i}.png")
+    lst = tmp_path / "CelebA_Spoof_image_test.txt"
+    lst.write_text("CelebA_Spoof/Data/test/8414/spoof/538824 0\n")
+    code, output = ingest("--source", "casia-fas-list", "--root", str(casia), "--list", str(lst), "--label-polarity",
+                          "live1", "--celeba-labels", str(metas / "test_label.json"), "--out", str(tmp_path / "o3"))
+    assert code == 0, output
+    assert {(r["source"], r["attack_type"], r["attack_detail"]) for r in rows(tmp_path / "o3")} == {
+        ("CelebA-Spoof", "print", "poster")}
+    code, output = ingest(*args, "--celeba-labels", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o4"))
+    assert code == 1 and "--celeba-labels" in last_line(output) and "no such file or folder" in last_line(output)

@@ -61,6 +61,10 @@ def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -
               help="CASIA-FAS lists: which list label means live (required with those lists).")
 @click.option("--split", type=click.Choice(["train", "dev", "test"]), default=None,
               help="Split for items that no naming rule or protocol file places.")
+@click.option("--celeba-labels", "celeba_labels", multiple=True, type=click.Path(),
+              help="CelebA-Spoof's train_label.json / test_label.json (or a folder holding them, e.g. "
+                   "metas/intra_test): spoof types for CelebA-Spoof rows read from FLIP or CASIA-FAS lists "
+                   "(repeatable).")
 @click.option("--frames", default="flip", show_default=True,
               help="Video frames: 'flip' (frames 6 and 6 + n/2) or a number k of equidistant frames.")
 @click.option("--detect/--no-detect", default=None,
@@ -81,7 +85,8 @@ def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -
 @click.option("--list-sources", is_flag=True, help="List the sources and their expected layouts, then exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def ingest_command(source: str | None, root: str | None, out: str | None, config_name: str | None,
-                   source_name: str | None, lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
+                   source_name: str | None, lists: tuple[str, ...], label_polarity: str | None, split: str | None,
+                   celeba_labels: tuple[str, ...], frames: str,
                    detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
                    image_format: str, push_to_hub: str | None, public: bool, private: bool, list_sources: bool,
                    no_progress: bool) -> None:
@@ -92,7 +97,8 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
     from scf.ingest.command import ingest_main
 
     ingest_main(source=source, root=root, out=out, config_name=config_name, source_name=source_name, lists=lists,
-                label_polarity=label_polarity, split=split, frames=frames, detect=detect, margin=margin,
+                label_polarity=label_polarity, split=split, celeba_labels=celeba_labels, frames=frames,
+                detect=detect, margin=margin,
                 size=size, neighbours=neighbours, workers=workers, shard_size=shard_size,
                 image_format=image_format, push_to_hub=push_to_hub, public=public, private=private,
                 list_sources=list_sources, no_progress=no_progress)

@@ -88,6 +88,7 @@ class ReaderOptions:
     label_polarity: str | None = None  # "live0" or "live1": which list label means live (CASIA-FAS lists)
     split: str | None = None  # split for items whose split no rule gives
     exclude: tuple[Path, ...] = ()  # absolute folders never walked (the output folder when inside the root)
+    celeba_labels: tuple[Path, ...] = ()  # CelebA-Spoof *_label.json files (or folders holding them): spoof types
 
 
 def norm_split(name: str) -> str | None:

@@ -35,7 +35,8 @@ def no_rows_message(summary, folder: Path) -> str:  # noqa: ANN001 - runner.Inge
 
 
 def ingest_main(*, source: str | None, root: str | None, out: str | None, config_name: str | None,
-                source_name: str | None = None, lists: tuple[str, ...], label_polarity: str | None, split: str | None, frames: str,
+                source_name: str | None = None, lists: tuple[str, ...], label_polarity: str | None, split: str | None,
+                celeba_labels: tuple[str, ...] = (), frames: str,
                 detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
                 image_format: str, push_to_hub: str | None, public: bool = False, private: bool = False,
                 list_sources: bool, no_progress: bool) -> None:
@@ -63,6 +64,7 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
     try:
         config = IngestConfig(source=source, root=Path(root), out=Path(out), config_name=config_name,
                               lists=tuple(Path(p) for p in lists), label_polarity=label_polarity, split=split,
+                              celeba_labels=tuple(Path(p) for p in celeba_labels),
                               frames=frames, detect=detect, margin=margin, size=size, neighbours=neighbours,
                               workers=workers, shard_size=shard_size, image_format=image_format,
                               source_name=source_name)

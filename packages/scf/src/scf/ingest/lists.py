@@ -23,7 +23,14 @@ from .base import (
     norm_split,
     split_from_parts,
 )
-from .naming import FLIP_FRAME_SUFFIX, PARSERS, dataset_of
+from .naming import (
+    FLIP_FRAME_SUFFIX,
+    PARSERS,
+    celeba_label_files,
+    celeba_typed,
+    dataset_of,
+    read_celeba_spoof_types,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +174,7 @@ class CasiaFasListReader(Reader):
 
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
         seen: set[str] = set()
+        celeba_types = read_celeba_spoof_types(celeba_label_files(options.celeba_labels))
         for list_path in options.lists:
             list_split = split_of_list_file(list_path)
             for line_no, line in _read_list_lines(list_path):
@@ -198,7 +206,12 @@ class CasiaFasListReader(Reader):
                                f"{meta.attack_type}")
                     continue
                 split = options.split or list_split or meta.split or "test"
-                source = dataset_title(self.dataset or dataset_of(PurePosixPath(rel)), list_path)
+                dataset = self.dataset or dataset_of(PurePosixPath(rel))
+                if dataset == "celeba-spoof":  # the spoof type is in CelebA-Spoof's label files, not the path
+                    parts = PurePosixPath(rel).parts  # the entry names the image (or its crop folder)
+                    key = "/".join(parts[parts.index("Data"):]) if "Data" in parts else rel
+                    meta = celeba_typed(meta, [key], celeba_types)
+                source = dataset_title(dataset, list_path)
                 yield Item(path=path, kind=kind, meta=meta, split=split, video_id=_video_id(kind, path),
                            frames=frames, source=source)
 
@@ -261,8 +274,7 @@ class FlipListReader(Reader):
         return Item(path=rel, kind="image", meta=meta, split=split, video_id=video_id, frame_index=int(m[1]),
                     source=dataset_title(dataset))
 
-    @staticmethod
-    def _celeb_item(rel: str, label_dir: str) -> Item | Skip:
+    def _celeb_item(self, rel: str, label_dir: str) -> Item | Skip:
         """An entry of FLIP's CelebA-Spoof lists (see the class docstring: the folder's label wins)."""
         p = PurePosixPath(rel)
         m = _FLIP_CELEB.match(p.stem)
@@ -276,10 +288,14 @@ class FlipListReader(Reader):
             detail = ("CelebA-Spoof via FLIP's list: spoof type unknown" if m["kind"].lower() == "spoof" else
                       "CelebA-Spoof via FLIP's list: the name says live, FLIP lists it as fake (kept as fake)")
             meta = Meta(LABEL_FAKE, "other", detail, m["subject"], "train")
+            if m["kind"].lower() == "spoof":  # FLIP's crops keep CelebA-Spoof's subject and image id
+                keys = [f"Data/{split}/{m['subject']}/spoof/{m['id']}" for split in ("train", "test")]
+                meta = celeba_typed(meta, keys, getattr(self, "celeba_types", {}))
         return Item(path=rel, kind="image", meta=meta, split="train", video_id=p.with_suffix("").as_posix(),
                     frame_index=0, source=dataset_title("celeba-spoof"))
 
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
+        self.celeba_types = read_celeba_spoof_types(celeba_label_files(options.celeba_labels))
         if not options.lists:
             for entry in self.walk(root, options):
                 if entry.kind != "image":

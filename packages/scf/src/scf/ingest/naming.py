@@ -11,12 +11,13 @@ Attack types use the closed vocabulary `scf.schema.ATTACK_TYPES`; the dataset's 
 
 from __future__ import annotations
 
+import json
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from scf.schema import LABEL_FAKE, LABEL_REAL
 
-from .base import Meta, split_from_parts
+from .base import IngestError, Meta, split_from_parts
 
 FLIP_FRAME_SUFFIX = re.compile(r"_frame(\d+)$")
 
@@ -369,6 +370,58 @@ CELEBA_SPOOF_TYPES = {
 }
 """CelebA-Spoof spoof-type index (label vector entry 40) -> (attack type, detail). FACTS §4: 1-3 print,
 4-6 paper masks (print family), 7-9 replay, 10 3D mask (CelebA-Spoof README, Zhang et al. ECCV 2020)."""
+
+
+def celeba_label_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The CelebA-Spoof label files named by ``--celeba-labels``: a ``*_label.json`` file, or a folder searched
+    for ``train_label.json`` / ``test_label.json`` (e.g. the release's ``metas/intra_test``).
+
+    Raises:
+        IngestError: a path that does not exist, or a folder holding no such file.
+    """
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            hits = sorted(p for name in ("train_label.json", "test_label.json") for p in path.rglob(name))
+            if not hits:
+                raise IngestError(f"--celeba-labels {path}: no train_label.json or test_label.json under it")
+            found += hits
+        else:
+            raise IngestError(f"--celeba-labels {path}: no such file or folder")
+    return found
+
+
+def read_celeba_spoof_types(files: list[Path]) -> dict[str, int]:
+    """``Data/<split>/<subject>/<live|spoof>/<id>.<ext>`` -> spoof-type index (label vector entry 40)."""
+    types: dict[str, int] = {}
+    for file in files:
+        try:
+            labels = json.loads(file.read_text())
+        except (OSError, ValueError) as e:
+            raise IngestError(f"{file}: not a CelebA-Spoof label file ({e})") from e
+        if not isinstance(labels, dict):
+            raise IngestError(f"{file}: not a CelebA-Spoof label file (a JSON object of label vectors)")
+        for key, vector in labels.items():
+            if isinstance(vector, list) and len(vector) > 40:
+                types[PurePosixPath(key).as_posix()] = int(vector[40])
+    return types
+
+
+def celeba_typed(meta: Meta, keys: list[str], types: dict[str, int]) -> Meta:
+    """``meta`` of a CelebA-Spoof attack with the attack type of the first of ``keys`` that ``types`` knows
+    (``keys`` with and without an extension are tried as ``.jpg`` and ``.png``); unchanged when none does."""
+    if meta.label != LABEL_FAKE or not types:
+        return meta
+    for key in keys:
+        stem = key.rsplit(".", 1)[0] if "." in PurePosixPath(key).name else key
+        for candidate in (key, f"{stem}.jpg", f"{stem}.png"):
+            code = types.get(candidate)
+            if code is not None and code in CELEBA_SPOOF_TYPES and code != 0:
+                attack, detail = CELEBA_SPOOF_TYPES[code]
+                return Meta(LABEL_FAKE, attack, detail, meta.subject_id, meta.split)
+    return meta
 
 
 def parse_celeba_spoof(path: PurePosixPath) -> Meta | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import re
@@ -22,7 +21,7 @@ from .base import (
     split_from_parts,
 )
 from .lists import HKBU_V2_TITLE, CasiaFasListReader
-from .naming import CELEBA_SPOOF_TYPES, PARSERS
+from .naming import PARSERS, celeba_label_files, celeba_typed, read_celeba_spoof_types
 
 logger = logging.getLogger(__name__)
 
@@ -428,18 +427,8 @@ class CelebASpoof(DatasetReader):
 
     def check(self, root: Path, options: ReaderOptions) -> None:
         super().check(root, options)
-        self.spoof_types: dict[str, int] = {}
-        for split in ("train", "test"):
-            found = _find_file(root, f"{split}_label.json", depth=4)
-            if found is None:
-                continue
-            try:
-                labels = json.loads(found.read_text())
-            except (OSError, ValueError) as e:
-                raise IngestError(f"{found}: not a CelebA-Spoof label file ({e})") from e
-            for key, vector in labels.items():
-                if isinstance(vector, list) and len(vector) > 40:
-                    self.spoof_types[PurePosixPath(key).as_posix()] = int(vector[40])
+        files = [f for split in ("train", "test") if (f := _find_file(root, f"{split}_label.json", depth=4))]
+        self.spoof_types = read_celeba_spoof_types(files + celeba_label_files(options.celeba_labels))
         if not self.spoof_types:
             logger.warning("CelebA-Spoof: no metas/intra_test/*_label.json under %s: spoof types will be "
                            "'other' (spoof type unknown)", root)
@@ -447,13 +436,9 @@ class CelebASpoof(DatasetReader):
     def item(self, entry: WalkEntry, meta: Meta, split: str) -> Item:
         item = super().item(entry, meta, split)
         rel = PurePosixPath(entry.path)
-        if meta.label == 0:
-            parts = rel.parts
-            key = "/".join(parts[parts.index("Data"):]) if "Data" in parts else rel.as_posix()
-            code = self.spoof_types.get(key, self.spoof_types.get(rel.as_posix()))
-            if code is not None and code in CELEBA_SPOOF_TYPES and code != 0:
-                attack, detail = CELEBA_SPOOF_TYPES[code]
-                meta = Meta(0, attack, detail, meta.subject_id, meta.split)
+        parts = rel.parts
+        key = "/".join(parts[parts.index("Data"):]) if "Data" in parts else rel.as_posix()
+        meta = celeba_typed(meta, [key, rel.as_posix()], self.spoof_types)
         box = _read_celeba_box(self.root / rel.with_name(rel.stem + "_BB.txt"))
         return Item(path=item.path, kind="image", meta=meta, split=split, video_id=item.video_id,
                     box=box, box_space=224 if box else None)

@@ -39,13 +39,14 @@ PER_ENTRY_SOURCE = "dataset of each entry"
 """What ``ingest_config.json`` records as ``source_name`` when the reader writes each entry's dataset title
 (``flip-mcio``, ``casia-fas-list``) and no ``--source-name`` is given."""
 _IMAGE_SETTINGS = ("source", "frames", "detect", "margin", "size", "neighbours", "image_format")
-_ROW_SETTINGS = ("source_name", "split", "lists", "label_polarity")
+_ROW_SETTINGS = ("source_name", "split", "lists", "label_polarity", "celeba_labels")
 """Settings that decide the `source` and `split` columns and which items exist: a resume must keep them too
 (rows already written keep the old values). An ``ingest_config.json`` written before they were recorded
 lacks ``source_name``; such a file is still resumed, comparing what it has."""
 _FLAGS = {"source": "--source", "frames": "--frames", "detect": "--detect/--no-detect", "margin": "--margin",
           "size": "--size", "neighbours": "--neighbours", "image_format": "--image-format",
-          "source_name": "--source-name", "split": "--split", "lists": "--list", "label_polarity": "--label-polarity"}
+          "source_name": "--source-name", "split": "--split", "lists": "--list", "label_polarity": "--label-polarity",
+          "celeba_labels": "--celeba-labels"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class IngestConfig:
     shard_size: int = 1000
     image_format: str = "png"
     source_name: str | None = None  # value of the `source` column; default the dataset's title
+    celeba_labels: tuple[Path, ...] = ()  # CelebA-Spoof label files / folders: spoof types of list entries
 
     def __post_init__(self) -> None:
         if self.frames != "flip" and not (self.frames.isdigit() and int(self.frames) >= 1):
@@ -134,6 +136,7 @@ def _resolved(config: IngestConfig) -> tuple[str, Any, ReaderOptions, WorkSettin
     lists = tuple(Path(p).expanduser() for p in config.lists)
     out = config.dataset_dir.expanduser().resolve()
     options = ReaderOptions(lists, config.label_polarity, config.split,
+                            celeba_labels=tuple(Path(p).expanduser() for p in config.celeba_labels),
                             exclude=(out,) if out.is_relative_to(root.resolve()) else ())
     reader.check(root, options)
     detect = (not reader.precropped_for(options)) if config.detect is None else config.detect
@@ -222,6 +225,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     recorded = {"source": name, **{k: getattr(settings, k) for k in _IMAGE_SETTINGS if k != "source"},
                 "source_name": source_value, "root": str(Path(config.root).expanduser().resolve()),
                 "lists": [str(p.resolve()) for p in options.lists], "label_polarity": config.label_polarity,
+                "celeba_labels": [str(p.resolve()) for p in options.celeba_labels],
                 "split": config.split, "workers": config.workers, "shard_size": config.shard_size}
     _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
