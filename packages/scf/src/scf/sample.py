@@ -2,7 +2,7 @@
 
 The toolkit's default data when no licensed dataset is at hand (tests, the offline demo, the quick start).
 Nothing of it is stored in git: it is rebuilt, identically for a seed, from face photos that ship inside
-registry packages (FACTS §8):
+registry packages (scikit-image's ``skimage.data``, matplotlib's sample data):
 
 * ``astronaut``: `skimage.data.astronaut()`, Eileen Collins, NASA, public domain;
 * ``grace-hopper``: matplotlib's ``grace_hopper.jpg``, US Navy, public domain;

@@ -13,7 +13,8 @@ Two tables are defined:
 
 Label polarity is fixed here once for the whole toolkit: ``label = 1`` means **real** (bona fide),
 ``label = 0`` means **fake** (presentation attack). Scores everywhere are P(real). This is the FLIP/SSDG
-convention that the paper's comparison tables use (FACTS §3); datasets that ship the opposite polarity
+convention that the paper's comparison tables use (koushiksrivats/FLIP ``utils/statistic.py``, the same
+file in taylover-pei/SSDG-CVPR2020); datasets that ship the opposite polarity
 (CASIA-FAS lists) are converted on ingest.
 """
 

@@ -117,7 +117,7 @@ class CasiaFasListReader(Reader):
     """CASIA-FAS-Dataset lists: ``<relative path> <label>`` per line (liuajian/CASIA-FAS-Dataset).
 
     Options: ``lists`` (required), ``label_polarity`` (required: ``live0`` or ``live1``; the lists are not
-    consistent, FACTS §4), ``split`` (else the list file name's ``train``/``dev``/``test``, else the naming
+    consistent across liuajian/CASIA-FAS-Dataset's ``dg_protocol`` files), ``split`` (else the list file name's ``train``/``dev``/``test``, else the naming
     rule's, else test). The dataset of each entry is its first path component (``OULU_NPU/``, ``SiW/``...);
     its naming rule gives attack type and subject, and an entry whose list label contradicts its name is
     skipped (reason ``list label contradicts the file name``). A list whose every labelled entry contradicts
@@ -220,8 +220,8 @@ class FlipListReader(Reader):
     """FLIP's MCIO data: ``<ds>/<train|test>/<real|fake>/<video>_frame0.png`` crops (koushiksrivats/FLIP).
 
     ``--root`` is FLIP's ``data/MCIO/frame`` folder. With ``--list`` (the ``data/MCIO/txt/*.txt`` files), the
-    videos of the lists are read (each line names ``_frame0.png``; ``_frame1.png`` is implied, FACTS §4);
-    without, every ``*_frame<N>.png`` under the root is. Label: the ``real``/``fake`` folder (and the list
+    videos of the lists are read (each line names ``_frame0.png``; ``_frame1.png`` is implied: FLIP's lists
+    hold one line per video); without, every ``*_frame<N>.png`` under the root is. Label: the ``real``/``fake`` folder (and the list
     name's ``_real_``/``_fake_``, which must agree). Attack type and subject: the dataset's naming rule
     (``casia``, ``msu``, ``replay``, ``oulu``). Split: the ``train``/``test`` folder (the dataset's own split;
     FLIP's train lists are the union of both, so several lists naming a video read it once). ``frame_index``

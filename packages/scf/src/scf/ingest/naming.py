@@ -52,7 +52,7 @@ def parse_msu(path: PurePosixPath) -> Meta | None:
     """MSU-MFSD: ``real_client<NNN>_<android|laptop>_SD_scene01``, ``attack_client<NNN>_<device>_SD_<medium>_scene01``.
 
     ``printed_photo`` -> print; ``ipad_video``, ``iphone_video`` -> replay; ``real_*`` -> live (MSU-MFSD
-    README; SAFAS ``datasets/meta.py``; FACTS §4). Subject = client number (3 digits). Split: the subject
+    README; sunyiyou/SAFAS ``datasets/meta.py``). Subject = client number (3 digits). Split: the subject
     lists ``train_sub_list.txt`` / ``test_sub_list.txt`` of the release (applied by the reader), else the
     ``train``/``test`` folder of FLIP's crops.
     """
@@ -87,7 +87,7 @@ def parse_casia_fasd(path: PurePosixPath) -> Meta | None:
 
     1, 2, HR_1 live; 3, 4, HR_2 warped photo and 5, 6, HR_3 cut photo -> print; 7, 8, HR_4 video -> replay;
     odd numbers low quality, even numbers normal quality, HR high quality (CASIA-FASD paper, Zhang et al.
-    ICB 2012; SAFAS ``datasets/meta.py``; FACTS §4). Also FLIP's ``<subject>_<video>_frame0.png``.
+    ICB 2012; sunyiyou/SAFAS ``datasets/meta.py``). Also FLIP's ``<subject>_<video>_frame0.png``.
     Train and test subjects are numbered separately (1-20, 1-30), so the subject id is ``train-<n>`` /
     ``test-<n>``. Split: ``train_release`` -> train, ``test_release`` -> test.
     """
@@ -121,8 +121,8 @@ def parse_replay_attack(path: PurePosixPath) -> Meta | None:
     and ``{train,devel,test}/attack/{fixed,hand}/attack_<device>_client<NNN>_session01_<medium>_<photo|video>_<light>``.
 
     ``attack_print`` -> print; ``attack_mobile``, ``attack_highdef`` (photo or video shown on an iPhone or an
-    iPad) -> replay (Replay-Attack README, Chingovska et al. BIOSIG 2012; SAFAS ``datasets/meta.py``; FACTS
-    §4). ``enroll/`` videos are not part of the anti-spoofing protocol (the reader skips them with that
+    iPad) -> replay (Replay-Attack README, Chingovska et al. BIOSIG 2012; sunyiyou/SAFAS
+    ``datasets/meta.py``). ``enroll/`` videos are not part of the anti-spoofing protocol (the reader skips them with that
     reason). Also FLIP's ``real_client...`` / ``{fixed,hand}_attack_...`` crops. Split: ``devel`` -> dev.
     """
     parts_lower = [p.lower() for p in path.parts[:-1]]
@@ -155,7 +155,7 @@ def parse_oulu_npu(path: PurePosixPath) -> Meta | None:
     """OULU-NPU: ``{Train,Dev,Test}_files/<phone>_<session>_<user>_<access>.avi``.
 
     Access 1 live; 2, 3 print (printers 1, 2); 4, 5 replay (displays 1, 2) (OULU-NPU README, Boulkenafet et
-    al. FG 2017; FACTS §4). Subject = user. Split: the ``*_files`` folder (or FLIP's ``train``/``test``);
+    al. FG 2017; sunyiyou/SAFAS ``datasets/meta.py``). Subject = user. Split: the ``*_files`` folder (or FLIP's ``train``/``test``);
     otherwise the fixed user partition (1-20 train, 21-35 dev, 36-55 test).
     """
     m = _OULU.match(_stem(path))
@@ -368,8 +368,9 @@ CELEBA_SPOOF_TYPES = {
     4: ("print", "face mask"), 5: ("print", "upper body mask"), 6: ("print", "region mask"),
     7: ("replay", "PC"), 8: ("replay", "pad"), 9: ("replay", "phone"), 10: ("mask", "3D mask"),
 }
-"""CelebA-Spoof spoof-type index (label vector entry 40) -> (attack type, detail). FACTS §4: 1-3 print,
-4-6 paper masks (print family), 7-9 replay, 10 3D mask (CelebA-Spoof README, Zhang et al. ECCV 2020)."""
+"""CelebA-Spoof spoof-type index (label vector entry 40) -> (attack type, detail): 1-3 print,
+4-6 paper masks (print family), 7-9 replay, 10 3D mask. The index and its names are the CelebA-Spoof
+README's (ZhangYuanhan-AI/CelebA-Spoof; Zhang et al. ECCV 2020); the grouping into attack types is ours."""
 
 
 def celeba_label_files(paths: tuple[Path, ...]) -> list[Path]:
