@@ -117,9 +117,9 @@ class CasiaFasListReader(Reader):
     """CASIA-FAS-Dataset lists: ``<relative path> <label>`` per line (liuajian/CASIA-FAS-Dataset).
 
     Options: ``lists`` (required), ``label_polarity`` (required: ``live0`` or ``live1``; the lists are not
-    consistent across liuajian/CASIA-FAS-Dataset's ``dg_protocol`` files), ``split`` (else the list file name's ``train``/``dev``/``test``, else the naming
-    rule's, else test). The dataset of each entry is its first path component (``OULU_NPU/``, ``SiW/``...);
-    its naming rule gives attack type and subject, and an entry whose list label contradicts its name is
+    consistent across liuajian/CASIA-FAS-Dataset's ``dg_protocol`` files), ``split`` (else the list file
+    name's ``train``/``dev``/``test``, else the naming rule's, else test). The dataset of each entry is
+    its first path component (``OULU_NPU/``, ``SiW/``...); its naming rule gives attack type and subject, and an entry whose list label contradicts its name is
     skipped (reason ``list label contradicts the file name``). A list whose every labelled entry contradicts
     stops the run before any work: the polarity option is wrong for that file. ``source`` is the title of
     each entry's dataset (`dataset_title`; ``HKBUv2_*`` lists -> ``HKBU-MARs-V2``), so one run over several
@@ -221,9 +221,9 @@ class FlipListReader(Reader):
 
     ``--root`` is FLIP's ``data/MCIO/frame`` folder. With ``--list`` (the ``data/MCIO/txt/*.txt`` files), the
     videos of the lists are read (each line names ``_frame0.png``; ``_frame1.png`` is implied: FLIP's lists
-    hold one line per video); without, every ``*_frame<N>.png`` under the root is. Label: the ``real``/``fake`` folder (and the list
-    name's ``_real_``/``_fake_``, which must agree). Attack type and subject: the dataset's naming rule
-    (``casia``, ``msu``, ``replay``, ``oulu``). Split: the ``train``/``test`` folder (the dataset's own split;
+    hold one line per video); without, every ``*_frame<N>.png`` under the root is. Label: the
+    ``real``/``fake`` folder (and the list name's ``_real_``/``_fake_``, which must agree). Attack type and
+    subject: the dataset's naming rule (``casia``, ``msu``, ``replay``, ``oulu``). Split: the ``train``/``test`` folder (the dataset's own split;
     FLIP's train lists are the union of both, so several lists naming a video read it once). ``frame_index``
     is the crop number N (FLIP took frames 6 and 6 + n/2 of the video; the video frame number is not kept in
     the crops). The crops are faces: no detection unless asked for. ``source`` is the title of each entry's

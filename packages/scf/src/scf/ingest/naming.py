@@ -122,8 +122,8 @@ def parse_replay_attack(path: PurePosixPath) -> Meta | None:
 
     ``attack_print`` -> print; ``attack_mobile``, ``attack_highdef`` (photo or video shown on an iPhone or an
     iPad) -> replay (Replay-Attack README, Chingovska et al. BIOSIG 2012; sunyiyou/SAFAS
-    ``datasets/meta.py``). ``enroll/`` videos are not part of the anti-spoofing protocol (the reader skips them with that
-    reason). Also FLIP's ``real_client...`` / ``{fixed,hand}_attack_...`` crops. Split: ``devel`` -> dev.
+    ``datasets/meta.py``). ``enroll/`` videos are not part of the anti-spoofing protocol (the reader skips
+    them with that reason). Also FLIP's ``real_client...`` / ``{fixed,hand}_attack_...`` crops. Split: ``devel`` -> dev.
     """
     parts_lower = [p.lower() for p in path.parts[:-1]]
     split = split_from_parts(path.parts[:-1])
@@ -155,8 +155,8 @@ def parse_oulu_npu(path: PurePosixPath) -> Meta | None:
     """OULU-NPU: ``{Train,Dev,Test}_files/<phone>_<session>_<user>_<access>.avi``.
 
     Access 1 live; 2, 3 print (printers 1, 2); 4, 5 replay (displays 1, 2) (OULU-NPU README, Boulkenafet et
-    al. FG 2017; sunyiyou/SAFAS ``datasets/meta.py``). Subject = user. Split: the ``*_files`` folder (or FLIP's ``train``/``test``);
-    otherwise the fixed user partition (1-20 train, 21-35 dev, 36-55 test).
+    al. FG 2017; sunyiyou/SAFAS ``datasets/meta.py``). Subject = user. Split: the ``*_files`` folder (or
+    FLIP's ``train``/``test``); otherwise the fixed user partition (1-20 train, 21-35 dev, 36-55 test).
     """
     m = _OULU.match(_stem(path))
     if not m:

@@ -463,7 +463,7 @@ DATASET_READERS: tuple[type[DatasetReader], ...] = (
     CelebASpoof, MsuMfsd, CasiaFasd, ReplayAttack, OuluNpu, Siw, RoseYoutu, HkbuMars, Wmca, SiwMV2,
     CasiaSurf3DMask, HiFiMask,
 )
-"""The twelve datasets of the paper's protocols (the paper's Protocols 1 and 2), in the order of the One-to-Eleven table."""
+"""The twelve datasets of the paper's Protocols 1 and 2, in the order of the One-to-Eleven table."""
 
 for _cls in DATASET_READERS:
     _cls.license_note = LICENSE_NOTE.format(title=_cls.title)
