@@ -63,7 +63,7 @@ def test_judgment_tokens_are_single_tokens_with_leading_space(processor):
     ids = processor.judgment_token_ids
     tok = processor.tokenizer
     assert tok.decode([ids["Yes"]]) == " Yes" and tok.decode([ids["No"]]) == " No"
-    assert tok("Yes", add_special_tokens=False)["input_ids"] != [ids["Yes"]]  # "Yes" != " Yes" (FACTS §5)
+    assert tok("Yes", add_special_tokens=False)["input_ids"] != [ids["Yes"]]  # "Yes" != " Yes" (OPT's GPT-2 BPE)
 
 
 def test_long_interpretations_are_cut_keeping_eos():

@@ -143,3 +143,30 @@ def test_bf16_training_run_keeps_frozen_weights_in_bf16_and_matches_fp32(tmp_pat
         loaded = IFASForConditionalGeneration.from_pretrained(tmp_path / "bf16" / "final", dtype=dtype,
                                                               use_safetensors=True)
         assert {p.dtype for p in loaded.parameters()} == {dtype}
+
+
+def test_a_bf16_runs_final_model_loads_in_fp32_with_one_call(tmp_path):
+    """A GPU run saves frozen weights in bf16 and trained ones in fp32 (config.json then records bfloat16):
+    from_pretrained without dtype still loads fp32, keeping the trained weights exactly; dtype= still works."""
+    import json
+
+    import torch
+
+    from ifas_model.adapters import apply_llm_training, set_training_dtypes
+    from ifas_model.modeling import IFASForConditionalGeneration
+    from ifas_model.presets import build_model
+
+    model, _ = build_model("tiny", seed=0)
+    apply_llm_training(model, "full")
+    set_training_dtypes(model, torch.bfloat16)
+    with torch.no_grad():
+        model.connector.query_tokens.add_(1e-6)  # a change bf16 cannot hold
+    model.save_pretrained(tmp_path / "final")
+    assert json.loads((tmp_path / "final" / "config.json").read_text()).get("dtype") == "bfloat16"
+    loaded = IFASForConditionalGeneration.from_pretrained(tmp_path / "final")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert torch.equal(loaded.connector.query_tokens, model.connector.query_tokens)
+    assert torch.equal(loaded.vision_model.embeddings.patch_embedding.weight,
+                       model.vision_model.embeddings.patch_embedding.weight.float())
+    half = IFASForConditionalGeneration.from_pretrained(tmp_path / "final", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}

@@ -23,7 +23,7 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML file of settings (TrainConfig field names); explicit flags override it.")
 @click.option("--llm", type=_CHOICE_LLM, help="How the LLM trains (the vision encoder is always frozen): full is the "
-              "paper's recipe (fits one 80 GB GPU at batch 32); lora/qlora train at lr 1e-4 unless --lr is given. "
+              "paper's recipe (estimated, not measured, to fit one 80 GB GPU at batch 32); lora/qlora train at lr 1e-4 unless --lr is given. "
               "[default: full]")
 @click.option("--loss", type=click.Choice(["lopsided", "plain"]), help="Lopsided LM loss or the plain LM loss.")
 @click.option("--alpha", type=float, help="Judgment weight of the Lopsided LM loss. [default: 0.7]")

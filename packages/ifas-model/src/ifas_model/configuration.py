@@ -25,7 +25,7 @@ LLM_TRAINING_MODES = ("full", "lora", "qlora", "frozen")
 """How the language model is trained; see `IFASConfig.llm_training` and `ifas_model.adapters`."""
 DEFAULT_LOPSIDED_ALPHA = 0.7
 """alpha of paper eq. 4. The paper's Figure 5 ablates alpha without printing the best value in the text; a
-public summary of the paper puts it near 0.7 (FACTS §1, unverified against the figure). It is a config field:
+public summary of the paper puts it near 0.7 (not verified against the figure). It is a config field:
 set it explicitly when reproducing a specific figure."""
 
 
@@ -34,7 +34,7 @@ class GACConfig(PretrainedConfig):
 
     Args:
         num_queries (`int`, defaults to 32): M, the number of learnable queries Q_P. 32 follows BLIP-2's
-            Q-Former (the paper does not give M; FACTS §7 counts M + L = 32 + 24 = 56 visual tokens for ViT-L).
+            Q-Former (the paper does not give M; with M = 32 and L = 24 layer CLS tokens of ViT-L the LLM sees 56 visual tokens).
         hidden_size (`int`, defaults to 1024): D, the connector width. 1024 = the ViT-L/14 width, so the patch
             features X_V enter without a projection; any other value adds a linear projection of X_V.
         num_attention_heads (`int`, defaults to 16): heads of the MSA and MCA (D / heads = 64, as in ViT-L).
@@ -148,13 +148,13 @@ class IFASConfig(PretrainedConfig):
         llm_training (`str`, defaults to "full"): "full" | "lora" | "qlora" | "frozen". The paper calls OPT
             "pre-trained" (not frozen) and uses lr 1e-5, a full fine-tuning rate: the default follows it. With
             AdamW and fp32 master weights, full tuning of the 2.7 B parameters needs ~43 GB of weights, gradients
-            and optimizer state plus activations, which fits one 80 GB GPU at batch 32
+            and optimizer state plus activations, estimated (not measured) to fit one 80 GB GPU at batch 32
             (`ifas_model.adapters.set_training_dtypes`). "lora" / "qlora" fit smaller GPUs, keep checkpoints
             small while training and the LLM closer to its pre-trained language ability; the trainer gives them
             lr 1e-4 unless one is set. The trainer applies the mode with `ifas_model.adapters.apply_llm_training`.
         lora_r / lora_alpha / lora_dropout: LoRA hyper-parameters used by "lora" and "qlora" (16 / 32 / 0.05).
         yes_token_id / no_token_id (`int`): ids of the judgment tokens " Yes" / " No" with their leading space,
-            as the LLM's BPE tokenizes them after "Answer:" (FACTS §5). Set from the tokenizer when the model is
+            as the LLM's BPE tokenizes them after "Answer:" (OPT's GPT-2 BPE gives "Yes" and " Yes" different ids). Set from the tokenizer when the model is
             built; `score` reads `yes_token_id`, and the processor trains exactly these ids.
         initializer_range (`float`, defaults to 0.02): std for the connector's language projection.
         base_models (`list[str]`, optional): Hub ids / paths of the pretrained parts the model was assembled

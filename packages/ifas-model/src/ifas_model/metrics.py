@@ -1,7 +1,7 @@
 """The FLIP/SSDG metric convention of cross-domain face anti-spoofing (AUC, EER/HTER, TPR@FPR=1%).
 
 This is the convention the paper's comparison tables use (FLIP ``utils/statistic.py`` and
-``utils/evaluate.py``, the same code as SSDG-CVPR2020; FACTS §3). It is written here once, with numpy and
+``utils/evaluate.py``, the same code as SSDG-CVPR2020). It is written here once, with numpy and
 scikit-learn only (no torch), so that the trainer's periodic evaluation and ``ifas-eval`` report the same
 numbers. Step by step:
 

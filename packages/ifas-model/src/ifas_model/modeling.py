@@ -151,6 +151,12 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
         """`PreTrainedModel.from_pretrained`, refusing a checkpoint of another architecture by name.
 
+        Without ``dtype`` (or ``torch_dtype``) the model loads in float32, whatever dtype ``config.json``
+        records: a GPU run of ``ifas-train`` saves its frozen vision tower in bf16 and its trained weights in
+        fp32, and transformers 5 would otherwise load everything in the recorded (first parameter's) bf16,
+        rounding the trained weights. Pass ``dtype=torch.bfloat16`` for bf16 inference on a GPU (as
+        ``ifas-eval --dtype auto`` does) or ``dtype="auto"`` for the recorded dtype.
+
         Raises:
             FileNotFoundError: ``checkpoint folder not found: PATH`` for a path that looks local (absolute,
                 ``./``, ``~``, or an existing parent folder) and does not exist.
@@ -174,6 +180,8 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
                     "('ifas') checkpoint. To start I-FAS from a CLIP vision tower and an OPT model, use "
                     "IFASForConditionalGeneration.from_pretrained_parts(vision=..., text=...)."
                 )
+        if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
+            kwargs["dtype"] = torch.float32
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model.vision_model.requires_grad_(False)
         return model

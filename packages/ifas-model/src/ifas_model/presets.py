@@ -1,6 +1,6 @@
 """Model presets: ``default`` = the paper's parts (CLIP ViT-L/14 + OPT-2.7B), ``tiny`` = random, offline.
 
-``default`` assembles `openai/clip-vit-large-patch14` and `facebook/opt-2.7b` (FACTS §6) with a fresh GAC through
+``default`` assembles `openai/clip-vit-large-patch14` and `facebook/opt-2.7b` (the paper's parts, Hub ids) with a fresh GAC through
 `IFASForConditionalGeneration.from_pretrained_parts` (Hub or local copies; nothing downloads on an offline
 machine). ``tiny`` builds the same classes from small configs with random weights and a byte-level BPE
 tokenizer trained in process, so tests, CI and the trainer's smoke runs need no download; its outputs are

@@ -8,7 +8,7 @@ Template (one sequence per image; the visual tokens are NOT in `input_ids`, the 
 * BOS: OPT's tokenizer starts every sequence with ``</s>``; the processor makes sure of it.
 * The answer is ``" " + scf.schema.compose_answer(judgment, interpretation)``: the judgment is the single
   BPE token ``" Yes"`` or ``" No"`` **with its leading space** (OPT's GPT-2 BPE gives "Yes" and " Yes"
-  different ids, FACTS §5). `answer_segments` marks it 1. The rest of the answer (``". This is <caption>"``)
+  different ids). `answer_segments` marks it 1. The rest of the answer (``". This is <caption>"``)
   and the closing EOS are segment 2, the interpretation.
 * A judgment-only answer (empty interpretation, the paper's "without SCF" ablation) is the judgment token
   alone, with no EOS, so its loss is the judgment loss only (a judgment-only model is a scorer; what it

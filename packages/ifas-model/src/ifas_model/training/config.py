@@ -22,7 +22,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("cosine", "constant")
 RESUME_MODES = ("auto", "must", "never")
 PAPER_LEARNING_RATE = 1e-5
-"""The paper's learning rate (FACTS §1), used for ``llm`` = full (the default) and frozen."""
+"""The paper's learning rate (Implementation Details: 1e-5), used for ``llm`` = full (the default) and frozen."""
 LORA_LEARNING_RATE = 1e-4
 """Learning rate of ``llm`` = lora / qlora when none is given (documented deviation: LoRA adapters barely move
 at the paper's full fine-tuning rate 1e-5; 1e-4 is the usual LoRA rate)."""
@@ -45,7 +45,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything one training run depends on. Defaults are the paper's recipe (FACTS §1) where it has one."""
+    """Everything one training run depends on. Defaults are the paper's recipe (its Implementation Details: AdamW, lr 1e-5, weight decay 1e-2, batch 32, at most 10 epochs) where it has one."""
 
     # --- data -------------------------------------------------------------------------------------
     dataset: str = ""
@@ -81,7 +81,7 @@ class TrainConfig:
     """How the LLM trains: ``full``, ``lora``, ``qlora`` (4-bit base + LoRA) or ``frozen``; the vision encoder
     is always frozen. ``full`` is the default: the paper's recipe (it fine-tunes the pre-trained OPT at lr 1e-5,
     a full fine-tuning rate). Trainable weights are kept in fp32 for AdamW (`set_training_dtypes`), so OPT-2.7B
-    needs ~43 GB of weights, gradients and moments plus activations: it fits one 80 GB GPU at batch 32.
+    needs ~43 GB of weights, gradients and moments plus activations: estimated (not measured) to fit one 80 GB GPU at batch 32.
     ``lora``/``qlora`` fit smaller cards; they train at `LORA_LEARNING_RATE` unless a rate is given."""
     lora_rank: int = 16
     """LoRA rank r (``lora``/``qlora``)."""
