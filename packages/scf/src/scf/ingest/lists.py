@@ -120,7 +120,8 @@ class CasiaFasListReader(Reader):
     consistent across liuajian/CASIA-FAS-Dataset's ``dg_protocol`` files), ``split`` (else the list file
     name's ``train``/``dev``/``test``, else the naming rule's, else test). The dataset of each entry is
     its first path component (``OULU_NPU/``, ``SiW/``...); its naming rule gives attack type and subject,
-    and an entry whose list label contradicts its name is skipped (reason ``list label contradicts the file name``). A list whose every labelled entry contradicts
+    and an entry whose list label contradicts its name is skipped (reason ``list label contradicts the
+    file name``). A list whose every labelled entry contradicts
     stops the run before any work: the polarity option is wrong for that file. ``source`` is the title of
     each entry's dataset (`dataset_title`; ``HKBUv2_*`` lists -> ``HKBU-MARs-V2``), so one run over several
     datasets' lists gives the names the protocols use; ``--source-name`` overrides it.
@@ -224,7 +225,8 @@ class FlipListReader(Reader):
     hold one line per video); without, every ``*_frame<N>.png`` under the root is. Label: the
     ``real``/``fake`` folder (and the list name's ``_real_``/``_fake_``, which must agree). Attack type and
     subject: the dataset's naming rule (``casia``, ``msu``, ``replay``, ``oulu``). Split: the
-    ``train``/``test`` folder (the dataset's own split; FLIP's train lists are the union of both, so several lists naming a video read it once). ``frame_index``
+    ``train``/``test`` folder (the dataset's own split; FLIP's train lists are the union of both, so
+    several lists naming a video read it once). ``frame_index``
     is the crop number N (FLIP took frames 6 and 6 + n/2 of the video; the video frame number is not kept in
     the crops). The crops are faces: no detection unless asked for. ``source`` is the title of each entry's
     dataset (``CASIA-FASD``, ``Idiap Replay-Attack``, ``MSU-MFSD``, ``OULU-NPU``, ``CelebA-Spoof``), unless
