@@ -1,4 +1,4 @@
-"""Issue 8: the captioner's default (static-cache) decoding gives the greedy tokens of plain ``generate``."""
+"""The captioner's default (static-cache) decoding gives the greedy tokens of plain ``generate``."""
 
 from __future__ import annotations
 
@@ -23,15 +23,16 @@ def tiny():
 def test_static_cache_ids_equal_plain_generate(tiny, min_new, max_new):
     import torch
 
-    from scf.captioning.captioner import DecodingConfig, generate_caption_ids
+    from scf.captioning.captioner import DecodingConfig, caption_stop_ids, generate_caption_ids
 
     model, processor = tiny
     decoding = DecodingConfig(min_new_tokens=min_new, max_new_tokens=max_new)
     images = _images(5)
     inputs = processor(images=images, text=[decoding.prompt_text] * len(images), return_tensors="pt")
     with torch.inference_mode():
-        fast = generate_caption_ids(model, **inputs, decoding=decoding)
-        ref = generate_caption_ids(model, **inputs, decoding=decoding, fast=False)
+        stop = caption_stop_ids(model, processor.tokenizer)  # "\n" (the model's end token) and </s>
+        fast = generate_caption_ids(model, **inputs, decoding=decoding, stop_token_ids=stop)
+        ref = generate_caption_ids(model, **inputs, decoding=decoding, fast=False, stop_token_ids=stop)
     assert fast.shape[0] == len(images) and 1 <= fast.shape[1] <= max_new
     assert torch.equal(fast, ref)
 

@@ -40,18 +40,79 @@ def test_build_batch_puts_the_loss_on_caption_tokens_only(tiny):
     from scf.captioning.finetune import build_batch
 
     model, processor = tiny
-    batch = build_batch(processor, _images(2), ["a paper", "a phone screen here"], "a photo of ", 30)
+    end = 7  # any id: the caller passes the model's stop token (see the test below)
+    batch = build_batch(processor, _images(2), ["a paper", "a phone screen here"], "a photo of ", 30,
+                        end_token_id=end)
     tok = processor.tokenizer
     head = processor(images=_images(1), text=["a photo of"], return_tensors="pt")["input_ids"].shape[1]
     labels, ids = batch["labels"], batch["input_ids"]
     assert labels.shape == ids.shape == batch["attention_mask"].shape
     assert (labels[:, :head] == -100).all()  # image tokens, BOS, prompt
     for i, caption in enumerate(["a paper", "a phone screen here"]):
-        target = tok(" " + caption, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        target = tok(" " + caption, add_special_tokens=False)["input_ids"] + [end]
         assert labels[i, head : head + len(target)].tolist() == target
         assert (labels[i, head + len(target) :] == -100).all()  # right padding
         assert batch["attention_mask"][i].sum() == head + len(target)
     assert tok.decode(ids[0, head:head + 2]).strip() == "a paper"
+
+
+def test_targets_end_with_the_token_generate_stops_on_not_the_tokenizer_eos(tiny):
+    """As in Salesforce/blip2-opt-2.7b (text_config.eos_token_id 50118, "\\n"; tokenizer eos </s>, 2)."""
+    from scf.captioning.captioner import Blip2Captioner, caption_stop_ids, generation_end_id
+    from scf.captioning.finetune import build_batch
+
+    model, processor = tiny
+    tok = processor.tokenizer
+    newline = tok("\n", add_special_tokens=False)["input_ids"]
+    assert model.config.text_config.eos_token_id == model.generation_config.eos_token_id == newline[0]
+    assert tok.eos_token_id != newline[0]
+    end = generation_end_id(model, tok)
+    assert end == newline[0]
+    assert caption_stop_ids(model, tok) == [end, tok.eos_token_id]  # the tokenizer's eos as a guard
+    assert Blip2Captioner(model, processor, "tiny").stop_token_ids == [end, tok.eos_token_id]
+    batch = build_batch(processor, _images(1), ["a paper"], "a photo of", 30, end_token_id=end)
+    assert [int(x) for x in batch["labels"][0] if int(x) != -100][-1] == newline[0]
+
+    class _Bare:  # no generation config: text_config, then the tokenizer
+        config = model.config
+
+    assert generation_end_id(_Bare(), tok) == newline[0]
+    model.generation_config.eos_token_id = [newline[0], 99]  # a list: the first one
+    assert generation_end_id(model, tok) == newline[0]
+
+
+def test_a_c_s_overfitted_on_one_caption_stops_right_after_it(tiny, tmp_path, monkeypatch):
+    import torch
+
+    import scf.captioning.finetune as finetune
+    from scf.captioning.captioner import Blip2Captioner, DecodingConfig
+
+    model, processor = tiny
+    # The random tiny OPT's logits are nearly flat and it is frozen in the recipe; train it too here, so that
+    # one caption can be learnt in a few dozen steps (what is tested is where the caption ends).
+    monkeypatch.setattr(finetune, "TRAINABLE_PREFIXES", (*finetune.TRAINABLE_PREFIXES, "language_model."))
+    image = _images(1)[0]
+    caption = "a paper mask"
+    config = finetune.FinetuneConfig(learning_rate=1e-2, epochs=30, batch_size=1, warmup_steps=0,
+                                     checkpoint_every=1000, precision="fp32")
+    record = finetune.finetune_captioner(model, processor, lambda idx: [image for _ in idx], [caption], config,
+                                         tmp_path / "ft", show_progress=False)
+    tok = processor.tokenizer
+    assert record["end_token_id"] == tok("\n", add_special_tokens=False)["input_ids"][0]
+    assert record["end_token"] == "\n" and record["last_loss"] < 1.0
+    decoding = DecodingConfig(min_new_tokens=1, max_new_tokens=12)
+    for fast in (True, False):
+        captioner = Blip2Captioner(record["model"], processor, "C_S", decoding, batch_size=1, fast=fast)
+        assert captioner.caption([image]) == [caption]  # no run-on to the 12-token budget, no trailing "\n"
+    inputs = processor(images=[image], text=[decoding.prompt_text], return_tensors="pt")
+    from scf.captioning.captioner import generate_caption_ids
+
+    with torch.inference_mode():
+        ids = generate_caption_ids(record["model"], **inputs, decoding=decoding,
+                                   stop_token_ids=captioner.stop_token_ids)[0].tolist()
+    target = tok(" " + caption, add_special_tokens=False)["input_ids"]
+    assert ids[: len(target) + 1] == target + [record["end_token_id"]]
+    assert all(i == tok.pad_token_id for i in ids[len(target) + 1:])
 
 
 def test_trainable_parts_are_qformer_queries_and_projection(tiny):
@@ -96,8 +157,10 @@ def test_finetune_lowers_the_loss_and_saves_a_loadable_blip2(tiny, tmp_path):
 
     out = save_captioner(record["model"], processor, tmp_path / "captioner", record)
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
-    assert json.loads((out / "scf_finetune.json").read_text())["steps"] == 8
+    saved = json.loads((out / "scf_finetune.json").read_text())
+    assert saved["steps"] == 8 and saved["end_token"] == "\n"
     loaded = Blip2ForConditionalGeneration.from_pretrained(out)
+    assert loaded.generation_config.eos_token_id == saved["end_token_id"]  # C_S stops where it was trained to
     Blip2Processor.from_pretrained(out)
     for (n, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), n

@@ -1,6 +1,6 @@
 """Captioner presets: the real BLIP-2 checkpoint, and a tiny random BLIP-2 of the same classes for offline use.
 
-``default`` names ``Salesforce/blip2-opt-2.7b`` (FACTS §6), loaded with ``from_pretrained`` from the Hub or a
+``default`` names ``Salesforce/blip2-opt-2.7b`` (the paper, Section 4.1: BLIP-2 as the captioner), loaded with ``from_pretrained`` from the Hub or a
 local path. ``tiny`` builds `Blip2ForConditionalGeneration` from a small config with random weights and a
 small byte-level BPE tokenizer trained in process, so tests and the offline demo run with no download.
 Captions of the tiny model are noise; everything around them (batching, files, resume) is the real path.
@@ -86,8 +86,13 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> PreTrainedTokeniz
     return fast
 
 
-def tiny_blip2_config(vocab_size: int = TINY_VOCAB_SIZE, image_size: int = 224, image_token_index: int = 3) -> Blip2Config:
-    """A `Blip2Config` with the real architecture's shape at toy width (vision 32, Q-Former 32, OPT 32)."""
+def tiny_blip2_config(vocab_size: int = TINY_VOCAB_SIZE, image_size: int = 224, image_token_index: int = 3,
+                      eos_token_id: int = 1) -> Blip2Config:
+    """A `Blip2Config` with the real architecture's shape at toy width (vision 32, Q-Former 32, OPT 32).
+
+    ``eos_token_id`` is the language model's ``text_config.eos_token_id``, the token ``generate`` stops on
+    (`build_tiny_captioner` passes the id of ``"\n"``, as in ``Salesforce/blip2-opt-2.7b``).
+    """
     from transformers import Blip2Config
 
     return Blip2Config(
@@ -102,7 +107,7 @@ def tiny_blip2_config(vocab_size: int = TINY_VOCAB_SIZE, image_size: int = 224, 
         text_config={
             "model_type": "opt", "hidden_size": 32, "ffn_dim": 64, "num_hidden_layers": 2,
             "num_attention_heads": 4, "vocab_size": vocab_size, "max_position_embeddings": 128,
-            "word_embed_proj_dim": 32, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 1,
+            "word_embed_proj_dim": 32, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": eos_token_id,
         },
         num_query_tokens=8,
         image_token_index=image_token_index,
@@ -110,13 +115,22 @@ def tiny_blip2_config(vocab_size: int = TINY_VOCAB_SIZE, image_size: int = 224, 
 
 
 def build_tiny_captioner(seed: int = 0) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
-    """A tiny random `Blip2ForConditionalGeneration` and its `Blip2Processor`, built with no download."""
+    """A tiny random `Blip2ForConditionalGeneration` and its `Blip2Processor`, built with no download.
+
+    Like ``Salesforce/blip2-opt-2.7b``, the model stops generating on ``"\n"`` (``text_config.eos_token_id``,
+    hence ``generation_config.eos_token_id``), which is not the tokenizer's ``eos_token`` ``</s>``: the
+    BLIP-2-OPT checkpoints were trained by LAVIS (``lavis/models/blip2_models/blip2_opt.py``) with ``"\n"``
+    appended to every caption, and HF's ``convert_blip_2_original_to_pytorch.py`` writes that id into the config.
+    """
     import torch
     from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
 
     tokenizer = build_tiny_tokenizer()
     image_token_index = tokenizer.convert_tokens_to_ids("<image>")
-    config = tiny_blip2_config(vocab_size=len(tokenizer), image_token_index=image_token_index)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert len(newline) == 1, "the byte-level tiny tokenizer encodes a newline as one token"
+    config = tiny_blip2_config(vocab_size=len(tokenizer), image_token_index=image_token_index,
+                               eos_token_id=newline[0])
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(config).eval()
     # The PIL image processor by name: `BlipImageProcessor` is the torchvision one, and without torchvision

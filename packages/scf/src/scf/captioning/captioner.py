@@ -1,7 +1,8 @@
 """BLIP-2 captioners of SCF: the general captioner C_G and, once fine-tuned, the spoof-aware captioner C_S.
 
 Both are `transformers.Blip2ForConditionalGeneration` with its `Blip2Processor`, loaded from a Hub id or a
-local folder (``Salesforce/blip2-opt-2.7b`` by default, FACTS §5) or built tiny and random from config
+local folder (``Salesforce/blip2-opt-2.7b`` by default: BLIP-2, Li et al. 2023, the general captioner the
+paper cites in its SCF section) or built tiny and random from config
 (``tiny`` preset, offline). Generation is batched under `torch.inference_mode` through
 `generate_caption_ids`, whose default (fast) path decodes greedily with a static KV cache: on CUDA,
 transformers then compiles the decoding step (CUDA graphs), and `Blip2Captioner` pads a short last batch to
@@ -11,6 +12,9 @@ the batch size so the compiled step is reused. Its greedy tokens are those of pl
 Decoding choices (the paper is silent; ours, after LAVIS ``caption_coco_ft``): prompt ``"a photo of"``,
 at most 30 and at least 8 new tokens, greedy (one beam) unless ``num_beams`` says otherwise. The caption
 is the continuation of the prompt only (the prompt text is not part of it), whitespace-normalised.
+Generation stops on the model's own end token (`generation_end_id`: ``"\n"`` for BLIP-2-OPT, which LAVIS
+trained with ``"\n"`` after every caption) and, as a guard, on the tokenizer's ``eos_token`` (``</s>``); the
+trailing ``"\n"`` is dropped from the caption.
 Trailing whitespace of the prompt is dropped before tokenising: OPT's byte-level BPE merges a space with
 the word after it, so the first caption token must carry its own leading space, in generation and in
 fine-tuning alike.
@@ -284,8 +288,42 @@ def load_blip2(source: str, *, dtype: str = "auto", device: str | None = None, l
     return model, processor
 
 
+def generation_end_id(model: Any, tokenizer: Any = None) -> int:
+    """The token id the model's ``generate`` stops on, which C_S fine-tuning appends to every caption.
+
+    ``model.generation_config.eos_token_id`` (the first one if it is a list), else
+    ``model.config.text_config.eos_token_id``, else ``tokenizer.eos_token_id``. For ``Salesforce/blip2-opt-2.7b``
+    this is 50118, ``"\n"``, not the tokenizer's ``</s>`` (2): LAVIS trained the BLIP-2-OPT checkpoints with
+    ``"\n"`` appended to every caption (``lavis/models/blip2_models/blip2_opt.py``), and transformers'
+    ``convert_blip_2_original_to_pytorch.py`` writes that id into ``text_config``.
+
+    Raises:
+        CaptionerError: no end token is declared anywhere.
+    """
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    if eos is None:
+        eos = getattr(getattr(getattr(model, "config", None), "text_config", None), "eos_token_id", None)
+    if eos is None and tokenizer is not None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        raise CaptionerError("the captioner declares no end token (generation_config.eos_token_id, "
+                             "text_config.eos_token_id and the tokenizer's eos_token_id are all unset)")
+    return int(eos)
+
+
+def caption_stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids captioning stops on: `generation_end_id` first, then the tokenizer's EOS as a guard (once)."""
+    ids = [generation_end_id(model, tokenizer)]
+    if tokenizer.eos_token_id is not None and int(tokenizer.eos_token_id) not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
+
+
 def generate_caption_ids(model: Blip2ForConditionalGeneration, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                         attention_mask: torch.Tensor, decoding: DecodingConfig, *, fast: bool = True) -> torch.Tensor:
+                         attention_mask: torch.Tensor, decoding: DecodingConfig, *, fast: bool = True,
+                         stop_token_ids: Sequence[int] | None = None) -> torch.Tensor:
     """The new token ids of one batch, (B, new_tokens), decoded as ``decoding`` says.
 
     Args:
@@ -298,6 +336,7 @@ def generate_caption_ids(model: Blip2ForConditionalGeneration, pixel_values: tor
             on CUDA transformers compiles the step); False = plain ``generate`` with its dynamic cache (the
             reference path). Both give the same tokens up to floating-point reordering of the attention
             over the padded cache, which the tests check to be exact on CPU.
+        stop_token_ids: ids that end a caption (`caption_stop_ids`); None = the model's generation config.
 
     Returns:
         The continuation of the prompt only.
@@ -305,6 +344,8 @@ def generate_caption_ids(model: Blip2ForConditionalGeneration, pixel_values: tor
     kwargs = decoding.generate_kwargs()
     if fast:
         kwargs["cache_implementation"] = "static"
+    if stop_token_ids is not None:
+        kwargs["eos_token_id"] = [int(i) for i in stop_token_ids]
     generated = model.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     return generated[:, input_ids.shape[1]:]  # generate returns prompt + continuation
 
@@ -329,6 +370,7 @@ class Blip2Captioner:
         self.decoding = decoding or DecodingConfig()
         self.batch_size = batch_size
         self.fast = fast
+        self.stop_token_ids = caption_stop_ids(model, processor.tokenizer)
         self.processor.tokenizer.padding_side = "left"  # decoder-only generation continues at the right edge
 
     @classmethod
@@ -370,12 +412,13 @@ class Blip2Captioner:
         input_ids = inputs["input_ids"].to(self.device)  # (B, num_query_tokens + 1 + prompt tokens)
         with torch.inference_mode():
             new_tokens = generate_caption_ids(self.model, pixel_values, input_ids,
-                                              inputs["attention_mask"].to(self.device), self.decoding, fast=self.fast)
+                                              inputs["attention_mask"].to(self.device), self.decoding, fast=self.fast,
+                                              stop_token_ids=self.stop_token_ids)
         texts = self.processor.batch_decode(new_tokens[:n], skip_special_tokens=True)
-        return [clean_caption(t) for t in texts]
+        return [clean_caption(t.rstrip()) for t in texts]  # the "\n" that ends a BLIP-2-OPT caption goes
 
     def describe(self) -> dict[str, Any]:
         """What produced the captions: recorded in the run configuration."""
         return {"captioner": self.name, "batch_size": self.batch_size, "decoding": asdict(self.decoding),
-                "decoding_path": "static-cache" if self.fast else "generate",
+                "decoding_path": "static-cache" if self.fast else "generate", "stop_token_ids": self.stop_token_ids,
                 "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}

@@ -1,17 +1,34 @@
 """Fine-tuning the general captioner C_G on the spoof-aware set D_S into C_S (paper, Algorithm 1 line 10).
 
-The paper gives no recipe; ours follows LAVIS ``projects/blip2/train/caption_coco_ft.yaml`` (FACTS §5):
-AdamW, lr 1e-5, weight decay 0.05, linear warm-up then cosine decay to 0, 5 epochs, batch 16, prompt
-"a photo of", at most 30 caption tokens, the loss on the caption tokens only (image tokens, BOS, prompt
-and padding are ``-100``). Trained: the Q-Former, its query tokens and the language projection; frozen:
-the vision encoder and the LLM, which also run in eval mode (no dropout). Optional (``lora_r > 0``): LoRA adapters (peft) on the LLM's attention
-``q_proj``/``v_proj``, merged into the weights before saving, so the result is a plain BLIP-2 checkpoint.
+The paper gives no recipe; ours is after LAVIS ``caption_coco_ft`` (salesforce/LAVIS
+``lavis/projects/blip2/train/caption_coco_ft.yaml`` with the model config
+``lavis/configs/models/blip2/blip2_caption_opt2.7b.yaml``): AdamW, lr 1e-5, weight decay 0.05, linear warm-up
+then cosine decay to 0, 5 epochs, prompt "a photo of", at most 30 caption tokens, the loss on the caption and
+end tokens only (image tokens, BOS, prompt and padding are ``-100``). Trained: the Q-Former, its query tokens
+and the language projection; frozen: the vision encoder and the LLM, which also run in eval mode (no dropout).
+Optional (``lora_r > 0``): LoRA adapters (peft) on the LLM's attention ``q_proj``/``v_proj``, merged into the
+weights before saving, so the result is a plain BLIP-2 checkpoint.
 
-Departures from LAVIS, each for a reason: the warm-up is ``min(warmup_steps, 10% of all steps)`` because
-D_S can be far smaller than COCO (LAVIS warms up 1000 steps); on GPU the step runs under bf16 autocast with
-the trained parts (Q-Former, queries, projection, LoRA) held in fp32, as in LAVIS, and the frozen vision
-encoder and LLM stored in bf16 (LAVIS holds them in fp16: half the memory of fp32, and no per-step cast);
-gradients are clipped at norm 1. The saved C_S therefore holds its frozen towers in bf16.
+Departures from LAVIS caption_coco_ft, each our choice:
+
+- the ViT is frozen and runs in eval mode (LAVIS trains it: ``freeze_vit: False``, in fp32); a small D_S
+  and a frozen tower keep C_S close to C_G;
+- images at the processor's 224 px (LAVIS fine-tunes at ``image_size: 364``);
+- no train-time augmentation (LAVIS uses ``blip_image_train``: RandomResizedCrop scale 0.5-1, horizontal
+  flip, RandomAugment);
+- batch 16 in total, on one device (LAVIS: ``batch_size_train: 16`` per GPU, distributed);
+- the end token: every target ends with the token the model's ``generate`` stops on
+  (`scf.captioning.captioner.generation_end_id`: ``"\n"``, id 50118, for ``Salesforce/blip2-opt-2.7b``, which
+  LAVIS's ``blip2_opt.py`` appends to every caption), not the tokenizer's ``</s>``; otherwise C_S would
+  learn to end with a token that generation does not stop on, and run on to the token budget. The id is
+  recorded in ``scf_finetune.json`` (``end_token_id``, ``end_token``);
+- the warm-up is ``min(warmup_steps, 10% of all steps)``, because D_S can be far smaller than COCO (LAVIS
+  warms up 1000 steps);
+- on GPU the step runs under bf16 autocast with the trained parts (Q-Former, queries, projection, LoRA)
+  held in fp32, and the frozen vision encoder and LLM stored in bf16 (LAVIS holds the frozen OPT in fp16 and
+  trains the ViT in fp32): half the memory of fp32, and no per-step cast. The saved C_S therefore holds
+  its frozen towers in bf16;
+- gradients are clipped at norm 1.
 
 Fault tolerance: every ``checkpoint_every`` steps the trainable weights (safetensors), the optimizer state
 (loaded back with ``weights_only=True``) and the step are written atomically; a restarted run resumes from
@@ -117,11 +134,21 @@ def set_finetune_dtypes(model: torch.nn.Module, frozen_dtype: torch.dtype | None
 
 
 def build_batch(processor: Blip2Processor, images: Sequence[Image.Image], captions: Sequence[str], prompt: str,
-                max_caption_tokens: int) -> dict[str, torch.Tensor]:
-    """Model inputs for caption training: ``[image tokens, BOS, prompt, caption, EOS]``, right-padded.
+                max_caption_tokens: int, *, end_token_id: int) -> dict[str, torch.Tensor]:
+    """Model inputs for caption training: ``[image tokens, BOS, prompt, caption, END]``, right-padded.
 
-    ``labels`` equal ``input_ids`` on the caption and EOS tokens and ``-100`` everywhere else, so the loss is
-    on the caption tokens only.
+    Args:
+        processor: the captioner's processor.
+        images: one image per caption.
+        captions: the targets; each is cut to ``max_caption_tokens`` tokens before the end token.
+        prompt: the text the captions continue (trailing whitespace dropped).
+        max_caption_tokens: the caption token budget.
+        end_token_id: the token that ends every target: the one the model's ``generate`` stops on
+            (`scf.captioning.captioner.generation_end_id`; ``"\n"`` for BLIP-2-OPT), so that C_S stops there.
+
+    Returns:
+        ``pixel_values``, ``input_ids``, ``attention_mask`` and ``labels``; ``labels`` equal ``input_ids`` on
+        the caption and end tokens and ``-100`` everywhere else, so the loss is on the caption tokens only.
     """
     import torch
 
@@ -130,7 +157,7 @@ def build_batch(processor: Blip2Processor, images: Sequence[Image.Image], captio
     enc = processor(images=[im.convert("RGB") for im in images], text=[prompt] * len(images), return_tensors="pt")
     head = enc["input_ids"]  # (B, num_query_tokens + 1 + P): identical rows
     lead = " " if prompt else ""
-    tails = [tok(lead + c.strip(), add_special_tokens=False)["input_ids"][:max_caption_tokens] + [tok.eos_token_id]
+    tails = [tok(lead + c.strip(), add_special_tokens=False)["input_ids"][:max_caption_tokens] + [int(end_token_id)]
              for c in captions]
     width = head.shape[1] + max(len(t) for t in tails)
     input_ids = torch.full((len(images), width), tok.pad_token_id, dtype=torch.long)
@@ -208,7 +235,8 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
         show_progress: draw a rich progress bar.
 
     Returns:
-        A record: steps, first/last losses, trainable/frozen counts, the config. The returned model is
+        A record: steps, first/last losses, trainable/frozen counts, the config, the end token appended to
+        every target (``end_token_id``, ``end_token``: see `build_batch`). The returned model is
         ``model`` itself unless LoRA was used, in which case use ``record["model"]`` (the merged model).
     """
     import torch
@@ -220,6 +248,9 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
     ckpt_dir = work / CHECKPOINTS_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
+    from scf.captioning.captioner import generation_end_id
+
+    end_token_id = generation_end_id(model, processor.tokenizer)
     if config.lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
@@ -247,12 +278,15 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
         if metrics_path.exists():  # drop the lines of steps after the checkpoint: they are redone
             kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
             metrics_path.write_text("".join(ln + "\n" for ln in kept))
+    logger.info("C_S targets end with token %d (%r), the token the model's generate stops on", end_token_id,
+                processor.tokenizer.decode([end_token_id]))
     logger.info("fine-tuning C_S: %d samples, %d steps (%d epochs x %d), batch %d, trainable %s, frozen %s",
                 len(captions), total, config.epochs, steps_per_epoch, config.batch_size, f"{trainable:,}",
                 f"{frozen:,}")
     model.train()
     for name, module in model.named_modules():
-        # Frozen towers run in eval mode (no dropout), as LAVIS does for the ViT: their features stay fixed.
+        # Frozen towers run in eval mode (no dropout), so their features stay fixed (LAVIS does this for a frozen
+        # ViT, ``freeze_vit: True``; caption_coco_ft trains its ViT instead, see the module docstring).
         if name.endswith(("vision_model", "language_model")) and not any(p.requires_grad for p in module.parameters()):
             module.eval()
     metrics = (work / METRICS_FILE).open("a")
@@ -266,7 +300,7 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
                 order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
                 idx = order[offset * config.batch_size : (offset + 1) * config.batch_size].tolist()
                 batch = build_batch(processor, load_images(idx), [captions[i] for i in idx], prompt,
-                                    config.max_caption_tokens)
+                                    config.max_caption_tokens, end_token_id=end_token_id)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     loss = model(**batch).loss
@@ -291,7 +325,8 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
         model = model.merge_and_unload()
     return {"model": model, "steps": total, "samples": len(captions), "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None, "trainable_parameters": trainable,
-            "frozen_parameters": frozen, "config": asdict(config), "prompt": prompt}
+            "frozen_parameters": frozen, "config": asdict(config), "prompt": prompt,
+            "end_token_id": end_token_id, "end_token": processor.tokenizer.decode([end_token_id])}
 
 
 def save_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Processor, out: str | Path,
