@@ -1,7 +1,7 @@
-"""Benchmark I-FAS training, scoring and SCF captioning against the FACTS §7 anchor, with random weights.
+"""Benchmark I-FAS training, scoring and SCF captioning against a reference stack (the anchor), random weights.
 
 Builds the real-size architectures from config (no download): the I-FAS model (CLIP ViT-L/14 + GAC + OPT-2.7B),
-the BLIP-2 captioner (EVA ViT-g + Q-Former + OPT-2.7B) and the anchor stack of FACTS §7 (CLIPVisionModel
+the BLIP-2 captioner (EVA ViT-g + Q-Former + OPT-2.7B) and the anchor stack of docs/benchmarks.md (CLIPVisionModel
 ViT-L/14 + Blip2QFormerModel with 32 queries + linear + OPTForCausalLM, vision and LLM frozen, AdamW on the
 connector), with SDPA attention, and measures in one run:
 
@@ -100,7 +100,7 @@ TINY_SIZES = Sizes(train_batch=4, qlora_batch=2, score_batch=8, caption_batch=8,
 # --- configs ---------------------------------------------------------------------------------------------
 
 def vit_l14_config(tiny: bool) -> Any:
-    """CLIP ViT-L/14 at 224 px (FACTS §6), or a tiny CLIP vision config."""
+    """CLIP ViT-L/14 at 224 px (``openai/clip-vit-large-patch14``'s config), or a tiny CLIP vision config."""
     from transformers import CLIPVisionConfig
 
     if tiny:
@@ -111,7 +111,7 @@ def vit_l14_config(tiny: bool) -> Any:
 
 
 def opt_config(tiny: bool) -> Any:
-    """OPT-2.7B (FACTS §6), or a tiny OPT config."""
+    """OPT-2.7B (``facebook/opt-2.7b``'s config), or a tiny OPT config."""
     from transformers import OPTConfig
 
     if tiny:
@@ -152,7 +152,7 @@ def blip2_config(tiny: bool) -> Any:
 
 
 def anchor_configs(tiny: bool) -> tuple[Any, Any, Any, int]:
-    """(vision, Q-Former, text, queries) of the FACTS §7 anchor stack."""
+    """(vision, Q-Former, text, queries) of the anchor stack."""
     from transformers import Blip2QFormerConfig
 
     vision, text = vit_l14_config(tiny), opt_config(tiny)
@@ -168,7 +168,7 @@ def anchor_configs(tiny: bool) -> tuple[Any, Any, Any, int]:
 # --- the anchor stack ------------------------------------------------------------------------------------
 
 def build_anchor(tiny: bool) -> Any:
-    """The FACTS §7 anchor: CLIPVisionModel + Blip2QFormerModel (32 queries) + linear + OPTForCausalLM."""
+    """The anchor: CLIPVisionModel + Blip2QFormerModel (32 queries) + linear + OPTForCausalLM."""
     import torch
     from torch import nn
     from transformers import Blip2QFormerModel, CLIPVisionModel, OPTForCausalLM
@@ -592,7 +592,7 @@ def measure_caption(r: Runner) -> None:
 
 
 def measure_anchor(r: Runner, what: set[str]) -> None:
-    """The FACTS §7 anchor: training step (batch 32), scoring (batch 256), ``generate`` captioning (batch 64)."""
+    """The anchor: training step (batch 32), scoring (batch 256), ``generate`` captioning (batch 64)."""
     import torch
 
     model = r.build(lambda: build_anchor(r.tiny))

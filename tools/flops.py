@@ -1,6 +1,6 @@
-"""FLOP counts per sample of the I-FAS model, the BLIP-2 captioner and the FACTS §7 anchor, from their configs.
+"""FLOP counts per sample of the I-FAS model, the BLIP-2 captioner and the benchmark anchor, from their configs.
 
-Conventions (FACTS §7): one multiply-add counts 2 FLOPs; only matrix products are counted (layer norms,
+Conventions (the usual ones): one multiply-add counts 2 FLOPs; only matrix products are counted (layer norms,
 softmax, activations, embeddings lookups and the optimizer are left out, a few percent at these sizes).
 
 * A linear layer of ``n_in x n_out`` applied to ``t`` tokens: ``2 t n_in n_out`` forward.
@@ -15,8 +15,9 @@ softmax, activations, embeddings lookups and the optimizer are left out, a few p
   anchor ("the usual way": full logits, then the loss), the answer position for I-FAS scoring, the labelled
   positions for I-FAS training, and one position per step in decoding.
 
-Checked against FACTS §7: CLIP ViT-L/14 forward ~162 GFLOP per image, OPT-2.7B ~5.3 GFLOP per token with its
-LM head, the anchor's frozen-LLM training sample (72 LLM tokens) ~0.96 TFLOP, its scoring pass ~0.4 TFLOP.
+Checked against the maintainers' hand counts (docs/benchmarks.md): CLIP ViT-L/14 forward ~162 GFLOP per
+image, OPT-2.7B ~5.3 GFLOP per token with its LM head, the anchor's frozen-LLM training sample (72 LLM
+tokens) ~0.96 TFLOP, its scoring pass ~0.4 TFLOP.
 """
 
 from __future__ import annotations
