@@ -533,3 +533,75 @@ def test_finetune_exclude_sources_keeps_a_target_out_of_d_s_recorded_and_compare
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1] == ("Error: --finetune-exclude-sources: no rows of source 'Nope' in "
                                                    "the dataset (sources there: MSU-MFSD, OULU-NPU)")
+
+
+def test_c_s_is_never_reused_or_resumed_for_another_d_s(tmp_path):
+    """A rerun whose D_S differs from the one C_S was fine-tuned on is refused, in one line (tiny C_S)."""
+    import datasets
+    from click.testing import CliRunner
+
+    from scf.captioning.pipeline import D_S_FINGERPRINT_FILE, CaptionPipeline, PipelineError, d_s_fingerprint
+    from scf.cli import main
+
+    ds = toy_dataset(n=1)
+    captions = _general_captions(ds, lambda a: a != "live")
+    out = tmp_path / "run"
+    # finetune_splits names no split of the dataset, so D_S takes the fakes of every split given
+    cfg = _config(out, split="fake", finetune_splits=("validation",))
+    CaptionPipeline(cfg, dataset=ds, general_captioner=KnownCaptioner(captions)).run()
+    rows = [json.loads(line) for line in (out / "filter" / "d_s.jsonl").read_text().splitlines()]
+    saved = json.loads((out / "captioner" / "scf_finetune.json").read_text())
+    assert len(rows) == 4 and saved["d_s_fingerprint"] == d_s_fingerprint(rows) and saved["samples"] == 4
+    assert saved["finetune_splits"] == ["validation"]
+    assert CaptionPipeline(cfg, dataset=ds).run()["finetune"] == {"skipped": True}  # same D_S: C_S reused
+
+    train_only = datasets.DatasetDict({"train": ds["train"]})  # now D_S holds the 2 train fakes only
+    with pytest.raises(PipelineError) as err:
+        CaptionPipeline(cfg, dataset=train_only, general_captioner=KnownCaptioner(captions[:2])).run()
+    message = str(err.value)
+    assert "\n" not in message and "was fine-tuned on another spoof-aware set D_S (4 samples then, 2 now" in message
+    assert message.endswith("use a new --out to train C_S on this D_S")
+
+    # an interrupted fine-tuning (checkpoints, no C_S yet) is not resumed on another D_S either
+    (out / "captioner" / "scf_finetune.json").unlink()
+    assert json.loads((out / "finetune" / D_S_FINGERPRINT_FILE).read_text())["samples"] == 4
+    with pytest.raises(PipelineError, match=r"finetune was fine-tuned on another spoof-aware set D_S"):
+        CaptionPipeline(cfg, dataset=train_only).run()
+
+    # another --finetune-splits into the same --out: refused before any model is loaded (CLI, tiny preset)
+    folder = tmp_path / "bench"
+    (folder / "data").mkdir(parents=True)
+    for split in ds:
+        ds[split].to_parquet(str(folder / "data" / f"{split}-00000.parquet"))
+    cli_out = str(tmp_path / "cli")
+    base = ["caption", "--dataset", str(folder), "--out", cli_out, "--preset", "tiny", "--no-progress",
+            "--max-new-tokens", "2", "--min-new-tokens", "1"]
+    res = CliRunner().invoke(main, [*base, "--split", "real"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, [*base, "--split", "real", "--finetune-splits", "train,test"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == (
+        f"Error: {cli_out} was produced with a different finetune_splits (['train'] there, ['train', 'test'] now); "
+        "use a new --out to keep both")
+
+
+def test_keyword_suggestions_never_propose_another_types_keywords(tmp_path, caplog):
+    """C_G captions every fake as a print: the replay hint must not propose "paper" or "photo" (print keywords)."""
+    import logging
+
+    from scf.captioning.keywords import load_keywords, suggest_keywords
+    from scf.captioning.pipeline import CaptionPipeline
+
+    k = load_keywords()
+    captions = ["a man holding a paper photo in a kitchen", "a woman holding paper photos in a kitchen"]
+    assert suggest_keywords(captions, 4) == ["paper", "kitchen", "photo", "photos"]  # no dictionary: frequencies
+    assert suggest_keywords(captions, 4, keywords=k, attack_type="replay") == ["kitchen"]  # plurals dropped too
+    assert suggest_keywords(captions, 2, keywords=k, attack_type="print") == ["paper", "kitchen"]
+
+    ds = toy_dataset(n=1)
+    with caplog.at_level(logging.WARNING, logger="scf.captioning.pipeline"):
+        CaptionPipeline(_config(tmp_path, split="fake", stage="general"), dataset=ds,
+                        general_captioner=KnownCaptioner(["a man holding a paper photo by a lamp"] * 4)).run()
+        CaptionPipeline(_config(tmp_path, split="fake", stage="filter"), dataset=ds).run()
+    hint = [r.getMessage() for r in caplog.records if "matched no keyword" in r.getMessage()]
+    assert len(hint) == 1 and hint[0].endswith("Frequent words of their captions: replay: lamp")

@@ -209,9 +209,24 @@ def load_keywords(path: str | Path | None = None) -> KeywordDictionary:
     return KeywordDictionary({t: tuple(merged[t]) for t in SPOOF_TYPES if merged.get(t)}, tuple(sources))
 
 
-def suggest_keywords(captions: Iterable[str], n: int = 8) -> list[str]:
-    """The ``n`` most frequent content words of some captions: candidate keywords for a type with no match."""
+def suggest_keywords(captions: Iterable[str], n: int = 8, *, keywords: KeywordDictionary | None = None,
+                     attack_type: str | None = None) -> list[str]:
+    """The ``n`` most frequent content words of some captions: candidate keywords for a type with no match.
+
+    Args:
+        captions: the general captions of the fakes of one attack type that matched none of its keywords.
+        n: how many words to propose.
+        keywords: the dictionary in use; a word that is (or is the plural of) a keyword of an attack type other
+            than ``attack_type`` is never proposed: adding "paper" to ``replay`` would let print-like captions
+            admit replay fakes into D_S.
+        attack_type: the type the suggestions are for (None with ``keywords``: drop the keywords of every type).
+    """
+    def allowed(word: str) -> bool:
+        if word in _STOPWORDS:
+            return False
+        return keywords is None or not any(t != attack_type for t in keywords.find_all(word))
+
     counts: Counter[str] = Counter()
     for caption in captions:
-        counts.update(w for w in re.findall(r"[a-z][a-z\-]+", caption.lower()) if w not in _STOPWORDS)
+        counts.update(w for w in re.findall(r"[a-z][a-z\-]+", caption.lower()) if allowed(w))
     return [w for w, _ in counts.most_common(n)]

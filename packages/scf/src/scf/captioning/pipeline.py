@@ -58,7 +58,9 @@ CAPTIONER_DIR = "captioner"
 DS_FILE = "d_s.jsonl"
 STATS_FILE = "stats.json"
 _COMPAT_KEYS = ("dataset", "captioner_general", "decoding", "keywords_fingerprint", "finetune",
-                "finetune_exclude_sources")
+                "finetune_splits", "finetune_exclude_sources")
+D_S_FINGERPRINT_FILE = "d_s_fingerprint.json"
+"""In ``finetune/``: the D_S that the checkpoints there are being trained on."""
 
 
 class PipelineError(RuntimeError):
@@ -246,6 +248,24 @@ def _same_dataset(old: str, new: str) -> bool:
     absolute is one dataset; Hub ids compare as text). A relative path recorded by an earlier run is
     resolved against the current folder, as a rerun of the same command would be."""
     return old == new or _dataset_identity(old) == _dataset_identity(new)
+
+
+def d_s_fingerprint(rows: Sequence[dict[str, Any]]) -> str:
+    """SHA-256 of a spoof-aware set D_S: its (key, caption) pairs, sorted by key.
+
+    Stored with C_S (``scf_finetune.json``) and with the fine-tuning checkpoints, so that a C_S trained on
+    one D_S is never reused, or resumed, for another.
+    """
+    import hashlib
+
+    pairs = sorted((str(r["key"]), str(r["caption"])) for r in rows)
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()
+
+
+def _d_s_changed(where: Path, old_size: Any, size: int) -> str:
+    return (f"{where} was fine-tuned on another spoof-aware set D_S ({old_size} samples then, {size} now in "
+            f"filter/{DS_FILE}; --finetune-splits, --finetune-exclude-sources, --keywords, --split or the general "
+            f"captions changed); use a new --out to train C_S on this D_S")
 
 
 def _versions() -> dict[str, str]:
@@ -497,7 +517,7 @@ class CaptionPipeline:
                 unmatched_captions.setdefault(it.attack_type, []).append(caption)
         self._print_filter_table(stats, splits)
         empty = [t for t, s in stats.items() if s["kept"] == 0]
-        hints = "; ".join(f"{t}: {', '.join(suggest_keywords(unmatched_captions.get(t, []), 6)) or '-'}" for t in empty)
+        hints = "; ".join(f"{t}: {', '.join(suggest_keywords(unmatched_captions.get(t, []), 6, keywords=self.keywords, attack_type=t)) or '-'}" for t in empty)
         if not kept and self.config.if_empty == "general":
             logger.warning("the spoof-aware set D_S is empty (%s matched nothing): C_S is not trained and fakes "
                            "keep their general captions (--if-empty general). Keyword candidates: %s",
@@ -540,13 +560,31 @@ class CaptionPipeline:
         target = self.out / CAPTIONER_DIR
         if not self.dist.is_main:
             return {}
+        ds_file = self.out / "filter" / DS_FILE
+        rows = [json.loads(line) for line in ds_file.read_text().splitlines() if line.strip()] \
+            if ds_file.exists() else None
+        fingerprint = d_s_fingerprint(rows) if rows is not None else None
         if (target / FINETUNE_RECORD).exists():
+            saved = json.loads((target / FINETUNE_RECORD).read_text())
+            if rows is not None and saved.get("d_s_fingerprint") not in (None, fingerprint):
+                raise PipelineError(_d_s_changed(target, saved.get("samples"), len(rows)))
+            if rows is not None and "d_s_fingerprint" not in saved:
+                logger.warning("%s records no D_S fingerprint (an older run): cannot check that it was trained on "
+                               "the current filter/%s", target / FINETUNE_RECORD, DS_FILE)
             self.console.print(f"[bold]finetune[/]: C_S already saved in {target}")
             return {"skipped": True}
-        ds_file = self.out / "filter" / DS_FILE
-        if not ds_file.exists():
+        if rows is None:
             raise PipelineError(f"{ds_file} not found; run the filter stage first (--stage filter)")
-        rows = [json.loads(line) for line in ds_file.read_text().splitlines() if line.strip()]
+        work = self.out / "finetune"
+        if rows:  # checkpoints in finetune/ resume only on the D_S they were trained on
+            work.mkdir(parents=True, exist_ok=True)
+            marker = work / D_S_FINGERPRINT_FILE
+            if marker.exists():
+                old = json.loads(marker.read_text())
+                if old.get("d_s_fingerprint") != fingerprint:
+                    raise PipelineError(_d_s_changed(work, old.get("samples"), len(rows)))
+            else:
+                _write_json(marker, {"d_s_fingerprint": fingerprint, "samples": len(rows)})
         if not rows:
             self.console.print("[bold]finetune[/]: D_S is empty, no spoof-aware captioner C_S is trained "
                                "(fakes keep their general captions)")
@@ -560,9 +598,12 @@ class CaptionPipeline:
             return [images_by_split[rows[i]["split"]][rows[i]["index"]]["image"] for i in idx]
 
         record = finetune_captioner(model, processor, load_images, [r["caption"] for r in rows], self.config.finetune,
-                                    self.out / "finetune", prompt=self.config.decoding.prompt,
+                                    work, prompt=self.config.decoding.prompt,
                                     show_progress=self.config.show_progress)
         record["captioner_general"] = self.config.captioner
+        record["d_s_fingerprint"] = fingerprint
+        record["finetune_splits"] = list(self.config.finetune_splits)
+        record["finetune_exclude_sources"] = sorted(self.config.finetune_exclude_sources)
         save_captioner(record["model"], processor, target, record)
         self.console.print(f"[bold]finetune[/]: {record['samples']} samples, {record['steps']} steps, loss "
                            f"{record['first_loss']:.4f} -> {record['last_loss']:.4f}; C_S saved to {target}")
