@@ -119,27 +119,24 @@ def explain_images(
     """
     import torch
 
-    from .modeling import SCORE_NORMALIZATIONS, p_real_from_logits
+    from .modeling import SCORE_NORMALIZATIONS
 
     if normalize not in SCORE_NORMALIZATIONS:  # checked before any generation
         raise ValueError(f"normalize must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {normalize!r}")
     images = list(images)
     model.eval()
-    yes, no = model.config.yes_token_id, model.config.no_token_id
     results: list[dict[str, Any]] = []
     bar = _progress(len(images), "explaining", progress)
     try:
         with torch.inference_mode():
             for start, stop in _batches(len(images), batch_size):
                 inputs = _prompt_inputs(model, processor, images[start:stop])
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, output_logits=True,
-                                     return_dict_in_generate=True, **generate_kwargs)
-                first = out.logits[0]  # raw logits at the answer position, (B, V) or (B * beams, V)
-                rows = stop - start
-                if first.shape[0] != rows:  # beam search: every beam of an image starts from the same state
-                    first = first.view(rows, -1, first.shape[-1])[:, 0]
-                p_real = p_real_from_logits(first, yes, no, normalize)  # (B,)
-                for ids, p in zip(out.sequences.tolist(), p_real.cpu().tolist(), strict=True):
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+                sequences = out.sequences if hasattr(out, "sequences") else out
+                # P(real) from `score`, the pass ifas-eval scores with: the same number for the same image in
+                # every tool, whatever the dtype (generate's own first-step logits are in the model's dtype).
+                p_real = model.score(**inputs, normalize=normalize)  # (B,)
+                for ids, p in zip(sequences.tolist(), p_real.cpu().tolist(), strict=True):
                     judgment, explanation = processor.decode_answer(ids)
                     results.append({"p_real": float(p), "judgment": judgment, "explanation": explanation})
                 if bar is not None:

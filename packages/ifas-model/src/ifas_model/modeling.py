@@ -51,7 +51,7 @@ def p_real_from_logits(logits: torch.Tensor, yes_id: int, no_id: int, normalize:
     """P(real) from next-token logits at the answer position, (B, V) -> (B,) float32.
 
     ``vocab``: P(" Yes") over the full vocabulary (the paper's score); ``yes_no``: P(" Yes") / (P(" Yes") +
-    P(" No")). Shared by `IFASForConditionalGeneration.score` and `ifas_model.inference.explain_images`.
+    P(" No")). Used by `IFASForConditionalGeneration.score` (which `ifas_model.inference.explain_images` also calls).
     """
     if normalize not in SCORE_NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {normalize!r}")
@@ -424,7 +424,12 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         offset = inputs_embeds.shape[1] - input_ids.shape[1]
         pos = offset + self.answer_positions(attention_mask.to(hidden.device))
         answer_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), pos]  # (B, H)
-        return p_real_from_logits(self.get_output_embeddings()(answer_hidden), yes, no, normalize)  # (B,)
+        # The one LM-head row per image in float32: bf16 logits of magnitude 10-30 are spaced 0.06-0.125
+        # apart, which would quantise P(" Yes") and tie many scores; this costs one (B, H) x (H, V) matmul.
+        head = self.get_output_embeddings()
+        bias = head.bias.float() if getattr(head, "bias", None) is not None else None
+        logits = torch.nn.functional.linear(answer_hidden.float(), head.weight.float(), bias)  # (B, V)
+        return p_real_from_logits(logits, yes, no, normalize)  # (B,)
 
     @torch.no_grad()
     def generate(
