@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-# The Hub is unreachable on these machines: fail immediately instead of retrying for ~23 s (FACTS §8).
+# The Hub is unreachable on these machines: fail immediately instead of retrying for ~23 s (HF_HUB_OFFLINE=1).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

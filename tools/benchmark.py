@@ -486,7 +486,7 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
                 ref["total"] += 2 * extra
                 r.results["ifas"]["train_frozen_reference"] = r.figure(
                     s.train_batch / timing["seconds"], "samples/s", ref, s.train_batch,
-                    note="return_logits=True: LM head at every position (the pre-issue-8 path)", **timing)
+                    note="return_logits=True: LM head at every position (the reference path)", **timing)
             optimizer = None  # free the AdamW state before the next mode
             model.zero_grad(set_to_none=True)
 
@@ -578,7 +578,7 @@ def measure_caption(r: Runner) -> None:
                                                                        fast=False)), warmup=1, iters=2)
         r.results["blip2"]["caption_reference"] = r.figure(
             s.anchor_caption_batch / timing["seconds"], "images/s", flops, s.anchor_caption_batch,
-            new_tokens=s.new_tokens, note="plain generate (dynamic cache), the pre-issue-8 path", **timing)
+            new_tokens=s.new_tokens, note="plain generate (dynamic cache), the reference path", **timing)
         r.save()
         r.reset_memory()
         timing = r.time_it(lambda: generate_caption_ids(model, **fast_in, decoding=decoding), warmup=2,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 8: the one prepared command a GPU session runs on the device machine (the device tool's `run`, from the
-# repository root). It runs the full benchmark (real-size I-FAS, BLIP-2 and FACTS §7 anchor, random weights)
+# repository root). It runs the full benchmark (real-size I-FAS, BLIP-2 and the docs/benchmarks.md anchor, random weights)
 # and writes into $OUT: benchmark.json (rewritten after every section, so a cut-off run keeps its figures),
 # benchmark.log, nvidia-smi.txt, and benchmarks.md = docs/benchmarks.md with its results block regenerated.
 # Copy $OUT/benchmarks.md over docs/benchmarks.md afterwards (or: python tools/benchmark.py --render JSON

@@ -1,4 +1,4 @@
-"""Naming rules of the twelve datasets, checked against the real list files of the field (FACTS §4)."""
+"""Naming rules of the twelve datasets, checked against the real list files of the field (FLIP's MCIO lists, CASIA-FAS-Dataset's dg_protocol lists)."""
 
 from __future__ import annotations
 

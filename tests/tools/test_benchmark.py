@@ -74,7 +74,7 @@ def test_flops_match_a_hand_count_for_tiny_configs():
 
 
 def test_flops_reproduce_the_facts_anchor_counts():
-    """FACTS §7: ViT-L/14 ~162 GFLOP, OPT-2.7B ~5.3 GFLOP/token, anchor training ~0.96 TFLOP, scoring ~0.4."""
+    """The anchor's counts (docs/benchmarks.md): ViT-L/14 ~162 GFLOP, OPT-2.7B ~5.3 GFLOP/token, anchor training ~0.96 TFLOP, scoring ~0.4."""
     F = _load("flops")
     bench = _load("benchmark")
     vision, qformer, text, queries = bench.anchor_configs(tiny=False)
@@ -196,7 +196,7 @@ def test_full_size_configs_build_the_real_architectures_on_the_meta_device():
 
 
 def test_benchmark_runs_without_datasets_or_bitsandbytes(tmp_path):
-    """The GPU image has torch and transformers but neither datasets nor bitsandbytes (FACTS §8): the tool and
+    """The GPU image has torch and transformers but neither datasets nor bitsandbytes: the tool and
     the library code it calls (ifas-train's precision and optimizer included) must not import them."""
     import subprocess
 

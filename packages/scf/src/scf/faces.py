@@ -9,10 +9,10 @@ Used by ``scf ingest`` and by ``ifas-predict``. The whole public surface:
 
 Boxes are ``(x, y, w, h)`` integer pixels of the image they were found in (OpenCV's convention).
 
-Choices (the paper fixes 224x224 RGB inputs and nothing else, FACTS §1):
+Choices (the paper fixes 224x224 RGB inputs and nothing else):
 
 * The Haar cascade is chosen because its weights ship inside the ``opencv-python-headless`` 4.x wheel
-  (FACTS §8); it is weaker than MTCNN (what FLIP's crops used) on profile and low-light faces. Frames where it
+  (no download); it is weaker than MTCNN (what FLIP's crops used) on profile and low-light faces. Frames where it
   finds nothing are handled by the caller (``scf ingest`` tries neighbouring frames, then skips the item).
 * Images larger than ``max_side`` are downscaled for detection only (speed); the box is scaled back.
 * The crop is a square of side ``max(w, h) * (1 + 2 * margin)`` centred on the box; parts outside the image

@@ -2,7 +2,7 @@
 
 Used by ``scf ingest`` and by ``ifas-predict``. The whole public surface:
 
-* `flip_frame_indices(n)`: the FLIP/SSDG rule, frames 6 and ``6 + n // 2`` (FACTS §4);
+* `flip_frame_indices(n)`: the FLIP/SSDG rule, frames 6 and ``6 + n // 2`` (FLIP's and SSDG's MCIO crops);
 * `equidistant_frame_indices(n, k)`: ``k`` frames spread evenly over the video;
 * `frame_count(path)`: number of frames (counted by decoding when the container does not say);
 * `read_frames(path, indices)`: the frames at those indices as RGB uint8 arrays, in the order asked;
