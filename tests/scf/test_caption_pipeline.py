@@ -346,6 +346,16 @@ def test_default_batch_size_is_256_on_a_gpu_and_32_on_cpu(tmp_path, monkeypatch)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert default_batch_size(None) == 256 and default_batch_size("cuda") == 256
     assert default_batch_size("cpu") == 32
+    from scf.captioning.pipeline import CaptionRunConfig, PipelineError
+
+    # the Python API resolves batch_size=None the same way
+    assert CaptionRunConfig(out=tmp_path / "api").batch_size == 256
+    assert CaptionRunConfig(out=tmp_path / "api", device="cpu").batch_size == 32
+    assert CaptionRunConfig(out=tmp_path / "api", batch_size=7).batch_size == 7
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert CaptionRunConfig(out=tmp_path / "api").batch_size == 32
+    with pytest.raises(PipelineError, match="--device cuda: no CUDA GPU is available"):
+        CaptionRunConfig(out=tmp_path / "api", device="cuda")
     monkeypatch.undo()
     toy_dataset(n=1, attacks=("live",)).save_to_disk(str(tmp_path / "bench"))
     result = CliRunner().invoke(main, ["caption", "--preset", "tiny", "--dataset", str(tmp_path / "bench"),

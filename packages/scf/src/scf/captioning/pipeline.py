@@ -83,7 +83,9 @@ class CaptionRunConfig:
     keywords_file: str | None = None
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    batch_size: int = 32
+    batch_size: int | None = None
+    """Images per ``generate`` call; None = `scf.captioning.captioner.default_batch_size` of ``device``
+    (256 on a CUDA GPU, 32 on CPU), as ``scf caption`` does. Resolved when the config is made."""
     dtype: str = "auto"
     load_in_8bit: bool = False
     device: str | None = None
@@ -114,6 +116,13 @@ class CaptionRunConfig:
             raise PipelineError(f"--if-empty must be 'error' or 'general', got {self.if_empty!r}")
         if self.interpretation not in INTERPRETATIONS:
             raise PipelineError(f"--interpretation must be one of {', '.join(INTERPRETATIONS)}")
+        if self.batch_size is None:
+            from scf.captioning.captioner import CaptionerError, default_batch_size
+
+            try:
+                object.__setattr__(self, "batch_size", default_batch_size(self.device))
+            except CaptionerError as e:
+                raise PipelineError(str(e)) from e
         if self.batch_size < 1 or self.shard_size < 1:
             raise PipelineError("--batch-size and --shard-size must be >= 1")
 
