@@ -184,7 +184,7 @@ def test_filter_reports_types_that_matched_nothing(tmp_path):
         CaptionPipeline(_config(tmp_path, split="fake"), dataset=ds, general_captioner=KnownCaptioner(dull)).run()
     msg = str(info.value)
     assert "D_S is empty" in msg and "print, replay matched nothing" in msg and "beard" in msg
-    assert msg.endswith("rerun with --if-empty general")  # item 5: the way on without C_S is named
+    assert msg.endswith("rerun with --if-empty general")  # the way on without C_S is named
 
 
 def test_if_empty_general_keeps_the_fakes_general_captions_with_honest_provenance(tmp_path):
@@ -263,7 +263,7 @@ def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path, monkeypatch):
     # --lora-rank is ifas-train's spelling of --lora-r
     assert json.loads((tmp_path / "out" / "scf_caption_config.json").read_text())["finetune"]["lora_r"] == 2
 
-    # item 9: the same folder given relative resumes (nothing captioned again); another folder is refused
+    # the same folder given relative resumes (nothing captioned again); another folder is refused
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(main, [*args, "--dataset", "bench", "--lora-rank", "2"])
     assert result.exit_code == 0, result.output
@@ -367,7 +367,7 @@ def test_default_batch_size_is_256_on_a_gpu_and_32_on_cpu(tmp_path, monkeypatch)
 
 
 def test_corrupt_image_stops_with_its_row_and_keeps_what_was_captioned(tmp_path):
-    """Item 10: a corrupt image in the dataset names dataset, split, row and path; the job then resumes."""
+    """A corrupt image in the dataset names dataset, split, row and path; the job then resumes."""
     import datasets
     from click.testing import CliRunner
 
@@ -401,7 +401,7 @@ def test_corrupt_image_stops_with_its_row_and_keeps_what_was_captioned(tmp_path)
 
 
 def test_tiny_and_loaded_processors_use_pil_without_the_torchvision_warning(tmp_path):
-    """Item 22: the PIL image processor is named explicitly (built and loaded), so transformers does not warn
+    """The PIL image processor is named explicitly (built and loaded), so transformers does not warn
     that it substitutes it for the torchvision one; the pixels of a saved and reloaded captioner are the same."""
     import subprocess
     import sys
@@ -494,7 +494,7 @@ def test_two_processes_share_the_work_and_rank0_merges(tmp_path):
 
 
 def test_finetune_exclude_sources_keeps_a_target_out_of_d_s_recorded_and_compared(tmp_path):
-    """M1: --finetune-exclude-sources leaves a source's fakes out of D_S (so out of C_S's fine-tuning)."""
+    """--finetune-exclude-sources leaves a source's fakes out of D_S (so out of C_S's fine-tuning)."""
     from click.testing import CliRunner
 
     from scf.captioning.pipeline import DS_FILE, CaptionPipeline, PipelineError
