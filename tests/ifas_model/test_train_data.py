@@ -153,6 +153,17 @@ def test_protocol_selection_sources_and_several_training_splits(tmp_path):
     with pytest.raises(ValueError, match="'test' is a training split"):
         split_train_eval(picked, "train,test", "test", 0.3)
 
+    # NAME:SPLITS keeps only those splits of a source (mcio-celeba: CelebA-Spoof [train], others [train, test])
+    mixed = select_sources(c, "sample-domain-b:train,sample-domain-d")
+    assert set(mixed["train"]["source"]) == {"sample-domain-b", "sample-domain-d"}
+    assert set(mixed["test"]["source"]) == {"sample-domain-d"}
+    assert len(mixed["train"]) == len(picked["train"])
+    assert len(mixed["test"]) == sum(1 for x in picked["test"]["source"] if x == "sample-domain-d")
+    with pytest.raises(ValueError, match=r"sample-domain-b:dev: split\(s\) dev not in the corpus"):
+        select_sources(c, "sample-domain-b:dev")
+    with pytest.raises(ValueError, match="expected NAME or NAME:SPLIT"):
+        select_sources(c, "sample-domain-b:")
+
 
 def _with_dev(corpus_path, out, source="sample-domain-d"):
     """The corpus plus a ``dev`` split holding only ``source``'s test rows (as OULU/Replay dev in a full corpus)."""

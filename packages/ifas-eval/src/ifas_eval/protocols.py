@@ -132,10 +132,9 @@ class Protocol:
         """The ``ifas-train`` commands (one per seed) that train the checkpoints of one setting on a VQA corpus.
 
         Each run is ``--seed K --output runs/<protocol>-<setting>-s<K>`` (`run_dir`). When the setting's sources
-        train on different splits (``mcio-celeba``: CelebA-Spoof [train], the others [train, test]), one
-        ``--train-split`` cannot say it: the union is used and a ``#`` line before the commands names the
-        sources that would get extra rows (none when the corpus holds no other split of them, e.g.
-        CelebA-Spoof ingested from FLIP's celeb lists, whose rows are all ``train``).
+        train on different splits (``mcio-celeba``: CelebA-Spoof [train], the others [train, test]),
+        ``--train-split`` is their union and a source trained on fewer splits is written ``NAME:SPLIT+SPLIT``
+        in ``--sources``, which keeps only those splits of it (``ifas-train --sources``).
 
         Raises:
             ProtocolError: the setting has no training selections.
@@ -149,13 +148,8 @@ class Protocol:
         for sel in chosen.train:
             union.update(dict.fromkeys(sel.splits))
         lines = []
-        narrower = [sel for sel in chosen.train if set(sel.splits) != set(union)]
-        if narrower:
-            lines.append(f"# {setting}: " + "; ".join(
-                f"{sel.source} trains on [{'+'.join(sel.splits)}] only" for sel in narrower)
-                + f": --train-split {','.join(union)} also takes its other splits' rows unless the corpus holds "
-                "none of them (e.g. CelebA-Spoof ingested from FLIP's celeb lists: all rows `train`)")
-        sources = ",".join(sel.source for sel in chosen.train)
+        sources = ",".join(sel.source if set(sel.splits) == set(union) else f"{sel.source}:{'+'.join(sel.splits)}"
+                           for sel in chosen.train)
         for k in seeds:
             lines.append(f"ifas-train --dataset {shlex.quote(corpus)} --sources {shlex.quote(sources)} "
                          f"--train-split {','.join(union)} --seed {k} --output {shlex.quote(self.run_dir(setting, k))}")

@@ -46,7 +46,8 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Recompute activations (less memory).")
 @click.option("--seed", type=int, help="Seed of model init, data order and dropout. [default: 0]")
 @click.option("--sources", help="Comma-separated sources to train (and evaluate) on, as a protocol setting "
-              "names them (ifas-eval --list-protocols). [default: every source]")
+              "names them (ifas-eval --list-protocols); NAME:SPLIT+SPLIT keeps only those splits of a source "
+              "(e.g. 'CelebA-Spoof:train,OULU-NPU'). [default: every source]")
 @click.option("--train-split", help="Split(s) to train on, comma-separated (train,test for FLIP's MCIO lists). "
               "[default: train]")
 @click.option("--eval-split", help="Evaluation split; default dev, else test, else 'holdout'; 'none' disables.")

@@ -76,23 +76,54 @@ def _names(spec: str | None) -> list[str]:
     return [x.strip() for x in (spec or "").split(",") if x.strip()]
 
 
-def select_sources(corpus: datasets.DatasetDict, sources: str | None) -> datasets.DatasetDict:
-    """Keep only the rows whose ``source`` is one of the comma-separated ``sources`` (None: keep all).
+def parse_sources(sources: str | None) -> dict[str, tuple[str, ...] | None]:
+    """``--sources`` as {source: its splits, or None for every split}.
+
+    Entries are comma-separated; ``NAME:SPLIT+SPLIT`` keeps only those splits of that source (``CelebA-Spoof:train,
+    OULU-NPU`` keeps CelebA-Spoof's train rows and every row of OULU-NPU), for protocol settings whose sources
+    train on different splits.
 
     Raises:
-        ValueError: a source name that no split of the corpus has (the ones it has are listed).
+        ValueError: an entry with an empty name or split list.
+    """
+    out: dict[str, tuple[str, ...] | None] = {}
+    for entry in _names(sources):
+        name, sep, splits = entry.partition(":")
+        name = name.strip()
+        parts = tuple(s.strip() for s in splits.split("+") if s.strip())
+        if not name or (sep and not parts):
+            raise ValueError(f"--sources entry {entry!r}: expected NAME or NAME:SPLIT[+SPLIT...]")
+        out[name] = parts if sep else None
+    return out
+
+
+def select_sources(corpus: datasets.DatasetDict, sources: str | None) -> datasets.DatasetDict:
+    """Keep only the rows of the ``sources`` (see `parse_sources`; None: keep all), and of a source given as
+    ``NAME:SPLITS`` only the rows of those splits.
+
+    Raises:
+        ValueError: a source name that no split of the corpus has (the ones it has are listed), or a split of
+            ``NAME:SPLITS`` that the corpus does not have.
     """
     import datasets
 
-    wanted = _names(sources)
+    wanted = parse_sources(sources)
     if not wanted:
         return corpus
     have = sorted({s for split in corpus.values() for s in split.unique("source")})
     unknown = [w for w in wanted if w not in have]
     if unknown:
         raise ValueError(f"source(s) {', '.join(map(repr, unknown))} not in the corpus (sources: {', '.join(have)})")
-    keep = set(wanted)
-    return datasets.DatasetDict({k: v.filter(lambda s: s in keep, input_columns="source") for k, v in corpus.items()})
+    for name, splits in wanted.items():
+        missing = [s for s in splits or () if s not in corpus]
+        if missing:
+            raise ValueError(f"--sources {name}:{'+'.join(splits)}: split(s) {', '.join(missing)} not in the corpus "
+                             f"(splits: {', '.join(corpus)})")
+    out = {}
+    for split, table in corpus.items():
+        keep = {n for n, splits in wanted.items() if splits is None or split in splits}
+        out[split] = table.filter(lambda s, keep=keep: s in keep, input_columns="source")
+    return datasets.DatasetDict(out)
 
 
 def split_train_eval(corpus: datasets.DatasetDict, train_split: str, eval_split: str | None,
