@@ -170,3 +170,52 @@ def test_a_bf16_runs_final_model_loads_in_fp32_with_one_call(tmp_path):
                        model.vision_model.embeddings.patch_embedding.weight.float())
     half = IFASForConditionalGeneration.from_pretrained(tmp_path / "final", dtype=torch.bfloat16)
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
+
+def test_lora_merged_over_a_bf16_base_keeps_the_update_in_fp32():
+    """A GPU LoRA run holds the frozen base in bf16; merging in bf16 would round most of a small update away."""
+    import torch
+
+    from ifas_model.adapters import apply_llm_training, merge_for_save, set_training_dtypes
+    from ifas_model.presets import build_model
+
+    model, _ = build_model("tiny", seed=0)
+    apply_llm_training(model, "lora", lora_r=4, lora_alpha=8)
+    set_training_dtypes(model, torch.bfloat16)
+    layer = model.language_model.model.decoder.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_(0, 1e-4)  # a small trained update
+    expected = layer.get_base_layer().weight.float() + layer.get_delta_weight("default").float()
+    merge_for_save(model)
+    merged = model.language_model.model.decoder.layers[0].self_attn.q_proj
+    assert merged.weight.dtype == torch.float32
+    torch.testing.assert_close(merged.weight, expected, rtol=0, atol=1e-7)
+
+
+def test_score_under_autocast_keeps_the_fp32_answer_row():
+    """ifas-train evaluates under bf16 autocast: the answer row must still be computed in fp32."""
+    import torch
+
+    from ifas_model.presets import build_model
+
+    model, processor = build_model("tiny", seed=0)
+    model.eval()
+    images = [__import__("PIL.Image", fromlist=["Image"]).new("RGB", (48, 48), (i * 40, 90, 120)) for i in range(3)]
+    inputs = processor(images)
+    seen = {}
+    head = model.get_output_embeddings()
+    real_linear = torch.nn.functional.linear
+
+    def spy(x, w, b=None):
+        out = real_linear(x, w, b)
+        if w is not None and w.shape == head.weight.shape:
+            seen["dtype"] = out.dtype  # autocast would make it bf16
+        return out
+
+    torch.nn.functional.linear = spy
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.score(**inputs)
+    finally:
+        torch.nn.functional.linear = real_linear
+    assert seen["dtype"] == torch.float32

@@ -165,8 +165,10 @@ def _dense_weight(layer: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
 def merge_for_save(model: IFASForConditionalGeneration) -> IFASForConditionalGeneration:
     """Fold LoRA adapters (and a 4-bit base) into dense `nn.Linear` layers, in place, for `save_pretrained`.
 
-    After this the LLM has no adapter and no quantized layer, its weights are W + (lora_alpha / r) * B A in
-    the dtype of the LLM's embeddings, and ``model.save_pretrained(dir)`` writes a checkpoint that
+    After this the LLM has no adapter and no quantized layer. A layer that had adapters becomes
+    W + (lora_alpha / r) * B A in float32 (after `set_training_dtypes` the base W may be bf16, whose spacing
+    would round most of a small LoRA update away); a 4-bit layer without adapters is dequantized to the dtype
+    of the LLM's embeddings, and ``model.save_pretrained(dir)`` writes a checkpoint that
     ``IFASForConditionalGeneration.from_pretrained(dir)`` loads in one call. A model without adapters is
     returned unchanged. Training cannot continue on the adapters afterwards (they are gone).
 
@@ -192,17 +194,19 @@ def merge_for_save(model: IFASForConditionalGeneration) -> IFASForConditionalGen
                         if adapter in child.lora_A:
                             weight = weight + child.get_delta_weight(adapter).to(torch.float32)
                 merged += 1
+                out_dtype = torch.float32
             elif type(child).__name__ == "Linear4bit":  # a bitsandbytes base layer without adapter
                 base, weight = child, _dense_weight(child, torch.float32)
                 dequantized += 1
+                out_dtype = dtype
             else:
                 continue
             dense = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                                    device=weight.device, dtype=dtype)
+                                    device=weight.device, dtype=out_dtype)
             with torch.no_grad():
-                dense.weight.copy_(weight.to(dtype))
+                dense.weight.copy_(weight.to(out_dtype))
                 if base.bias is not None:
-                    dense.bias.copy_(base.bias.data.to(dtype))
+                    dense.bias.copy_(base.bias.data.to(out_dtype))
             dense.requires_grad_(False)
             setattr(parent, child_name, dense)
     if merged or dequantized:

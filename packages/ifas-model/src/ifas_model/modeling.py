@@ -428,7 +428,8 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         # apart, which would quantise P(" Yes") and tie many scores; this costs one (B, H) x (H, V) matmul.
         head = self.get_output_embeddings()
         bias = head.bias.float() if getattr(head, "bias", None) is not None else None
-        logits = torch.nn.functional.linear(answer_hidden.float(), head.weight.float(), bias)  # (B, V)
+        with torch.autocast(answer_hidden.device.type, enabled=False):  # ifas-train evaluates under autocast
+            logits = torch.nn.functional.linear(answer_hidden.float(), head.weight.float(), bias)  # (B, V)
         return p_real_from_logits(logits, yes, no, normalize)  # (B,)
 
     @torch.no_grad()
