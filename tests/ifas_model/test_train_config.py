@@ -171,3 +171,11 @@ def test_global_batch_size_keeps_the_effective_batch_whatever_the_world_size():
         apply_global_batch(TrainConfig(dataset="x", global_batch_size=32), 3)
     with pytest.raises(ConfigError, match="give grad_accum or global_batch_size, not both"):
         apply_global_batch(TrainConfig(dataset="x", global_batch_size=32, grad_accum=2), 1)
+
+
+def test_global_batch_keeps_the_learning_rate_note():
+    from ifas_model.training.config import apply_global_batch, resolve_config
+
+    config = resolve_config({"dataset": "x", "llm": "lora", "global_batch_size": 32})
+    assert "LoRA default" in config.learning_rate_note
+    assert apply_global_batch(config, 8).learning_rate_note == config.learning_rate_note

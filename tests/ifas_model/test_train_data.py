@@ -163,6 +163,8 @@ def test_protocol_selection_sources_and_several_training_splits(tmp_path):
         select_sources(c, "sample-domain-b:dev")
     with pytest.raises(ValueError, match="expected NAME or NAME:SPLIT"):
         select_sources(c, "sample-domain-b:")
+    with pytest.raises(ValueError, match="names 'sample-domain-b' twice"):
+        select_sources(c, "sample-domain-b:train,sample-domain-b")
 
 
 def _with_dev(corpus_path, out, source="sample-domain-d"):

@@ -135,3 +135,23 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["skipped_images"] == 8
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_images"] == 8
+
+
+def test_resume_uses_this_devices_adamw_kernel_not_the_checkpoints(small_corpus, tmp_path):
+    """A checkpoint written on a GPU (fused AdamW) resumes on this CPU with the per-tensor loop."""
+    from ifas_model.training.checkpoint import list_checkpoints
+    from ifas_model.training.trainer import Trainer
+
+    first = Trainer(_config(small_corpus, tmp_path / "run"))
+    assert first.fit(stop_after=2) == {"stopped_at": 2}
+    (ckpt,) = list_checkpoints(tmp_path / "run")
+    opt_json = ckpt / "optimizer.json"
+    text = opt_json.read_text()
+    assert '"fused"' in text
+    gpu_text = text.replace('["fused", null]', '["fused", true]').replace('["fused", false]', '["fused", true]')
+    assert '["fused", true]' in gpu_text
+    opt_json.write_text(gpu_text)
+    second = Trainer(_config(small_corpus, tmp_path / "run"))
+    second.fit()
+    assert second.step == 4
+    assert all(not g.get("fused") for g in second.optimizer.param_groups)

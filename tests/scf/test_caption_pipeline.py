@@ -362,8 +362,17 @@ def test_default_batch_size_is_256_on_a_gpu_and_32_on_cpu(tmp_path, monkeypatch)
                                        "--out", str(tmp_path / "out"), "--split", "real", "--device", "cpu",
                                        "--max-new-tokens", "2", "--min-new-tokens", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
-    record = json.loads(next((tmp_path / "out").glob("*config*.json")).read_text())
+    config_file = next((tmp_path / "out").glob("*config*.json"))
+    record = json.loads(config_file.read_text())
     assert record["batch_size"] == 32
+
+    # a run folder of an older scf, whose recipe lacked fields added since, still resumes
+    record["finetune"].pop("precision")
+    config_file.write_text(json.dumps(record))
+    again = CliRunner().invoke(main, ["caption", "--preset", "tiny", "--dataset", str(tmp_path / "bench"),
+                                      "--out", str(tmp_path / "out"), "--split", "real", "--device", "cpu",
+                                      "--max-new-tokens", "2", "--min-new-tokens", "1", "--no-progress"])
+    assert again.exit_code == 0, again.output
 
 
 def test_corrupt_image_stops_with_its_row_and_keeps_what_was_captioned(tmp_path):

@@ -271,3 +271,23 @@ def test_celeba_labels_give_spoof_types_to_flip_and_casia_fas_list_rows(tmp_path
         ("CelebA-Spoof", "print", "poster")}
     code, output = ingest(*args, "--celeba-labels", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o4"))
     assert code == 1 and "--celeba-labels" in last_line(output) and "no such file or folder" in last_line(output)
+
+
+def test_folder_from_an_older_scf_with_one_source_for_every_row_is_not_mixed(tmp_path):
+    """Before per-entry sources, flip-mcio wrote 'FLIP MCIO' in every row: resuming such a folder must not add
+    rows named per dataset (the protocols would find half of each dataset)."""
+    root = tmp_path / "frame"
+    msu = "msu/test/real/real_client026_laptop_SD_scene01_frame0.png"
+    for rel in (msu, msu.replace("_frame0", "_frame1")):
+        grey(root / rel)
+    out = tmp_path / "o"
+    code, output = ingest("--source", "flip-mcio", "--root", str(root), "--out", str(out))
+    assert code == 0, output
+    cfg = out / "ingest_config.json"
+    legacy = {k: v for k, v in json.loads(cfg.read_text()).items() if k not in ("source_name", "celeba_labels")}
+    cfg.write_text(json.dumps(legacy))  # as the older scf wrote it
+    code, output = ingest("--source", "flip-mcio", "--root", str(root), "--out", str(out))
+    assert code == 1 and "older scf ingest that gave every row the source 'FLIP MCIO'" in last_line(output)
+    code, output = ingest("--source", "flip-mcio", "--root", str(root), "--out", str(out),
+                          "--source-name", "FLIP MCIO")
+    assert code == 0, output

@@ -76,7 +76,7 @@ def row_notes(agg: dict[str, Any]) -> str:
             parts.append(f"{where} {found['videos']} videos (expected {exp['videos']})")
         notes.append("Test-set size differs from the protocol's expected size (before --exclude-videos): "
                      + "; ".join(parts) + ".")
-    skipped = [r for r in agg["rows"] if "skipped_corrupt" in r]
+    skipped = [r for r in agg["rows"] if r.get("skipped_corrupt")]  # test sets that had any
     if skipped:
         notes.append("Corrupt images skipped (--skip-corrupt): " + "; ".join(
             f"{r['setting']}/{r['test_set']} {r['skipped_corrupt']}" if r["setting"] and r["setting"] != r["test_set"]

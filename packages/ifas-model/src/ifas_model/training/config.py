@@ -415,7 +415,9 @@ def apply_global_batch(config: TrainConfig, world_size: int) -> TrainConfig:
     micro = min(config.batch_size, per_device)
     while per_device % micro:
         micro -= 1
-    return dataclasses.replace(config, batch_size=micro, grad_accum=per_device // micro)
+    resolved = dataclasses.replace(config, batch_size=micro, grad_accum=per_device // micro)
+    object.__setattr__(resolved, "_lr_rule", getattr(config, "_lr_rule", ""))  # keep where the rate came from
+    return resolved
 
 
 RESUME_INVARIANT_FIELDS = frozenset({"output_dir", "resume", "push_to_hub", "hub_private", "num_workers",

@@ -93,6 +93,8 @@ def parse_sources(sources: str | None) -> dict[str, tuple[str, ...] | None]:
         parts = tuple(s.strip() for s in splits.split("+") if s.strip())
         if not name or (sep and not parts):
             raise ValueError(f"--sources entry {entry!r}: expected NAME or NAME:SPLIT[+SPLIT...]")
+        if name in out:
+            raise ValueError(f"--sources names {name!r} twice; give it once (NAME:SPLIT+SPLIT for several splits)")
         out[name] = parts if sep else None
     return out
 

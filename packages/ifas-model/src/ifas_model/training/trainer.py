@@ -353,8 +353,11 @@ class Trainer:
         """Restore weights, optimizer, schedule, RNG and the data position from a checkpoint."""
         from .checkpoint import load_checkpoint
 
+        kernel = {k: self.optimizer.defaults.get(k) for k in ("fused", "foreach")}  # chosen for this device
         state = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                                 rank=self.dist.rank, world_size=self.dist.world_size)
+        for group in self.optimizer.param_groups:  # the checkpoint's groups carry the saving device's choice
+            group.update(kernel)
         self.step, self.epoch, self.micro = state["step"], state["epoch"], state["micro"]
         self.skipped_before = state.get("skipped_images", 0) if self.dist.is_main else 0
         self.last_eval = state.get("last_eval")

@@ -412,6 +412,11 @@ class CaptionPipeline:
         path = self.out / CONFIG_FILE
         if path.exists():
             old = json.loads(path.read_text())
+            # a record from an older scf lacks the recipe fields added since: they meant today's defaults
+            defaults = {"decoding": asdict(DecodingConfig()), "finetune": asdict(FinetuneConfig())}
+            for key, base in defaults.items():
+                if isinstance(old.get(key), dict):
+                    old[key] = {**base, **old[key]}
             for key in _COMPAT_KEYS:
                 if key not in old or (key == "dataset" and _same_dataset(old[key], record[key])):
                     continue

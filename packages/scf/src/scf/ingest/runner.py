@@ -186,6 +186,11 @@ def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IngestError(f"{path}: unreadable ({e}); choose another --out or delete the file") from e
     legacy = "source_name" not in old
+    if legacy and recorded.get("source_name") == PER_ENTRY_SOURCE:
+        title = get_reader(canonical_name(str(old.get("source", recorded["source"])))).title
+        raise IngestError(f"{folder} was written by an older scf ingest that gave every row the source {title!r}; "
+                          "this version writes each entry's dataset (MSU-MFSD, OULU-NPU, ...). Rerun into a new "
+                          f"--out, or pass --source-name {title!r} to continue this folder as it was")
     changed = [k for k in _IMAGE_SETTINGS if old.get(k) != recorded.get(k)]
     for k in _ROW_SETTINGS:
         if k not in old:
