@@ -379,8 +379,43 @@ def _meta_rows(ds: datasets.Dataset) -> tuple[list[int], list[str], list[str], l
             list(cols["path"]))
 
 
+def _prepared_batches(rows: RowSet, raw: datasets.Dataset, processor: Any, bounds: list[tuple[int, int]],
+                      threads: int) -> Any:
+    """The processor's CPU tensors of each ``(lo, hi)`` batch of rows, in order.
+
+    ``threads`` = 0 prepares each batch when it is asked for. Otherwise a pool of ``threads`` threads decodes
+    and preprocesses the next batches in chunks while the model scores the current one (PIL's decoding and
+    resizing and numpy release the GIL), so that on a GPU the image pipeline does not leave it idle; at most
+    two batches are prepared ahead. The tensors are those of one `processor` call on the whole batch.
+    """
+    import concurrent.futures
+    from collections import deque
+
+    import torch
+
+    def prepare(lo: int, hi: int) -> dict[str, Any]:
+        return dict(processor(_images(rows, raw, lo, hi)))
+
+    if threads <= 0:
+        for lo, hi in bounds:
+            yield prepare(lo, hi)
+        return
+    chunk = 32
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        def submit(lo: int, hi: int) -> list[Any]:
+            return [pool.submit(prepare, a, min(hi, a + chunk)) for a in range(lo, hi, chunk)]
+
+        pending: deque[list[Any]] = deque(submit(lo, hi) for lo, hi in bounds[:3])
+        for i in range(len(bounds)):
+            parts = [f.result() for f in pending.popleft()]
+            if i + 3 < len(bounds):
+                pending.append(submit(*bounds[i + 3]))
+            yield {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
 def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, name: str, out_csv: Path, *,
-                   batch_size: int, progress: Any = None, normalize: str = "vocab") -> ScoreSet:
+                   batch_size: int, progress: Any = None, normalize: str = "vocab",
+                   decode_threads: int | None = None) -> ScoreSet:
     """Score every frame of a test set, appending to ``out_csv`` as batches finish (resumable).
 
     Images are decoded row by row: a corrupt one stops the run with a `CorruptImageError` naming its
@@ -396,11 +431,15 @@ def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, na
         progress: a `rich.progress.Progress` to report on (optional).
         normalize: how P(real) is read (`ifas_model.inference.score_images`): "vocab" = P(" Yes") over the
             vocabulary (the paper's score), "yes_no" = P(" Yes") / (P(" Yes") + P(" No")).
+        decode_threads: threads that decode and preprocess the next batches while the model scores
+            (`_prepared_batches`); None = 8 (at most the CPU count) when the model is on a GPU, else 0.
 
     Returns:
         The `ScoreSet` read back from the finished score file.
     """
-    from ifas_model.inference import score_images
+    import os
+
+    import torch
 
     rows = ds if isinstance(ds, RowSet) else RowSet(ds, [(name, "?", i) for i in range(len(ds))])
     n = len(rows.ds)
@@ -426,10 +465,17 @@ def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, na
         logger.info("%s: resuming after %d of %d frames", name, start, n)
     raw = _raw_images(rows.ds)
     task = progress.add_task(name, total=n, completed=start) if progress is not None else None
-    for lo in range(start, n, batch_size):
-        hi = min(n, lo + batch_size)
-        scores = np.asarray(score_images(model, processor, _images(rows, raw, lo, hi), batch_size,
-                                         normalize=normalize), dtype=np.float64)
+    device = model.get_input_embeddings().weight.device
+    if decode_threads is None:
+        decode_threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    model.eval()
+    bounds = [(lo, min(n, lo + batch_size)) for lo in range(start, n, batch_size)]
+    batches = _prepared_batches(rows, raw, processor, bounds, decode_threads)
+    for (lo, hi), inputs in zip(bounds, batches, strict=True):
+        with torch.inference_mode():  # the pass of ifas_model.inference.score_images
+            p_real = model.score(**{k: v.to(device, non_blocking=True) for k, v in inputs.items()},
+                                 normalize=normalize)
+        scores = p_real.float().cpu().numpy().astype(np.float64)
         scorefile.append_rows(partial, zip(videos[lo:hi], labels[lo:hi], scores.tolist(), attacks[lo:hi],
                                            frames[lo:hi], paths[lo:hi], strict=True))
         if progress is not None:

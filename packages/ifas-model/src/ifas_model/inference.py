@@ -2,9 +2,8 @@
 
 Both run under `torch.inference_mode`, on the model's device, with pixel values cast to the vision tower's
 dtype by the model. Scores are P(real) = P(" Yes") at the answer position (see
-`IFASForConditionalGeneration.score`); `explain_images` reads the same probability from the first step of
-generation (the raw logits of the answer position, before any logits processor), so its `p_real` equals
-`score_images` for the same images.
+`IFASForConditionalGeneration.score`); `explain_images` reports `score`'s probability too, so its `p_real`
+equals `score_images` for the same images.
 """
 
 from __future__ import annotations
