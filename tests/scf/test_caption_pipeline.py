@@ -624,3 +624,25 @@ def test_keyword_suggestions_never_propose_another_types_keywords(tmp_path, capl
         CaptionPipeline(_config(tmp_path, split="fake", stage="filter"), dataset=ds).run()
     hint = [r.getMessage() for r in caplog.records if "matched no keyword" in r.getMessage()]
     assert len(hint) == 1 and hint[0].endswith("Frequent words of their captions: replay: lamp")
+
+
+def test_threaded_decoding_gives_the_batches_and_the_first_corrupt_row_in_order():
+    """On a GPU `scf caption` decodes the next batches in threads; same images, and a corrupt row still ends
+    its batch at that row."""
+    import datasets
+
+    from scf.captioning.pipeline import _decoded_batches, _Item
+    from scf.schema import benchmark_features
+
+    rows = toy_dataset(n=50, attacks=("live",))["test"].to_list()
+    rows[45]["image"] = {"bytes": b"garbage", "path": None}
+    ds = datasets.Dataset.from_list(rows, features=benchmark_features()).select_columns(["image"])
+    items = [_Item(key=str(i), index=i, split="test", label=1, attack_type="live", path=str(i)) for i in range(len(ds))]
+    jobs = [(ds, items[a:a + 40]) for a in range(0, len(items), 40)]
+    plain = list(_decoded_batches(jobs, threads=0))
+    threaded = list(_decoded_batches(jobs, threads=3))
+    assert [len(imgs) for imgs, _ in threaded] == [len(imgs) for imgs, _ in plain] == [40, 5]
+    for (a, fa), (b, fb) in zip(plain, threaded, strict=True):
+        assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
+        assert (fa is None) == (fb is None)
+    assert threaded[1][1][0].index == 45

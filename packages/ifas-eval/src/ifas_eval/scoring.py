@@ -388,29 +388,22 @@ def _prepared_batches(rows: RowSet, raw: datasets.Dataset, processor: Any, bound
     resizing and numpy release the GIL), so that on a GPU the image pipeline does not leave it idle; at most
     two batches are prepared ahead. The tensors are those of one `processor` call on the whole batch.
     """
-    import concurrent.futures
-    from collections import deque
+    from functools import partial
 
     import torch
+
+    from scf.prefetch import prefetched
 
     def prepare(lo: int, hi: int) -> dict[str, Any]:
         return dict(processor(_images(rows, raw, lo, hi)))
 
-    if threads <= 0:
-        for lo, hi in bounds:
-            yield prepare(lo, hi)
-        return
-    chunk = 32
-    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-        def submit(lo: int, hi: int) -> list[Any]:
-            return [pool.submit(prepare, a, min(hi, a + chunk)) for a in range(lo, hi, chunk)]
+    def tasks(bound: tuple[int, int]) -> list[Any]:
+        lo, hi = bound
+        size = 32 if threads > 0 else max(1, hi - lo)
+        return [partial(prepare, a, min(hi, a + size)) for a in range(lo, hi, size)]
 
-        pending: deque[list[Any]] = deque(submit(lo, hi) for lo, hi in bounds[:3])
-        for i in range(len(bounds)):
-            parts = [f.result() for f in pending.popleft()]
-            if i + 3 < len(bounds):
-                pending.append(submit(*bounds[i + 3]))
-            yield {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    for parts in prefetched(bounds, tasks, threads):
+        yield parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, name: str, out_csv: Path, *,

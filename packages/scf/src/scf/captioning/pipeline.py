@@ -40,6 +40,7 @@ from scf.captioning.captioner import (
     check_blip2,
     check_device,
     load_blip2,
+    pick_device,
 )
 from scf.captioning.corpus import CORPUS_DIRS, INTERPRETATIONS, dataset_card, vqa_row
 from scf.captioning.finetune import FINETUNE_RECORD, FinetuneConfig
@@ -236,6 +237,33 @@ def _decode_batch(images_ds: datasets.Dataset, batch: Sequence[_Item]) -> tuple[
         except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, DecompressionBombError, ...
             return images, (it, e)
     return images, None
+
+
+def _decoded_batches(batches: list[tuple[datasets.Dataset, list[_Item]]], threads: int) -> Any:
+    """`_decode_batch` of each ``(images, batch)`` in order, as ``(images, failure)``.
+
+    ``threads`` = 0 decodes each batch when it is asked for. Otherwise ``threads`` threads decode the next
+    batches in chunks of 32 while the captioner runs on the current one (`scf.prefetch.prefetched`), so that
+    on a GPU decoding does not leave it idle. A chunk with a corrupt image ends its batch there, as
+    `_decode_batch` does.
+    """
+    from functools import partial
+
+    from scf.prefetch import prefetched
+
+    def tasks(job: tuple[datasets.Dataset, list[_Item]]) -> list[Any]:
+        images_ds, batch = job
+        size = 32 if threads > 0 else max(1, len(batch))
+        return [partial(_decode_batch, images_ds, batch[a:a + size]) for a in range(0, len(batch), size)]
+
+    for parts in prefetched(batches, tasks, threads):
+        images: list = []
+        failure = None
+        for part, failure in parts:
+            images += part
+            if failure is not None:
+                break
+        yield images, failure
 
 
 def _image_error(error: Exception) -> str:
@@ -462,26 +490,29 @@ class CaptionPipeline:
             by_split: dict[str, list[_Item]] = {}
             for it in mine:
                 by_split.setdefault(it.split, []).append(it)
+            jobs = []  # (split, its image column, batch), in order
             for split, its in by_split.items():
                 images_ds = self.dataset[split].select_columns(["image"])
-                for b in range(0, len(its), self.config.batch_size):
-                    batch = its[b : b + self.config.batch_size]
-                    images, failure = _decode_batch(images_ds, batch)
-                    if failure is not None:  # caption and keep the rows before the corrupt one, then stop
-                        batch = batch[: len(images)]
-                    captions = captioner.caption(images) if images else []
-                    if len(captions) != len(batch):
-                        raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
-                    writer.add_many(({"key": it.key, "caption": c} for it, c in zip(batch, captions, strict=True)),
-                                    split)
-                    n += len(batch)
-                    progress.update(task, advance=len(batch), rate=f"{n / (time.perf_counter() - start):.2f}")
-                    if failure is not None:
-                        bad, error = failure
-                        raise PipelineError(
-                            f"{self.dataset_label} [{split}] row {bad.index} (path {bad.path}): corrupt image "
-                            f"({_image_error(error)}); fix or remove that row, then rerun: the "
-                            f"{already + n} {name} captions written so far are kept")
+                jobs += [(split, images_ds, its[b : b + self.config.batch_size])
+                         for b in range(0, len(its), self.config.batch_size)]
+            threads = min(8, os.cpu_count() or 1) if pick_device(self.config.device).type == "cuda" else 0
+            decoded = _decoded_batches([(ds, batch) for _, ds, batch in jobs], threads)
+            for (split, _, batch), (images, failure) in zip(jobs, decoded, strict=True):
+                if failure is not None:  # caption and keep the rows before the corrupt one, then stop
+                    batch = batch[: len(images)]
+                captions = captioner.caption(images) if images else []
+                if len(captions) != len(batch):
+                    raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
+                writer.add_many(({"key": it.key, "caption": c} for it, c in zip(batch, captions, strict=True)),
+                                split)
+                n += len(batch)
+                progress.update(task, advance=len(batch), rate=f"{n / (time.perf_counter() - start):.2f}")
+                if failure is not None:
+                    bad, error = failure
+                    raise PipelineError(
+                        f"{self.dataset_label} [{split}] row {bad.index} (path {bad.path}): corrupt image "
+                        f"({_image_error(error)}); fix or remove that row, then rerun: the "
+                        f"{already + n} {name} captions written so far are kept")
         seconds = time.perf_counter() - start
         rate = n / seconds if seconds > 0 else float("nan")
         self.console.print(f"[bold]{name}[/]: rank {self.dist.rank} captioned {n} images in {seconds:.1f} s "
