@@ -228,6 +228,8 @@ def test_hkbu_v2_lists_and_layouts_get_their_own_source(tmp_path):
         code, output = ingest("--source", "hkbu-mars", "--root", str(layout), "--no-detect", "--out", str(out))
         assert code == 0, output
         assert {r["source"] for r in rows(out)} == {title}
+        summary = json.loads((out / "ingest_summary.json").read_text())
+        assert summary["title"] == title  # the summary and card name what the rows hold
 
 
 # --- review 2, L2: CelebA-Spoof's spoof types for list-read rows ---------------------------------------------

@@ -301,7 +301,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         else:
             _run_pool(config.workers, tasks(), args, handle)
 
-    summary = summarize(folder, name, config.source_name or reader.title, units, reader.other_files)
+    summary = summarize(folder, name, config.source_name, units, reader.other_files, default_title=reader.title)
     summary.rows_this_run = summary.rows_total - rows_before
     summary.seconds = round(time.monotonic() - start, 2)
     summary.settings = recorded
@@ -334,19 +334,26 @@ def _run_pool(workers: int, items: Iterator[Item], args: Any, handle: Any) -> No
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def summarize(folder: Path, source: str, title: str, units: set[str], other_files: dict[str, int]) -> IngestSummary:
-    """Recount a dataset folder from its shards and skip log (only the plain columns are read)."""
+def summarize(folder: Path, source: str, title: str | None, units: set[str], other_files: dict[str, int], *,
+              default_title: str = "") -> IngestSummary:
+    """Recount a dataset folder from its shards and skip log (only the plain columns are read).
+
+    ``title`` None names the dataset by the ``source`` values its rows hold (a list reader writes each
+    entry's dataset; an HKBU-MARs V2 root writes ``HKBU-MARs-V2``), else ``default_title``.
+    """
     import pyarrow.parquet as pq
 
     from scf.shards import SHARD_PATTERN
 
     splits: dict[str, dict[str, Any]] = {}
     row_units: set[str] = set()
+    row_sources: set[str] = set()
     for path in sorted((folder / "data").glob("*.parquet")):
         m = SHARD_PATTERN.match(path.name)
         if not m:
             continue
-        table = pq.read_table(path, columns=["label", "attack_type", "video_id", "path"]).to_pydict()
+        table = pq.read_table(path, columns=["label", "attack_type", "video_id", "path", "source"]).to_pydict()
+        row_sources.update(table["source"])
         s = splits.setdefault(m["split"], {"rows": 0, "real": 0, "fake": 0, "videos": set(), "attack_types": {}})
         for label, attack, video_id, key in zip(table["label"], table["attack_type"], table["video_id"],
                                                 table["path"], strict=True):
@@ -364,6 +371,7 @@ def summarize(folder: Path, source: str, title: str, units: set[str], other_file
     skip_units = {_unit_of(k, units) for k in skiplog.entries}
     seen = units or (row_units | skip_units)
     unaccounted = sorted(seen - row_units - skip_units)
+    title = title or ", ".join(sorted(row_sources)) or default_title
     return IngestSummary(
         source=source, title=title, splits=splits, skipped=skiplog.reasons(), files_seen=len(seen),
         files_with_rows=len(seen & row_units), files_skipped=len((seen & skip_units) - row_units),
