@@ -177,6 +177,8 @@ def test_train_commands_name_each_settings_sources_splits_and_seeds():
                                        "--setting", "O"])
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines() == [
+        "# O: the corpus's C_S saw every dataset's fakes (the paper pools them); for one that never saw the "
+        "targets: scf caption ... --finetune-exclude-sources OULU-NPU",
         *(f"ifas-train --dataset /d/corpus --sources 'Idiap Replay-Attack,CASIA-FASD,MSU-MFSD' "
           f"--train-split train,test --seed {k} --output runs/mcio-O-s{k}" for k in (0, 1, 2)),
         "# then, on the benchmark (mean ± std over seeds 0, 1, 2):",
