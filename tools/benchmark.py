@@ -16,7 +16,9 @@ connector), with SDPA attention, and measures in one run:
   it is missing);
 * ``caption``: SCF captioning images/s with the real BLIP-2 architecture, 30 new tokens, greedy, on the
   library's default (fast) path and on plain ``generate``, and whether their greedy tokens agree;
-* ``anchor``: the anchor's training step, scoring pass and ``generate`` captioning, same sizes.
+* ``anchor``: the anchor's training step, scoring pass and ``generate`` captioning, same sizes;
+* ``pipeline``: the CPU image pipeline of ``ifas-eval`` (PNG decoding + CLIP preprocessing in threads), images/s,
+  to compare with the scoring rate (the GPU figures start from tensors already on the device).
 
 Each figure comes with its FLOPs per sample (``tools/flops.py``), the achieved TFLOP/s, the fraction of the
 measured matmul rate, the peak memory (``torch.cuda.max_memory_allocated``) and its ratio to the anchor.
@@ -56,7 +58,7 @@ import flops as F  # noqa: E402  (tools/ is not a package)
 
 logger = logging.getLogger("benchmark")
 
-WHAT = ("matmul", "score", "train", "qlora", "caption", "anchor")
+WHAT = ("matmul", "score", "train", "qlora", "caption", "anchor", "pipeline")
 TRAIN_MODES = ("frozen", "lora", "full")
 GIB = 1024**3
 RESULTS_BEGIN = "<!-- benchmark-results:begin -->"
@@ -233,7 +235,7 @@ class Runner:
             dtype = "bf16" if self.cuda else "fp32"
         self.dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         self.results: dict[str, Any] = {"meta": environment(mode, self.device, self.dtype, sizes),
-                                        "matmul": None, "ifas": {}, "blip2": {}, "anchor": {}, "skipped": {},
+                                        "matmul": None, "pipeline": None, "ifas": {}, "blip2": {}, "anchor": {}, "skipped": {},
                                         "errors": {}}
 
     # -- timing --
@@ -369,6 +371,51 @@ def environment(mode: str, device: Any, dtype: Any, sizes: Sizes) -> dict[str, A
 
 
 # --- sections --------------------------------------------------------------------------------------------
+
+def measure_pipeline(r: Runner) -> None:
+    """The CPU side of ``ifas-eval`` on this machine: PNG decoding and CLIP preprocessing of 224 x 224 face crops,
+    in batches of the scoring batch, with `scf.prefetch.prefetched` on all of ``min(8, CPUs)`` threads and on one.
+    The GPU figures are measured on tensors already on the device; this says whether the CPU keeps up."""
+    import io
+    from functools import partial
+
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    from scf.prefetch import prefetched
+
+    rng = np.random.default_rng(0)
+    pngs = []
+    for _ in range(16):  # distinct random images; PNG of noise is the slow (incompressible) case
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    batch = r.sizes.score_batch
+    n = batch * (2 if r.tiny else 4)
+    data = [pngs[i % len(pngs)] for i in range(n)]
+    processor = CLIPImageProcessor()  # openai/clip-vit-large-patch14's preprocessing: 224 resize + crop
+
+    def prepare(chunk: list[bytes]) -> Any:
+        images = []
+        for raw in chunk:
+            with Image.open(io.BytesIO(raw)) as im:
+                images.append(im.convert("RGB"))
+        return processor(images, return_tensors="pt")["pixel_values"]
+
+    jobs = [data[i:i + batch] for i in range(0, n, batch)]
+
+    def rate(threads: int) -> float:
+        t = time.perf_counter()
+        for _ in prefetched(jobs, lambda job: [partial(prepare, job[a:a + 32]) for a in range(0, len(job), 32)],
+                            threads):
+            pass
+        return n / (time.perf_counter() - t)
+
+    threads = min(8, os.cpu_count() or 1)
+    r.results["pipeline"] = {"images": n, "batch": batch, "threads": threads, "cpu_count": os.cpu_count(),
+                             "images_per_s": rate(threads), "images_per_s_one_thread": rate(0)}
+
 
 def measure_matmul(r: Runner) -> None:
     """bf16 (fp32 on CPU) n^3 matmul rate on random data, and device-to-device copy bandwidth."""
@@ -716,10 +763,26 @@ def print_table(results: dict[str, Any]) -> None:
                       _fmt(row["peak_memory_gib"], ".1f"), row["target"] or "", _fmt(row["target_met"]))
     console = Console(width=200)
     console.print(table)
+    if pipeline_line(results):
+        console.print(pipeline_line(results), markup=False)
     for name, why in results["skipped"].items():
         console.print(f"skipped {name}: {why}", markup=False)
     for name, err in results["errors"].items():
         console.print(f"ERROR {name}: {err.splitlines()[0]}", markup=False)
+
+
+def pipeline_line(results: dict[str, Any]) -> str:
+    """One sentence comparing the CPU image pipeline's rate with the GPU scoring rate of the same run."""
+    p = results.get("pipeline")
+    if not p:
+        return ""
+    score = (results.get("ifas") or {}).get("score") or {}
+    versus = (f"; GPU scoring needs {_fmt(score['value'])} images/s "
+              f"({'kept up with' if p['images_per_s'] >= score['value'] else 'NOT kept up with'})"
+              if score.get("value") else "")
+    return (f"CPU image pipeline (PNG decoding + CLIP preprocessing, batches of {p['batch']}): "
+            f"{_fmt(p['images_per_s'])} images/s on {p['threads']} threads ({p['cpu_count']} CPUs), "
+            f"{_fmt(p['images_per_s_one_thread'])} on one{versus}.")
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -743,6 +806,8 @@ def results_markdown(results: dict[str, Any]) -> str:
                      f"{_fmt(row['ratio_to_anchor'], '.2f')} | {_fmt(row['fraction_of_matmul'], '.1%')} | "
                      f"{_fmt(row['anchor_fraction_of_matmul'], '.1%')} | {_fmt(row['peak_memory_gib'], '.1f')} | "
                      f"{row['target'] or ''} | {_fmt(row['target_met'])} |")
+    if pipeline_line(results):
+        lines += ["", pipeline_line(results)]
     cap = results.get("blip2", {}).get("caption_fast", {})
     if "greedy_rows_identical_to_reference" in cap:
         lines += ["", f"Greedy captions of the fast path identical to plain `generate` on "
@@ -797,6 +862,9 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
     if "matmul" in what_set:
         with r.section("matmul"):
             measure_matmul(r)
+    if "pipeline" in what_set:
+        with r.section("pipeline"):
+            measure_pipeline(r)
     # The anchor first: every ratio needs it, and a run cut off by a time limit keeps what it measured.
     if "anchor" in what_set:
         with r.section("anchor.build"):

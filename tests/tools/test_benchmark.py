@@ -210,7 +210,7 @@ def test_benchmark_runs_without_datasets_or_bitsandbytes(tmp_path):
         "sys.meta_path.insert(0, Block())\n"
         "import runpy\n"
         f"sys.argv = ['benchmark.py', '--mode', 'tiny', '--device', 'cpu', '--dtype', 'bf16', '--iters', '1',\n"
-        f"            '--what', 'train,qlora', '--train-modes', 'frozen,full', '--out', {str(tmp_path / 'b.json')!r}]\n"
+        f"            '--what', 'train,qlora,pipeline', '--train-modes', 'frozen,full', '--out', {str(tmp_path / 'b.json')!r}]\n"
         "runpy.run_path('tools/benchmark.py', run_name='__main__')\n"
     )
     src = [str(root / "packages" / p / "src") for p in ("scf", "ifas-model", "ifas-eval")]
@@ -222,3 +222,18 @@ def test_benchmark_runs_without_datasets_or_bitsandbytes(tmp_path):
     assert results["errors"] == {}
     assert set(results["ifas"]) == {"train_frozen", "train_frozen_reference", "train_full"}
     assert "bitsandbytes" in results["skipped"]["ifas.train_qlora"]
+    assert results["pipeline"]["images_per_s"] > 0
+
+
+def test_pipeline_section_measures_the_cpu_image_pipeline(tmp_path):
+    bench = _load("benchmark")
+    sizes = bench.Sizes(**{**bench.TINY_SIZES.__dict__, "score_batch": 8})
+    results = bench.run("tiny", "cpu", what=("pipeline",), out=tmp_path / "b.json", sizes=sizes)
+    p = results["pipeline"]
+    assert results["errors"] == {} and p["images"] == 16 and p["batch"] == 8
+    assert p["images_per_s"] > 0 and p["images_per_s_one_thread"] > 0 and p["threads"] >= 1
+    text = bench.results_markdown(results)
+    assert "CPU image pipeline (PNG decoding + CLIP preprocessing, batches of 8)" in text
+    # beside a scoring figure of the same run it says whether the CPU keeps up
+    results["ifas"]["score"] = {"value": 1e9}
+    assert "NOT kept up with" in bench.pipeline_line(results)
