@@ -150,6 +150,20 @@ def decode_steps(config: Any, prompt_tokens: int, new_tokens: int) -> float:
 
 # --- per-sample totals ---------------------------------------------------------------------------------
 
+def _with_total(parts: dict[str, float]) -> dict[str, float]:
+    """``parts`` plus their sum under ``"total"``."""
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _qformer_connector(vision: Any, qformer: Any, text: Any, num_queries: int, *, trained: bool) -> float:
+    """A BLIP-2 connector: the Q-Former over the vision tokens plus the projection of its queries to the LLM
+    width; forward only, or forward + backward of a trained connector."""
+    projection = 2 * num_queries * qformer.hidden_size * _get(text, "word_embed_proj_dim", default=text.hidden_size)
+    q = qformer_forward(qformer, num_queries, vit_tokens(vision))
+    return q.train("trained") + 3 * projection if trained else q.forward + projection
+
+
 def ifas_train_sample(config: Any, text_tokens: int, labelled_tokens: int, llm: str, lora_rank: int = 16) -> dict[str, float]:
     """FLOPs of one I-FAS training sample (forward + backward) on the fast path.
 
@@ -175,21 +189,18 @@ def ifas_train_sample(config: Any, text_tokens: int, labelled_tokens: int, llm: 
     }
     if llm in ("lora", "qlora"):
         out["lora"] = 3 * lora_forward(t, k + text_tokens, lora_rank)
-    out["total"] = sum(out.values())
-    return out
+    return _with_total(out)
 
 
 def ifas_score_sample(config: Any, prompt_tokens: int) -> dict[str, float]:
     """FLOPs of scoring one image (one forward pass, LM head at the answer position only)."""
     v, c, t = config.vision_config, config.connector_config, config.text_config
     k = config.image_token_count
-    out = {
+    return _with_total({
         "vision": vit_forward(v).forward,
         "connector": gac_forward(c, vit_tokens(v) - 1).forward + 2 * k * c.hidden_size * config.text_embed_dim,
         "llm": decoder_forward(t, k + prompt_tokens, 1).forward,
-    }
-    out["total"] = sum(out.values())
-    return out
+    })
 
 
 def blip2_caption_sample(vision: Any, qformer: Any, text: Any, num_queries: int, prompt_tokens: int,
@@ -198,40 +209,28 @@ def blip2_caption_sample(vision: Any, qformer: Any, text: Any, num_queries: int,
 
     ``prompt_tokens`` excludes the ``num_queries`` image tokens, which the LLM also sees.
     """
-    n = vit_tokens(vision)
-    e = _get(text, "word_embed_proj_dim", default=text.hidden_size)
-    out = {
+    return _with_total({
         "vision": vit_forward(vision).forward,
-        "connector": qformer_forward(qformer, num_queries, n).forward + 2 * num_queries * qformer.hidden_size * e,
+        "connector": _qformer_connector(vision, qformer, text, num_queries, trained=False),
         "llm": decode_steps(text, num_queries + prompt_tokens, new_tokens),
-    }
-    out["total"] = sum(out.values())
-    return out
+    })
 
 
 def anchor_train_sample(vision: Any, qformer: Any, text: Any, num_queries: int, text_tokens: int) -> dict[str, float]:
     """FLOPs of one anchor training sample: vision and LLM frozen, Q-Former + projection trained, full logits."""
-    n = vit_tokens(vision)
-    e = _get(text, "word_embed_proj_dim", default=text.hidden_size)
     seq = num_queries + text_tokens
-    out = {
+    return _with_total({
         "vision": vit_forward(vision).forward,
-        "connector": qformer_forward(qformer, num_queries, n).train("trained") + 3 * 2 * num_queries * qformer.hidden_size * e,
+        "connector": _qformer_connector(vision, qformer, text, num_queries, trained=True),
         "llm": decoder_forward(text, seq, seq).train("frozen"),
-    }
-    out["total"] = sum(out.values())
-    return out
+    })
 
 
 def anchor_score_sample(vision: Any, qformer: Any, text: Any, num_queries: int, prompt_tokens: int) -> dict[str, float]:
     """FLOPs of the anchor's scoring pass: one forward with logits at every position (the usual way)."""
-    n = vit_tokens(vision)
-    e = _get(text, "word_embed_proj_dim", default=text.hidden_size)
     seq = num_queries + prompt_tokens
-    out = {
+    return _with_total({
         "vision": vit_forward(vision).forward,
-        "connector": qformer_forward(qformer, num_queries, n).forward + 2 * num_queries * qformer.hidden_size * e,
+        "connector": _qformer_connector(vision, qformer, text, num_queries, trained=False),
         "llm": decoder_forward(text, seq, seq).forward,
-    }
-    out["total"] = sum(out.values())
-    return out
+    })

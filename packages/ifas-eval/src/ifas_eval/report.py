@@ -48,6 +48,14 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, out: Path, name: str) -> str:
+    """Lay out, write ``out/name`` (PNG, 110 dpi) and close ``fig``; returns ``name``."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def plot_curves(out: Path, name: str, curves: Sequence[tuple[str, ScoreSet]]) -> list[str]:
     """ROC, DET and score-histogram PNGs of one test set (video-level scores), one line per checkpoint.
 
@@ -70,10 +78,7 @@ def plot_curves(out: Path, name: str, curves: Sequence[tuple[str, ScoreSet]]) ->
     ax.set(xlabel="FPR (attacks accepted)", ylabel="TPR (reals accepted)", title=f"ROC: {name}",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"roc_{stem}.png", dpi=110)
-    plt.close(fig)
-    files.append(f"roc_{stem}.png")
+    files.append(_save(plt, fig, out, f"roc_{stem}.png"))
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
@@ -91,10 +96,7 @@ def plot_curves(out: Path, name: str, curves: Sequence[tuple[str, ScoreSet]]) ->
            xlim=norm.ppf([eps, 0.99]), ylim=norm.ppf([eps, 0.99]))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"det_{stem}.png", dpi=110)
-    plt.close(fig)
-    files.append(f"det_{stem}.png")
+    files.append(_save(plt, fig, out, f"det_{stem}.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     label, ss = curves[0]
@@ -104,10 +106,7 @@ def plot_curves(out: Path, name: str, curves: Sequence[tuple[str, ScoreSet]]) ->
     ax.hist(s[y == 0], bins=bins, alpha=0.6, label=f"fake ({int((y == 0).sum())})", color="tab:red")
     ax.set(xlabel="P(real), video mean", ylabel="videos", title=f"Scores: {name} ({label})")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"hist_{stem}.png", dpi=110)
-    plt.close(fig)
-    files.append(f"hist_{stem}.png")
+    files.append(_save(plt, fig, out, f"hist_{stem}.png"))
     return files
 
 

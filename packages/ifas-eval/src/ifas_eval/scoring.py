@@ -208,10 +208,12 @@ def pick_device(device: str = "auto") -> str:
 
 
 def _looks_like_path(spec: str) -> bool:
-    """A checkpoint argument meant as a local path (not a Hub id ``org/name``)."""
-    p = Path(spec).expanduser()
-    return (spec.startswith(("/", "./", "../", "~", ".\\")) or p.exists() or spec.count("/") != 1
-            or p.parent.exists() and str(p.parent) not in ("", "."))
+    """A checkpoint argument meant as a local path: what the model loader takes for one
+    (`ifas_model._loading.looks_like_local_path`), an existing path, or a bare name (an I-FAS checkpoint on
+    the Hub is always ``org/name``)."""
+    from ifas_model._loading import looks_like_local_path
+
+    return looks_like_local_path(spec) or "/" not in spec or Path(spec).expanduser().exists()
 
 
 def check_checkpoint(spec: str) -> None:

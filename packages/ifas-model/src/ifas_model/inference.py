@@ -9,7 +9,7 @@ equals `score_images` for the same images.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,24 +29,28 @@ def _batches(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def _progress(total: int, description: str, enabled: bool) -> Any:
-    """A rich progress bar with throughput when enabled, else None."""
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _prompt_batches(model: IFASForConditionalGeneration, processor: IFASProcessor, images: list[Image.Image],
+                    batch_size: int, description: str, progress: bool) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """``(start, stop, prompt-only inputs on the model's device)`` per batch, with a rich progress bar (advanced
+    after each batch is used) when ``progress``."""
+    spans = _batches(len(images), batch_size)
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    progress.start()
-    progress.add_task(description, total=total)
-    return progress
-
-
-def _prompt_inputs(model: IFASForConditionalGeneration, processor: IFASProcessor,
-                   images: Sequence[Image.Image]) -> dict[str, Any]:
-    """Prompt-only (left-padded) inputs on the model's device."""
-    batch = processor(list(images))
+        bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        bar.start()
+        task = bar.add_task(description, total=len(images))
     device = model.get_input_embeddings().weight.device
-    return {k: v.to(device) for k, v in batch.items()}
+    try:
+        for start, stop in spans:
+            batch = processor(images[start:stop])  # left-padded prompts, no answers
+            yield start, stop, {k: v.to(device) for k, v in batch.items()}
+            if bar is not None:
+                bar.advance(task, stop - start)
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def score_images(
@@ -75,17 +79,9 @@ def score_images(
     images = list(images)
     model.eval()
     out = np.empty(len(images), dtype=np.float32)
-    bar = _progress(len(images), "scoring", progress)
-    try:
-        with torch.inference_mode():
-            for start, stop in _batches(len(images), batch_size):
-                inputs = _prompt_inputs(model, processor, images[start:stop])
-                out[start:stop] = model.score(**inputs, normalize=normalize).float().cpu().numpy()
-                if bar is not None:
-                    bar.advance(bar.task_ids[0], stop - start)
-    finally:
-        if bar is not None:
-            bar.stop()
+    with torch.inference_mode():
+        for start, stop, inputs in _prompt_batches(model, processor, images, batch_size, "scoring", progress):
+            out[start:stop] = model.score(**inputs, normalize=normalize).float().cpu().numpy()
     return out
 
 
@@ -125,22 +121,14 @@ def explain_images(
     images = list(images)
     model.eval()
     results: list[dict[str, Any]] = []
-    bar = _progress(len(images), "explaining", progress)
-    try:
-        with torch.inference_mode():
-            for start, stop in _batches(len(images), batch_size):
-                inputs = _prompt_inputs(model, processor, images[start:stop])
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-                sequences = out.sequences if hasattr(out, "sequences") else out
-                # P(real) from `score`, the pass ifas-eval scores with: the same number for the same image in
-                # every tool, whatever the dtype (generate's own first-step logits are in the model's dtype).
-                p_real = model.score(**inputs, normalize=normalize)  # (B,)
-                for ids, p in zip(sequences.tolist(), p_real.cpu().tolist(), strict=True):
-                    judgment, explanation = processor.decode_answer(ids)
-                    results.append({"p_real": float(p), "judgment": judgment, "explanation": explanation})
-                if bar is not None:
-                    bar.advance(bar.task_ids[0], stop - start)
-    finally:
-        if bar is not None:
-            bar.stop()
+    with torch.inference_mode():
+        for _, _, inputs in _prompt_batches(model, processor, images, batch_size, "explaining", progress):
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+            sequences = out.sequences if hasattr(out, "sequences") else out
+            # P(real) from `score`, the pass ifas-eval scores with: the same number for the same image in
+            # every tool, whatever the dtype (generate's own first-step logits are in the model's dtype).
+            p_real = model.score(**inputs, normalize=normalize)  # (B,)
+            for ids, p in zip(sequences.tolist(), p_real.cpu().tolist(), strict=True):
+                judgment, explanation = processor.decode_answer(ids)
+                results.append({"p_real": float(p), "judgment": judgment, "explanation": explanation})
     return results
