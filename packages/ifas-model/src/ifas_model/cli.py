@@ -97,10 +97,13 @@ def main(config_file: str | None, no_gac: bool | None, resume: bool | None, publ
 
 def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     """Run training with a resolved `TrainConfig`, turning user errors into one-line `click.ClickException`s."""
+    import gc
+
     from ifas_model.training.distributed import shutdown_distributed
     from ifas_model.training.trainer import NonFiniteLossError, ResumeError, Trainer
     from scf.schema import SchemaError
 
+    trainer = None
     try:
         trainer = Trainer(config)
         return trainer.fit(stop_after=stop_after)
@@ -110,6 +113,11 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
         logging.getLogger(__name__).debug("details", exc_info=True)
         raise click.ClickException(" ".join(str(err).split()) or type(err).__name__) from err
     finally:
+        # DDP's reducer holds the process group: while the trainer lives, destroy_process_group() cannot free it
+        # and it is torn down at interpreter exit instead (once seen to abort a finished two-process gloo run with
+        # "terminate called without an active exception"). Drop the trainer first.
+        del trainer
+        gc.collect()
         shutdown_distributed()
 
 
