@@ -1,6 +1,6 @@
 """The whole I-FAS pipeline on the embedded sample, in one command, offline.
 
-    uv run python tools/quickstart.py                  # tiny random models, ~3-5 minutes on 2 CPU cores
+    uv run python tools/quickstart.py                  # tiny random models, about 40 s on 2 idle CPU cores
     uv run python tools/quickstart.py --preset default # the real checkpoints (Hub access or local copies; GPU)
 
 Each stage runs the toolkit's real command-line entry point (in this process, to pay the start-up of torch
