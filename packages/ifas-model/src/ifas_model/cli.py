@@ -98,6 +98,8 @@ def main(config_file: str | None, no_gac: bool | None, resume: bool | None, publ
 def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     """Run training with a resolved `TrainConfig`, turning user errors into one-line `click.ClickException`s."""
     import gc
+    import sys
+    import traceback
 
     from ifas_model.training.distributed import shutdown_distributed
     from ifas_model.training.trainer import NonFiniteLossError, ResumeError, Trainer
@@ -115,8 +117,13 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     finally:
         # DDP's reducer holds the process group: while the trainer lives, destroy_process_group() cannot free it
         # and it is torn down at interpreter exit instead (once seen to abort a finished two-process gloo run with
-        # "terminate called without an active exception"). Drop the trainer first.
+        # "terminate called without an active exception"). Drop the trainer first, and on an error the frames of
+        # the traceback that still hold it (the message has been taken; the details were logged).
         del trainer
+        exc = sys.exc_info()[1]
+        while exc is not None:
+            traceback.clear_frames(exc.__traceback__)
+            exc = exc.__cause__ or exc.__context__
         gc.collect()
         shutdown_distributed()
 
