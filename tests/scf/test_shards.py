@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import numpy as np
 import pytest
@@ -53,3 +55,53 @@ def test_skip_log_counts_reasons_once_across_runs(tmp_path):
     again = SkipLog(tmp_path / "skipped.jsonl")
     again.add("b.png", "corrupt image")
     assert again.reasons() == {"corrupt image": 1, "no face": 1}
+
+
+def test_a_killed_writes_temporary_never_breaks_load_dataset(tmp_path):
+    """Review 6 M4: the temporary of a shard being written is a dot-file, which `datasets` does not read."""
+    from scf.schema import load_table
+
+    with ShardWriter(tmp_path, schema.benchmark_features(), shard_size=2) as w:
+        for i in range(4):
+            w.add(_row(i), "train")
+    data = tmp_path / "data"
+    (data / ".train-00002.parquet.tmp").write_bytes(b"PAR1 half a shard")  # a kill in the middle of a write
+    assert len(load_table(str(tmp_path))["train"]) == 4
+    (data / "train-00003.parquet.tmp").write_bytes(b"PAR1")  # the name older versions used: cleaned up too
+    ShardWriter(tmp_path, schema.benchmark_features(), shard_size=2)
+    assert sorted(p.name for p in data.iterdir()) == ["train-00000.parquet", "train-00001.parquet"]
+
+
+def test_an_unreadable_shard_is_named_with_what_to_do(tmp_path):
+    """Review 6 H2: a truncated shard (full disk, bad copy) stops the resume with its name, not a traceback."""
+    from scf.shards import ShardError
+
+    with ShardWriter(tmp_path, schema.benchmark_features(), shard_size=2) as w:
+        for i in range(4):
+            w.add(_row(i), "train")
+    shard = tmp_path / "data" / "train-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(ShardError, match=r"train-00001\.parquet: unreadable shard .*delete it and rerun"):
+        ShardWriter(tmp_path, schema.benchmark_features())
+    shard.write_bytes(b"")
+    with pytest.raises(ShardError, match="train-00001.parquet: unreadable shard"):
+        ShardWriter(tmp_path, schema.benchmark_features())
+    shard.unlink()  # what the message says: its rows are simply not done
+    assert ShardWriter(tmp_path, schema.benchmark_features()).done_keys == {"f0.png", "f1.png"}
+
+
+def test_skip_log_drops_a_torn_last_line_and_names_a_bad_line_elsewhere(tmp_path):
+    from scf.shards import ShardError
+
+    path = tmp_path / "skipped.jsonl"
+    log = SkipLog(path)
+    log.add("a.png", "corrupt image")
+    with path.open("a") as f:
+        f.write('{"key": "b.png", "reas')  # a kill in the middle of a line
+    again = SkipLog(path)
+    assert set(again.entries) == {"a.png"}
+    again.add("b.png", "corrupt image")  # tried again, and appended on a line of its own
+    assert [json.loads(x)["key"] for x in path.read_text().splitlines()] == ["a.png", "b.png"]
+    path.write_text('not json\n{"key": "a.png", "reason": "x", "detail": ""}\n')
+    with pytest.raises(ShardError, match=r"skipped\.jsonl:1: not a skip record"):
+        SkipLog(path)

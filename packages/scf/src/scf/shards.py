@@ -1,8 +1,11 @@
 """Incremental, resumable writing of a dataset as parquet shards in the Hugging Face Hub layout.
 
 Long jobs (ingest, captioning) write their rows through a `ShardWriter`: rows are buffered per split and
-flushed as ``data/<split>-<NNNNN>.parquet`` once a shard is full. A shard is written to a temporary file and
-renamed into place, so a killed job leaves only complete shards. On restart the writer reads the key column
+flushed as ``data/<split>-<NNNNN>.parquet`` once a shard is full. A shard is written to a hidden temporary
+file (``data/.<split>-<NNNNN>.parquet.tmp``: `datasets` skips dot-files when it resolves a folder's data files,
+so a leftover of a kill never breaks ``load_dataset``) and renamed into place, so a killed job leaves only
+complete shards. A shard that is unreadable all the same (truncated by a full disk or a bad copy) stops the
+resume with a `ShardError` naming it: delete it and rerun, and its rows are redone. On restart the writer reads the key column
 (by default ``path``; any column that identifies an item) of the shards already on disk; the job skips those
 keys, so nothing is redone or duplicated, and at most one shard's worth of work per split is lost.
 
@@ -27,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})\.parquet$")
 SKIPPED_FILE = "skipped.jsonl"
+
+
+class ShardError(ValueError):
+    """A shard or skip log in an output folder cannot be read (the message names the file and what to do)."""
 
 
 class ShardWriter:
@@ -54,8 +61,8 @@ class ShardWriter:
         self._next_index: dict[str, int] = {}
         self.rows_written = 0
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.data_dir.glob("*.tmp"):
-            tmp.unlink()  # left by a kill in the middle of a write
+        for tmp in [*self.data_dir.glob(".*.tmp"), *self.data_dir.glob("*.parquet.tmp")]:
+            tmp.unlink(missing_ok=True)  # left by a kill in the middle of a write (older versions: no leading dot)
         self._done = self._scan()
 
     def _scan(self) -> set[str]:
@@ -68,7 +75,11 @@ class ShardWriter:
                 continue
             split, index = m["split"], int(m["index"])
             self._next_index[split] = max(self._next_index.get(split, 0), index + 1)
-            keys = pq.read_table(path, columns=[self.key_column]).column(0).to_pylist()
+            try:
+                keys = pq.read_table(path, columns=[self.key_column]).column(0).to_pylist()
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+                raise ShardError(f"{path}: unreadable shard ({type(e).__name__}: {e}); delete it and rerun: its "
+                                 "rows are redone") from e
             done.update(keys)
         if done:
             logger.info("resuming: %d rows already written in %s", len(done), self.data_dir)
@@ -100,7 +111,7 @@ class ShardWriter:
             return
         index = self._next_index.get(split, 0)
         final = self.data_dir / f"{split}-{index:05d}.parquet"
-        tmp = final.with_suffix(".parquet.tmp")
+        tmp = self.data_dir / f".{final.name}.tmp"  # hidden: `datasets` never reads it as a data file
         datasets.Dataset.from_list(rows, features=self.features).to_parquet(str(tmp))
         os.replace(tmp, final)
         self._next_index[split] = index + 1
@@ -128,7 +139,9 @@ class SkipLog:
     """Append-only JSON-lines record of items that were skipped, with their reason; resumable.
 
     Each line is ``{"key": ..., "reason": ..., "detail": ...}``; a key logged by an earlier run is not
-    logged twice.
+    logged twice. A torn last line (a kill or a full disk in the middle of a write) is dropped with a warning
+    and the file rewritten without it, so that item is simply tried again; a bad line elsewhere raises
+    `ShardError` naming the file and the line.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -136,10 +149,31 @@ class SkipLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict[str, str]] = {}
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    self.entries[entry["key"]] = entry
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ShardError(f"{self.path}: unreadable ({e}); delete it and rerun: the skipped items are tried "
+                             "again") from e
+        numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+        for i, (n, line) in enumerate(numbered):
+            try:
+                entry = json.loads(line)
+                key = entry["key"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                if i == len(numbered) - 1:
+                    logger.warning("%s:%d: torn last line dropped (an interrupted write); that item is tried again",
+                                   self.path, n)
+                    kept = "".join(x + "\n" for _, x in numbered[:-1])
+                    tmp = self.path.with_name(f".{self.path.name}.tmp")
+                    tmp.write_text(kept, encoding="utf-8")
+                    os.replace(tmp, self.path)
+                    break
+                raise ShardError(f"{self.path}:{n}: not a skip record ({e}); delete that line (or the file) and "
+                                 "rerun") from e
+            self.entries[key] = entry
 
     def add(self, key: str, reason: str, detail: str = "") -> None:
         if key in self.entries:

@@ -47,6 +47,8 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
     """
     from rich.console import Console
 
+    from scf.shards import ShardError
+
     from .base import IngestError
     from .card import push_to_hub as push
     from .card import summary_table
@@ -69,7 +71,7 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
                               workers=workers, shard_size=shard_size, image_format=image_format,
                               source_name=source_name)
         summary = run_ingest(config, show_progress=not no_progress)
-    except IngestError as e:
+    except (IngestError, ShardError) as e:
         raise click.ClickException(str(e)) from e
     console.print(summary_table(summary))
     if summary.rows_total == 0:
