@@ -2,7 +2,8 @@
 
 Outputs in ``--out`` (checkpoint flow; the score-file flow writes the same tables when ``--out`` is given):
 
-* ``scores/<setting>/<checkpoint>/<test set>.csv``: per-frame score files (`ifas_eval.scorefile` format);
+* ``scores/<setting>/<checkpoint>/<test set>.csv``: per-frame score files (`ifas_eval.scorefile` format),
+  with ``scored_with.json`` (the checkpoint's file hashes, dtype, normalisation: reuse only when they match);
 * ``results.md``, ``results.csv``, ``results.json``: the paper-style table (FLIP/SSDG), the operating-point
   table (fixed threshold, ISO/IEC 30107-3), and every per-checkpoint number with its convention;
 * ``run.json``: the resolved run (protocol, data, checkpoints, threshold);
@@ -172,11 +173,14 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
     """
     from ifas_eval.exclusion import exclude_videos, exclusion_fingerprint
     from ifas_eval.scoring import (
+        SCORE_RECORD,
         checkpoint_tag,
         find_corrupt,
         load_benchmark,
         load_checkpoint,
+        prepare_score_folder,
         safe_name,
+        score_record,
         score_test_set,
         throughput_progress,
     )
@@ -206,9 +210,10 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
         for ckpt in plan.per_setting[setting.name]:
             if ckpt not in tags:
                 tags[ckpt] = checkpoint_tag(ckpt, taken)
-    # score files of another normalisation or exclusion must never be reused by a resume
-    suffix = ("" if normalize == "vocab" else f"-{normalize}") + (
-        f"-x{exclusion_fingerprint(exclusions)}" if exclusions else "")
+    # score files of another normalisation or exclusion are kept apart; another model's never reused
+    excl_fp = exclusion_fingerprint(exclusions) if exclusions else None
+    suffix = ("" if normalize == "vocab" else f"-{normalize}") + (f"-x{excl_fp}" if excl_fp else "")
+    records: dict[str, dict[str, Any]] = {}
     with throughput_progress() as progress:
         if skip_corrupt:
             for i, (setting, tests, rows, dev_rows) in enumerate(jobs):
@@ -223,6 +228,13 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                 logger.info("setting %s (%s): checkpoint %s", setting.name, setting.label, ckpt)
                 model, processor = load_checkpoint(ckpt, device, dtype)
                 folder = out / "scores" / safe_name(setting.name) / f"{tags[ckpt]}{suffix}"
+                # the score files in `folder` are reused only if the same weights wrote them (review: a
+                # retrained checkpoint at the same path once got the old model's cached scores)
+                previous = _read_record(folder / SCORE_RECORD)
+                record = records.get(ckpt) or score_record(ckpt, model, normalize=normalize,
+                                                           exclusions=excl_fp, known=previous)
+                records[ckpt] = record
+                prepare_score_folder(folder, record)
                 thr, source = threshold, None
                 if thr is None and dev_rows is not None:
                     dev_set = score_test_set(model, processor, dev_rows, f"{setting.name} dev",
@@ -241,6 +253,15 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                     scored.append(Scored(setting, ckpt, seed_index, ss, result, rows[test.name].ds))
                 del model
     return scored
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A score folder's record (`ifas_eval.scoring.SCORE_RECORD`), None when absent or unreadable."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def count_videos(ds: Any) -> tuple[int, int, int]:

@@ -2,8 +2,10 @@
 
 Scores are the model's one-forward-pass P("Yes") = P(real) (`ifas_model.inference.score_images`), one per
 frame, written incrementally to ``<out>/scores/<setting>/<checkpoint>/<test set>.csv`` in the score-file
-format (`ifas_eval.scorefile`). A killed run resumes: finished files are reused (when their row count matches
-the test set) and a ``.partial`` file continues from its last complete row.
+format (`ifas_eval.scorefile`). A killed run resumes: finished files are reused (when their rows are the
+test set's) and a ``.partial`` file continues from its last complete row; both only when the folder's
+``scored_with.json`` shows the same checkpoint files (SHA-256), dtype, normalisation and exclusions
+(`prepare_score_folder`).
 """
 
 from __future__ import annotations
@@ -165,6 +167,137 @@ def checkpoint_tag(path: str, taken: set[str]) -> str:
         tag = f"{base}-{i}"
     taken.add(tag)
     return tag
+
+
+SCORE_RECORD = "scored_with.json"
+"""The file in each score folder that records which weights and settings wrote its score files."""
+_RECORD_FORMAT = 1
+_IGNORED_FILES = ("README.md",)  # the model card: never read by from_pretrained
+
+
+def checkpoint_folder(spec: str) -> Path | None:
+    """The local folder holding a checkpoint's files: the path itself, or for a Hub id its snapshot in the
+    Hugging Face cache (None when it is not there)."""
+    if _looks_like_path(spec):
+        return Path(spec).expanduser().resolve()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(spec, "config.json")
+    except Exception as e:  # noqa: BLE001 - an id the cache does not know: no fingerprint, so no reuse
+        logger.debug("no cached snapshot of %s: %s", spec, e)
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def checkpoint_fingerprint(folder: Path, known: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """SHA-256 of every file of a checkpoint folder that ``from_pretrained`` reads (weights, configs, processor).
+
+    Every top-level file except the model card (``README.md``) and hidden files is hashed in full, so two
+    checkpoints agree only when their weights, model config and processor (prompt, image transform,
+    tokenizer) are byte for byte the same; a copy or a move of the folder keeps its fingerprint. Hashing costs
+    1-2 s per GB read; ``known`` (an earlier result for the same folder) skips every file whose size
+    and modification time (ns) are unchanged.
+
+    Returns:
+        ``{"sha256": digest over the files, "files": {name: {"size", "mtime_ns", "sha256"}}}``.
+    """
+    import hashlib
+
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or path.name in _IGNORED_FILES:
+            continue
+        st = path.stat()
+        old = (known or {}).get(path.name)
+        if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns and old.get("sha256"):
+            digest = old["sha256"]
+        else:
+            with path.open("rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        files[path.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    total = hashlib.sha256("".join(f"{name}\0{f['sha256']}\n" for name, f in files.items()).encode())
+    return {"sha256": total.hexdigest(), "files": files}
+
+
+def score_record(checkpoint: str, model: Any, *, normalize: str, exclusions: str | None,
+                 known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a score folder's files depend on: the checkpoint's fingerprint (`checkpoint_fingerprint`), the
+    dtype the model was loaded in, the normalisation and the exclusion lists.
+
+    ``known``: the score folder's previous record; its per-file hashes are reused for unchanged files of the
+    same folder. A checkpoint without a local folder (a Hub id not in the cache) has ``weights`` None, and
+    its scores are never reused.
+    """
+    folder = checkpoint_folder(checkpoint)
+    fingerprint = None
+    if folder is not None and folder.is_dir():
+        same_folder = known is not None and known.get("folder") == str(folder)
+        fingerprint = checkpoint_fingerprint(folder, known.get("files") if same_folder else None)
+    return {"format": _RECORD_FORMAT, "checkpoint": checkpoint, "folder": str(folder) if folder else None,
+            "weights": fingerprint["sha256"] if fingerprint else None,
+            "files": fingerprint["files"] if fingerprint else {},
+            "dtype": str(model.dtype).removeprefix("torch."), "normalize": normalize, "exclusions": exclusions}
+
+
+def _record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    if old.get("format") != new["format"]:
+        return [f"record format {old.get('format')} (now {new['format']})"]
+    diffs = []
+    if new["weights"] is None or old.get("weights") != new["weights"]:
+        changed = sorted(n for n in set(old.get("files") or {}) | set(new["files"])
+                         if (old.get("files") or {}).get(n, {}).get("sha256") != new["files"].get(n, {}).get("sha256"))
+        diffs.append(f"other checkpoint files ({', '.join(changed) or 'not hashable'}; then {old.get('checkpoint')})")
+    for key in ("dtype", "normalize", "exclusions"):
+        if old.get(key) != new[key]:
+            diffs.append(f"{key} {old.get(key)} (now {new[key]})")
+    return diffs
+
+
+def prepare_score_folder(folder: Path, record: dict[str, Any]) -> bool:
+    """Make ``folder``'s score files safe to reuse with the model of ``record`` (`score_record`).
+
+    Score files (finished ``*.csv`` and ``*.csv.partial``) are kept only when the folder's `SCORE_RECORD`
+    says they were written with the same checkpoint fingerprint, dtype, normalisation and exclusions. Else
+    (another model at the same path or with the same last two path components, another ``--dtype``, no
+    record: an older ifas-eval) they are deleted with a warning that says why, and scored again. The new
+    record is written before any score.
+
+    Returns:
+        True when the folder's score files are reused (logged as such).
+    """
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path = folder / SCORE_RECORD
+    scores = sorted([*folder.glob("*.csv"), *folder.glob("*.csv.partial")])
+    old: dict[str, Any] | None = None
+    if record_path.exists():
+        try:
+            old = json.loads(record_path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as e:
+            logger.warning("%s: unreadable (%s): the score files beside it are not trusted", record_path, e)
+            old = None
+    reused = False
+    if scores:
+        diffs = _record_differences(old, record) if old is not None else ["no record of the model that wrote them"]
+        if diffs:
+            logger.warning("%s: %d score file(s) written with %s: scoring again with %s", folder, len(scores),
+                           "; ".join(diffs), record["checkpoint"])
+            for f in scores:
+                f.unlink()
+        else:
+            reused = True
+            logger.info("%s: reusing score files computed with the same checkpoint files (sha256 %s), dtype %s, "
+                        "normalize %s%s (delete the folder to score again)", folder, record["weights"][:12],
+                        record["dtype"], record["normalize"],
+                        f", checkpoint then {old['checkpoint']}" if old["checkpoint"] != record["checkpoint"] else "")
+    tmp = record_path.with_name(record_path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(record_path)
+    return reused
 
 
 def safe_name(name: str) -> str:
