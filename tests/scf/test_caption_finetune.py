@@ -289,3 +289,46 @@ def test_push_captioner_uploads_the_folder(tmp_path, monkeypatch):
     url = push_captioner_to_hub(tmp_path, "me/scf-cs")
     assert url.endswith("me/scf-cs")
     assert ("create", "me/scf-cs", "model") in calls and ("upload", str(tmp_path), "me/scf-cs", "model") in calls
+
+
+def test_an_unreadable_checkpoint_names_its_folder_and_a_torn_metrics_line_is_dropped(tmp_path):
+    """Review 6 H3/M1: a checkpoint cut short by a crash stops the resume in one line naming it and the
+    checkpoint it will resume from once deleted; a torn line of metrics.jsonl (a log) does not block it."""
+    from scf.captioning.finetune import FinetuneCheckpointError, FinetuneConfig, finetune_captioner
+    from scf.presets import build_tiny_captioner
+
+    images = _images(4)
+    config = FinetuneConfig(learning_rate=1e-3, warmup_steps=0, epochs=2, batch_size=2, checkpoint_every=1)
+    model, processor = build_tiny_captioner(seed=0)
+    calls = {"n": 0}
+
+    def flaky(idx):
+        calls["n"] += 1
+        if calls["n"] == 4:  # dies during step 4, after the checkpoints at steps 2 and 3
+            raise KeyboardInterrupt
+        return [images[i] for i in idx]
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune_captioner(model, processor, flaky, CAPTIONS, config, tmp_path / "run", show_progress=False)
+    ckpts = tmp_path / "run" / "checkpoints"
+    newest = ckpts / "step-00000003"
+    weights = newest / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with (tmp_path / "run" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "lo')
+    fresh, processor = build_tiny_captioner(seed=0)
+
+    def load(idx):
+        return [images[i] for i in idx]
+
+    with pytest.raises(FinetuneCheckpointError) as err:
+        finetune_captioner(fresh, processor, load, CAPTIONS, config, tmp_path / "run", show_progress=False)
+    assert str(err.value).startswith(f"{newest}: unreadable fine-tuning checkpoint (SafetensorError: ")
+    assert str(err.value).endswith("delete that folder and rerun: C_S resumes from step-00000002")
+    import shutil
+
+    shutil.rmtree(newest)  # what the message says
+    record = finetune_captioner(fresh, processor, load, CAPTIONS, config, tmp_path / "run", show_progress=False)
+    assert record["steps"] == 4
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]

@@ -646,3 +646,47 @@ def test_threaded_decoding_gives_the_batches_and_the_first_corrupt_row_in_order(
         assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
         assert (fa is None) == (fb is None)
     assert threaded[1][1][0].index == 45
+
+
+def test_damaged_state_files_and_input_shards_are_named_with_what_to_do(pipeline_run, tmp_path):
+    """Review 6 H3/M1: a file of the run cut short by a crash gives one line naming it (no traceback)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from scf.captioning.pipeline import CaptionPipeline, PipelineError
+    from scf.cli import main
+
+    ds, finished, _ = pipeline_run
+
+    def damaged(name, relative, keep=8, redo=()):
+        out = tmp_path / name
+        shutil.copytree(finished, out)
+        for folder in redo:
+            shutil.rmtree(out / folder)
+        f = out / relative
+        f.write_bytes(f.read_bytes()[:keep])
+        with pytest.raises(PipelineError) as err:
+            CaptionPipeline(_config(out), dataset=ds).run()
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(str(f.parent if f.suffix == ".safetensors" else f))
+        return message
+
+    assert damaged("cfg", "scf_caption_config.json").endswith(
+        "delete it and rerun the same command: the settings are recorded again (captions already written are kept)")
+    assert "not valid JSON (" in damaged("record", "captioner/scf_finetune.json")
+    assert "unreadable spoof-aware captioner C_S (SafetensorError" in damaged("cs", "captioner/model.safetensors",
+                                                                         redo=("spoof", "corpus"))
+    shard = next((finished / "general").glob("rank-*/data/train-*.parquet")).relative_to(finished)
+    assert "unreadable caption shard" in damaged("shard", shard, keep=300)
+
+    folder = tmp_path / "bench"  # a truncated shard in the INPUT benchmark (CLI, one line)
+    (folder / "data").mkdir(parents=True)
+    for split in ds:
+        ds[split].to_parquet(str(folder / "data" / f"{split}-00000.parquet"))
+    bad = folder / "data" / "test-00000.parquet"
+    bad.write_bytes(bad.read_bytes()[:500])
+    res = CliRunner().invoke(main, ["caption", "--dataset", str(folder), "--out", str(tmp_path / "o"), "--preset",
+                                    "tiny", "--no-progress"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().splitlines()[-1].startswith(f"Error: {bad}: unreadable shard (ArrowInvalid: ")

@@ -291,7 +291,8 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
 
     Raises:
         FileNotFoundError: a local-looking path that does not exist.
-        SchemaError: the table breaks the contract (file, column and row named).
+        SchemaError: the table breaks the contract (file, column and row named), or a local data file cannot
+            be read (a truncated shard; the file is named).
     """
     from pathlib import Path
 
@@ -307,7 +308,17 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = datasets.load_dataset(str(path), name=name, cache_dir=str(_local_cache_dir(path)))
+            try:
+                loaded = datasets.load_dataset(str(path), name=name, cache_dir=str(_local_cache_dir(path)))
+            except datasets.exceptions.DatasetGenerationError as e:
+                # the cause names the data file (a truncated shard: "Parquet magic bytes not found ...")
+                cause = e.__cause__ or e
+                bad = _unreadable_parquet(path)
+                where = f"{bad[0]}: unreadable shard ({bad[1]})" if bad else \
+                    f"{source}: cannot read its data files ({type(cause).__name__}: {cause})"
+                raise SchemaError(f"{where}; it was probably cut short (a crash, a full disk, a partial copy): delete "
+                                  "it and rerun what wrote it (scf ingest / scf caption redo its rows), or copy it "
+                                  "again") from e
     elif source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise FileNotFoundError(f"dataset not found: {source} (not a local folder, nor a Hub id org/name)")
     else:
@@ -322,6 +333,20 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
         for split, ds in loaded.items():
             validate_dataset(ds, kind, file=f"{source} [{split}]")
     return loaded
+
+
+def _unreadable_parquet(folder: Path) -> tuple[Path, str] | None:
+    """The first parquet data file of a local dataset folder whose footer cannot be read, with the error."""
+    import pyarrow.parquet as pq
+
+    for f in sorted(folder.rglob("*.parquet")):
+        if any(part.startswith(".") for part in f.relative_to(folder).parts):
+            continue  # hidden files and folders are not data files for `datasets` either
+        try:
+            pq.read_metadata(f)
+        except (OSError, ValueError) as e:
+            return f, f"{type(e).__name__}: {e}"
+    return None
 
 
 def _local_cache_dir(folder: Path) -> Path:

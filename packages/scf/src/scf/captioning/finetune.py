@@ -58,6 +58,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+
+class FinetuneCheckpointError(ValueError):
+    """A fine-tuning checkpoint cannot be read (the message names the folder and what to do)."""
+
 TRAINABLE_PREFIXES = ("qformer.", "query_tokens", "language_projection.")
 """Parameters trained by default: the Q-Former, its learned queries and the projection to the LLM."""
 CHECKPOINTS_DIR = "checkpoints"
@@ -201,10 +205,22 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
 
 
 def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Restore a fine-tuning checkpoint; an unreadable one (truncated by a crash) raises naming the folder."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(path / "trainable.safetensors"))
+    try:
+        state = load_file(str(path / "trainable.safetensors"))
+        optimizer_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+        meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        step, losses = int(meta["step"]), list(meta["losses"])
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError) as e:
+        # json.JSONDecodeError is a ValueError; torch.load of a cut zip raises RuntimeError
+        older = sorted(p for p in path.parent.glob("step-*") if p != path and p.name < path.name)
+        then = f"C_S resumes from {older[-1].name}" if older else "C_S is fine-tuned from the start"
+        raise FinetuneCheckpointError(f"{path}: unreadable fine-tuning checkpoint ({type(e).__name__}: {e}); "
+                                      f"delete that folder and rerun: {then}") from e
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     if missing or any(n not in params for n in state):
@@ -213,9 +229,24 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    meta = json.loads((path / "state.json").read_text())
-    return int(meta["step"]), list(meta["losses"])
+    optimizer.load_state_dict(optimizer_state)
+    return step, losses
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[str]:
+    """The lines of ``metrics.jsonl`` up to a step; a torn or bad line (it is a log) is dropped with a warning."""
+    kept = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            step = int(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            logger.warning("%s:%d: not a metrics record (a torn write?); dropped", path, n)
+            continue
+        if step <= up_to_step:
+            kept.append(line)
+    return kept
 
 
 def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Processor,
@@ -276,7 +307,7 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
         logger.info("resuming fine-tuning from %s (step %d of %d)", latest, step, total)
         metrics_path = work / METRICS_FILE
         if metrics_path.exists():  # drop the lines of steps after the checkpoint: they are redone
-            kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+            kept = _read_metrics(metrics_path, step)
             metrics_path.write_text("".join(ln + "\n" for ln in kept))
     logger.info("C_S targets end with token %d (%r), the token the model's generate stops on", end_token_id,
                 processor.tokenizer.decode([end_token_id]))

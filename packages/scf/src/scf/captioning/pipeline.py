@@ -198,7 +198,11 @@ def read_captions(stage_dir: str | Path) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for path in sorted(Path(stage_dir).glob("rank-*/data/*.parquet")):
-        table = pq.read_table(path, columns=["key", "caption"])
+        try:
+            table = pq.read_table(path, columns=["key", "caption"])
+        except (OSError, ValueError) as e:
+            raise PipelineError(f"{path}: unreadable caption shard ({type(e).__name__}: {e}); delete it and rerun: "
+                                "its captions are redone") from e
         out.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
     return out
 
@@ -212,6 +216,28 @@ class _Item:
     attack_type: str
     path: str = ""
     source: str = ""
+
+
+def read_json(path: Path, remedy: str) -> Any:  # noqa: ANN401 - JSON value
+    """Read one of the run's JSON state files; a torn or unreadable one raises `PipelineError` naming it.
+
+    Args:
+        path: the file.
+        remedy: what the user should do about it, e.g. ``"delete it and rerun"``.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PipelineError(f"{path}: not valid JSON ({e}); {remedy}") from e
+
+
+def _read_d_s(path: Path) -> list[dict[str, Any]]:
+    """The D_S rows of ``filter/d_s.jsonl``; a torn file names itself (the filter stage rewrites it whole)."""
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PipelineError(f"{path}: not valid JSON lines ({e}); rerun without --stage (or with --stage "
+                            "filter) to rewrite it") from e
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -439,7 +465,8 @@ class CaptionPipeline:
         }
         path = self.out / CONFIG_FILE
         if path.exists():
-            old = json.loads(path.read_text())
+            old = read_json(path, "delete it and rerun the same command: the settings are recorded again "
+                                  "(captions already written are kept)")
             # a record from an older scf lacks the recipe fields added since: they meant today's defaults
             defaults = {"decoding": asdict(DecodingConfig()), "finetune": asdict(FinetuneConfig())}
             for key, base in defaults.items():
@@ -524,6 +551,17 @@ class CaptionPipeline:
                                    dtype=self.config.dtype, device=self.config.device,
                                    load_in_8bit=self.config.load_in_8bit, name=name)
 
+    def _load_spoof_captioner(self, target: Path) -> Blip2Captioner:
+        """Load C_S from ``captioner/``; damaged weights (a kill or full disk while saving) name the folder."""
+        from safetensors import SafetensorError
+
+        try:
+            return self._load_captioner(str(target), self._spoof_name())
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise PipelineError(f"{target}: unreadable spoof-aware captioner C_S ({type(e).__name__}: {e}); delete "
+                                f"{target} and rerun: C_S is saved again from the fine-tuning checkpoints in "
+                                "finetune/") from e
+
     def _stage_general(self) -> dict[str, Any]:
         split = self.config.split
         items = self.items if split == "all" else (self._fakes() if split == "fake" else self._reals())
@@ -606,11 +644,11 @@ class CaptionPipeline:
         if not self.dist.is_main:
             return {}
         ds_file = self.out / "filter" / DS_FILE
-        rows = [json.loads(line) for line in ds_file.read_text().splitlines() if line.strip()] \
-            if ds_file.exists() else None
+        rows = _read_d_s(ds_file) if ds_file.exists() else None
         fingerprint = d_s_fingerprint(rows) if rows is not None else None
         if (target / FINETUNE_RECORD).exists():
-            saved = json.loads((target / FINETUNE_RECORD).read_text())
+            saved = read_json(target / FINETUNE_RECORD, f"delete {target} and rerun: C_S is saved again from "
+                                                        "the fine-tuning checkpoints in finetune/")
             if rows is not None and saved.get("d_s_fingerprint") not in (None, fingerprint):
                 raise PipelineError(_d_s_changed(target, saved.get("samples"), len(rows)))
             if rows is not None and "d_s_fingerprint" not in saved:
@@ -625,7 +663,7 @@ class CaptionPipeline:
             work.mkdir(parents=True, exist_ok=True)
             marker = work / D_S_FINGERPRINT_FILE
             if marker.exists():
-                old = json.loads(marker.read_text())
+                old = read_json(marker, f"delete the folder {work} and rerun: C_S is fine-tuned from the start")
                 if old.get("d_s_fingerprint") != fingerprint:
                     raise PipelineError(_d_s_changed(work, old.get("samples"), len(rows)))
             else:
@@ -671,7 +709,7 @@ class CaptionPipeline:
             return {"skipped": "empty D_S"}
         if not (target / FINETUNE_RECORD).exists():
             raise PipelineError(f"no spoof-aware captioner in {target}; run the finetune stage first (--stage finetune)")
-        return self._caption_stage("spoof", self._fakes(), lambda: self._load_captioner(str(target), self._spoof_name()))
+        return self._caption_stage("spoof", self._fakes(), lambda: self._load_spoof_captioner(target))
 
     def _stage_corpus(self) -> dict[str, Any]:
         if not self.dist.is_main:
@@ -725,7 +763,8 @@ class CaptionPipeline:
                             samples.append(s)
                 counts[split] = len(raw)
         stats_file = self.out / "filter" / STATS_FILE
-        stats = json.loads(stats_file.read_text())["per_attack_type"] if stats_file.exists() else None
+        stats = read_json(stats_file, "rerun without --stage (or with --stage filter) to rewrite it")[
+            "per_attack_type"] if stats_file.exists() else None
         card_config = {k: v for k, v in self.record.items() if k != "versions"} | {"interpretation": mode}
         (tmp / "README.md").write_text(dataset_card(
             title="I-FAS VQA corpus (SCF captions)", splits=counts, config=card_config, filter_stats=stats,
