@@ -227,3 +227,46 @@ def test_default_batch_size_is_32_on_cpu_and_256_on_a_gpu(tiny_checkpoint, tmp_p
     CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
                               f"sample-domain-a={tiny_checkpoint}", "--out", str(tmp_path / "gpu"), "--no-report"])
     assert seen["batch_size"] == 256
+
+
+def test_python_judge_gives_the_ifas_predict_line(tiny_checkpoint, tmp_path):
+    """`ifas_eval.predict.judge` (the documented one-call Python API for a raw photo) returns what ifas-predict
+    prints for the same file: same face crop, p_real, judgment and explanation; and `score_images` on that
+    face crop (not on the raw photo) gives the same p_real."""
+    import cv2
+    import skimage.data
+    from PIL import Image
+
+    from ifas_eval.cli import predict
+    from ifas_eval.predict import face_crop, judge
+    from ifas_eval.scoring import load_checkpoint
+    from ifas_model.inference import score_images
+
+    face = skimage.data.astronaut()
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(face).save(photo)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 256))
+    for _ in range(8):
+        writer.write(cv2.cvtColor(np.ascontiguousarray(face[:256, 128:384]), cv2.COLOR_RGB2BGR))
+    writer.release()
+    args = ["--checkpoint", str(tiny_checkpoint), "--threshold", "0.2", "--max-new-tokens", "4"]
+    res = CliRunner().invoke(predict, [str(photo), str(video), *args])
+    assert res.exit_code == 0, res.output
+    cli_photo, cli_video = (json.loads(line) for line in res.stdout.splitlines())
+
+    model, processor = load_checkpoint(str(tiny_checkpoint))
+    assert judge(model, processor, str(photo), threshold=0.2, max_new_tokens=4) == cli_photo
+    assert judge(model, processor, video, threshold=0.2, max_new_tokens=4) == {**cli_video, "input": str(video)}
+    # an in-memory photo (PIL or array) gives the same numbers, without "input"
+    from_pil = judge(model, processor, Image.open(photo), threshold=0.2, max_new_tokens=4)
+    assert from_pil == {k: v for k, v in cli_photo.items() if k != "input"}
+    assert judge(model, processor, face, threshold=0.2, max_new_tokens=4) == from_pil
+    # score_images expects the face crop, as the corpus holds it
+    crop, box = face_crop(face)
+    assert box == cli_photo["face_box"]
+    assert float(score_images(model, processor, [crop])[0]) == pytest.approx(cli_photo["p_real"], abs=1e-6)
+    with pytest.raises(TypeError, match="path, a PIL image or an RGB array"):
+        judge(model, processor, 3)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        judge(model, processor, tmp_path / "missing.jpg")

@@ -129,10 +129,82 @@ def judge_frames(model: Any, processor: Any, frames: Sequence[np.ndarray], *, th
     return record, list(answers), list(boxes)
 
 
+def _as_rgb(image: Any) -> np.ndarray:
+    """A PIL image or an array (H x W, H x W x 3 or x 4) as an RGB uint8 array."""
+    from PIL import Image
+
+    from scf.faces import to_rgb
+
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        rgb = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image
+        if rgb.ndim != 3 or rgb.shape[-1] not in (3, 4):
+            raise ValueError(f"an image array must be H x W, H x W x 3 or H x W x 4, got shape {image.shape}")
+        return np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)
+    raise TypeError(f"judge() takes a path, a PIL image or an RGB array, not {type(image).__name__}")
+
+
+def judge(model: Any, processor: Any, source: str | Path | Any, *, threshold: float = 0.5,
+          detect_faces: bool = True, max_new_tokens: int = 40, num_frames: int | None = None,
+          normalize: str = "vocab") -> dict[str, Any]:
+    """Judge one photo or video as ``ifas-predict`` does: face crop, P(real), judgment and explanation.
+
+    This is the one-call Python API for a raw photo. `ifas_model.inference.score_images` scores its images
+    as they are, so it expects 224x224 face crops like the corpus (`scf ingest` writes them); on a whole photo
+    its number differs from this one. Here the largest face is detected and cropped first (OpenCV Haar
+    cascade, `scf.faces`, with `scf ingest`'s margin), exactly like ``ifas-predict``, ``ifas-eval``'s
+    benchmark images and the demo, so ``judge(model, processor, "photo.jpg")`` returns the JSON line that
+    ``ifas-predict photo.jpg`` prints with the same model, dtype and options.
+
+    Args:
+        model: the I-FAS model (`ifas_eval.scoring.load_checkpoint` loads it as ``ifas-predict`` does).
+        processor: its processor.
+        source: an image or video path, a PIL image, or an RGB array (H x W x 3, uint8).
+        threshold: ``judgment`` is "real" iff ``p_real >= threshold`` (``ifas-predict --threshold``).
+        detect_faces: crop the largest face; False = the input is a face crop already (the whole image is
+            used, squared; ``--no-face-detection``).
+        max_new_tokens: generation budget of the explanation.
+        num_frames: frames per video spread evenly; None = the FLIP/SSDG two frames (6 and 6 + n // 2).
+        normalize: how ``p_real`` is read: "vocab" (P(" Yes") over the vocabulary, the paper's score) or
+            "yes_no" (P(" Yes") / (P(" Yes") + P(" No"))).
+
+    Returns:
+        ``ifas-predict``'s record (module docstring): ``p_real``, ``judgment``, ``threshold``, ``normalize``,
+        ``answer``, ``explanation``, ``face_box`` (``face_found`` False when no face was found); for a path
+        also ``input``; for a video also ``best_frame`` (an index into ``frames``) and ``frames``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable image or video, or an array of another shape.
+        TypeError: ``source`` is none of the accepted types.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        frames = _load_frames(path, num_frames)
+    else:
+        path = None
+        frames = [(0, _as_rgb(source))]
+    record, answers, boxes = judge_frames(model, processor, [f for _, f in frames], threshold=threshold,
+                                          detect_faces=detect_faces, max_new_tokens=max_new_tokens,
+                                          normalize=normalize)
+    if path is not None:
+        record = {"input": str(source), **record}
+    if path is None or not _is_video(path):
+        record.pop("best_frame")
+    else:
+        record["frames"] = [
+            {"index": int(i), "p_real": round(float(a["p_real"]), 6), "face_box": b,
+             "answer": str(a.get("judgment", "")), "explanation": str(a.get("explanation", ""))}
+            for (i, _), a, b in zip(frames, answers, boxes, strict=True)
+        ]
+    return record
+
+
 def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, threshold: float = 0.5,
                    detect_faces: bool = True, max_new_tokens: int = 40,
                    num_frames: int | None = None, normalize: str = "vocab") -> Iterable[dict[str, Any]]:
-    """Judge each input; yields one JSON-ready dict per input (module docstring), errors included.
+    """Judge each input with `judge`; yields one JSON-ready dict per input (module docstring), errors included.
 
     Args:
         model: the I-FAS model.
@@ -146,23 +218,9 @@ def predict_inputs(model: Any, processor: Any, inputs: Sequence[str], *, thresho
             "yes_no" (P(" Yes") / (P(" Yes") + P(" No"))).
     """
     for raw in inputs:
-        path = Path(raw)
         try:
-            frames = _load_frames(path, num_frames)
-            record, answers, boxes = judge_frames(model, processor, [f for _, f in frames], threshold=threshold,
-                                                  detect_faces=detect_faces, max_new_tokens=max_new_tokens,
-                                                  normalize=normalize)
+            yield judge(model, processor, raw, threshold=threshold, detect_faces=detect_faces,
+                        max_new_tokens=max_new_tokens, num_frames=num_frames, normalize=normalize)
         except Exception as e:  # noqa: BLE001 - one bad input must not stop the others; reported as a line
             logger.debug("failed on %s", raw, exc_info=True)
             yield {"input": raw, "error": error_text(e)}
-            continue
-        record = {"input": raw, **record}
-        if not _is_video(path):
-            record.pop("best_frame")
-        else:
-            record["frames"] = [
-                {"index": int(i), "p_real": round(float(a["p_real"]), 6), "face_box": b,
-                 "answer": str(a.get("judgment", "")), "explanation": str(a.get("explanation", ""))}
-                for (i, _), a, b in zip(frames, answers, boxes, strict=True)
-            ]
-        yield record
