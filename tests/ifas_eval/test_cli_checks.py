@@ -64,6 +64,23 @@ def test_checkpoint_that_is_not_ifas_is_refused_before_the_sample(tmp_path):
     assert not (tmp_path / "eval-sample").exists()
 
 
+def test_a_training_resume_state_points_to_final(tmp_path):
+    """ifas-train writes <run>/checkpoints/step-N (resume states) and <run>/final (the model); the error for a
+    step folder names final/, and no message suggests a checkpoint-N folder ifas-train never writes."""
+    step = tmp_path / "run" / "checkpoints" / "step-00000040"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    (step / "model.safetensors").write_bytes(b"")
+    (tmp_path / "x.png").write_bytes(b"")
+    res = CliRunner().invoke(predict, [str(tmp_path / "x.png"), "--checkpoint", str(step)])
+    assert res.exit_code == 1
+    assert _last(res) == (f"Error: checkpoint {step}: a resume state of ifas-train (trainable weights and optimizer "
+                          f"only), not a model: use the run's final/ folder ({tmp_path / 'run' / 'final'})")
+    res = CliRunner().invoke(predict, [str(tmp_path / "x.png"), "--checkpoint", str(tmp_path)])
+    assert _last(res) == (f"Error: checkpoint {tmp_path}: no config.json: not a checkpoint folder (use <run>/final "
+                          "of ifas-train; <run>/checkpoints/step-* are resume states, not models)")
+
+
 def test_checkpoint_without_protocol():
     res = CliRunner().invoke(main, ["--checkpoint", "x", "--data", "y"])
     assert res.exit_code == 1

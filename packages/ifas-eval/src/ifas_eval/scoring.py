@@ -370,8 +370,13 @@ def check_checkpoint(spec: str) -> None:
         raise ValueError(f"checkpoint {spec}: a file, not a checkpoint folder (the folder save_pretrained wrote)")
     config = path / "config.json"
     if not config.is_file():
-        raise ValueError(f"checkpoint {spec}: no config.json: not a checkpoint folder (use <run>/final or "
-                         "<run>/checkpoint-N of ifas-train)")
+        if (path / "trainer_state.json").is_file():
+            final = path.parent.parent / "final" if path.parent.name == "checkpoints" else None
+            raise ValueError(f"checkpoint {spec}: a resume state of ifas-train (trainable weights and optimizer "
+                             "only), not a model: use the run's final/ folder"
+                             + (f" ({final})" if final is not None else ""))
+        raise ValueError(f"checkpoint {spec}: no config.json: not a checkpoint folder (use <run>/final of "
+                         "ifas-train; <run>/checkpoints/step-* are resume states, not models)")
     try:
         model_type = json.loads(config.read_text()).get("model_type")
     except (ValueError, AttributeError, OSError):
