@@ -229,17 +229,25 @@ def test_bad_input_fails_before_any_model_is_loaded(tmp_path):
         CaptionPipeline(_config(tmp_path, split="fake"), dataset=toy_dataset(n=1, attacks=("live",)))
 
     CaptionPipeline(_config(tmp_path / "a", stage="general"), dataset=ds, general_captioner=KnownCaptioner(["x"] * 6)).run()
-    with pytest.raises(PipelineError, match="different decoding"):
-        from scf.captioning.captioner import DecodingConfig
+    from scf.captioning.captioner import DecodingConfig
+    from scf.captioning.finetune import FinetuneConfig
 
-        CaptionPipeline(_config(tmp_path / "a", decoding=DecodingConfig(max_new_tokens=9)), dataset=ds)
+    with pytest.raises(PipelineError) as err:  # review 6 L3: the flag and both values, not two whole dicts
+        CaptionPipeline(_config(tmp_path / "a", decoding=DecodingConfig(max_new_tokens=9, min_new_tokens=1),
+                                finetune=FinetuneConfig(epochs=2, batch_size=2, learning_rate=1e-3, warmup_steps=0)),
+                        dataset=ds)
+    assert str(err.value) == (f"{tmp_path / 'a'} was produced with other settings: --max-new-tokens 4 there, 9 now; "
+                              "--epochs 1 there, 2 now; use a new --out to keep both")
+    # --checkpoint-every changes no caption and no weight: a resume may change it (e.g. after a crash)
+    CaptionPipeline(_config(tmp_path / "a", stage="general", finetune=FinetuneConfig(
+        epochs=1, batch_size=2, learning_rate=1e-3, warmup_steps=0, checkpoint_every=7)), dataset=ds).run()
     with pytest.raises(PipelineError, match="spoof-aware captions are missing"):
         CaptionPipeline(_config(tmp_path / "a", stage="corpus"), dataset=ds).run()
 
     # Hub ids compare as text (the local-folder case is in the CLI test)
     CaptionPipeline(_config(tmp_path / "hub", dataset="org/bench-a"), dataset=ds)
     CaptionPipeline(_config(tmp_path / "hub", dataset="org/bench-a"), dataset=ds)
-    with pytest.raises(PipelineError, match=r"different dataset \(org/bench-a there, org/bench-b now\)"):
+    with pytest.raises(PipelineError, match=r"--dataset 'org/bench-a' there, 'org/bench-b' now"):
         CaptionPipeline(_config(tmp_path / "hub", dataset="org/bench-b"), dataset=ds)
 
 
@@ -270,7 +278,7 @@ def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path, monkeypatch):
     assert "all 2 images already captioned" in result.output
     ds.save_to_disk(str(tmp_path / "bench-copy"))
     result = runner.invoke(main, [*args, "--dataset", "bench-copy", "--lora-rank", "2"])
-    assert result.exit_code == 1 and "different dataset" in result.output and "bench-copy now" in result.output
+    assert result.exit_code == 1 and "other settings: --dataset" in result.output and "bench-copy' now" in result.output
 
     result = runner.invoke(main, ["caption", "--dataset", str(tmp_path / "nowhere"), "--preset", "tiny",
                                   "--out", str(tmp_path / "x")])
@@ -518,7 +526,7 @@ def test_finetune_exclude_sources_keeps_a_target_out_of_d_s_recorded_and_compare
     with pytest.raises(PipelineError, match=r"--finetune-exclude-sources: no rows of source 'MSU' in the dataset "
                                             r"\(sources there: MSU-MFSD, OULU-NPU\)"):
         CaptionPipeline(_config(out, split="fake", stage="filter", finetune_exclude_sources=("MSU",)), dataset=ds)
-    with pytest.raises(PipelineError, match="different finetune_exclude_sources"):  # general ran without it
+    with pytest.raises(PipelineError, match=r"--finetune-exclude-sources \[\] there, \['MSU-MFSD'\] now"):
         CaptionPipeline(_config(out, split="fake", stage="filter", finetune_exclude_sources=("MSU-MFSD",)),
                         dataset=ds)
 
@@ -600,8 +608,8 @@ def test_c_s_is_never_reused_or_resumed_for_another_d_s(tmp_path):
     res = CliRunner().invoke(main, [*base, "--split", "real", "--finetune-splits", "train,test"])
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1] == (
-        f"Error: {cli_out} was produced with a different finetune_splits (['train'] there, ['train', 'test'] now); "
-        "use a new --out to keep both")
+        f"Error: {cli_out} was produced with other settings: --finetune-splits ['train'] there, ['train', 'test'] "
+        "now; use a new --out to keep both")
 
 
 def test_keyword_suggestions_never_propose_another_types_keywords(tmp_path, caplog):

@@ -64,6 +64,42 @@ D_S_FINGERPRINT_FILE = "d_s_fingerprint.json"
 """In ``finetune/``: the D_S that the checkpoints there are being trained on."""
 
 
+_FLAGS = {"dataset": "--dataset", "captioner_general": "--captioner/--preset", "finetune_splits": "--finetune-splits",
+          "finetune_exclude_sources": "--finetune-exclude-sources", "keywords_fingerprint": "--keywords",
+          "decoding.prompt": "--prompt", "decoding.max_new_tokens": "--max-new-tokens",
+          "decoding.min_new_tokens": "--min-new-tokens", "decoding.num_beams": "--num-beams",
+          "finetune.learning_rate": "--lr", "finetune.epochs": "--epochs", "finetune.batch_size": "--ft-batch-size",
+          "finetune.warmup_steps": "--warmup-steps", "finetune.lora_r": "--lora-r", "finetune.seed": "--seed"}
+"""The flag of each compared setting; a recipe field without a flag (Python API only) is named by its key."""
+_RESUME_FREE = {"finetune": ("checkpoint_every",)}
+"""Recipe fields a resume may change: they change no caption and no weight (only how often a checkpoint is kept)."""
+
+
+def _setting_diffs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``--flag OLD there, NEW now`` for each compared setting (`_COMPAT_KEYS`, recipes field by field) that differs.
+
+    A key missing from an older record is not compared.
+    """
+    diffs = []
+    for key in _COMPAT_KEYS:
+        if key not in old or (key == "dataset" and _same_dataset(old[key], new[key])):
+            continue
+        if isinstance(old[key], dict) and isinstance(new[key], dict):
+            free = _RESUME_FREE.get(key, ())
+            pairs = [(f"{key}.{k}", old[key].get(k), new[key].get(k)) for k in sorted(old[key].keys() | new[key].keys())
+                     if k not in free]
+        else:
+            pairs = [(key, old[key], new[key])]
+        for name, a, b in pairs:
+            if a == b:
+                continue
+            if name == "keywords_fingerprint":
+                diffs.append("--keywords: the keyword dictionary differs (see keywords in scf_caption_config.json)")
+            else:
+                diffs.append(f"{_FLAGS.get(name, name)} {a!r} there, {b!r} now")
+    return diffs
+
+
 class PipelineError(RuntimeError):
     """A user-facing failure of the SCF pipeline: the message says what to do."""
 
@@ -472,12 +508,10 @@ class CaptionPipeline:
             for key, base in defaults.items():
                 if isinstance(old.get(key), dict):
                     old[key] = {**base, **old[key]}
-            for key in _COMPAT_KEYS:
-                if key not in old or (key == "dataset" and _same_dataset(old[key], record[key])):
-                    continue
-                if old[key] != record[key]:
-                    raise PipelineError(f"{self.out} was produced with a different {key} ({old[key]} there, "
-                                        f"{record[key]} now); use a new --out to keep both")
+            diffs = _setting_diffs(old, record)
+            if diffs:
+                raise PipelineError(f"{self.out} was produced with other settings: {'; '.join(diffs)}; use a new "
+                                    "--out to keep both")
         self.dist.barrier()  # every rank has compared before rank 0 rewrites the file
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
