@@ -69,6 +69,7 @@ def test_cli_end_to_end_writes_the_run_folder_and_a_loadable_final_model(corpus,
     assert pushed["repo"] == ("org/ifas-tiny", True) and "README.md" in pushed["files"]
     card = (out / "final" / "README.md").read_text()
     assert "## Intended use" in card and "## Limitations" in card and "AUC" in card and "lora" in card
+    assert "LoRA adapters (rank" in card and "were trained and merged into the LLM weights" in card
 
     from ifas_model.modeling import IFASForConditionalGeneration
     from ifas_model.processing import IFASProcessor

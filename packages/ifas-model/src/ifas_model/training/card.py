@@ -16,6 +16,21 @@ def _yaml_list(name: str, values: list[str]) -> list[str]:
     return [f"{name}:"] + [f"- {v}" for v in values] if values else []
 
 
+_LLM_NOTES = {
+    "frozen": "the LLM was not trained; only the connector and the projection to the LLM were",
+    "full": "every LLM weight was fine-tuned",
+    "lora": "LoRA adapters (rank {r}) were trained and merged into the LLM weights before saving",
+    "qlora": "LoRA adapters (rank {r}) were trained on a 4-bit NF4 base, then merged into the dequantized LLM "
+             "weights before saving",
+}
+
+
+def llm_training_note(llm: str, lora_rank: int | None = None) -> str:
+    """What ``--llm`` did to the LLM, in words, for the model card (``frozen``, ``full``, ``lora``, ``qlora``)."""
+    note = _LLM_NOTES.get(llm)
+    return note.format(r=lora_rank if lora_rank is not None else "?") if note else f"LLM mode {llm!r}"
+
+
 def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, eval_source: str,
                base_models: list[str], parameter_counts: dict[str, int], steps: int,
                skipped_images: int) -> str:
@@ -54,7 +69,7 @@ def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, e
         f"- Pretrained parts: {', '.join(f'`{b}`' for b in base_models) if base_models else 'none (random)'}",
         "- Vision encoder: frozen. Connector: the Globally Aware Connector (GAC)"
         + ("" if config["gac"] else ", here WITHOUT global features (the \"no GAC\" ablation)") + ".",
-        f"- LLM training: `{config['llm']}` (LoRA merged into the weights before saving)",
+        f"- LLM training: `{config['llm']}` ({llm_training_note(config['llm'], config.get('lora_rank'))})",
         f"- Parameters: {parameter_counts.get('trainable', 0):,} trained, {parameter_counts.get('frozen', 0):,} frozen",
         "",
         "## Training data",
