@@ -102,3 +102,25 @@ def test_bf16_scores_use_an_fp32_answer_row_and_explain_reports_the_same_number(
     np.testing.assert_allclose(bf16, fp32, atol=2e-2)
     answers = explain_images(half, processor, images, max_new_tokens=3)
     assert [a["p_real"] for a in answers] == pytest.approx(list(bf16), abs=1e-7)
+
+
+@pytest.mark.parametrize(("bad", "needle"), [
+    (["face.jpg"], "images[0] is a str, not a PIL image; pass PIL images of face crops"),
+    ("face.jpg", "images must be a list of PIL images, got str"),
+    ("array", "images[1] is a numpy.ndarray, not a PIL image"),
+    ("one image", "got one image; wrap it in a list"),
+])
+def test_paths_arrays_and_a_bare_image_are_refused_naming_the_argument(built, bad, needle):
+    import numpy as np
+
+    from ifas_model.inference import explain_images, score_images
+
+    model, processor = built
+    if bad == "array":
+        bad = [_images(1)[0], np.zeros((60, 50, 3), dtype=np.uint8)]
+    elif bad == "one image":
+        bad = _images(1)[0]
+    for function in (score_images, explain_images):
+        with pytest.raises(TypeError) as info:
+            function(model, processor, bad)
+        assert str(info.value).startswith(f"{function.__name__}: ") and needle in str(info.value)

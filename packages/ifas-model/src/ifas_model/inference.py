@@ -9,7 +9,7 @@ equals `score_images` for the same images.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,31 @@ def _batches(n: int, size: int) -> list[tuple[int, int]]:
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {size}")
     return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def image_list(images: Any, function: str) -> list[Image.Image]:
+    """``images`` as a list of PIL images, or a ``TypeError`` naming the argument, the item and what to pass.
+
+    Only PIL images are accepted (any mode; the processor converts to RGB): a path or an array is refused
+    rather than opened, because these functions score the image as given, and a photo that is not a face
+    crop gets a meaningless score (``ifas-predict`` detects and crops the face first).
+    """
+    from PIL import Image
+
+    hint = ("pass PIL images of face crops, e.g. [PIL.Image.open(path)] or [PIL.Image.fromarray(array)]; "
+            "for whole photos or videos use ifas-predict, which detects and crops the face")
+    if isinstance(images, Image.Image):
+        raise TypeError(f"{function}: images must be a list of PIL images, got one image; wrap it in a list "
+                        "([image])")
+    if isinstance(images, str | bytes) or not isinstance(images, Iterable):
+        raise TypeError(f"{function}: images must be a list of PIL images, got {type(images).__name__}; {hint}")
+    images = list(images)
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            kind = type(image)
+            name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+            raise TypeError(f"{function}: images[{i}] is a {name}, not a PIL image; {hint}")
+    return images
 
 
 def _prompt_batches(model: IFASForConditionalGeneration, processor: IFASProcessor, images: list[Image.Image],
@@ -66,17 +91,20 @@ def score_images(
     Args:
         model: an I-FAS model (put in eval mode here).
         processor: its processor.
-        images: PIL images (face crops).
+        images: a list of PIL images of face crops (any mode); paths and arrays raise ``TypeError``.
         batch_size: images per forward pass.
         normalize: "vocab" (P(" Yes") over the vocabulary, default) or "yes_no" (two-way renormalised).
         progress: show a rich progress bar.
 
     Returns:
         float32 array (N,) of P(real), in the order of `images`.
+
+    Raises:
+        TypeError: ``images`` is not a list of PIL images (a path, an array, a single image).
     """
     import torch
 
-    images = list(images)
+    images = image_list(images, "score_images")
     model.eval()
     out = np.empty(len(images), dtype=np.float32)
     with torch.inference_mode():
@@ -100,7 +128,7 @@ def explain_images(
     Args:
         model: an I-FAS model (put in eval mode here).
         processor: its processor.
-        images: PIL images (face crops).
+        images: a list of PIL images of face crops (any mode); paths and arrays raise ``TypeError``.
         max_new_tokens: generation budget of the answer (judgment + interpretation).
         batch_size: images per `generate` call.
         normalize: how `p_real` is read from the answer-position logits ("vocab" or "yes_no").
@@ -111,6 +139,10 @@ def explain_images(
         One dict per image: ``p_real`` (float, P(real) at the answer position), ``judgment`` ("Yes" / "No", or
         the first generated token's text if the model answered otherwise), ``explanation`` (the text after the
         judgment, e.g. "This is a man ...", "" if none).
+
+    Raises:
+        TypeError: ``images`` is not a list of PIL images (a path, an array, a single image).
+        ValueError: an unknown ``normalize``.
     """
     import torch
 
@@ -118,7 +150,7 @@ def explain_images(
 
     if normalize not in SCORE_NORMALIZATIONS:  # checked before any generation
         raise ValueError(f"normalize must be one of {', '.join(SCORE_NORMALIZATIONS)}, got {normalize!r}")
-    images = list(images)
+    images = image_list(images, "explain_images")
     model.eval()
     results: list[dict[str, Any]] = []
     with torch.inference_mode():
