@@ -61,6 +61,8 @@ def test_several_files_side_by_side_and_outputs(tmp_path):
     assert "flip-ssdg" in doc["conventions"]
     md = (out_dir / "results.md").read_text()
     assert "| ours |" in md and "Average" in md and "FLIP/SSDG" in md
+    # the paper does not state its convention: the headline names FLIP/SSDG's, not "the paper's"
+    assert "### Cross-domain results (FLIP/SSDG convention)" in md and "paper convention" not in md
     assert (out_dir / "results.csv").read_text().startswith("setting,test_set,checkpoint")
     for f in ("roc_ours.png", "det_ours.png", "hist_theirs.png", "attack_types.md", "index.html"):
         assert (report / f).stat().st_size > 0, f

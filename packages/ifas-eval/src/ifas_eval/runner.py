@@ -359,7 +359,7 @@ def write_tables(out: Path, scored: Sequence[Scored], title: str, meta: dict[str
     main = aggregate(results)
     md = "\n".join([
         f"# {title}", "",
-        markdown_table(main, "Cross-domain results (paper convention)", with_setting=with_setting,
+        markdown_table(main, "Cross-domain results (FLIP/SSDG convention)", with_setting=with_setting,
                        extra_caption=row_notes(main)),
         markdown_table(aggregate(results, OPERATING_COLUMNS), "At the operating threshold", OPERATING_COLUMNS,
                        (FIXED_CONVENTION, ISO_CONVENTION), with_setting=with_setting, extra_caption=thr_note),
