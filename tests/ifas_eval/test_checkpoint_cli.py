@@ -255,6 +255,13 @@ def test_python_judge_gives_the_ifas_predict_line(tiny_checkpoint, tmp_path):
     assert res.exit_code == 0, res.output
     cli_photo, cli_video = (json.loads(line) for line in res.stdout.splitlines())
 
+    # best_frame is the video's frame number (an "index" of "frames"), and face_box/answer are that frame's
+    assert [f["index"] for f in cli_video["frames"]] == [6, 7]
+    shown = next(f for f in cli_video["frames"] if f["index"] == cli_video["best_frame"])
+    assert (shown["face_box"], shown["answer"], shown["explanation"]) == (
+        cli_video["face_box"], cli_video["answer"], cli_video["explanation"])
+    assert "best_frame" not in cli_photo and cli_photo["normalize"] == "vocab"
+
     model, processor = load_checkpoint(str(tiny_checkpoint))
     assert judge(model, processor, str(photo), threshold=0.2, max_new_tokens=4) == cli_photo
     assert judge(model, processor, video, threshold=0.2, max_new_tokens=4) == {**cli_video, "input": str(video)}

@@ -172,5 +172,7 @@ def test_help_documents_threshold_meaning_and_setting_checkpoints():
     assert "ifas-eval --protocol sample --checkpoint runs/" not in eval_help  # no plain CKPT on leave-one-out
     predict_help = " ".join(CliRunner().invoke(predict, ["--help"]).output.split())
     assert "only with --normalize yes_no" in predict_help
+    for field in ('"normalize"', '"face_found": false', '"best_frame"', '"frames"', "ifas_eval.predict.judge"):
+        assert field in predict_help, field
     demo_help = " ".join(CliRunner().invoke(demo, ["--help"]).output.split())
     assert "0.0.0.0 exposes the model" in demo_help

@@ -47,6 +47,12 @@ def test_judge_image_matches_ifas_predict(tiny, face_photo):
     assert "threshold 0.2500" in line and "face detected" in line
     assert line.startswith("REAL" if record["judgment"] == "real" else "FAKE")
     assert explanation.startswith(record["answer"])
+    # the page shows the answer as training writes it: "Yes. This is ...", not "Yes This is ..."
+    from ifas_eval.demo import answer_text
+
+    assert explanation == answer_text(record["answer"], record["explanation"])
+    assert answer_text("Yes", "This is a man.") == "Yes. This is a man."
+    assert answer_text("No", "") == "No" and answer_text("", "This is a man.") == "This is a man."
     assert judge_image(model, processor, None, 0.5)[2].startswith("No image")
 
 

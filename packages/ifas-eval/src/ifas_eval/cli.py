@@ -327,9 +327,12 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None,
     """Judge images, folders or videos with an I-FAS checkpoint; one JSON line per input on stdout.
 
     \b
-    Each line: {"input", "p_real", "judgment" ("real"/"fake" at --threshold), "threshold", "answer" (the
-    generated Yes/No), "explanation", "face_box"} and, for videos, "frames". An unreadable input gives a line
-    with "error"; the rest are still processed and the exit status is 1 at the end.
+    Each line: {"input", "p_real", "judgment" ("real"/"fake" at --threshold), "threshold", "normalize",
+    "answer" (the generated Yes/No), "explanation", "face_box" ([x, y, w, h] or null)}; "face_found": false
+    when no face was found (the whole image was judged). Videos add "best_frame" (the frame number whose answer,
+    explanation and face_box are shown) and "frames" (per frame: index, p_real, face_box, answer, explanation).
+    An unreadable input gives a line with "error"; the rest are still processed and the exit status is 1 at
+    the end. From Python: ifas_eval.predict.judge(model, processor, path) returns the same record.
     """
     _setup_logging(verbose)
     try:

@@ -19,6 +19,13 @@ logger = logging.getLogger(__name__)
 TITLE = "I-FAS: interpretable face anti-spoofing"
 
 
+def answer_text(answer: str, explanation: str) -> str:
+    """The generated answer as training writes it: ``"Yes. This is ..."`` (judgment, ". ", interpretation)."""
+    if answer and explanation:
+        return f"{answer}. {explanation}"
+    return answer or explanation
+
+
 def judge_image(model: Any, processor: Any, image: np.ndarray | None, threshold: float, *,
                 detect_faces: bool = True, normalize: str = "vocab",
                 max_new_tokens: int = 40) -> tuple[Any, float | None, str, str]:
@@ -37,7 +44,7 @@ def judge_image(model: Any, processor: Any, image: np.ndarray | None, threshold:
     face = "face detected" if record["face_box"] is not None else "no face found: the whole image was judged"
     line = f"{verdict}: p_real {record['p_real']:.4f} {'>=' if record['judgment'] == 'real' else '<'} " \
            f"threshold {threshold:.4f} ({face})"
-    explanation = " ".join(x for x in (record["answer"], record["explanation"]) if x)
+    explanation = answer_text(record["answer"], record["explanation"])
     return answers[0]["crop"], record["p_real"], line, explanation
 
 

@@ -2,8 +2,11 @@
 
 For each input (an image, a video, or every image/video inside a folder, sorted) one JSON object::
 
-    {"input": "...", "p_real": 0.93, "judgment": "real", "threshold": 0.5, "answer": "Yes",
-     "explanation": "This is a man ...", "face_box": [x, y, w, h] | null, "frames": [...]}
+    {"input": "...", "p_real": 0.93, "judgment": "real", "threshold": 0.5, "normalize": "vocab",
+     "answer": "Yes", "explanation": "This is a man ...", "face_box": [x, y, w, h] | null}
+
+and for a video also ``"best_frame": 21`` and ``"frames": [{"index", "p_real", "face_box", "answer",
+"explanation"}, ...]``.
 
 * ``p_real``: the model's one-pass P("Yes") on the face crop; for a video, the mean over the sampled frames
   (the FLIP/SSDG video rule: frames ``6`` and ``6 + n // 2``, `scf.video.flip_frame_indices`).
@@ -11,8 +14,11 @@ For each input (an image, a video, or every image/video inside a folder, sorted)
   model's own Yes-over-No choice, so ``judgment`` agrees with ``answer``; with ``"vocab"`` (P(" Yes") over the
   whole vocabulary) it is not, and the two can disagree. A deployment should set the threshold from a dev
   set (``ifas-eval`` prints the dev-set EER threshold).
-* ``answer`` / ``explanation``: the generated judgment word and interpretation (paper eq. 3). For a video they
-  come from the frame whose score is most decisive in the direction of the video's judgment.
+* ``normalize``: how ``p_real`` was read (``vocab`` or ``yes_no``).
+* ``answer`` / ``explanation``: the generated judgment word and interpretation (paper eq. 3); the trained
+  answer reads ``answer + ". " + explanation``. For a video they come from the frame whose score is most
+  decisive in the direction of the video's judgment: ``best_frame`` is that frame's number in the video
+  (the ``index`` of its entry in ``frames``), and ``face_box`` is its box.
 * ``face_box``: the largest face (OpenCV Haar cascade, `scf.faces`), in the pixels of the input image (for a
   video: of that frame); ``null`` when no face is found, in which case the whole image is used and
   ``"face_found": false`` is set.
@@ -99,8 +105,9 @@ def judge_frames(model: Any, processor: Any, frames: Sequence[np.ndarray], *, th
                  normalize: str = "vocab") -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
     """Judge the RGB frames of one input (one image, or the sampled frames of a video) together.
 
-    Returns the JSON-ready record (without ``input``), the per-frame answers of `explain_images` (each with
-    its ``crop``, the face crop that was scored), and the per-frame face boxes.
+    Returns the JSON-ready record (without ``input``; its ``best_frame`` is a position in ``frames``, which
+    `judge` turns into the video's frame number), the per-frame answers of `explain_images` (each with its
+    ``crop``, the face crop that was scored), and the per-frame face boxes.
     """
     from ifas_model.inference import explain_images
 
@@ -172,7 +179,8 @@ def judge(model: Any, processor: Any, source: str | Path | Any, *, threshold: fl
     Returns:
         ``ifas-predict``'s record (module docstring): ``p_real``, ``judgment``, ``threshold``, ``normalize``,
         ``answer``, ``explanation``, ``face_box`` (``face_found`` False when no face was found); for a path
-        also ``input``; for a video also ``best_frame`` (an index into ``frames``) and ``frames``.
+        also ``input``; for a video also ``best_frame`` (the video frame number whose answer is shown, the
+        ``index`` of an entry of ``frames``) and ``frames``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -190,9 +198,9 @@ def judge(model: Any, processor: Any, source: str | Path | Any, *, threshold: fl
                                           normalize=normalize)
     if path is not None:
         record = {"input": str(source), **record}
-    if path is None or not _is_video(path):
-        record.pop("best_frame")
-    else:
+    best = record.pop("best_frame")
+    if path is not None and _is_video(path):
+        record["best_frame"] = int(frames[best][0])  # the frame number in the video, as in "frames"
         record["frames"] = [
             {"index": int(i), "p_real": round(float(a["p_real"]), 6), "face_box": b,
              "answer": str(a.get("judgment", "")), "explanation": str(a.get("explanation", ""))}
