@@ -60,3 +60,55 @@ def test_a_truncated_shard_or_torn_skip_log_gives_one_line(tmp_path, face):
     r = ingest(*args)
     assert r.exit_code == 0, r.output
     assert len(rows(tmp_path / "o")) == 3 and len(skipped.read_text().splitlines()) == 1
+
+
+PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from scf.ingest.worker import init_worker
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=init_worker, initargs=(os.getpid(),))
+    pids = {pool.submit(os.getpid).result() for _ in range(8)}
+    pool.submit(time.sleep, 600)  # a worker busy with a long item when the parent dies
+    print(" ".join(map(str, sorted(pids))), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_workers_end_when_a_killed_ingest_leaves_them_behind(tmp_path):
+    """Review 6 M3: kill -9 of the parent (OOM killer, preemption) must not leave the workers running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert workers and parent.pid not in workers
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+        def alive(pid):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            with open(f"/proc/{pid}/stat") as f:  # a zombie (reaped later by init) is not running
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+        deadline = time.monotonic() + 15
+        while any(alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p for p in workers if alive(p)]
+        for p in left:  # never leave them running, even when the test fails
+            os.kill(p, signal.SIGKILL)
+        assert not left, f"workers {left} outlived their parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -320,7 +321,9 @@ def _run_pool(workers: int, items: Iterator[Item], args: Any, handle: Any) -> No
     # spawn: the parent holds pyarrow/datasets threads, which fork would copy in an undefined state.
     context = multiprocessing.get_context("spawn")
     pending: dict[Future, Item] = {}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker)
+    # init_worker(pid): a worker ends itself when this process dies without shutting the pool down (kill -9)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker,
+                               initargs=(os.getpid(),))
     try:
         for item in items:
             pending[pool.submit(process, *args(item))] = item

@@ -54,11 +54,34 @@ class SkipItem(Exception):
         self.reason, self.detail = reason, detail
 
 
-def init_worker() -> None:
-    """Worker-process initialiser: one OpenCV thread per process (the pool supplies the parallelism)."""
+PARENT_POLL_SECONDS = 1.0
+
+
+def init_worker(parent_pid: int | None = None) -> None:
+    """Worker-process initialiser: one OpenCV thread per process (the pool supplies the parallelism).
+
+    Args:
+        parent_pid: the ``scf ingest`` process. When it dies without shutting the pool down (``kill -9``, the
+            OOM killer, a preempted job), the worker would live on under init; a daemon thread notices that its
+            parent changed (checked every `PARENT_POLL_SECONDS`) and ends the worker. Nothing is lost: the
+            item in hand was not written, and the rerun redoes it.
+    """
     import cv2
 
     cv2.setNumThreads(1)
+    if parent_pid is not None:
+        import threading
+
+        threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="scf-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    import os
+    import time
+
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # the parent is gone: no shard of ours can be written any more
 
 
 def load_image(path: Path) -> np.ndarray:
