@@ -81,10 +81,28 @@ def test_a_training_resume_state_points_to_final(tmp_path):
                           "of ifas-train; <run>/checkpoints/step-* are resume states, not models)")
 
 
-def test_checkpoint_without_protocol():
+def test_checkpoint_without_protocol_points_own_data_to_a_yaml_protocol():
     res = CliRunner().invoke(main, ["--checkpoint", "x", "--data", "y"])
     assert res.exit_code == 1
-    assert _last(res) == "Error: --checkpoint needs --protocol (e.g. --protocol sample; see --list-protocols)"
+    assert _last(res) == ("Error: --checkpoint needs --protocol: a built-in one (see --list-protocols) or, for your "
+                          "own data, write a protocol YAML file (docs/evaluation.md, 'Your own protocol') and pass "
+                          "--protocol my.yaml")
+    res = CliRunner().invoke(main, ["--protocol", "mine", "--checkpoint", "x"])
+    assert res.exit_code == 1 and _last(res).endswith("(for your own data, write one: docs/evaluation.md, 'Your own "
+                                                      "protocol')")
+
+
+def test_protocol_help_names_every_builtin_protocol():
+    from ifas_eval.protocols import BUILTIN_PROTOCOLS, builtin_protocols
+
+    assert [p.name for p in builtin_protocols()] == list(BUILTIN_PROTOCOLS)
+    text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    packed = text.replace(" ", "")  # click may wrap a name at its hyphen
+    for name in BUILTIN_PROTOCOLS:
+        assert f"{name}(" in packed, name
+    assert "a protocol YAML file naming the training and test sources" in text
+    listing = " ".join(CliRunner().invoke(main, ["--list-protocols"]).output.split())
+    assert "for your own data, write a protocol YAML file" in listing
 
 
 def _corrupt_benchmark(path):

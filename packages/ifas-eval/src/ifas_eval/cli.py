@@ -79,13 +79,23 @@ def _list_protocols() -> None:
                "splits left out); FLIP's test lists also leave out its 5-shot videos: add --exclude-videos "
                "<ds>_real_shot.txt --exclude-videos <ds>_fake_shot.txt (20 videos per target; needs a benchmark "
                "ingested with scf ingest --source flip-mcio). Sources are the `source` values written by "
-               "`scf ingest`.")
+               f"`scf ingest`; {OWN_DATA_HINT}.")
+
+
+BUILTIN_PROTOCOL_HELP = ("mcio (Protocol 1), mcio-celeba (Protocol 1 + CelebA-Spoof), one-to-eleven (Protocol 2), "
+                         "one-to-eleven-flip (Protocol 2 on FLIP's MCIO test sets), sample (the embedded synthetic "
+                         "sample)")
+"""The built-in protocols as --protocol's help names them (a test keeps it equal to `builtin_protocols`)."""
+OWN_DATA_HINT = ("for your own data, write a protocol YAML file (docs/evaluation.md, 'Your own protocol') and "
+                 "pass --protocol my.yaml")
 
 
 @click.command(context_settings=_CONTEXT)
 @click.option("--list-protocols", is_flag=True, help="Show the built-in protocols and exit.")
 @click.option("--protocol", metavar="NAME|FILE.yaml",
-              help="mcio (Protocol 1), one-to-eleven (Protocol 2), sample, or a protocol YAML file.")
+              help=f"A built-in protocol: {BUILTIN_PROTOCOL_HELP} (--list-protocols shows their settings); or, "
+                   "for your own data, a protocol YAML file naming the training and test sources and splits "
+                   "(docs/evaluation.md, 'Your own protocol').")
 @click.option("--checkpoint", "checkpoints", multiple=True, metavar="[SETTING=]CKPT",
               help="Checkpoint folder (save_pretrained) or Hub id. SETTING=CKPT evaluates CKPT on one setting; "
                    "a plain CKPT is evaluated on every setting without one. Leave-one-out protocols (mcio, "
@@ -163,6 +173,7 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
           --checkpoint I=runs/mcio-I-s0/final --checkpoint O=runs/mcio-O-s0/final \\
           --exclude-videos flip/msu_real_shot.txt --exclude-videos flip/msu_fake_shot.txt ...
       ifas-eval --protocol sample --checkpoint sample-domain-a=runs/sample-a/final
+      ifas-eval --protocol my.yaml --checkpoint runs/mine/final --data my-benchmark   # own data: a YAML protocol
     """
     if list_protocols:
         _list_protocols()
@@ -204,7 +215,8 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
                              exclude_files=exclude_files, skip_corrupt=skip_corrupt,
                              shared_checkpoint=shared_checkpoint)
         elif checkpoints:
-            raise click.ClickException("--checkpoint needs --protocol (e.g. --protocol sample; see --list-protocols)")
+            raise click.ClickException("--checkpoint needs --protocol: a built-in one (see --list-protocols) or, "
+                                       f"{OWN_DATA_HINT}")
         else:
             raise click.ClickException("nothing to do: give --scores FILE, or --protocol NAME --checkpoint CKPT, "
                                        "or --list-protocols (see --help)")

@@ -313,7 +313,8 @@ def load_protocol(name_or_path: str) -> Protocol:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
             raise ProtocolError(f"unknown protocol {name_or_path!r}: not one of {', '.join(BUILTIN_PROTOCOLS)} "
-                                "and not a YAML file")
+                                "and not a YAML file (for your own data, write one: docs/evaluation.md, 'Your own "
+                                "protocol')")
         text, file = path.read_text(), str(path)
     try:
         data = yaml.safe_load(text)
