@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,57 @@ def test_workers_end_when_a_killed_ingest_leaves_them_behind(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_an_edited_manifest_is_refused_and_an_older_record_without_hashes_still_resumes(tmp_path, face):
+    """Review 5 #3a: rows already written keep the old labels, so a resume after editing the list is refused."""
+    root = tmp_path / "imgs"
+    write_image(root / "a.png", face)
+    write_image(root / "b.png", face)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na.png,1\nb.png,0\n")
+    args = ["--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o")]
+    assert ingest(*args).exit_code == 0
+    config = tmp_path / "o/ingest_config.json"
+    recorded = json.loads(config.read_text())
+    assert list(recorded["list_sha256"]) == [str(manifest)]
+    manifest.write_text("path,label\na.png,1\nb.png,1\n")  # b's label fixed
+    r = ingest(*args)
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert r.output == (f"Error: {manifest} changed since {tmp_path / 'o'} was written: rows already written keep "
+                        "its old entries (labels, attack types, splits). Ingest into a new --out (or put the file "
+                        "back as it was to resume)\n")
+    assert json.loads(config.read_text()) == recorded
+    assert [x["label"] for x in rows(tmp_path / "o")] == [1, 0]
+
+    config.write_text(json.dumps({k: v for k, v in recorded.items() if k != "list_sha256"}))  # an older scf
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert "list_sha256" in json.loads(config.read_text())  # recorded from now on
+
+
+def test_rows_of_moved_files_are_reported_and_pruned_on_request(tmp_path, face):
+    """Review 5 #3b: an image moved from print/ to real/ must not stay in the dataset with both labels."""
+    root = tmp_path / "imgs"
+    write_image(root / "train/real/r.png", face)
+    write_image(root / "train/print/f.png", face)
+    write_image(root / "train/print/g.png", face)
+    args = ["--source", "image-folder", "--root", str(root), "--out", str(tmp_path / "o"), "--shard-size", "2"]
+    assert ingest(*args).exit_code == 0
+    (root / "train/print/f.png").rename(root / "train/real/f.png")  # it was a real face after all
+    r = ingest(*args)
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == (
+        "Error: 1 row(s) of 1 file(s) that this run no longer finds under --root (moved, renamed or deleted since "
+        f"they were ingested, e.g. train/print/f.png) are still in {tmp_path / 'o'}: rerun with --prune-missing to "
+        "drop them, or ingest into a new --out")
+    summary = json.loads((tmp_path / "o/ingest_summary.json").read_text())
+    assert summary["stale_rows"] == 1 and summary["stale_files"] == ["train/print/f.png"]
+    r = ingest(*args, "--prune-missing")
+    assert r.exit_code == 0 and "--prune-missing: dropped 1 row(s)" in r.output, r.output
+    assert [(x["path"], x["label"]) for x in rows(tmp_path / "o")] == [
+        ("train/print/g.png", 0), ("train/real/f.png", 1), ("train/real/r.png", 1)]
+    assert ingest(*args).exit_code == 0  # nothing stale any more
+    from scf.schema import load_table
+
+    assert len(load_table(str(tmp_path / "o"))["train"]) == 3

@@ -82,14 +82,16 @@ def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -
               help="Create the Hub repo public (default: private; FAS datasets are licensed per request, so make "
                    "it public only if every source's licence allows that).")
 @click.option("--private", is_flag=True, hidden=True, help="Accepted for old commands: private is the default.")
+@click.option("--prune-missing", is_flag=True,
+              help="On a resume, drop the rows of files no longer found under --root (moved, renamed, deleted).")
 @click.option("--list-sources", is_flag=True, help="List the sources and their expected layouts, then exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def ingest_command(source: str | None, root: str | None, out: str | None, config_name: str | None,
                    source_name: str | None, lists: tuple[str, ...], label_polarity: str | None, split: str | None,
                    celeba_labels: tuple[str, ...], frames: str,
                    detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
-                   image_format: str, push_to_hub: str | None, public: bool, private: bool, list_sources: bool,
-                   no_progress: bool) -> None:
+                   image_format: str, push_to_hub: str | None, public: bool, private: bool, prune_missing: bool,
+                   list_sources: bool, no_progress: bool) -> None:
     """Turn a FAS dataset (as delivered, or as FLIP / CASIA-FAS lists) into the benchmark dataset.
 
     Resumable: rerun the same command after an interruption. See docs/ingest.md.
@@ -101,7 +103,7 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
                 detect=detect, margin=margin,
                 size=size, neighbours=neighbours, workers=workers, shard_size=shard_size,
                 image_format=image_format, push_to_hub=push_to_hub, public=public, private=private,
-                list_sources=list_sources, no_progress=no_progress)
+                list_sources=list_sources, no_progress=no_progress, prune_missing=prune_missing)
 
 
 @main.command("caption")

@@ -39,7 +39,7 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
                 celeba_labels: tuple[str, ...] = (), frames: str,
                 detect: bool | None, margin: float, size: int, neighbours: int, workers: int, shard_size: int,
                 image_format: str, push_to_hub: str | None, public: bool = False, private: bool = False,
-                list_sources: bool, no_progress: bool) -> None:
+                list_sources: bool, no_progress: bool, prune_missing: bool = False) -> None:
     """Run ``scf ingest``; every user error becomes a one-line `click.ClickException`.
 
     The Hub repository of ``--push-to-hub`` is created private unless ``public`` (``--public``); ``private``
@@ -69,13 +69,20 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
                               celeba_labels=tuple(Path(p) for p in celeba_labels),
                               frames=frames, detect=detect, margin=margin, size=size, neighbours=neighbours,
                               workers=workers, shard_size=shard_size, image_format=image_format,
-                              source_name=source_name)
+                              source_name=source_name, prune_missing=prune_missing)
         summary = run_ingest(config, show_progress=not no_progress)
     except (IngestError, ShardError) as e:
         raise click.ClickException(str(e)) from e
     console.print(summary_table(summary))
     if summary.rows_total == 0:
         raise click.ClickException(no_rows_message(summary, config.dataset_dir))
+    if summary.pruned_rows:
+        console.print(f"--prune-missing: dropped {summary.pruned_rows} row(s) of files no longer found")
+    if summary.stale_rows:
+        raise click.ClickException(
+            f"{summary.stale_rows} row(s) of {len(summary.stale_files)} file(s) that this run no longer finds under "
+            f"--root (moved, renamed or deleted since they were ingested, e.g. {summary.stale_files[0]}) are still "
+            f"in {config.dataset_dir}: rerun with --prune-missing to drop them, or ingest into a new --out")
     if summary.unaccounted:
         raise click.ClickException(f"{len(summary.unaccounted)} file(s) have neither rows nor a skip record "
                                    f"(e.g. {summary.unaccounted[0]}); this is a bug, please report it")

@@ -43,7 +43,8 @@ _IMAGE_SETTINGS = ("source", "frames", "detect", "margin", "size", "neighbours",
 _ROW_SETTINGS = ("source_name", "split", "lists", "label_polarity", "celeba_labels")
 """Settings that decide the `source` and `split` columns and which items exist: a resume must keep them too
 (rows already written keep the old values). An ``ingest_config.json`` written before they were recorded
-lacks ``source_name``; such a file is still resumed, comparing what it has."""
+lacks ``source_name``; such a file is still resumed, comparing what it has. The *contents* of the ``--list``
+files are compared too, by their SHA-256 (``list_sha256``; absent from older files, which still resume)."""
 _FLAGS = {"source": "--source", "frames": "--frames", "detect": "--detect/--no-detect", "margin": "--margin",
           "size": "--size", "neighbours": "--neighbours", "image_format": "--image-format",
           "source_name": "--source-name", "split": "--split", "lists": "--list", "label_polarity": "--label-polarity",
@@ -71,6 +72,7 @@ class IngestConfig:
     image_format: str = "png"
     source_name: str | None = None  # value of the `source` column; default the dataset's title
     celeba_labels: tuple[Path, ...] = ()  # CelebA-Spoof label files / folders: spoof types of list entries
+    prune_missing: bool = False  # drop rows of files this scan no longer finds (moved, renamed, deleted)
 
     def __post_init__(self) -> None:
         if self.frames != "flip" and not (self.frames.isdigit() and int(self.frames) >= 1):
@@ -109,6 +111,9 @@ class IngestSummary:
     skipped_total: int
     rows_this_run: int
     other_files: dict[str, int] = field(default_factory=dict)
+    stale_rows: int = 0  # rows (of earlier runs) whose file this run's scan no longer found; 0 after pruning
+    stale_files: list[str] = field(default_factory=list)  # those files (at most 100)
+    pruned_rows: int = 0  # rows dropped by prune_missing
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -173,6 +178,16 @@ def _same_lists(old: Any, new: list[str], legacy: bool) -> bool:  # noqa: ANN401
     return True
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
     """Refuse to resume into ``folder`` with settings that differ from those its rows were written with.
 
@@ -199,6 +214,13 @@ def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
         same = _same_lists(old[k], recorded[k], legacy) if k == "lists" else old[k] == recorded[k]
         if not same:
             changed.append(k)
+    old_hashes = old.get("list_sha256")
+    if not changed and isinstance(old_hashes, dict):
+        edited = [p for p, h in recorded["list_sha256"].items() if p in old_hashes and old_hashes[p] != h]
+        if edited:
+            raise IngestError(f"{edited[0]} changed since {folder} was written: rows already written keep its old "
+                              "entries (labels, attack types, splits). Ingest into a new --out (or put the file back "
+                              "as it was to resume)")
     if changed:
         def show(value: Any) -> str:  # noqa: ANN401 - JSON value
             return "not set" if value is None or value == [] else repr(value)
@@ -232,7 +254,8 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 "source_name": source_value, "root": str(Path(config.root).expanduser().resolve()),
                 "lists": [str(p.resolve()) for p in options.lists], "label_polarity": config.label_polarity,
                 "celeba_labels": [str(p.resolve()) for p in options.celeba_labels],
-                "split": config.split, "workers": config.workers, "shard_size": config.shard_size}
+                "split": config.split, "workers": config.workers, "shard_size": config.shard_size,
+                "list_sha256": {str(p.resolve()): _sha256(p) for p in options.lists if p.is_file()}}
     _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
@@ -302,8 +325,16 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         else:
             _run_pool(config.workers, tasks(), args, handle)
 
+    stale = sorted(k for k in done_keys if _unit_of(k, units) not in units)  # their file was not found this time
+    pruned = _prune_rows(folder, set(stale)) if stale and config.prune_missing else 0
     summary = summarize(folder, name, config.source_name, units, reader.other_files, default_title=reader.title)
-    summary.rows_this_run = summary.rows_total - rows_before
+    if stale and not pruned:
+        summary.stale_rows = len(stale)
+        summary.stale_files = sorted({_unit_of(k, units) for k in stale})[:100]
+        logger.warning("%d row(s) of files no longer found under --root (or in the lists) are still in %s, e.g. "
+                       "%s; --prune-missing drops them", len(stale), folder, stale[0])
+    summary.pruned_rows = pruned
+    summary.rows_this_run = summary.rows_total - rows_before + pruned
     summary.seconds = round(time.monotonic() - start, 2)
     summary.settings = recorded
     (folder / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -312,6 +343,36 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         logger.error("%d file(s) seen have neither rows nor a skip record, e.g. %s", len(summary.unaccounted),
                      summary.unaccounted[:3])
     return summary
+
+
+def _prune_rows(folder: Path, keys: set[str]) -> int:
+    """Drop the rows whose ``path`` is in ``keys`` from the shards of ``folder`` (each shard rewritten
+    atomically; a shard left empty is deleted). Returns the number of rows dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from scf.shards import SHARD_PATTERN
+
+    dropped = 0
+    value_set = pa.array(sorted(keys), type=pa.string())
+    for path in sorted((folder / "data").glob("*.parquet")):
+        if not SHARD_PATTERN.match(path.name):
+            continue
+        table = pq.read_table(path)
+        mask = pc.is_in(table.column("path"), value_set=value_set)
+        n = pc.sum(mask).as_py() or 0
+        if not n:
+            continue
+        dropped += n
+        if n == table.num_rows:
+            path.unlink()
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table.filter(pc.invert(mask)), tmp)
+        os.replace(tmp, path)
+    logger.info("dropped %d row(s) of files no longer found (--prune-missing)", dropped)
+    return dropped
 
 
 def _run_pool(workers: int, items: Iterator[Item], args: Any, handle: Any) -> None:  # noqa: ANN401
