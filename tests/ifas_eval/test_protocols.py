@@ -125,6 +125,19 @@ def test_bad_protocol_files(tmp_path, text, match):
         load_protocol(str(f))
 
 
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    """As ifas-train --config and scf caption --keywords: the problem and where it is, on one line."""
+    f = tmp_path / "mine.yaml"
+    f.write_text("name: x\nsettings:\n  - name: s\n    test: [{source: A, splits: [test]}\n    label: y\n")
+    res = CliRunner().invoke(main, ["--protocol", str(f), "--checkpoint", "x"])
+    assert res.exit_code == 1
+    assert res.stderr.strip() == (f"Error: {f}: not valid YAML: expected ',' or ']', but got '<scalar>' (line 5, "
+                                  "column 5)")
+    f.write_bytes(b"\xff\xfe\x00binary")
+    res = CliRunner().invoke(main, ["--protocol", str(f), "--checkpoint", "x"])
+    assert res.exit_code == 1 and res.stderr.strip().startswith(f"Error: {f}: not a text file (")
+
+
 def test_unknown_protocol_is_a_cli_error():
     res = CliRunner().invoke(main, ["--protocol", "nope", "--checkpoint", "x"])
     assert res.exit_code != 0 and "unknown protocol 'nope'" in res.stderr

@@ -315,11 +315,18 @@ def load_protocol(name_or_path: str) -> Protocol:
             raise ProtocolError(f"unknown protocol {name_or_path!r}: not one of {', '.join(BUILTIN_PROTOCOLS)} "
                                 "and not a YAML file (for your own data, write one: docs/evaluation.md, 'Your own "
                                 "protocol')")
-        text, file = path.read_text(), str(path)
+        try:
+            text, file = path.read_text(), str(path)
+        except UnicodeDecodeError as e:
+            raise ProtocolError(f"{path}: not a text file ({e.reason}): a protocol is a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ProtocolError(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
+        # as ifas-train --config and scf caption --keywords: the problem and its 1-based line and column
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ProtocolError(f"{file}: not valid YAML: {what}{where}") from None
     return parse_protocol(data, file)
 
 
