@@ -190,3 +190,45 @@ def test_banner_says_why_a_lora_run_trains_at_1e_4_and_shows_the_resolved_alpha(
     assert "0.0001 (the LoRA default for --llm lora (a deviation from the paper's 1e-05" in text
     alpha_row = next(line for line in text.splitlines() if line.split()[:1] == ["alpha"])
     assert alpha_row.split()[1] == "0.7"
+
+
+def test_a_failed_push_is_one_line_keeps_final_and_summary_and_a_rerun_only_retries_it(corpus, tmp_path,
+                                                                                       monkeypatch):
+    import huggingface_hub
+
+    class ConnectError(Exception):  # what httpx raises offline: not an OSError, not a ValueError
+        pass
+
+    def offline(self, repo_id, **kw):
+        raise ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", offline)
+    out = tmp_path / "pushed"
+    args = ["--dataset", corpus, "--preset", "tiny", "--out", out, "--max-steps", "2", "--batch-size", "4",
+            "--eval-split", "none", "--push-to-hub", "org/ifas-x"]
+    result = _invoke(*args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and result.output.rstrip().splitlines()[-1] == errors[0], result.output
+    assert errors[0].startswith("Error: push to org/ifas-x failed: ConnectError: [Errno -2] Name or service not")
+    assert f"the model is saved in {out / 'final'}" in errors[0] and "rerun the same command" in errors[0]
+    assert (out / "final" / "config.json").is_file() and (out / "final" / "README.md").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and "hub_commit" not in summary
+
+    # the rerun trains nothing and pushes; a further rerun does not push again
+    import ifas_model.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "build_for_training", lambda *a, **k: pytest.fail("model built for a push retry"))
+    pushes = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, *, repo_id, folder_path, **kw:
+                        pushes.append(folder_path) or type("Info", (), {"commit_url": f"https://hub/{repo_id}/c/1"})())
+    metrics = (out / "metrics.jsonl").read_text()
+    again = _invoke(*args)
+    assert again.exit_code == 0 and "already finished" in _flat(again.output), again.output
+    assert pushes == [str(out / "final")] and (out / "metrics.jsonl").read_text() == metrics
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["hub_repo"] == "org/ifas-x" and summary["hub_commit"] == "https://hub/org/ifas-x/c/1"
+    assert "already_finished" not in summary
+    assert _invoke(*args).exit_code == 0 and len(pushes) == 1

@@ -102,14 +102,14 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     import traceback
 
     from ifas_model.training.distributed import shutdown_distributed
-    from ifas_model.training.trainer import NonFiniteLossError, ResumeError, Trainer
+    from ifas_model.training.trainer import NonFiniteLossError, PushError, ResumeError, Trainer
     from scf.schema import SchemaError
 
     trainer = None
     try:
         trainer = Trainer(config)
         return trainer.fit(stop_after=stop_after)
-    except (SchemaError, ResumeError, NonFiniteLossError, FileNotFoundError) as err:
+    except (SchemaError, ResumeError, NonFiniteLossError, PushError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     except (ValueError, OSError) as err:  # a missing model path, an unloadable corpus, a bad setting
         logging.getLogger(__name__).debug("details", exc_info=True)

@@ -43,6 +43,10 @@ class ResumeError(ValueError):
     """The run folder cannot be resumed with these settings (or must be and cannot)."""
 
 
+class PushError(RuntimeError):
+    """``--push-to-hub`` failed after the run finished; ``final/`` and ``summary.json`` are written and kept."""
+
+
 def base_models(config: TrainConfig) -> list[str]:
     """Ids or paths of the pretrained parts a run starts from (empty for presets built from config)."""
     from ifas_model.presets import MODEL_PRESETS
@@ -150,6 +154,13 @@ class WarmupSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "total": self.total, "kind": self.kind}
+
+
+def _pushed_to(summary: dict[str, Any], repo: str) -> bool:
+    """Whether a run's summary records a push of ``final/`` to ``repo`` (older summaries: only ``hub_commit``)."""
+    if "hub_repo" in summary:
+        return summary["hub_repo"] == repo
+    return f"/{repo}/" in str(summary.get("hub_commit", ""))
 
 
 def describe_metrics(record: dict[str, Any]) -> str:
@@ -425,11 +436,16 @@ class Trainer:
             NonFiniteLossError: NaN/inf loss or gradient norm; the last good checkpoint is kept.
         """
         if self.finished is not None:
+            final = Path(self.finished.get("final", self.run_dir / "final"))
             if self.dist.is_main:
                 self.console.print(f"[bold green]already finished[/]: {self.run_dir} ran its "
-                                   f"{self.finished.get('steps')} steps; the model is in "
-                                   f"{self.finished.get('final', self.run_dir / 'final')} (use a new --output to "
-                                   "train again)")
+                                   f"{self.finished.get('steps')} steps; the model is in {final} (use a new "
+                                   "--output to train again)")
+            repo = self.config.push_to_hub
+            if repo and not _pushed_to(self.finished, repo):  # a failed (or new) push: retry it, nothing else
+                summary = {k: v for k, v in self.finished.items() if k != "already_finished"}
+                self._push_and_record(final, summary)
+                self.finished = {**summary, "already_finished": True}
             return self.finished
         ckpt = self.prepare_run_dir()
         if ckpt is not None:
@@ -638,7 +654,7 @@ class Trainer:
         ``summary.json`` and the optional push. Returns the summary."""
         from ifas_model.adapters import merge_for_save
 
-        from .card import model_card, push_to_hub
+        from .card import model_card
 
         final_eval = self.evaluate() if (self.last_eval is None or self.last_eval["step"] != self.step) \
             else self.last_eval
@@ -656,12 +672,36 @@ class Trainer:
                               base_models=base, parameter_counts=self.counts, steps=self.step,
                               skipped_images=skipped)
             (final / "README.md").write_text(card)
-            if self.config.push_to_hub:
-                summary["hub_commit"] = push_to_hub(final, self.config.push_to_hub, private=self.config.hub_private)
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             self.console.print(f"[bold green]done[/]: {self.step} steps, skipped images {skipped}, "
                                + (f"eval on {self.eval_name}: {describe_metrics(final_eval)}, " if final_eval
                                   else "")
                                + f"model in {final}")
         barrier(self.dist)
+        if self.config.push_to_hub:
+            self._push_and_record(self.run_dir / "final", summary)
         return summary
+
+    def _push_and_record(self, final: Path, summary: dict[str, Any]) -> None:
+        """Push ``final/`` to ``--push-to-hub`` (rank 0) and record ``hub_repo`` / ``hub_commit`` in summary.json.
+
+        ``final/`` and ``summary.json`` are already written, so a failed push loses nothing: rerunning the same
+        command finds the run finished and only retries the push.
+
+        Raises:
+            PushError: the upload failed (network, token, permissions), with the cause and how to retry.
+        """
+        from .card import push_to_hub
+
+        if not self.dist.is_main:
+            return
+        repo = self.config.push_to_hub
+        try:
+            commit = push_to_hub(final, repo, private=self.config.hub_private)
+        except Exception as err:  # noqa: BLE001 - any failure of the upload becomes one line; the run is kept
+            logger.debug("push to %s failed", repo, exc_info=True)
+            raise PushError(f"push to {repo} failed: {type(err).__name__}: {' '.join(str(err).split())}; the model "
+                            f"is saved in {final} and the summary in {self.run_dir / 'summary.json'}: rerun the "
+                            "same command to retry the push (nothing is trained again)") from err
+        summary.update(hub_repo=repo, hub_commit=commit)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
