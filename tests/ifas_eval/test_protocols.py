@@ -181,6 +181,29 @@ def _ingest_source_names(ingest) -> list[str]:
     return []
 
 
+def test_train_commands_never_suggest_excluding_a_training_source(tmp_path):
+    """An intra-dataset YAML protocol (train on MyData's train split, test on its test split): the # line must not
+    suggest --finetune-exclude-sources MyData, which would leave C_S's D_S empty when MyData is the only source."""
+    from click.testing import CliRunner
+
+    from ifas_eval.cli import main
+
+    f = tmp_path / "mine.yaml"
+    f.write_text("name: mine\nsettings:\n  - name: mydata\n    train: [{source: MyData, splits: [train]}]\n"
+                 "    test: [{source: MyData, splits: [test]}, {source: Other, splits: [test]}]\n"
+                 "  - name: intra\n    train: [{source: MyData, splits: [train]}]\n"
+                 "    test: [{source: MyData, splits: [test]}]\n")
+    res = CliRunner().invoke(main, ["--protocol", str(f), "--train-commands"])
+    assert res.exit_code == 0, res.output
+    hints = [line for line in res.output.splitlines() if line.startswith("# ") and "then, on" not in line]
+    assert hints == [
+        "# mydata: the corpus's C_S saw every dataset's fakes (the paper pools them); for one that never saw the "
+        "targets: scf caption ... --finetune-exclude-sources Other (MyData not listed: the setting trains on it)",
+        "# intra: its test sources (MyData) are training sources too (intra-dataset): no scf caption "
+        "--finetune-exclude-sources to suggest (leaving them out of C_S's fine-tuning would leave D_S without "
+        "their fakes, empty when they are the corpus's only sources)"]
+
+
 def test_train_commands_name_each_settings_sources_splits_and_seeds():
     from click.testing import CliRunner
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import sys
 from pathlib import Path
 
@@ -187,10 +186,7 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
             chosen = load_protocol(protocol)
             names = list(settings) or [s.name for s in chosen.settings]
             for setting in names:
-                targets = dict.fromkeys(p.source for t in chosen.setting(setting).tests for p in t.parts)
-                click.echo(f"# {setting}: the corpus's C_S saw every dataset's fakes (the paper pools them); for one "
-                           f"that never saw the targets: scf caption ... --finetune-exclude-sources "
-                           f"{shlex.quote(','.join(targets))}")
+                click.echo(chosen.finetune_exclusion_hint(setting))
                 for line in chosen.train_commands(setting, data or "CORPUS"):
                     click.echo(line)
             click.echo(f"# then, on the benchmark (mean ± std over seeds {', '.join(map(str, PAPER_SEEDS))}):")

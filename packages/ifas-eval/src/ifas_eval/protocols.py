@@ -155,6 +155,32 @@ class Protocol:
                          f"--train-split {','.join(union)} --seed {k} --output {shlex.quote(self.run_dir(setting, k))}")
         return lines
 
+    def finetune_exclusion_hint(self, setting: str) -> str:
+        """The ``#`` line `--train-commands` prints before a setting: its targets for ``scf caption
+        --finetune-exclude-sources`` (a spoof-aware captioner C_S that never saw their fakes).
+
+        Only test sources the setting does not train on are targets. When every test source is also a training
+        source (an intra-dataset setting, e.g. a YAML protocol that trains on one's own data's train split and
+        tests on its test split), nothing is suggested: the model trains on those fakes anyway, and leaving them
+        out of C_S's fine-tuning set D_S would empty it when they are the corpus's only sources.
+        """
+        import shlex
+
+        chosen = self.setting(setting)
+        targets = dict.fromkeys(p.source for t in chosen.tests for p in t.parts)
+        trained = {sel.source for sel in chosen.train}
+        outside = [t for t in targets if t not in trained]
+        inside = [t for t in targets if t in trained]
+        if not outside:
+            return (f"# {setting}: its test sources ({', '.join(inside)}) are training sources too (intra-dataset): "
+                    "no scf caption --finetune-exclude-sources to suggest (leaving them out of C_S's fine-tuning "
+                    "would leave D_S without their fakes, empty when they are the corpus's only sources)")
+        line = (f"# {setting}: the corpus's C_S saw every dataset's fakes (the paper pools them); for one that never "
+                f"saw the targets: scf caption ... --finetune-exclude-sources {shlex.quote(','.join(outside))}")
+        if inside:
+            line += f" ({', '.join(inside)} not listed: the setting trains on it)"
+        return line
+
     def run_dir(self, setting: str, seed: int) -> str:
         """The run folder `train_commands` gives one seed of one setting: ``runs/<protocol>-<setting>-s<seed>``."""
         return f"runs/{self.name}-{setting}-s{seed}"
