@@ -698,3 +698,29 @@ def test_damaged_state_files_and_input_shards_are_named_with_what_to_do(pipeline
                                     "tiny", "--no-progress"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.strip().splitlines()[-1].startswith(f"Error: {bad}: unreadable shard (ArrowInvalid: ")
+
+
+def test_a_failed_push_is_one_line_and_keeps_the_corpus(pipeline_run, monkeypatch, tmp_path):
+    """Review 5 #4: the Hub unreachable gives one line saying where the corpus is, not a traceback."""
+    import shutil
+
+    import huggingface_hub
+
+    from scf.captioning.pipeline import CaptionPipeline, PipelineError
+
+    ds, finished, _ = pipeline_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+
+    class Offline:
+        def create_repo(self, repo_id, **kw):
+            raise ConnectionError("[Errno -2] Name or service not known\n(more lines)")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    with pytest.raises(PipelineError) as err:
+        CaptionPipeline(_config(out, stage="corpus", push_to_hub="me/corpus"), dataset=ds).run()
+    assert str(err.value) == (
+        "push to me/corpus failed: ConnectionError: [Errno -2] Name or service not known (more lines); the corpus "
+        f"is in {out / 'corpus'}: rerun the same command to retry (no caption is redone), or huggingface-cli "
+        f"upload --repo-type dataset me/corpus {out / 'corpus'}")
+    assert (out / "corpus" / "README.md").exists()

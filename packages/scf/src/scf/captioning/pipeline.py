@@ -254,6 +254,10 @@ class _Item:
     source: str = ""
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def read_json(path: Path, remedy: str) -> Any:  # noqa: ANN401 - JSON value
     """Read one of the run's JSON state files; a torn or unreadable one raises `PipelineError` naming it.
 
@@ -725,7 +729,13 @@ class CaptionPipeline:
         self.console.print(f"[bold]finetune[/]: {record['samples']} samples, {record['steps']} steps, loss "
                            f"{record['first_loss']:.4f} -> {record['last_loss']:.4f}; C_S saved to {target}")
         if self.config.push_captioner_to_hub:
-            url = push_captioner_to_hub(target, self.config.push_captioner_to_hub)
+            repo = self.config.push_captioner_to_hub
+            try:
+                url = push_captioner_to_hub(target, repo)
+            except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
+                raise PipelineError(f"push of C_S to {repo} failed: {type(e).__name__}: {_one_line(e)}; C_S is saved "
+                                    f"in {target}: upload it with huggingface-cli upload {repo} {target}, then rerun "
+                                    "the same command to go on") from e
             self.console.print(f"C_S pushed to {url}")
         return {k: v for k, v in record.items() if k != "model"}
 
@@ -811,10 +821,16 @@ class CaptionPipeline:
         if self.config.push_to_hub:
             from huggingface_hub import HfApi
 
-            api = HfApi()
-            api.create_repo(self.config.push_to_hub, repo_type="dataset", private=True, exist_ok=True)
-            api.upload_folder(folder_path=str(final), repo_id=self.config.push_to_hub, repo_type="dataset",
-                              commit_message="SCF VQA corpus")
+            repo = self.config.push_to_hub
+            try:
+                api = HfApi()
+                api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True)
+                api.upload_folder(folder_path=str(final), repo_id=repo, repo_type="dataset",
+                                  commit_message="SCF VQA corpus")
+            except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
+                raise PipelineError(f"push to {repo} failed: {type(e).__name__}: {_one_line(e)}; the corpus is in "
+                                    f"{final}: rerun the same command to retry (no caption is redone), or "
+                                    f"huggingface-cli upload --repo-type dataset {repo} {final}") from e
             self.console.print(f"corpus pushed to the Hub dataset {self.config.push_to_hub}")
         return {"rows": counts, "folder": str(final)}
 
