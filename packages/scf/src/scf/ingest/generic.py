@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -77,11 +78,25 @@ def parse_label(raw: str) -> int | None:
     return None
 
 
+def _under_root(root: Path, absolute: str) -> str | None:
+    """An absolute manifest path as a path relative to ``root`` (as written, else with links resolved)."""
+    for base, target in ((Path(os.path.abspath(root)), Path(os.path.normpath(absolute))),
+                         (root.resolve(), Path(absolute).resolve())):
+        try:
+            return target.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return None
+
+
 class CsvManifestReader(Reader):
     """A CSV manifest (``--list manifest.csv``) with a header row. Columns: ``path`` and ``label`` required;
     ``attack_type``, ``attack_detail``, ``subject_id``, ``video_id``, ``split`` optional; others ignored.
 
-    ``path`` is relative to ``--root`` (an image, a video, or a folder of frames). ``label`` uses the toolkit's
+    ``path`` is relative to ``--root``, or absolute (an image, a video, or a folder of frames); an absolute path
+    must lie under ``--root`` (it is stored relative to it, so ``path`` stays portable), else the row is skipped
+    (``path outside --root``: give a ``--root`` that holds every file, ``/`` at worst). The file may start with a
+    UTF-8 byte-order mark (Excel's "CSV UTF-8"). ``label`` uses the toolkit's
     polarity, 1 = real (or the words real/live/bonafide and fake/spoof/attack). ``attack_type`` must be one
     of `scf.schema.ATTACK_TYPES` (default: live for reals, other for fakes). ``split`` defaults to
     ``--split``, else test. A row with a bad value is skipped with the row number and reason.
@@ -97,20 +112,27 @@ class CsvManifestReader(Reader):
         path = options.lists[0]
         if not path.is_file():
             raise IngestError(f"manifest not found: {path}")
-        with path.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a BOM (Excel) is not part of the header
+            header = [h.strip() for h in next(csv.reader(f), [])]
         missing = [c for c in ("path", "label") if c not in header]
         if missing:
             raise IngestError(f"{path}: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
 
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
         path = options.lists[0]
-        with path.open(newline="", encoding="utf-8") as f:
-            for row_no, row in enumerate(csv.DictReader(f), start=2):
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = csv.DictReader(f)
+            rows.fieldnames = [h.strip() for h in rows.fieldnames or []]
+            for row_no, row in enumerate(rows, start=2):
                 where = f"{path.name}:{row_no}"
-                rel = (row.get("path") or "").strip().strip("/")
-                if not rel:
+                raw = (row.get("path") or "").strip()
+                if not raw:
                     yield Skip(where, "malformed manifest row", "empty path")
+                    continue
+                rel = _under_root(root, raw) if os.path.isabs(raw) else raw.rstrip("/")
+                if rel is None:
+                    yield Skip(where, "path outside --root", f"{raw} is not under {root}: give --root a folder that "
+                                                             "holds every file of the manifest")
                     continue
                 label = parse_label(row.get("label") or "")
                 if label is None:

@@ -1,0 +1,61 @@
+"""A user's own data through the generic readers: CSV manifests as spreadsheets write them, folders without splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def face():
+    import cv2
+    from skimage import data
+
+    return cv2.resize(data.astronaut()[20:260, 110:340], (115, 120))  # Eileen Collins, public domain
+
+
+def write_image(path: Path, array) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def ingest(*args: str):
+    from click.testing import CliRunner
+
+    from scf.cli import main
+
+    return CliRunner().invoke(main, ["ingest", *args, "--no-detect", "--no-progress"])
+
+
+def rows(out: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    found = []
+    for shard in sorted((out / "data").glob("*.parquet")):
+        found += pq.read_table(shard, columns=["path", "label", "attack_type", "split", "frame_index",
+                                               "video_id"]).to_pylist()
+    return sorted(found, key=lambda r: r["path"])
+
+
+def test_manifest_with_absolute_paths_and_an_excel_bom(tmp_path, face):
+    """Review 5 #5: absolute paths under --root are used (stored relative to it); outside it, the row is skipped
+    with a reason that says what to do; a UTF-8 byte-order mark does not hide the header."""
+    root = tmp_path / "mine"
+    write_image(root / "train/real/r0.jpg", face)
+    write_image(root / "train/print/f0.png", face)
+    write_image(tmp_path / "elsewhere/x.png", face)
+    manifest = tmp_path / "abs.csv"
+    manifest.write_text(f"path,label,attack_type\n{root}/train/real/r0.jpg,1,\n{root / 'train/print/f0.png'},0,print\n"
+                        f"{tmp_path / 'elsewhere/x.png'},0,print\n", encoding="utf-8-sig")  # Excel's CSV UTF-8
+    r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert [(x["path"], x["label"]) for x in rows(tmp_path / "o")] == [("train/print/f0.png", 0),
+                                                                       ("train/real/r0.jpg", 1)]
+    skip = json.loads((tmp_path / "o/skipped.jsonl").read_text())
+    assert skip["key"] == "abs.csv:4" and skip["reason"] == "path outside --root"
+    assert skip["detail"] == (f"{tmp_path / 'elsewhere/x.png'} is not under {root}: give --root a folder that holds "
+                              "every file of the manifest")
