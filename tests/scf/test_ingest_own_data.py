@@ -59,3 +59,22 @@ def test_manifest_with_absolute_paths_and_an_excel_bom(tmp_path, face):
     assert skip["key"] == "abs.csv:4" and skip["reason"] == "path outside --root"
     assert skip["detail"] == (f"{tmp_path / 'elsewhere/x.png'} is not under {root}: give --root a folder that holds "
                               "every file of the manifest")
+
+
+def test_manifest_frame_index_orders_the_frames_of_a_video(tmp_path, face):
+    """Review 5 #17: two frames of one video, given as images, keep their frame numbers (not 0, 0)."""
+    root = tmp_path / "mine"
+    write_image(root / "v1_f3.png", face)
+    write_image(root / "v1_f9.png", face)
+    write_image(root / "v2.png", face)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,video_id,frame_index\nv1_f3.png,1,v1,3\nv1_f9.png,1,v1,9\nv2.png,0,v2,\n"
+                        "v2.png,0,v2,x\n")
+    r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert [(x["video_id"], x["frame_index"]) for x in rows(tmp_path / "o")] == [("v1", 3), ("v1", 9), ("v2", 0)]
+    skip = json.loads((tmp_path / "o/skipped.jsonl").read_text())
+    assert skip["key"] == "m.csv:5" and skip["detail"] == "v2.png: frame_index 'x' (a number >= 0)"
+    manifest.write_text("path,label,frame\nv1_f3.png,1,3\n")  # the short name works too
+    r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o2"))
+    assert [x["frame_index"] for x in rows(tmp_path / "o2")] == [3]

@@ -142,6 +142,6 @@ def test_sample_files_round_trip_through_scf_ingest(tmp_path):
     want = [r for r in sample_rows(0) if r["source"] == domain.name]
     for split in ("train", "test"):
         rows = got[split].remove_columns("image").to_list()
-        keys = ("label", "attack_type", "subject_id", "video_id", "source", "split")
+        keys = ("label", "attack_type", "subject_id", "video_id", "source", "split", "frame_index")  # review 5 #17
         assert sorted(tuple(r[k] for k in keys) for r in rows) == sorted(
             tuple(r[k] for k in keys) for r in want if r["split"] == split)

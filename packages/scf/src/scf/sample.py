@@ -218,7 +218,7 @@ def write_sample_files(out: str | Path, seed: int = 0, *, frames_per_video: int 
 
     Layout: ``OUT/<domain>/<split>/<attack_type>/<subject>_frame<k>.jpg`` and ``OUT/<domain>/manifest.csv``
     (columns of the ``scf ingest --source csv`` reader: ``path,label,attack_type,attack_detail,subject_id,
-    video_id,split``). Returns the domain folders. Used by the quick start to exercise ``scf ingest``.
+    video_id,split,frame_index``; ``frame_index`` keeps the frames of a video in order, as in the embedded sample). Returns the domain folders. Used by the quick start to exercise ``scf ingest``.
     """
     import csv
 
@@ -233,7 +233,7 @@ def write_sample_files(out: str | Path, seed: int = 0, *, frames_per_video: int 
         manifests.setdefault(row["source"], []).append({
             "path": rel.as_posix(), "label": row["label"], "attack_type": row["attack_type"],
             "attack_detail": row["attack_detail"], "subject_id": row["subject_id"], "video_id": row["video_id"],
-            "split": row["split"],
+            "split": row["split"], "frame_index": row["frame_index"],
         })
     for source, rows in manifests.items():
         with (folders[source] / "manifest.csv").open("w", newline="") as f:

@@ -65,7 +65,7 @@ class ImageFolderReader(Reader):
                        video_id=video_id)
 
 
-MANIFEST_COLUMNS = ("path", "label", "attack_type", "attack_detail", "subject_id", "video_id", "split")
+MANIFEST_COLUMNS = ("path", "label", "attack_type", "attack_detail", "subject_id", "video_id", "split", "frame_index")
 
 
 def parse_label(raw: str) -> int | None:
@@ -91,7 +91,8 @@ def _under_root(root: Path, absolute: str) -> str | None:
 
 class CsvManifestReader(Reader):
     """A CSV manifest (``--list manifest.csv``) with a header row. Columns: ``path`` and ``label`` required;
-    ``attack_type``, ``attack_detail``, ``subject_id``, ``video_id``, ``split`` optional; others ignored.
+    ``attack_type``, ``attack_detail``, ``subject_id``, ``video_id``, ``split``, ``frame_index`` (or
+    ``frame``) optional; others ignored.
 
     ``path`` is relative to ``--root``, or absolute (an image, a video, or a folder of frames); an absolute path
     must lie under ``--root`` (it is stored relative to it, so ``path`` stays portable), else the row is skipped
@@ -99,11 +100,15 @@ class CsvManifestReader(Reader):
     UTF-8 byte-order mark (Excel's "CSV UTF-8"). ``label`` uses the toolkit's
     polarity, 1 = real (or the words real/live/bonafide and fake/spoof/attack). ``attack_type`` must be one
     of `scf.schema.ATTACK_TYPES` (default: live for reals, other for fakes). ``split`` defaults to
-    ``--split``, else test. A row with a bad value is skipped with the row number and reason.
+    ``--split``, else test. ``frame_index`` is the video frame an image was taken from (default 0), so the
+    frames of one video (same ``video_id``) keep their order; a video file or frame folder row is sampled by
+    ``--frames`` and its own frame numbers are used instead. A row with a bad value is skipped with the row
+    number and reason.
     """
 
     name, title = "csv", "CSV manifest"
-    layout = "--list manifest.csv with columns path,label[,attack_type,attack_detail,subject_id,video_id,split]"
+    layout = ("--list manifest.csv with columns path,label[,attack_type,attack_detail,subject_id,video_id,split,"
+              "frame_index]")
     license_note = "the licence of the images' owners"
 
     def check(self, root: Path, options: ReaderOptions) -> None:
@@ -150,10 +155,15 @@ class CsvManifestReader(Reader):
                 if split is None:
                     yield Skip(where, "malformed manifest row", f"{rel}: split {raw_split!r}")
                     continue
+                raw_frame = (row.get("frame_index") or row.get("frame") or "").strip()
+                if raw_frame and not raw_frame.isdigit():
+                    yield Skip(where, "malformed manifest row", f"{rel}: frame_index {raw_frame!r} (a number >= 0)")
+                    continue
                 found = locate(root, rel)
                 if found is None:
                     yield Skip(rel, "missing file", f"{where}: nothing at {root / rel}")
                     continue
                 kind, rel_found, frames = found
                 video_id = (row.get("video_id") or "").strip() or PurePosixPath(rel).with_suffix("").as_posix()
-                yield Item(path=rel_found, kind=kind, meta=meta, split=split, video_id=video_id, frames=frames)
+                yield Item(path=rel_found, kind=kind, meta=meta, split=split, video_id=video_id, frames=frames,
+                           frame_index=int(raw_frame) if raw_frame and kind == "image" else None)
