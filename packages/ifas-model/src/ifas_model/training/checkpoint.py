@@ -52,6 +52,68 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or run-state file cannot be read (cut off by a crash, a full disk or a bad copy)."""
+
+
+def read_json(path: str | Path, remedy: str) -> Any:
+    """Parse a JSON state file; a torn or damaged one raises `CheckpointError` naming it and ``remedy``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{path}: not valid JSON ({err}); {remedy}") from err
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (a missing, truncated or damaged file), or None.
+
+    Cheap: the JSON files are parsed and only the header of each safetensors file is read (a truncated file no
+    longer covers the tensors its header lists). Every rank's RNG files are checked, so that all processes of a
+    run make the same choice.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        world = int(state.get("world_size", 1)) if isinstance(state, dict) else 1
+    except (ValueError, OSError) as err:
+        return f"trainer_state.json: {err}"
+    ranks = [f"rng-rank{r}" for r in range(max(world, 1))]
+    for name in ["optimizer.json", *(f"{r}.json" for r in ranks)]:
+        try:
+            json.loads((path / name).read_text())
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (ValueError, OSError) as err:
+            return f"{name}: not valid JSON ({err})"
+    for name in ["model.safetensors", "optimizer.safetensors", *(f"{r}.safetensors" for r in ranks)]:
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        try:
+            with safe_open(str(path / name), framework="pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - SafetensorError is neither OSError nor ValueError
+            return f"{name}: {err}"
+    return None
+
+
+def resumable_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint whose files are all readable, and the newer unreadable ones with their problem.
+
+    ``ifas-train`` keeps ``--keep-checkpoints`` (2) checkpoints, so a checkpoint damaged after it was renamed
+    into place (power loss, a full disk, a bad copy) leaves the previous one to resume from.
+    """
+    bad: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, bad
+        bad.append((path, problem))
+    return None, bad
+
+
 # --- tensors + JSON instead of pickle ------------------------------------------------------------------
 
 def _split_tree(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -105,10 +167,22 @@ def save_tree(obj: Any, stem: Path) -> None:
 
 def load_tree(stem: Path) -> Any:
     """Load what `save_tree` wrote (safetensors + JSON; nothing is unpickled)."""
+    tensors = _load_tensors(stem.with_suffix(".safetensors"))
+    remedy = f"delete {stem.parent} to resume from the previous checkpoint"
+    return _join_tree(read_json(stem.with_suffix(".json"), remedy), tensors)
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file``, with a damaged file named in a `CheckpointError`."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(stem.with_suffix(".safetensors")))
-    return _join_tree(json.loads(stem.with_suffix(".json").read_text()), tensors)
+    try:
+        return load_file(str(file))
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - SafetensorError is neither OSError nor ValueError
+        raise CheckpointError(f"{file}: unreadable ({err}); delete {file.parent} to resume from the previous "
+                              "checkpoint") from err
 
 
 # --- RNG -----------------------------------------------------------------------------------------------
@@ -198,16 +272,16 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torc
     Raises:
         ValueError: the checkpoint was written by a different number of processes (the data order and RNG
             streams would differ, so the resumption would not be exact), or its parameters do not match.
+        CheckpointError: a file of the checkpoint cannot be read (named in the message).
     """
     import torch
-    from safetensors.torch import load_file
 
     path = Path(path)
-    state = json.loads((path / "trainer_state.json").read_text())
+    state = read_json(path / "trainer_state.json", f"delete {path} to resume from the previous checkpoint")
     if state.get("world_size", 1) != world_size:
         raise ValueError(f"{path}: written by {state.get('world_size')} processes, resuming with {world_size}; "
                          "resume with the same number of processes")
-    weights = load_file(str(path / "model.safetensors"))
+    weights = _load_tensors(path / "model.safetensors")
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
     if set(weights) != expected:

@@ -290,15 +290,25 @@ class Trainer:
         """
         import yaml
 
-        from .checkpoint import latest_checkpoint
+        from .checkpoint import latest_checkpoint, resumable_checkpoint
 
-        ckpt = latest_checkpoint(self.run_dir)
+        newest = latest_checkpoint(self.run_dir)
         mode = self.config.resume
-        if mode == "must" and ckpt is None:
+        if mode == "must" and newest is None:
             raise ResumeError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
-        if mode == "never" and ckpt is not None:
-            raise ResumeError(f"{self.run_dir} already has checkpoints ({ckpt.name}); choose a new --output or "
+        if mode == "never" and newest is not None:
+            raise ResumeError(f"{self.run_dir} already has checkpoints ({newest.name}); choose a new --output or "
                               "resume it")
+        ckpt, unreadable = resumable_checkpoint(self.run_dir)
+        if unreadable and ckpt is None:
+            path, problem = unreadable[0]
+            older = f" (and {len(unreadable) - 1} older one(s) too)" if len(unreadable) > 1 else ""
+            raise ResumeError(f"{path}: unreadable checkpoint ({problem}){older} and no complete older one to "
+                              f"resume from; delete {path.parent} to start the run again")
+        for path, problem in unreadable if self.dist.is_main else ():
+            logger.warning("checkpoint %s is unreadable (%s; cut off by a crash or a full disk?): resuming from "
+                           "the older %s. It is replaced when training reaches step %d again (or delete it).",
+                           path, problem, ckpt.name, int(path.name.split("-")[1]))
         saved_cfg = self.run_dir / "config.yaml"
         if ckpt is not None and saved_cfg.is_file():
             diff = resume_differences(yaml.safe_load(saved_cfg.read_text()) or {}, self.config)

@@ -1,0 +1,111 @@
+"""A run folder damaged by a crash (power loss, a full disk, a bad copy): ifas-train falls back to the older
+complete checkpoint with a warning, or says in one line which file is unreadable and what to do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _train_corpus import build_corpus
+from click.testing import CliRunner
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("corpus") / "vqa", splits=("train",), max_rows=16)
+
+
+def _invoke(*args):
+    from ifas_model.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _args(corpus, out, *more):
+    return ["--dataset", corpus, "--preset", "tiny", "--out", out, "--max-steps", "4", "--batch-size", "4",
+            "--eval-split", "none", "--save-every", "1", "--log-every", "1", *more]
+
+
+def _half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _error_line(result):
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and result.output.rstrip().splitlines()[-1] == errors[0], result.output
+    return " ".join(errors[0].split())
+
+
+@pytest.fixture(scope="module")
+def stopped(corpus, tmp_path_factory):
+    """A run stopped after step 2: checkpoints step-1 and step-2 (ifas-train keeps two)."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    result = _invoke(*_args(corpus, out, "--stop-after-steps", "2"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    return out
+
+
+def _copy(stopped, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(stopped, out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "rng-rank0.safetensors",
+                                  "optimizer.json", "trainer_state.json"])
+def test_checkpoint_problem_names_the_truncated_file(stopped, name):
+    from ifas_model.training.checkpoint import checkpoint_problem
+
+    ckpt = stopped / "checkpoints" / "step-00000002"
+    assert checkpoint_problem(ckpt) is None
+    original = (ckpt / name).read_bytes()
+    try:
+        _half(ckpt / name)
+        problem = checkpoint_problem(ckpt)
+        assert problem is not None and problem.startswith(name), problem
+    finally:
+        (ckpt / name).write_bytes(original)
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one_with_a_warning(corpus, stopped, tmp_path,
+                                                                                 caplog):
+    import torch
+    from safetensors.torch import load_file
+
+    from ifas_model.training.config import resolve_config
+    from ifas_model.training.trainer import Trainer
+
+    out = _copy(stopped, tmp_path)
+    _half(out / "checkpoints" / "step-00000002" / "model.safetensors")
+    settings = {"dataset": str(corpus), "preset": "tiny", "output_dir": str(out), "max_steps": 4, "batch_size": 4,
+                "eval_split": "none", "save_every": 1, "log_every": 1}
+    with caplog.at_level("WARNING", logger="ifas_model.training.trainer"):
+        trainer = Trainer(resolve_config(settings))
+        assert trainer.resume_ckpt == out / "checkpoints" / "step-00000001"
+        trainer.fit()
+    warning = " ".join(caplog.text.split())
+    assert f"checkpoint {out / 'checkpoints' / 'step-00000002'} is unreadable (model.safetensors:" in warning
+    assert "resuming from the older step-00000001" in warning
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+    # the damaged checkpoint was rewritten when training reached step 2 again, equal to the undamaged run's
+    straight = tmp_path / "straight"
+    assert _invoke(*_args(corpus, straight)).exit_code == 0
+    for step in ("step-00000003", "step-00000004"):
+        a = load_file(str(straight / "checkpoints" / step / "model.safetensors"))
+        b = load_file(str(out / "checkpoints" / step / "model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_readable_checkpoint_left_is_one_line_naming_the_file(corpus, stopped, tmp_path):
+    out = _copy(stopped, tmp_path)
+    for step in ("step-00000001", "step-00000002"):
+        _half(out / "checkpoints" / step / "optimizer.safetensors")
+    line = _error_line(_invoke(*_args(corpus, out)))
+    assert line.startswith(f"Error: {out / 'checkpoints' / 'step-00000002'}: unreadable checkpoint "
+                           "(optimizer.safetensors: Error while deserializing header"), line
+    assert "(and 1 older one(s) too)" in line and f"delete {out / 'checkpoints'} to start the run again" in line
