@@ -78,3 +78,20 @@ def test_manifest_frame_index_orders_the_frames_of_a_video(tmp_path, face):
     manifest.write_text("path,label,frame\nv1_f3.png,1,3\n")  # the short name works too
     r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o2"))
     assert [x["frame_index"] for x in rows(tmp_path / "o2")] == [3]
+
+
+def test_images_without_split_folders_are_said_to_go_to_test(tmp_path, face):
+    """Review 5 #9: a real/ + fake/ folder without train/test folders gives split test, and the summary says so."""
+    for name in ("real/a.png", "real/b.png", "fake/c.png"):
+        write_image(tmp_path / "flat" / name, face)
+    args = ["--source", "image-folder", "--root", str(tmp_path / "flat")]
+    r = ingest(*args, "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert "note: 3 item(s) had no split folder (train/, dev/, test/) or split column and no --split, so they went " \
+           "to the 'test' split; to train on them, sort them into train/ and test/ folders (or a split column), or " \
+           "ingest with --split train" in r.output
+    assert {x["split"] for x in rows(tmp_path / "o")} == {"test"}
+    assert json.loads((tmp_path / "o/ingest_summary.json").read_text())["notes"][0].startswith("3 item(s)")
+    r = ingest(*args, "--out", str(tmp_path / "o2"), "--split", "train")
+    assert r.exit_code == 0 and "note:" not in r.output
+    assert {x["split"] for x in rows(tmp_path / "o2")} == {"train"}

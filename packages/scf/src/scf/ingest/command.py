@@ -74,6 +74,8 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
     except (IngestError, ShardError) as e:
         raise click.ClickException(str(e)) from e
     console.print(summary_table(summary))
+    for note in summary.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     if summary.rows_total == 0:
         raise click.ClickException(no_rows_message(summary, config.dataset_dir))
     if summary.pruned_rows:

@@ -61,6 +61,8 @@ class ImageFolderReader(Reader):
                 yield Skip(entry.path, "no naming rule", f"not below a class folder ({self.layout})")
                 continue
             video_id = PurePosixPath(entry.path).with_suffix("").as_posix()
+            if not split and not options.split:
+                self.default_split_items += 1  # reported in the summary: a training run needs a train split
             yield Item(path=entry.path, kind=entry.kind, meta=meta, split=split or options.split or "test",
                        video_id=video_id)
 
@@ -152,6 +154,8 @@ class CsvManifestReader(Reader):
                     continue
                 raw_split = (row.get("split") or "").strip()
                 split = norm_split(raw_split) if raw_split else (options.split or "test")
+                if not raw_split and not options.split:
+                    self.default_split_items += 1
                 if split is None:
                     yield Skip(where, "malformed manifest row", f"{rel}: split {raw_split!r}")
                     continue

@@ -114,6 +114,7 @@ class IngestSummary:
     stale_rows: int = 0  # rows (of earlier runs) whose file this run's scan no longer found; 0 after pruning
     stale_files: list[str] = field(default_factory=list)  # those files (at most 100)
     pruned_rows: int = 0  # rows dropped by prune_missing
+    notes: list[str] = field(default_factory=list)  # what the user should know about the rows (printed, kept)
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -334,6 +335,13 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         logger.warning("%d row(s) of files no longer found under --root (or in the lists) are still in %s, e.g. "
                        "%s; --prune-missing drops them", len(stale), folder, stale[0])
     summary.pruned_rows = pruned
+    if reader.default_split_items:
+        summary.notes.append(
+            f"{reader.default_split_items} item(s) had no split folder (train/, dev/, test/) or split column and no "
+            "--split, so they went to the 'test' split; to train on them, sort them into train/ and test/ "
+            "folders (or a split column), or ingest with --split train")
+    for note in summary.notes:
+        logger.info("%s", note)  # the CLI prints the notes under its summary table
     summary.rows_this_run = summary.rows_total - rows_before + pruned
     summary.seconds = round(time.monotonic() - start, 2)
     summary.settings = recorded
