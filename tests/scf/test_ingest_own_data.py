@@ -95,3 +95,22 @@ def test_images_without_split_folders_are_said_to_go_to_test(tmp_path, face):
     r = ingest(*args, "--out", str(tmp_path / "o2"), "--split", "train")
     assert r.exit_code == 0 and "note:" not in r.output
     assert {x["split"] for x in rows(tmp_path / "o2")} == {"train"}
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_list_sources_shows_every_layout_whole_in_a_narrow_terminal(columns):
+    """Review 5 #10: the layouts wrap instead of ending in an ellipsis."""
+    import io
+
+    from rich.console import Console
+
+    from scf.ingest.command import list_sources_table
+    from scf.ingest.registry import SOURCES
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=columns).print(list_sources_table())
+    text = buffer.getvalue()
+    assert "…" not in text
+    last_cells = "".join(line.rsplit("│", 2)[1].strip() for line in text.splitlines() if line.count("│") == 5)
+    for cls in SOURCES.values():
+        assert cls.layout.replace(" ", "") in last_cells.replace(" ", ""), cls.name

@@ -17,8 +17,11 @@ def list_sources_table():  # noqa: ANN201 - rich.table.Table
     from .registry import SOURCES
 
     table = Table(title="scf ingest --source NAME")
-    for col in ("name", "dataset", "detect", "expected layout under --root"):
-        table.add_column(col)
+    # wrap (and fold long paths), never "…": a layout cut short in an 80-column terminal is useless
+    table.add_column("name", no_wrap=True)
+    table.add_column("dataset", overflow="fold", max_width=14)
+    table.add_column("detect", no_wrap=True)
+    table.add_column("expected layout under --root", overflow="fold", ratio=1)
     for name, cls in SOURCES.items():
         table.add_row(name, cls.title, "off" if cls.precropped else "on", cls.layout)
     return table
