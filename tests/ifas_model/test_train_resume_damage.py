@@ -109,3 +109,38 @@ def test_no_readable_checkpoint_left_is_one_line_naming_the_file(corpus, stopped
     assert line.startswith(f"Error: {out / 'checkpoints' / 'step-00000002'}: unreadable checkpoint "
                            "(optimizer.safetensors: Error while deserializing header"), line
     assert "(and 1 older one(s) too)" in line and f"delete {out / 'checkpoints'} to start the run again" in line
+
+
+def test_a_torn_corpus_record_is_named_in_one_line_and_deleting_it_resumes(corpus, stopped, tmp_path):
+    out = _copy(stopped, tmp_path)
+    path = out / "corpus.json"
+    path.write_text(path.read_text()[:20])
+    line = _error_line(_invoke(*_args(corpus, out)))
+    assert line.startswith(f"Error: {path}: not valid JSON (") and "delete it and rerun the same command" in line
+    path.unlink()
+    assert _invoke(*_args(corpus, out)).exit_code == 0
+    assert json.loads(path.read_text())["dataset"] == str(corpus)
+
+
+def test_a_torn_summary_of_a_finished_run_is_named_and_deleting_it_redoes_only_the_end(corpus, tmp_path):
+    out = tmp_path / "done"
+    assert _invoke(*_args(corpus, out)).exit_code == 0
+    summary = out / "summary.json"
+    summary.write_text(summary.read_text()[:30])
+    line = _error_line(_invoke(*_args(corpus, out)))
+    assert line.startswith(f"Error: {summary}: not valid JSON (") and "nothing is trained again" in line
+    summary.unlink()
+    again = _invoke(*_args(corpus, out))
+    assert again.exit_code == 0, again.output
+    assert json.loads(summary.read_text())["steps"] == 4
+
+
+def test_a_torn_last_metrics_line_does_not_block_the_resume(corpus, stopped, tmp_path, caplog):
+    out = _copy(stopped, tmp_path)
+    metrics = out / "metrics.jsonl"
+    with metrics.open("a") as f:
+        f.write('{"step": 3, "ep')  # a kill in mid-write
+    result = _invoke(*_args(corpus, out))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]  # every line is JSON again
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]

@@ -52,6 +52,14 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a small state file under a temporary name and rename it into place, so a kill never tears it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 class CheckpointError(ValueError):
     """A checkpoint or run-state file cannot be read (cut off by a crash, a full disk or a bad copy)."""
 

@@ -385,9 +385,11 @@ def write_config(config: TrainConfig, path: str | Path) -> None:
     """
     import yaml
 
+    from .checkpoint import write_text_atomic
+
     note = config.learning_rate_note
     header = f"# learning_rate {note}\n" if note and "deviation" in note else ""
-    Path(path).write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def apply_global_batch(config: TrainConfig, world_size: int) -> TrainConfig:

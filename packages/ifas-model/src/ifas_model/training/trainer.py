@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoint import write_text_atomic
 from .config import TrainConfig, apply_global_batch, resume_differences, write_config
 from .data import (
     Batch,
@@ -327,10 +328,15 @@ class Trainer:
         Raises:
             ResumeError: the fingerprint differs from the saved one.
         """
+        from .checkpoint import read_json
+
         path = self.run_dir / "corpus.json"
         if ckpt is None or not path.is_file():
             return
-        saved = json.loads(path.read_text())
+        saved = read_json(path, "delete it and rerun the same command: it is written again from --dataset (the "
+                                "corpus is then not compared with the one the run started on)")
+        if not isinstance(saved, dict):
+            raise ResumeError(f"{path}: not a corpus record (a JSON object); delete it and rerun the same command")
         now = self.corpus_fingerprint
         if saved.get("rows") == now["rows"] and saved.get("sha1") == now["sha1"]:
             if saved.get("dataset") != self.config.dataset:
@@ -349,13 +355,17 @@ class Trainer:
 
         Finished: the newest checkpoint is at its run's last step and ``final/`` and ``summary.json`` exist.
         """
+        from .checkpoint import read_json
+
         summary, final = self.run_dir / "summary.json", self.run_dir / "final"
         if ckpt is None or not summary.is_file() or not (final / "config.json").is_file():
             return None
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state = read_json(ckpt / "trainer_state.json", f"delete {ckpt} to resume from the previous checkpoint")
         if state.get("total_steps") is None or state["step"] < state["total_steps"]:
             return None
-        return {**json.loads(summary.read_text()), "already_finished": True}
+        saved = read_json(summary, "delete it and rerun the same command: the final evaluation, final/ and "
+                                   "summary.json are written again (nothing is trained again)")
+        return {**saved, "already_finished": True}
 
     def prepare_run_dir(self) -> Path | None:
         """Create the run folder, write config.yaml and corpus.json; return the checkpoint to resume from.
@@ -366,7 +376,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_config(self.config, self.run_dir / "config.yaml")
             record = {"dataset": self.config.dataset, **self.corpus_fingerprint}
-            (self.run_dir / "corpus.json").write_text(json.dumps(record, indent=1))
+            write_text_atomic(self.run_dir / "corpus.json", json.dumps(record, indent=1))
         barrier(self.dist)
         return self.resume_ckpt
 
@@ -387,13 +397,30 @@ class Trainer:
         logger.info("resumed from %s (step %d, epoch %d, micro-batch %d)", ckpt, self.step, self.epoch, self.micro)
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics lines written after ``step`` by the killed session (they will be written again)."""
+        """Drop metrics lines written after ``step`` by the killed session (they will be written again).
+
+        ``metrics.jsonl`` is a log: a line that is not a JSON object (the last one, torn by a kill in mid-write)
+        is dropped with a warning instead of blocking the resume.
+        """
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
             return
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+        keep, torn = [], []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                torn.append(number)
+            elif record.get("step", 0) <= step:
+                keep.append(line)
+        if torn:
+            logger.warning("%s: line(s) %s not JSON (cut off by a kill?); dropped", path,
+                           ", ".join(map(str, torn[:5])) + (" ..." if len(torn) > 5 else ""))
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to ``<run>/metrics.jsonl`` (rank 0 only)."""
@@ -682,7 +709,7 @@ class Trainer:
                               base_models=base, parameter_counts=self.counts, steps=self.step,
                               skipped_images=skipped)
             (final / "README.md").write_text(card)
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
             self.console.print(f"[bold green]done[/]: {self.step} steps, skipped images {skipped}, "
                                + (f"eval on {self.eval_name}: {describe_metrics(final_eval)}, " if final_eval
                                   else "")
@@ -714,4 +741,4 @@ class Trainer:
                             f"is saved in {final} and the summary in {self.run_dir / 'summary.json'}: rerun the "
                             "same command to retry the push (nothing is trained again)") from err
         summary.update(hub_repo=repo, hub_commit=commit)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
