@@ -724,3 +724,40 @@ def test_a_failed_push_is_one_line_and_keeps_the_corpus(pipeline_run, monkeypatc
         f"is in {out / 'corpus'}: rerun the same command to retry (no caption is redone), or huggingface-cli "
         f"upload --repo-type dataset me/corpus {out / 'corpus'}")
     assert (out / "corpus" / "README.md").exists()
+
+
+def test_fakes_of_unknown_type_get_a_useful_way_forward(tmp_path):
+    """Review 5 #6 and #18: own data in real/ + fake/ folders types every fake 'other'. The empty-D_S error says
+    why, proposes the medium words the captions name, and a --keywords file extending 'other' then fills D_S."""
+    from scf.captioning.keywords import load_keywords, suggest_keywords
+    from scf.captioning.pipeline import CaptionPipeline, PipelineError
+
+    k = load_keywords()
+    assert suggest_keywords(["a printed photo", "a phone screen"], 4, keywords=k, attack_type="other") == [
+        "printed", "photo", "phone", "screen"]
+    ds = toy_dataset(n=1, attacks=("live", "other"))
+    captions = ["a man holding a printed photo of a face", "a face shown on a phone screen"]
+    CaptionPipeline(_config(tmp_path / "a", split="fake", stage="general"), dataset=ds,
+                    general_captioner=KnownCaptioner(captions)).run()
+    with pytest.raises(PipelineError) as err:
+        CaptionPipeline(_config(tmp_path / "a", split="fake", stage="filter"), dataset=ds).run()
+    message = str(err.value)
+    assert "\n" not in message and "(other matched nothing)" in message
+    assert "candidates for a --keywords file: other: printed, photo. 'other' is the type " \
+           "of fakes whose attack type was not given (an image-folder fake/ or spoof/ folder, a manifest without " \
+           "attack_type); they match only the 'other' keywords (glasses, sunglasses, goggles, funny eyes, ...). " \
+           "Give them their type (print/, replay/, mask/ folders or an attack_type column) and ingest again, or " \
+           "extend 'other' with the medium words in a --keywords file" in message
+    kw = tmp_path / "kw.yaml"
+    kw.write_text("mode: extend\nkeywords:\n  other: [photo, screen]\n")  # what the message proposes
+    summary = CaptionPipeline(_config(tmp_path / "b", split="fake", stage="general", keywords_file=str(kw)),
+                              dataset=ds, general_captioner=KnownCaptioner(captions)).run()
+    summary = CaptionPipeline(_config(tmp_path / "b", split="fake", stage="filter", keywords_file=str(kw)),
+                              dataset=ds).run()
+    assert summary["filter"]["d_s"] == 1  # the train fake (D_S takes --finetune-splits train)
+
+    ds = toy_dataset(n=1, attacks=("live", "replay"))  # no candidate at all: "(none)", not "-"
+    CaptionPipeline(_config(tmp_path / "c", split="fake", stage="general"), dataset=ds,
+                    general_captioner=KnownCaptioner(["a photo of a face"] * 2)).run()
+    with pytest.raises(PipelineError, match=r"candidates for a --keywords file: replay: \(none\)\. To go on"):
+        CaptionPipeline(_config(tmp_path / "c", split="fake", stage="filter"), dataset=ds).run()

@@ -220,11 +220,16 @@ def suggest_keywords(captions: Iterable[str], n: int = 8, *, keywords: KeywordDi
             than ``attack_type`` is never proposed: adding "paper" to ``replay`` would let print-like captions
             admit replay fakes into D_S.
         attack_type: the type the suggestions are for (None with ``keywords``: drop the keywords of every type).
+            For ``other``, the type of fakes whose attack type was not given (an ``image-folder`` ``fake/``
+            folder, a manifest without ``attack_type``), other types' keywords *are* proposed: the medium words
+            ("photo", "screen") are what such captions name, and the type of those fakes is unknown anyway.
     """
+    catch_all = attack_type == "other"
+
     def allowed(word: str) -> bool:
         if word in _STOPWORDS:
             return False
-        return keywords is None or not any(t != attack_type for t in keywords.find_all(word))
+        return keywords is None or catch_all or not any(t != attack_type for t in keywords.find_all(word))
 
     counts: Counter[str] = Counter()
     for caption in captions:

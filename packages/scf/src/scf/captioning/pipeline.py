@@ -638,7 +638,14 @@ class CaptionPipeline:
                 unmatched_captions.setdefault(it.attack_type, []).append(caption)
         self._print_filter_table(stats, splits)
         empty = [t for t, s in stats.items() if s["kept"] == 0]
-        hints = "; ".join(f"{t}: {', '.join(suggest_keywords(unmatched_captions.get(t, []), 6, keywords=self.keywords, attack_type=t)) or '-'}" for t in empty)
+        hints = "; ".join(f"{t}: {', '.join(suggest_keywords(unmatched_captions.get(t, []), 6, keywords=self.keywords, attack_type=t)) or '(none)'}" for t in empty)
+        if "other" in empty:
+            hints += (". 'other' is the type of fakes whose attack type was not given (an image-folder fake/ or "
+                      "spoof/ folder, a manifest without attack_type); they match only the 'other' keywords ("
+                      f"{', '.join(self.keywords.keywords.get('other', ())[:4])}, ...). Give them their type "
+                      "(print/, replay/, mask/ folders or an attack_type column) and ingest again, or extend "
+                      "'other' with the medium words in a --keywords file (mode: extend, keywords: {other: "
+                      "[photo, screen]})")
         if not kept and self.config.if_empty == "general":
             logger.warning("the spoof-aware set D_S is empty (%s matched nothing): C_S is not trained and fakes "
                            "keep their general captions (--if-empty general). Keyword candidates: %s",
