@@ -144,3 +144,35 @@ def test_a_torn_last_metrics_line_does_not_block_the_resume(corpus, stopped, tmp
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in metrics.read_text().splitlines()]  # every line is JSON again
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]
+
+
+def _train_and_eval_steps(out):
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return ([r["step"] for r in records if r["split"] == "train"], [r["step"] for r in records if r["split"] == "eval"])
+
+
+def test_no_duplicate_metrics_after_a_kill_before_the_first_checkpoint_or_while_final_was_written(corpus,
+                                                                                                 tmp_path):
+    import shutil
+
+    # killed after logging step 1, before any checkpoint: the rerun starts afresh and does not append
+    out = tmp_path / "fresh"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "epoch": 0, "split": "train", "loss": 9.9}\n')
+    args = _args(corpus, out, "--eval-split", "holdout", "--eval-every", "2", "--keep-checkpoints", "4")
+    assert _invoke(*args).exit_code == 0
+    assert _train_and_eval_steps(out) == ([1, 2, 3, 4], [2, 4])
+    assert 9.9 not in [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    # killed while final/ was written: the rerun resumes at step 4 and evaluates again, once
+    shutil.rmtree(out / "final")
+    (out / "summary.json").unlink()
+    assert _invoke(*args).exit_code == 0
+    assert _train_and_eval_steps(out) == ([1, 2, 3, 4], [2, 4])
+    # an evaluation the checkpoint holds (step 2, saved after it) is kept on a resume from step 2
+    shutil.rmtree(out / "checkpoints" / "step-00000004")
+    shutil.rmtree(out / "checkpoints" / "step-00000003")
+    shutil.rmtree(out / "final")
+    (out / "summary.json").unlink()
+    assert _invoke(*args).exit_code == 0
+    assert _train_and_eval_steps(out) == ([1, 2, 3, 4], [2, 4])

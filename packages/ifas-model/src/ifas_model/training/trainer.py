@@ -377,6 +377,8 @@ class Trainer:
             write_config(self.config, self.run_dir / "config.yaml")
             record = {"dataset": self.config.dataset, **self.corpus_fingerprint}
             write_text_atomic(self.run_dir / "corpus.json", json.dumps(record, indent=1))
+            if self.resume_ckpt is None:  # a fresh start: lines of a session killed before its first checkpoint
+                self._truncate_metrics(0, eval_at_step=False)
         barrier(self.dist)
         return self.resume_ckpt
 
@@ -393,13 +395,17 @@ class Trainer:
         self.skipped_before = state.get("skipped_images", 0) if self.dist.is_main else 0
         self.last_eval = state.get("last_eval")
         if self.dist.is_main:
-            self._truncate_metrics(self.step)
+            self._truncate_metrics(self.step, eval_at_step=bool(self.last_eval)
+                                   and self.last_eval.get("step") == self.step)
         logger.info("resumed from %s (step %d, epoch %d, micro-batch %d)", ckpt, self.step, self.epoch, self.micro)
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics lines written after ``step`` by the killed session (they will be written again).
+    def _truncate_metrics(self, step: int, *, eval_at_step: bool) -> None:
+        """Keep the metrics lines the checkpoint at ``step`` had seen; the others are written again.
 
-        ``metrics.jsonl`` is a log: a line that is not a JSON object (the last one, torn by a kill in mid-write)
+        Kept: lines of earlier steps, and the train line of ``step`` (logged before the checkpoint was saved).
+        An evaluation at ``step`` is kept only when the checkpoint holds it (``eval_at_step``): the final
+        evaluation runs after the last checkpoint, in `finish`, and runs again after a resume. ``step`` 0 (a fresh
+        start) empties the file. ``metrics.jsonl`` is a log: a line that is not a JSON object (the last one, torn by a kill in mid-write)
         is dropped with a warning instead of blocking the resume.
         """
         path = self.run_dir / "metrics.jsonl"
@@ -415,7 +421,8 @@ class Trainer:
                 record = None
             if not isinstance(record, dict):
                 torn.append(number)
-            elif record.get("step", 0) <= step:
+            elif record.get("step", 0) < step or (record.get("step", 0) == step and step > 0
+                                                     and (record.get("split") != "eval" or eval_at_step)):
                 keep.append(line)
         if torn:
             logger.warning("%s: line(s) %s not JSON (cut off by a kill?); dropped", path,
