@@ -167,3 +167,20 @@ def test_rows_of_moved_files_are_reported_and_pruned_on_request(tmp_path, face):
     from scf.schema import load_table
 
     assert len(load_table(str(tmp_path / "o"))["train"]) == 3
+
+
+def test_a_torn_summary_of_another_config_is_named(tmp_path, face):
+    """Review 6 M1 (scf ingest): the parent card reads every config's ingest_summary.json; a torn one is named."""
+    for name in ("a", "b"):
+        write_image(tmp_path / name / "real/x.png", face)
+    out = tmp_path / "hub"
+    assert ingest("--source", "image-folder", "--root", str(tmp_path / "a"), "--out", str(out), "--config",
+                  "a").exit_code == 0
+    summary = out / "a/ingest_summary.json"
+    summary.write_text(summary.read_text()[:40])
+    r = ingest("--source", "image-folder", "--root", str(tmp_path / "b"), "--out", str(out), "--config", "b")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith(f"Error: {summary}: not valid JSON (")
+    assert r.output.strip().endswith("rerun the scf ingest of config 'a' (nothing is redone) to rewrite it, then "
+                                     "this one")
+    assert not list(out.glob("*/.*.tmp"))

@@ -119,7 +119,13 @@ def parent_card(parent: Path) -> str:
     """The README.md of a folder holding several sources as configs (``<parent>/<source>/data/...``)."""
     configs, rows = [], []
     for sub in sorted(p for p in parent.iterdir() if (p / "ingest_summary.json").is_file()):
-        summary = json.loads((sub / "ingest_summary.json").read_text())
+        try:
+            summary = json.loads((sub / "ingest_summary.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            from .base import IngestError
+
+            raise IngestError(f"{sub / 'ingest_summary.json'}: not valid JSON ({e}); rerun the scf ingest of config "
+                              f"{sub.name!r} (nothing is redone) to rewrite it, then this one") from e
         splits = list(summary["splits"])
         configs.append({"config_name": sub.name, "data_files": _data_files(splits, f"{sub.name}/")})
         total = summary["splits"]

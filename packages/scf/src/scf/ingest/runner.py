@@ -179,6 +179,13 @@ def _same_lists(old: Any, new: list[str], legacy: bool) -> bool:  # noqa: ANN401
     return True
 
 
+def _write_json(path: Path, obj: Any) -> None:  # noqa: ANN401 - JSON value
+    """Write a JSON file atomically (a hidden temporary renamed into place): a kill never leaves it torn."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -259,7 +266,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 "list_sha256": {str(p.resolve()): _sha256(p) for p in options.lists if p.is_file()}}
     _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
+    _write_json(folder / CONFIG_FILE, recorded)
 
     writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
     skiplog = SkipLog(folder / SKIPPED_FILE)
@@ -345,7 +352,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     summary.rows_this_run = summary.rows_total - rows_before + pruned
     summary.seconds = round(time.monotonic() - start, 2)
     summary.settings = recorded
-    (folder / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    _write_json(folder / SUMMARY_FILE, summary.to_json())
     write_cards(config, reader, summary)
     if summary.unaccounted:
         logger.error("%d file(s) seen have neither rows nor a skip record, e.g. %s", len(summary.unaccounted),
