@@ -176,3 +176,17 @@ def test_no_duplicate_metrics_after_a_kill_before_the_first_checkpoint_or_while_
     (out / "summary.json").unlink()
     assert _invoke(*args).exit_code == 0
     assert _train_and_eval_steps(out) == ([1, 2, 3, 4], [2, 4])
+
+
+def test_the_first_train_line_after_a_resume_averages_the_same_steps_as_an_uninterrupted_run(corpus, tmp_path):
+    # --save-every 3 is not a multiple of --log-every 2: the step-4 line covers steps 3 and 4, across the stop
+    def losses(out):
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    more = ["--save-every", "3", "--log-every", "2"]
+    assert _invoke(*_args(corpus, straight, *more)).exit_code == 0
+    assert _invoke(*_args(corpus, resumed, *more, "--stop-after-steps", "3")).exit_code == 0
+    assert _invoke(*_args(corpus, resumed, *more)).exit_code == 0
+    assert losses(resumed) == losses(straight) and sorted(losses(straight)) == [2, 4]

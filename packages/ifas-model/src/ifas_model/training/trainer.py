@@ -253,6 +253,9 @@ class Trainer:
         self.skipped_local = 0  # this rank's count in this session
         self.last_eval: dict[str, Any] | None = None
         self.placeholder: Batch | None = None
+        # losses of the micro-batches since the last train log line (this rank's; saved summed over ranks)
+        self.window: dict[str, Any] = {"loss": 0.0, "loss_judgment": 0.0, "loss_interpretation": 0.0, "n": 0,
+                                       "samples": 0}
 
     # --- set-up helpers ---------------------------------------------------------------------------------
 
@@ -394,6 +397,9 @@ class Trainer:
         self.step, self.epoch, self.micro = state["step"], state["epoch"], state["micro"]
         self.skipped_before = state.get("skipped_images", 0) if self.dist.is_main else 0
         self.last_eval = state.get("last_eval")
+        saved_window = state.get("train_window")  # checkpoints before it was saved: the window starts empty
+        if saved_window and self.dist.is_main:  # global sums on rank 0: the next log's all-reduce adds them once
+            self.window.update({k: saved_window[k] for k in ("loss", "loss_judgment", "loss_interpretation", "n")})
         if self.dist.is_main:
             self._truncate_metrics(self.step, eval_at_step=bool(self.last_eval)
                                    and self.last_eval.get("step") == self.step)
@@ -496,7 +502,7 @@ class Trainer:
             self.resume_from(ckpt)
         self.banner(ckpt)
         self.ddp.train()
-        window = {"loss": 0.0, "loss_judgment": 0.0, "loss_interpretation": 0.0, "n": 0, "samples": 0}
+        window = self.window
         t_window = time.perf_counter()
         with self._progress() as progress:
             task = progress.add_task("training", total=self.total_steps, completed=self.step, loss=float("nan"),
@@ -685,8 +691,11 @@ class Trainer:
         from .checkpoint import save_checkpoint
 
         skipped = self.skipped_images()
+        w = self.window
+        sums = all_reduce_sum(self.dist, [w["loss"], w["loss_judgment"], w["loss_interpretation"], float(w["n"])])
+        window = {"loss": sums[0], "loss_judgment": sums[1], "loss_interpretation": sums[2], "n": int(sums[3])}
         state = {"epoch": self.epoch, "micro": self.micro, "skipped_images": skipped, "last_eval": self.last_eval,
-                 "total_steps": self.total_steps}
+                 "total_steps": self.total_steps, "train_window": window}
         return save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=self.optimizer,
                                scheduler=self.scheduler, trainer_state=state, rank=self.dist.rank,
                                world_size=self.dist.world_size,
