@@ -1,5 +1,6 @@
-"""A run folder damaged by a crash (power loss, a full disk, a bad copy): ifas-train falls back to the older
-complete checkpoint with a warning, or says in one line which file is unreadable and what to do."""
+"""A run folder damaged or interrupted by a crash (power loss, a full disk, a bad copy, a kill): ifas-train falls
+back to the older complete checkpoint with a warning, or says in one line which file is unreadable and what to
+do; metrics.jsonl stays free of duplicates and its first line after a resume equals the uninterrupted run's."""
 
 from __future__ import annotations
 
@@ -190,3 +191,19 @@ def test_the_first_train_line_after_a_resume_averages_the_same_steps_as_an_unint
     assert _invoke(*_args(corpus, resumed, *more, "--stop-after-steps", "3")).exit_code == 0
     assert _invoke(*_args(corpus, resumed, *more)).exit_code == 0
     assert losses(resumed) == losses(straight) and sorted(losses(straight)) == [2, 4]
+
+
+def test_a_truncated_config_yaml_is_called_truncated_not_changed_settings(corpus, stopped, tmp_path):
+    out = _copy(stopped, tmp_path)
+    path = out / "config.yaml"
+    text = path.read_text()
+    path.write_text(text[:60])
+    line = _error_line(_invoke(*_args(corpus, out)))
+    assert line.startswith(f"Error: {path} looks truncated: keys train_split, eval_split, "), line
+    assert "more missing" in line
+    assert "settings differ" not in line and "delete it and rerun the same command" in line
+    path.write_text(text[: text.index("hub_private")])  # cut at a line end: still parses, still refused
+    assert "looks truncated: keys hub_private missing" in _error_line(_invoke(*_args(corpus, out)))
+    path.unlink()
+    assert _invoke(*_args(corpus, out)).exit_code == 0
+    assert path.read_text() == text.replace(str(stopped), str(out))  # written again (output_dir: the copy)

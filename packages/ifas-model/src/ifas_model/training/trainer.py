@@ -164,6 +164,38 @@ def _pushed_to(summary: dict[str, Any], repo: str) -> bool:
     return f"/{repo}/" in str(summary.get("hub_commit", ""))
 
 
+def read_saved_config(path: Path) -> dict[str, Any]:
+    """The settings a run saved in ``config.yaml``, refusing a damaged or cut-off file in one line.
+
+    `write_config` writes every `TrainConfig` field in declaration order, so a cut-off file lacks the last
+    field (``hub_private``) or ends in a partial key: that is refused as truncated, naming the missing keys,
+    instead of being compared (a partial value would read as "settings differ").
+
+    Raises:
+        ResumeError: not YAML, not a mapping, or truncated.
+    """
+    import dataclasses
+
+    import yaml
+
+    remedy = ("restore it, or delete it and rerun the same command (it is written again; the settings are then "
+              "not compared with the saved run's)")
+    try:
+        saved = yaml.safe_load(path.read_text(errors="replace"))
+    except yaml.YAMLError as err:
+        raise ResumeError(f"{path}: not valid YAML ({' '.join(str(err).split())}); {remedy}") from err
+    if not isinstance(saved, dict):
+        raise ResumeError(f"{path}: not a mapping of settings ({type(saved).__name__}); {remedy}")
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = [str(k) for k in saved if k not in fields]
+    if fields[-1] not in saved or unknown:
+        missing = [k for k in fields if k not in saved]
+        what = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        partial = f"; partial key {unknown[0]!r}" if unknown else ""
+        raise ResumeError(f"{path} looks truncated: keys {what} missing{partial}; {remedy}")
+    return saved
+
+
 def describe_metrics(record: dict[str, Any]) -> str:
     """``AUC 0.8156 HTER 0.3167`` (4 decimals) from an evaluation record, or why they were not computed."""
     if "auc" in record:
@@ -292,8 +324,6 @@ class Trainer:
             ResumeError: ``resume=must`` without a checkpoint, ``resume=never`` with one, or settings that
                 differ from the saved run's in a way that changes the trained weights.
         """
-        import yaml
-
         from .checkpoint import latest_checkpoint, resumable_checkpoint
 
         newest = latest_checkpoint(self.run_dir)
@@ -315,7 +345,7 @@ class Trainer:
                            path, problem, ckpt.name, int(path.name.split("-")[1]))
         saved_cfg = self.run_dir / "config.yaml"
         if ckpt is not None and saved_cfg.is_file():
-            diff = resume_differences(yaml.safe_load(saved_cfg.read_text()) or {}, self.config)
+            diff = resume_differences(read_saved_config(saved_cfg), self.config)
             if diff:
                 raise ResumeError(f"cannot resume {self.run_dir}: settings differ from the saved run in "
                                   f"{', '.join(diff)} (see {saved_cfg})")
