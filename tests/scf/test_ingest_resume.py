@@ -3,41 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
-
-
-@pytest.fixture(scope="module")
-def face():
-    import cv2
-    from skimage import data
-
-    return cv2.resize(data.astronaut()[20:260, 110:340], (115, 120))  # Eileen Collins, public domain
-
-
-def write_image(path: Path, array) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def ingest(*args: str):
-    from click.testing import CliRunner
-
-    from scf.cli import main
-
-    return CliRunner().invoke(main, ["ingest", *args, "--no-detect", "--no-progress"])
-
-
-def rows(out: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    found = []
-    for shard in sorted((out / "data").glob("*.parquet")):
-        found += pq.read_table(shard, columns=["path", "label", "attack_type", "split", "frame_index"]).to_pylist()
-    return sorted(found, key=lambda r: r["path"])
+from ingest_cli import ingest, rows, write_image  # tests/scf/ingest_cli.py
 
 
 def test_a_truncated_shard_or_torn_skip_log_gives_one_line(tmp_path, face):
