@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -42,11 +43,12 @@ def _eval(ckpt, out, *extra):
                                     f"sample-domain-a={ckpt}", "--out", str(out), "--no-report", "--json",
                                     "--batch-size", "16", *extra], env={"COLUMNS": "1000"})
     assert res.exit_code == 0, res.output
-    folder = out / "scores" / "sample-domain-a" / "run-final"
-    with (folder / "sample-domain-a.csv").open() as fh:
+    score_file = Path(json.loads(res.stdout)["results"][0]["score_file"])
+    with score_file.open() as fh:
         scores = [float(r["score"]) for r in csv.DictReader(fh)]
     res.log = " ".join(res.stderr.split())  # the log lines, unwrapped
-    return res, scores, json.loads((folder / "scored_with.json").read_text())
+    res.folder = score_file.parent.name
+    return res, scores, json.loads((score_file.parent / "scored_with.json").read_text())
 
 
 def test_retrained_weights_at_the_same_path_are_scored_again(tmp_path):
@@ -78,18 +80,26 @@ def test_retrained_weights_at_the_same_path_are_scored_again(tmp_path):
                      [r["video_id"] for r in rows])
     assert doc["results"][0]["auc"] == pytest.approx(m["auc"])
 
-    # another folder whose last two components match ("other/run/final"), same bytes as the first model:
-    # a copy keeps the fingerprint, but it is not the model that wrote the current files -> scored again
+    assert res.folder == "run-final"
+
+    # another folder whose last two components match ("other/run/final", the first model's bytes): run-final
+    # holds another checkpoint's scores, which are kept; this one is scored into the next free folder
     other = tmp_path / "other" / "run" / "final"
     _save_tiny(other, seed=0)
     res, third, _ = _eval(other, out)
+    assert res.folder == "run-final-2" and "reusing" not in res.log
     assert third == pytest.approx(first, abs=1e-6)
-    assert "scoring again" in res.log
+    with (out / "scores" / "sample-domain-a" / "run-final" / "sample-domain-a.csv").open() as fh:
+        assert [float(r["score"]) for r in csv.DictReader(fh)] == second
     # an exact copy of that model (new path, new mtimes, same bytes) reuses them, naming the path they came from
     copy = tmp_path / "copy" / "run" / "final"
     shutil.copytree(other, copy)
     res, fourth, _ = _eval(copy, out)
+    assert res.folder == "run-final-2"
     assert fourth == third and "reusing" in res.log and f"checkpoint then {other}" in res.log
+    # and the retrained model at the first path still finds its own scores
+    res, again2, _ = _eval(ckpt, out)
+    assert res.folder == "run-final" and again2 == second and "reusing" in res.log
 
 
 def test_dtype_and_records_of_older_runs_are_part_of_the_key(tmp_path):
@@ -98,16 +108,52 @@ def test_dtype_and_records_of_older_runs_are_part_of_the_key(tmp_path):
     _save_tiny(ckpt, seed=0)
     _, first, _ = _eval(ckpt, out)
     folder = out / "scores" / "sample-domain-a" / "run-final"
-    # a bf16 run must not reuse the float32 scores (and the other way round)
+    # a bf16 run must not reuse the float32 scores, nor delete them: it gets its own folder
     res, bf16, record = _eval(ckpt, out, "--dtype", "bf16")
-    assert record["dtype"] == "bfloat16" and "dtype float32 (now bfloat16)" in res.log and bf16 != first
-    # score files without a record (an older ifas-eval wrote them) are not trusted; nor is a torn partial file
+    assert record["dtype"] == "bfloat16" and res.folder == "run-final-2" and bf16 != first
+    res, again, _ = _eval(ckpt, out)
+    assert res.folder == "run-final" and again == first and "reusing" in res.log
+    # score files without a record (an older ifas-eval wrote them) are not trusted, and not deleted either
     (folder / "scored_with.json").unlink()
     (folder / "sample-domain-a.csv").write_text("video_id,label,score\nx,1,0.5\n")
-    (folder / "sample-domain-a.csv.partial").write_text("video_id,label,score\n")
     res, fresh, _ = _eval(ckpt, out)
-    assert "no record of the model that wrote them" in res.log
-    assert fresh == pytest.approx(first, abs=1e-6) and not (folder / "sample-domain-a.csv.partial").exists()
+    assert res.folder == "run-final-3" and "reusing" not in res.log
+    assert fresh == pytest.approx(first, abs=1e-6) and (folder / "sample-domain-a.csv").exists()
+
+
+def test_a_torn_partial_file_of_a_changed_checkpoint_is_not_resumed(tmp_path):
+    ckpt = tmp_path / "run" / "final"
+    out = tmp_path / "eval"
+    _save_tiny(ckpt, seed=0)
+    _, first, _ = _eval(ckpt, out)
+    folder = out / "scores" / "sample-domain-a" / "run-final"
+    (folder / "sample-domain-a.csv").unlink()
+    (folder / "sample-domain-a.csv.partial").write_text("video_id,label,score\n")
+    _save_tiny(ckpt, seed=1)  # retrained in place: the old partial file is not continued
+    res, second, _ = _eval(ckpt, out)
+    assert res.folder == "run-final" and "written with other checkpoint files" in res.log
+    assert second != first and not (folder / "sample-domain-a.csv.partial").exists()
+
+
+def test_a_later_run_with_some_of_the_checkpoints_reuses_their_folders(tmp_path):
+    """Review 7 #1: run 1 scores A and B (same last path components), run 2 only B: B's scores are reused and
+    A's are kept (they were once deleted because B got A's folder name)."""
+    a, b = tmp_path / "a" / "run" / "final", tmp_path / "b" / "run" / "final"
+    _save_tiny(a, seed=0)
+    _save_tiny(b, seed=2)
+    out = tmp_path / "eval"
+    from ifas_eval.cli import main
+
+    res = CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
+                                    f"sample-domain-a={a}", "--checkpoint", f"sample-domain-a={b}", "--out",
+                                    str(out), "--no-report", "--json", "--batch-size", "16"])
+    assert res.exit_code == 0, res.output
+    files = {r["checkpoint"]: Path(r["score_file"]) for r in json.loads(res.stdout)["results"]}
+    assert files[str(a)].parent.name == "run-final" and files[str(b)].parent.name == "run-final-2"
+    res, b_scores, _ = _eval(b, out)
+    assert res.folder == "run-final-2" and "reusing" in res.log
+    res, a_scores, _ = _eval(a, out)
+    assert res.folder == "run-final" and "reusing" in res.log and a_scores != b_scores
 
 
 def test_fingerprint_skips_unchanged_files_and_ignores_the_model_card(tmp_path):

@@ -179,7 +179,9 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
         load_benchmark,
         load_checkpoint,
         prepare_score_folder,
+        read_score_record,
         safe_name,
+        score_folder_for,
         score_record,
         score_test_set,
         throughput_progress,
@@ -214,6 +216,7 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
     excl_fp = exclusion_fingerprint(exclusions) if exclusions else None
     suffix = ("" if normalize == "vocab" else f"-{normalize}") + (f"-x{excl_fp}" if excl_fp else "")
     records: dict[str, dict[str, Any]] = {}
+    used_folders: set[Path] = set()
     with throughput_progress() as progress:
         if skip_corrupt:
             for i, (setting, tests, rows, dev_rows) in enumerate(jobs):
@@ -227,13 +230,15 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
             for seed_index, ckpt in enumerate(plan.per_setting[setting.name]):
                 logger.info("setting %s (%s): checkpoint %s", setting.name, setting.label, ckpt)
                 model, processor = load_checkpoint(ckpt, device, dtype)
-                folder = out / "scores" / safe_name(setting.name) / f"{tags[ckpt]}{suffix}"
-                # the score files in `folder` are reused only if the same weights wrote them (review: a
-                # retrained checkpoint at the same path once got the old model's cached scores)
-                previous = _read_record(folder / SCORE_RECORD)
+                parent = out / "scores" / safe_name(setting.name)
+                # the score files of a folder are reused only if the same weights wrote them (review: a
+                # retrained checkpoint at the same path once got the old model's cached scores), and another
+                # checkpoint's are never deleted: it gets the next free folder (score_folder_for)
+                previous = read_score_record(parent / f"{tags[ckpt]}{suffix}" / SCORE_RECORD)
                 record = records.get(ckpt) or score_record(ckpt, model, normalize=normalize,
                                                            exclusions=excl_fp, known=previous)
                 records[ckpt] = record
+                folder = score_folder_for(parent, tags[ckpt], suffix, record, used_folders)
                 prepare_score_folder(folder, record)
                 thr, source = threshold, None
                 if thr is None and dev_rows is not None:
@@ -247,21 +252,13 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                                         progress=progress, normalize=normalize)
                     result = evaluate_score_set(ss, threshold=thr, threshold_source=source)
                     result.update({"setting": setting.name, "setting_label": setting.label, "checkpoint": ckpt,
+                                   "score_file": str(folder / f"{safe_name(test.name)}.csv"),
                                    "seed_index": seed_index, **notes.get((setting.name, test.name), {})})
                     if (setting.name, ckpt) in plan.seen_domain:
                         result["seen_domain"] = True
                     scored.append(Scored(setting, ckpt, seed_index, ss, result, rows[test.name].ds))
                 del model
     return scored
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """A score folder's record (`ifas_eval.scoring.SCORE_RECORD`), None when absent or unreadable."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def count_videos(ds: Any) -> tuple[int, int, int]:

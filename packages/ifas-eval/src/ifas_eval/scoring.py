@@ -5,7 +5,7 @@ frame, written incrementally to ``<out>/scores/<setting>/<checkpoint>/<test set>
 format (`ifas_eval.scorefile`). A killed run resumes: finished files are reused (when their rows are the
 test set's) and a ``.partial`` file continues from its last complete row; both only when the folder's
 ``scored_with.json`` shows the same checkpoint files (SHA-256), dtype, normalisation and exclusions
-(`prepare_score_folder`).
+(`prepare_score_folder`); another checkpoint's scores are never deleted (`score_folder_for`).
 """
 
 from __future__ import annotations
@@ -254,13 +254,52 @@ def _record_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def read_score_record(path: Path) -> dict[str, Any] | None:
+    """A score folder's `SCORE_RECORD`, None when absent or unreadable."""
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def score_folder_for(parent: Path, tag: str, suffix: str, record: dict[str, Any], used: set[Path]) -> Path:
+    """The score folder of one checkpoint under ``parent`` (``<tag><suffix>``, else ``<tag>-2<suffix>``, ...).
+
+    A folder is taken when it holds no score files, or when its `SCORE_RECORD` shows the same checkpoint
+    files (its scores are reused), or the same checkpoint folder with the same dtype, normalisation and
+    exclusions (a checkpoint retrained in place: its stale scores are replaced). A folder whose scores another
+    checkpoint wrote (another model whose last two path components match, the same model in another
+    ``--dtype``), or an older ifas-eval without a record, is left as it is: its scores are never deleted for
+    another model, and the next free name is used. ``used``: folders given to other checkpoints of this run.
+    """
+    i = 1
+    while True:
+        folder = parent / (f"{tag}{suffix}" if i == 1 else f"{tag}-{i}{suffix}")
+        i += 1
+        if folder in used:
+            continue
+        has_scores = any(folder.glob("*.csv")) or any(folder.glob("*.csv.partial"))
+        old = read_score_record(folder / SCORE_RECORD) if has_scores else None
+        settings_same = old is not None and all(old.get(k) == record[k] for k in ("dtype", "normalize", "exclusions"))
+        same_weights = old is not None and record["weights"] is not None and old.get("weights") == record["weights"]
+        same_folder = old is not None and record["folder"] is not None and old.get("folder") == record["folder"]
+        if not has_scores or (settings_same and (same_weights or same_folder)):
+            used.add(folder)
+            return folder
+        logger.info("%s: holds scores of %s; using the next free score folder", folder,
+                    "another checkpoint or setting" if old is not None else "an older ifas-eval (no record)")
+
+
 def prepare_score_folder(folder: Path, record: dict[str, Any]) -> bool:
     """Make ``folder``'s score files safe to reuse with the model of ``record`` (`score_record`).
 
     Score files (finished ``*.csv`` and ``*.csv.partial``) are kept only when the folder's `SCORE_RECORD`
     says they were written with the same checkpoint fingerprint, dtype, normalisation and exclusions. Else
-    (another model at the same path or with the same last two path components, another ``--dtype``, no
-    record: an older ifas-eval) they are deleted with a warning that says why, and scored again. The new
+    they are deleted with a warning that says why, and scored again; `score_folder_for` picks ``folder`` so
+    that this happens only to a checkpoint retrained in place (never to another checkpoint's scores). The new
     record is written before any score.
 
     Returns:
