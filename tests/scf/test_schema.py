@@ -150,3 +150,20 @@ def test_load_table_reads_several_sources_as_configs(tmp_path):
     both = schema.load_table(str(tmp_path))
     assert sorted(set(both["train"]["source"])) == ["MSU-MFSD", "OULU-NPU"] and len(both["train"]) == 5
     assert set(schema.load_table(str(tmp_path), name="MSU-MFSD")["train"]["source"]) == {"MSU-MFSD"}
+
+
+def test_shards_that_disagree_are_not_called_cut_short(tmp_path):
+    """Review 7 #2: readable shards with other columns get one line saying they disagree, no 'delete it' advice."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scf.schema import SchemaError, load_table
+
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"path": ["a"], "label": [1]}), tmp_path / "ds/data/test-00000.parquet")
+    pq.write_table(pa.table({"path": ["b"], "label": ["x"], "extra": [1.0]}), tmp_path / "ds/data/test-00001.parquet")
+    with pytest.raises(SchemaError) as err:
+        load_table(str(tmp_path / "ds"))
+    text = str(err.value)
+    assert "\n" not in text and "cannot be loaded together" in text and "disagree in columns or types" in text
+    assert "cut short" not in text and "delete" not in text

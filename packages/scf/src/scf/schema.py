@@ -314,11 +314,16 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
                 # the cause names the data file (a truncated shard: "Parquet magic bytes not found ...")
                 cause = e.__cause__ or e
                 bad = _unreadable_parquet(path)
-                where = f"{bad[0]}: unreadable shard ({bad[1]})" if bad else \
-                    f"{source}: cannot read its data files ({type(cause).__name__}: {cause})"
-                raise SchemaError(f"{where}; it was probably cut short (a crash, a full disk, a partial copy): delete "
-                                  "it and rerun what wrote it (scf ingest / scf caption redo its rows), or copy it "
-                                  "again") from e
+                if bad:
+                    raise SchemaError(f"{bad[0]}: unreadable shard ({bad[1]}); it was probably cut short (a crash, "
+                                      "a full disk, a partial copy): delete it and rerun what wrote it (scf ingest "
+                                      "/ scf caption redo its rows), or copy it again") from e
+                # every shard reads on its own: they disagree (columns or types), e.g. copied in from elsewhere
+                first = " ".join(str(cause).split())[:300]
+                raise SchemaError(f"{source}: its data files cannot be loaded together ({type(cause).__name__}: "
+                                  f"{first}); the shards under it disagree in columns or types (written by "
+                                  "different tools or versions, or copied in from another dataset?): check "
+                                  "its data/*.parquet files") from e
     elif source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise FileNotFoundError(f"dataset not found: {source} (not a local folder, nor a Hub id org/name)")
     else:
