@@ -277,3 +277,8 @@ def test_python_judge_gives_the_ifas_predict_line(tiny_checkpoint, tmp_path):
         judge(model, processor, 3)
     with pytest.raises(FileNotFoundError, match="no such file"):
         judge(model, processor, tmp_path / "missing.jpg")
+    # review 7 #3/#4: a folder is named as such; a float array is refused instead of judged as a dark picture
+    with pytest.raises(ValueError, match=r"a folder; judge\(\) takes one image or video .*expand_inputs"):
+        judge(model, processor, photo.parent)
+    with pytest.raises(ValueError, match="must be uint8 RGB.*got float64"):
+        judge(model, processor, face / 255.0)

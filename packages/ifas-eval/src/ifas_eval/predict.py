@@ -148,7 +148,10 @@ def _as_rgb(image: Any) -> np.ndarray:
         rgb = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image
         if rgb.ndim != 3 or rgb.shape[-1] not in (3, 4):
             raise ValueError(f"an image array must be H x W, H x W x 3 or H x W x 4, got shape {image.shape}")
-        return np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)
+        if rgb.dtype != np.uint8:  # a float array in [0, 1] would silently become an almost black picture
+            raise ValueError(f"an image array must be uint8 RGB (0-255), got {rgb.dtype}; for floats in [0, 1] "
+                             "pass (array * 255).round().astype('uint8')")
+        return np.ascontiguousarray(rgb[..., :3])
     raise TypeError(f"judge() takes a path, a PIL image or an RGB array, not {type(image).__name__}")
 
 
@@ -184,11 +187,14 @@ def judge(model: Any, processor: Any, source: str | Path | Any, *, threshold: fl
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a readable image or video, or an array of another shape.
+        ValueError: a folder, not a readable image or video, or an array of another shape or dtype than uint8.
         TypeError: ``source`` is none of the accepted types.
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if path.is_dir():
+            raise ValueError(f"{path}: a folder; judge() takes one image or video (for every file of a folder: "
+                             "predict_inputs(model, processor, expand_inputs([folder])))")
         frames = _load_frames(path, num_frames)
     else:
         path = None
