@@ -175,3 +175,33 @@ def test_fingerprint_skips_unchanged_files_and_ignores_the_model_card(tmp_path):
     st = (folder / "model.safetensors").stat()
     os.utime(folder / "model.safetensors", ns=(st.st_atime_ns, known["model.safetensors"]["mtime_ns"] + 1000))
     assert checkpoint_fingerprint(folder, known)["sha256"] != fp["sha256"]
+
+
+def test_a_checkpoint_hashed_once_is_not_read_again_for_another_out(tmp_path, monkeypatch):
+    """Review 7 #6: the per-user hash cache (keyed by resolved path, size and mtime) spares a full reread of a
+    multi-GB checkpoint for every new --out; a changed file is hashed again."""
+    import hashlib
+
+    from ifas_eval import scoring
+
+    monkeypatch.setenv("IFAS_EVAL_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"w" * 1000)
+    (folder / "config.json").write_text("{}")
+    first = scoring.checkpoint_fingerprint(folder)
+    assert scoring.hash_cache_path() == tmp_path / "cache" / "fingerprints.json"
+    assert str((folder / "model.safetensors").resolve()) in json.loads(scoring.hash_cache_path().read_text())
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a file was hashed again")
+
+    monkeypatch.setattr(hashlib, "file_digest", no_reading)
+    assert scoring.checkpoint_fingerprint(folder) == first  # no `known`: every hash from the cache
+    monkeypatch.undo()
+    monkeypatch.setenv("IFAS_EVAL_CACHE", str(tmp_path / "cache"))
+    (folder / "config.json").write_text('{"a": 1}')
+    assert scoring.checkpoint_fingerprint(folder)["sha256"] != first["sha256"]
+    # an unreadable cache is only a cache: hashes are computed again
+    scoring.hash_cache_path().write_text("{torn")
+    assert scoring.checkpoint_fingerprint(folder)["files"]["model.safetensors"] == first["files"]["model.safetensors"]

@@ -190,32 +190,81 @@ def checkpoint_folder(spec: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+HASH_CACHE_ENV = "IFAS_EVAL_CACHE"
+"""Environment variable naming the folder of ifas-eval's file-hash cache (default ``~/.cache/ifas-eval``)."""
+
+
+def hash_cache_path() -> Path:
+    """``fingerprints.json`` in ``$IFAS_EVAL_CACHE``, else in ``$XDG_CACHE_HOME/ifas-eval`` or ``~/.cache/ifas-eval``."""
+    import os
+
+    root = os.environ.get(HASH_CACHE_ENV)
+    if not root:
+        root = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ifas-eval")
+    return Path(root).expanduser() / "fingerprints.json"
+
+
+def _read_hash_cache() -> dict[str, dict[str, Any]]:
+    import json
+
+    try:
+        cache = json.loads(hash_cache_path().read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: it is only a cache
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _write_hash_cache(cache: dict[str, dict[str, Any]]) -> None:
+    import json
+    import os
+
+    path = hash_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(path)
+    except OSError as e:  # a read-only home: hashes are computed again next time
+        logger.debug("cannot write the hash cache %s: %s", path, e)
+
+
 def checkpoint_fingerprint(folder: Path, known: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """SHA-256 of every file of a checkpoint folder that ``from_pretrained`` reads (weights, configs, processor).
 
     Every top-level file except the model card (``README.md``) and hidden files is hashed in full, so two
     checkpoints agree only when their weights, model config and processor (prompt, image transform,
     tokenizer) are byte for byte the same; a copy or a move of the folder keeps its fingerprint. Hashing costs
-    1-2 s per GB read; ``known`` (an earlier result for the same folder) skips every file whose size
-    and modification time (ns) are unchanged.
+    1-2 s per GB read, once per file: a file whose size and modification time (ns) are unchanged takes its hash
+    from ``known`` (an earlier result for the same folder) or from the per-user cache (`hash_cache_path`,
+    keyed by the file's resolved path), so evaluating the same checkpoint into another ``--out`` reads nothing.
 
     Returns:
         ``{"sha256": digest over the files, "files": {name: {"size", "mtime_ns", "sha256"}}}``.
     """
     import hashlib
 
+    cache = _read_hash_cache()
+    cache_changed = False
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.name in _IGNORED_FILES:
             continue
         st = path.stat()
-        old = (known or {}).get(path.name)
-        if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns and old.get("sha256"):
-            digest = old["sha256"]
-        else:
+        key = str(path.resolve())
+        digest = None
+        for old in ((known or {}).get(path.name), cache.get(key)):
+            if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns and old.get("sha256"):
+                digest = old["sha256"]
+                break
+        if digest is None:
             with path.open("rb") as fh:
                 digest = hashlib.file_digest(fh, "sha256").hexdigest()
         files[path.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        if cache.get(key) != files[path.name]:
+            cache[key] = files[path.name]
+            cache_changed = True
+    if cache_changed:
+        _write_hash_cache(cache)
     total = hashlib.sha256("".join(f"{name}\0{f['sha256']}\n" for name, f in files.items()).encode())
     return {"sha256": total.hexdigest(), "files": files}
 
