@@ -207,3 +207,26 @@ def test_a_truncated_config_yaml_is_called_truncated_not_changed_settings(corpus
     path.unlink()
     assert _invoke(*_args(corpus, out)).exit_code == 0
     assert path.read_text() == text.replace(str(stopped), str(out))  # written again (output_dir: the copy)
+
+
+def test_saved_config_completeness_is_read_from_its_end_line_not_todays_fields(tmp_path):
+    """Review 7 #5: a config.yaml ending with CONFIG_END is complete even when a later version added a field
+    after hub_private; one without it (cut short, or written before the line existed) is judged by hub_private."""
+    from ifas_model.training.config import CONFIG_END, TrainConfig, write_config
+    from ifas_model.training.trainer import ResumeError, read_saved_config
+
+    path = tmp_path / "config.yaml"
+    write_config(TrainConfig(dataset="d", output_dir=str(tmp_path)), path)
+    text = path.read_text()
+    assert text.rstrip().endswith(CONFIG_END) and read_saved_config(path)["dataset"] == "d"
+    # a later version's file: a field after hub_private, one removed, still complete
+    path.write_text(text.replace(CONFIG_END, "new_setting: 3\n" + CONFIG_END).replace("seed: 0\n", ""))
+    assert read_saved_config(path)["new_setting"] == 3
+    # a file of an earlier version (no end line) that ends with hub_private: complete
+    older = text.replace(CONFIG_END + "\n", "")
+    path.write_text(older)
+    assert read_saved_config(path)["hub_private"] is True
+    # cut short anywhere: no end line, so refused as truncated
+    path.write_text(text[: text.index(CONFIG_END) - 3])
+    with pytest.raises(ResumeError, match="looks truncated: it ends inside a line; restore it"):
+        read_saved_config(path)

@@ -389,7 +389,11 @@ def write_config(config: TrainConfig, path: str | Path) -> None:
 
     note = config.learning_rate_note
     header = f"# learning_rate {note}\n" if note and "deviation" in note else ""
-    write_text_atomic(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False) + CONFIG_END + "\n")
+
+
+CONFIG_END = "# end of ifas-train config.yaml"
+"""The last line `write_config` writes: a file without it was cut short (or written before it existed)."""
 
 
 def apply_global_batch(config: TrainConfig, world_size: int) -> TrainConfig:

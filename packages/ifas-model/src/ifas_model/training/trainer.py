@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import write_text_atomic
-from .config import TrainConfig, apply_global_batch, resume_differences, write_config
+from .config import CONFIG_END, TrainConfig, apply_global_batch, resume_differences, write_config
 from .data import (
     Batch,
     ResumableBatchSampler,
@@ -167,9 +167,11 @@ def _pushed_to(summary: dict[str, Any], repo: str) -> bool:
 def read_saved_config(path: Path) -> dict[str, Any]:
     """The settings a run saved in ``config.yaml``, refusing a damaged or cut-off file in one line.
 
-    `write_config` writes every `TrainConfig` field in declaration order, so a cut-off file lacks the last
-    field (``hub_private``) or ends in a partial key: that is refused as truncated, naming the missing keys,
-    instead of being compared (a partial value would read as "settings differ").
+    `write_config` ends the file with `CONFIG_END`: a file with it is complete, whatever fields a later
+    version added or removed. A file without it was cut short, or was written before that line existed, when
+    every file ended with the field ``hub_private`` and a newline: one that lacks ``hub_private``, ends in a
+    partial key or inside a line is refused as truncated, naming the missing keys, instead of being compared (a partial value would read as
+    "settings differ").
 
     Raises:
         ResumeError: not YAML, not a mapping, or truncated.
@@ -180,19 +182,24 @@ def read_saved_config(path: Path) -> dict[str, Any]:
 
     remedy = ("restore it, or delete it and rerun the same command (it is written again; the settings are then "
               "not compared with the saved run's)")
+    text = path.read_text(errors="replace")
     try:
-        saved = yaml.safe_load(path.read_text(errors="replace"))
+        saved = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ResumeError(f"{path}: not valid YAML ({' '.join(str(err).split())}); {remedy}") from err
     if not isinstance(saved, dict):
         raise ResumeError(f"{path}: not a mapping of settings ({type(saved).__name__}); {remedy}")
+    if text.rstrip().endswith(CONFIG_END):
+        return saved
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     unknown = [str(k) for k in saved if k not in fields]
-    if fields[-1] not in saved or unknown:
+    # hub_private: the last field of every file written before CONFIG_END; a cut inside a line leaves no "\n"
+    if "hub_private" not in saved or unknown or not text.endswith("\n"):
         missing = [k for k in fields if k not in saved]
         what = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         partial = f"; partial key {unknown[0]!r}" if unknown else ""
-        raise ResumeError(f"{path} looks truncated: keys {what} missing{partial}; {remedy}")
+        found = f"keys {what} missing{partial}" if what or partial else "it ends inside a line"
+        raise ResumeError(f"{path} looks truncated: {found}; {remedy}")
     return saved
 
 
