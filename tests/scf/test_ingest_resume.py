@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ingest_cli import ingest, rows, write_image  # tests/scf/ingest_cli.py
 
 
@@ -151,3 +152,34 @@ def test_a_torn_summary_of_another_config_is_named(tmp_path, face):
     assert r.output.strip().endswith("rerun the scf ingest of config 'a' (nothing is redone) to rewrite it, then "
                                      "this one")
     assert not list(out.glob("*/.*.tmp"))
+
+
+@pytest.mark.parametrize("source", ["csv", "casia-fas-list"])
+def test_a_listed_file_deleted_after_ingest_is_stale_and_pruned_and_one_put_back_is_ingested(tmp_path, face, source):
+    """Review 8 #1 and #5: list readers report a vanished entry; --prune-missing drops it; a file back is read."""
+    root = tmp_path / "root"
+    write_image(root / "a.png", face)
+    write_image(root / "b.png", face[::-1])
+    write_image(root / "c.png", face[:, ::-1])
+    lst = tmp_path / ("m.csv" if source == "csv" else "list.txt")
+    lst.write_text("path,label,split\na.png,1,train\nb.png,0,train\nc.png,0,train\n" if source == "csv" else
+                   "a.png 0\nb.png 1\nc.png 1\n")
+    args = ["--source", source, "--root", str(root), "--list", str(lst), "--out", str(tmp_path / "o")]
+    if source != "csv":
+        args += ["--label-polarity", "live0"]
+    assert ingest(*args).exit_code == 0
+    b = (root / "b.png").read_bytes()
+    (root / "b.png").unlink()
+    r = ingest(*args)
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith(
+        "Error: 1 row(s) of 1 file(s) that this run no longer finds under --root (moved, renamed or deleted since "
+        "they were ingested, e.g. b.png)"), r.output
+    r = ingest(*args, "--prune-missing")
+    assert r.exit_code == 0 and "--prune-missing: dropped 1 row(s)" in r.output, r.output
+    assert [x["path"] for x in rows(tmp_path / "o")] == ["a.png", "c.png"]
+    summary = json.loads((tmp_path / "o/ingest_summary.json").read_text())
+    assert summary["skipped"] == {"missing file": 1} and summary["files_with_rows"] == 2
+    (root / "b.png").write_bytes(b)  # the disk is mounted again
+    assert ingest(*args).exit_code == 0
+    assert [x["path"] for x in rows(tmp_path / "o")] == ["a.png", "b.png", "c.png"]
+    assert json.loads((tmp_path / "o/ingest_summary.json").read_text())["skipped"] == {}

@@ -183,6 +183,14 @@ class SkipLog:
         with self.path.open("a") as f:
             f.write(json.dumps(entry) + "\n")
 
+    def discard(self, key: str) -> None:
+        """Forget the skip of ``key`` (the file is rewritten atomically), so that the item is tried again."""
+        if self.entries.pop(key, None) is None:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in self.entries.values()), encoding="utf-8")
+        os.replace(tmp, self.path)
+
     def reasons(self) -> dict[str, int]:
         """Number of skipped items per reason."""
         counts: dict[str, int] = {}

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "ingest_config.json"
 SUMMARY_FILE = "ingest_summary.json"
+MISSING_FILE = "missing file"
+"""The skip reason of a list entry (manifest row) whose file is not under ``--root``: not kept from one run to
+the next (the scan finds it again; a file that is back is ingested), and never logged for a file that has rows
+(those rows are stale: reported, or dropped by ``--prune-missing``)."""
 PER_ENTRY_SOURCE = "dataset of each entry"
 """What ``ingest_config.json`` records as ``source_name`` when the reader writes each entry's dataset title
 (``flip-mcio``, ``casia-fas-list``) and no ``--source-name`` is given."""
@@ -281,6 +285,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
             skipped_by_unit.setdefault(key.rsplit("#", 1)[0], set()).add(key)
 
     units: set[str] = set()
+    missing: dict[str, str] = {}  # unit -> detail of this scan's "missing file" skips (logged at the end)
     rows_before = len(done_keys)
     console = console or Console(stderr=True)
     progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
@@ -293,6 +298,11 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         for entry in reader.scan(Path(config.root).expanduser(), options):
             if isinstance(entry, Skip):
                 units.add(entry.path)
+                if entry.reason == MISSING_FILE:  # logged at the end, and only if the file has no rows (stale)
+                    missing[entry.path] = entry.detail
+                    counters["skips"] += entry.path not in skiplog.entries
+                    progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
+                    continue
                 if entry.path not in skiplog.entries:
                     counters["skips"] += 1
                 skiplog.add(entry.path, entry.reason, entry.detail)
@@ -303,6 +313,9 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 counters["skips"] += 1
                 continue
             units.add(entry.path)
+            for key in {entry.key, entry.path}:  # missing in an earlier run, back now: ingest it
+                if skiplog.entries.get(key, {}).get("reason") == MISSING_FILE:
+                    skiplog.discard(key)
             if entry.key in done_keys or entry.key in skiplog.entries:
                 progress.update(task, advance=1)
                 continue  # finished by an earlier run (a row or a logged skip)
@@ -333,8 +346,13 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         else:
             _run_pool(config.workers, tasks(), args, handle)
 
-    stale = sorted(k for k in done_keys if _unit_of(k, units) not in units)  # their file was not found this time
+    found = units - missing.keys()
+    stale = sorted(k for k in done_keys if _unit_of(k, units) not in found)  # their file was not found this time
     pruned = _prune_rows(folder, set(stale)) if stale and config.prune_missing else 0
+    with_rows = set() if pruned else {_unit_of(k, units) for k in stale}
+    for unit, detail in missing.items():  # a missing file with rows is reported as stale, not as a skip
+        if unit not in with_rows:
+            skiplog.add(unit, MISSING_FILE, detail)
     summary = summarize(folder, name, config.source_name, units, reader.other_files, default_title=reader.title)
     if stale and not pruned:
         summary.stale_rows = len(stale)
