@@ -183,3 +183,22 @@ def test_a_listed_file_deleted_after_ingest_is_stale_and_pruned_and_one_put_back
     assert ingest(*args).exit_code == 0
     assert [x["path"] for x in rows(tmp_path / "o")] == ["a.png", "b.png", "c.png"]
     assert json.loads((tmp_path / "o/ingest_summary.json").read_text())["skipped"] == {}
+
+
+def test_a_resume_with_a_wrong_root_is_refused_before_any_work(tmp_path, face):
+    """Review 8 #2: --root B into the folder of --root A must not ingest B first and then advise pruning A."""
+    for name, cls in (("A", "real"), ("B", "print")):
+        for i in range(3):
+            write_image(tmp_path / name / "train" / cls / f"{name}{i}.png", face)
+    out = tmp_path / "o"
+    assert ingest("--source", "image-folder", "--root", str(tmp_path / "A"), "--out", str(out)).exit_code == 0
+    for extra in ((), ("--prune-missing",)):
+        r = ingest("--source", "image-folder", "--root", str(tmp_path / "B"), "--out", str(out), *extra)
+        assert r.exit_code == 1
+        assert r.output.strip().splitlines()[-1] == (
+            f"Error: {out}: 3 of 3 files its rows come from are not under --root {tmp_path / 'B'} (e.g. "
+            f"train/real/A0.png) (its rows were written from --root {tmp_path / 'A'}): is --root right? A moved "
+            "dataset keeps its relative paths; to start over, ingest into a new --out")
+        assert [x["path"] for x in rows(out)] == [f"train/real/A{i}.png" for i in range(3)]
+    config = json.loads((out / "ingest_config.json").read_text())
+    assert config["root"] == str((tmp_path / "A").resolve())  # the record still names the right root

@@ -242,6 +242,35 @@ def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
                           "values: resume with the same settings or choose another --out")
 
 
+ROOT_SAMPLE = 200
+"""How many of the files behind a folder's rows a resume checks under ``--root`` before any work."""
+
+
+def _check_root(folder: Path, root: Path, done_keys: set[str]) -> None:
+    """Refuse a resume whose ``--root`` holds fewer than half of the files the folder's rows come from.
+
+    Up to `ROOT_SAMPLE` files, evenly spread over the sorted row keys, are looked up (one ``stat`` each), so a
+    wrong ``--root`` is refused in a second instead of after ingesting another dataset into ``folder``. A few
+    files moved or deleted pass here and are reported by the end-of-run stale check.
+    """
+    units = sorted({k.rsplit("#", 1)[0] for k in done_keys})
+    if not units:
+        return
+    step = max(1, len(units) // ROOT_SAMPLE)
+    sample = units[::step][:ROOT_SAMPLE]
+    absent = [u for u in sample if not (root / u).exists()]
+    if 2 * len(absent) > len(sample):
+        old_root = ""
+        try:
+            old_root = json.loads((folder / CONFIG_FILE).read_text()).get("root") or ""
+        except (OSError, ValueError, AttributeError):
+            pass
+        was = f" (its rows were written from --root {old_root})" if old_root and old_root != str(root.resolve()) else ""
+        raise IngestError(f"{folder}: {len(absent)} of {len(sample)} files its rows come from are not under --root "
+                          f"{root} (e.g. {absent[0]}){was}: is --root right? A moved dataset keeps its relative "
+                          "paths; to start over, ingest into a new --out")
+
+
 def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool = True) -> IngestSummary:  # noqa: ANN401
     """Ingest one source into the benchmark dataset folder; resumable. See the module docstring.
 
@@ -270,9 +299,10 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 "list_sha256": {str(p.resolve()): _sha256(p) for p in options.lists if p.is_file()}}
     _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
+    _check_root(folder, Path(config.root).expanduser(), writer.done_keys)
     _write_json(folder / CONFIG_FILE, recorded)
 
-    writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
     skiplog = SkipLog(folder / SKIPPED_FILE)
     done_keys = writer.done_keys
     done_by_unit: dict[str, set[str]] = {}
