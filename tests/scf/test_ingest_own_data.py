@@ -41,10 +41,34 @@ def test_manifest_frame_index_orders_the_frames_of_a_video(tmp_path, face):
     assert r.exit_code == 0, r.output
     assert [(x["video_id"], x["frame_index"]) for x in rows(tmp_path / "o")] == [("v1", 3), ("v1", 9), ("v2", 0)]
     skip = json.loads((tmp_path / "o/skipped.jsonl").read_text())
-    assert skip["key"] == "m.csv:5" and skip["detail"] == "v2.png: frame_index 'x' (a number >= 0)"
+    assert skip["key"] == "m.csv:5" and skip["detail"] == "v2.png: frame_index 'x' (an integer 0..2147483647)"
     manifest.write_text("path,label,frame\nv1_f3.png,1,3\n")  # the short name works too
     r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o2"))
     assert [x["frame_index"] for x in rows(tmp_path / "o2")] == [3]
+
+
+def test_manifest_frame_index_values_that_crashed_are_skipped_with_the_row_number(tmp_path, face):
+    """Review 8 #3: '²' and a value over int32 skip their row (no traceback, the other rows are written);
+    pandas' '3.0' is 3; a 'frame' column of file names is someone else's column and is ignored."""
+    root = tmp_path / "mine"
+    for name in ("a", "b", "c", "d"):
+        write_image(root / f"{name}.png", face)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,video_id,frame_index\na.png,1,v,\u00b2\nb.png,1,v,2147483648\nc.png,1,v,3.0\n"
+                        "d.png,1,v,2147483647\n", encoding="utf-8")
+    args = ["--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o")]
+    for _ in range(2):  # the rerun is fine too
+        r = ingest(*args)
+        assert r.exit_code == 0 and r.exception is None, r.output
+    assert [(x["path"], x["frame_index"]) for x in rows(tmp_path / "o")] == [("c.png", 3), ("d.png", 2147483647)]
+    skips = [json.loads(line) for line in (tmp_path / "o/skipped.jsonl").read_text().splitlines()]
+    assert [(s["key"], s["detail"]) for s in skips] == [
+        ("m.csv:2", "a.png: frame_index '\u00b2' (an integer 0..2147483647)"),
+        ("m.csv:3", "b.png: frame_index '2147483648' (an integer 0..2147483647)")]
+    manifest.write_text("path,label,frame\na.png,1,a_frame.png\nb.png,1,\n")  # not frame numbers: not read
+    r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o2"))
+    assert r.exit_code == 0, r.output
+    assert [(x["path"], x["frame_index"]) for x in rows(tmp_path / "o2")] == [("a.png", 0), ("b.png", 0)]
 
 
 def test_images_without_split_folders_are_said_to_go_to_test(tmp_path, face):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -14,6 +16,7 @@ from .lists import locate
 
 LIVE_NAMES = {"real", "live", "bonafide", "bona_fide", "bona-fide", "genuine"}
 FAKE_NAMES = {"fake", "spoof", "attack", "attacks"}
+logger = logging.getLogger(__name__)
 _TYPE_NAMES = {t: t for t in ATTACK_TYPES if t != "live"} | {"photo": "print", "paper": "print",
                                                               "video": "replay", "screen": "replay"}
 
@@ -80,6 +83,22 @@ def parse_label(raw: str) -> int | None:
     return None
 
 
+FRAME_INDEX_MAX = 2**31 - 1  # the frame_index column is int32 (scf.schema)
+_FRAME_INDEX = re.compile(r"([0-9]+)(?:\.0*)?")
+
+
+def parse_frame_index(raw: str) -> int | None:
+    """A manifest ``frame_index``: ASCII digits, or an integral float such as ``3.0`` (what pandas writes for an
+    integer column that has empty cells), 0 to 2147483647 (int32); empty -> 0; anything else -> None."""
+    raw = raw.strip()
+    if not raw:
+        return 0
+    m = _FRAME_INDEX.fullmatch(raw)
+    if m is None or int(m[1]) > FRAME_INDEX_MAX:
+        return None
+    return int(m[1])
+
+
 def _under_root(root: Path, absolute: str) -> str | None:
     """An absolute manifest path as a path relative to ``root`` (as written, else with links resolved)."""
     for base, target in ((Path(os.path.abspath(root)), Path(os.path.normpath(absolute))),
@@ -103,8 +122,11 @@ class CsvManifestReader(Reader):
     polarity, 1 = real (or the words real/live/bonafide and fake/spoof/attack). ``attack_type`` must be one
     of `scf.schema.ATTACK_TYPES` (default: live for reals, other for fakes). ``split`` defaults to
     ``--split``, else test. ``frame_index`` is the video frame an image was taken from (default 0), so the
-    frames of one video (same ``video_id``) keep their order; a video file or frame folder row is sampled by
-    ``--frames`` and its own frame numbers are used instead. A row with a bad value is skipped with the row
+    frames of one video (same ``video_id``) keep their order: an integer 0..2147483647 (``3.0``, as pandas
+    writes an integer column with empty cells, is 3); a video file or frame folder row is sampled by
+    ``--frames`` and its own frame numbers are used instead. Without a ``frame_index`` column, a ``frame``
+    column is read as one only if every value in it is such an integer; otherwise it is someone else's column
+    (frame file names, timestamps) and is ignored with a warning. A row with a bad value is skipped with the row
     number and reason.
     """
 
@@ -125,11 +147,31 @@ class CsvManifestReader(Reader):
         if missing:
             raise IngestError(f"{path}: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
 
+    @staticmethod
+    def _frame_column(path: Path, header: list[str]) -> str | None:
+        """``frame_index``; else ``frame`` when every value of it is a frame number (a ``frame`` column of file
+        names or timestamps is someone else's column: ignored, with a warning); else None."""
+        if "frame_index" in header:
+            return "frame_index"
+        if "frame" not in header:
+            return None
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = csv.DictReader(f)
+            rows.fieldnames = [h.strip() for h in rows.fieldnames or []]
+            for row_no, row in enumerate(rows, start=2):
+                if parse_frame_index(row.get("frame") or "") is None:
+                    logger.warning("%s:%d: the 'frame' column is ignored: %r is not a frame number (0..%d); name "
+                                   "the column frame_index to have such rows skipped instead", path, row_no,
+                                   row.get("frame"), FRAME_INDEX_MAX)
+                    return None
+        return "frame"
+
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
         path = options.lists[0]
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = csv.DictReader(f)
             rows.fieldnames = [h.strip() for h in rows.fieldnames or []]
+            frame_column = self._frame_column(path, rows.fieldnames)
             for row_no, row in enumerate(rows, start=2):
                 where = f"{path.name}:{row_no}"
                 raw = (row.get("path") or "").strip()
@@ -159,9 +201,11 @@ class CsvManifestReader(Reader):
                 if split is None:
                     yield Skip(where, "malformed manifest row", f"{rel}: split {raw_split!r}")
                     continue
-                raw_frame = (row.get("frame_index") or row.get("frame") or "").strip()
-                if raw_frame and not raw_frame.isdigit():
-                    yield Skip(where, "malformed manifest row", f"{rel}: frame_index {raw_frame!r} (a number >= 0)")
+                raw_frame = (row.get(frame_column) or "") if frame_column else ""
+                frame_index = parse_frame_index(raw_frame)
+                if frame_index is None:
+                    yield Skip(where, "malformed manifest row",
+                               f"{rel}: {frame_column} {raw_frame.strip()!r} (an integer 0..{FRAME_INDEX_MAX})")
                     continue
                 found = locate(root, rel)
                 if found is None:
@@ -170,4 +214,4 @@ class CsvManifestReader(Reader):
                 kind, rel_found, frames = found
                 video_id = (row.get("video_id") or "").strip() or PurePosixPath(rel).with_suffix("").as_posix()
                 yield Item(path=rel_found, kind=kind, meta=meta, split=split, video_id=video_id, frames=frames,
-                           frame_index=int(raw_frame) if raw_frame and kind == "image" else None)
+                           frame_index=frame_index if kind == "image" else None)
