@@ -28,6 +28,29 @@ def test_manifest_with_absolute_paths_and_an_excel_bom(tmp_path, face):
                               "every file of the manifest")
 
 
+def test_a_relative_path_that_leaves_root_is_skipped_like_an_absolute_one(tmp_path, face):
+    """Review 8 #7: '../x.png' in a manifest or a list is outside --root (skipped, row number named)."""
+    root = tmp_path / "mine"
+    write_image(root / "a.png", face)
+    write_image(tmp_path / "x.png", face)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na.png,1\n../x.png,0\nsub/../../x.png,0\n")
+    r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert [x["path"] for x in rows(tmp_path / "o")] == ["a.png"]
+    skips = [json.loads(line) for line in (tmp_path / "o/skipped.jsonl").read_text().splitlines()]
+    assert [(s["key"], s["reason"]) for s in skips] == [("m.csv:3", "path outside --root"),
+                                                        ("m.csv:4", "path outside --root")]
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.png 0\n../x.png 1\n")
+    r = ingest("--source", "casia-fas-list", "--label-polarity", "live0", "--root", str(root), "--list", str(lst),
+               "--out", str(tmp_path / "o2"))
+    assert r.exit_code == 0, r.output
+    assert [x["path"] for x in rows(tmp_path / "o2")] == ["a.png"]
+    skip = json.loads((tmp_path / "o2/skipped.jsonl").read_text())
+    assert (skip["key"], skip["reason"]) == ("list.txt:2", "path outside --root")
+
+
 def test_manifest_frame_index_orders_the_frames_of_a_video(tmp_path, face):
     """Review 5 #17: two frames of one video, given as images, keep their frame numbers (not 0, 0)."""
     root = tmp_path / "mine"

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from scf.schema import ATTACK_TYPES, LABEL_FAKE, LABEL_REAL
 
 from .base import IngestError, Item, Meta, Reader, ReaderOptions, Skip, norm_split
-from .lists import locate
+from .lists import locate, relative_entry
 
 LIVE_NAMES = {"real", "live", "bonafide", "bona_fide", "bona-fide", "genuine"}
 FAKE_NAMES = {"fake", "spoof", "attack", "attacks"}
@@ -178,7 +178,7 @@ class CsvManifestReader(Reader):
                 if not raw:
                     yield Skip(where, "malformed manifest row", "empty path")
                     continue
-                rel = _under_root(root, raw) if os.path.isabs(raw) else raw.rstrip("/")
+                rel = _under_root(root, raw) if os.path.isabs(raw) else relative_entry(raw)
                 if rel is None:
                     yield Skip(where, "path outside --root", f"{raw} is not under {root}: give --root a folder that "
                                                              "holds every file of the manifest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -82,6 +83,13 @@ def _read_list_lines(path: Path) -> list[tuple[int, str]]:
     except OSError as e:
         raise IngestError(f"cannot read list file {path}: {e.strerror or e}") from e
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def relative_entry(raw: str) -> str | None:
+    """A list entry relative to ``--root``, normalised (``a/./b``, ``a/../b``, ``b/`` -> ``b``); None when it
+    leaves ``--root`` (``../x``), which the caller skips as ``path outside --root``."""
+    rel = posixpath.normpath(raw.strip().strip("/") or ".")
+    return None if rel == ".." or rel.startswith("../") else rel
 
 
 def locate(root: Path, rel: str) -> tuple[str, str, tuple[str, ...]] | None:
@@ -184,7 +192,10 @@ class CasiaFasListReader(Reader):
                 if len(parts) != 2:
                     yield Skip(where, "malformed list line", line[:200])
                     continue
-                rel, raw = parts[0].strip("/"), parts[1]
+                rel, raw = relative_entry(parts[0]), parts[1]
+                if rel is None:
+                    yield Skip(where, "path outside --root", f"{parts[0]} leaves {root}")
+                    continue
                 if rel in seen:
                     continue  # the same entry in two lists (a video in several protocol files)
                 seen.add(rel)
@@ -309,8 +320,11 @@ class FlipListReader(Reader):
         for list_path in options.lists:
             list_label = "real" if "_real" in list_path.stem else "fake" if "_fake" in list_path.stem else None
             for line_no, line in _read_list_lines(list_path):
-                rel = line.split()[0].strip("/")
                 where = f"{list_path.name}:{line_no}"
+                rel = relative_entry(line.split()[0])
+                if rel is None:
+                    yield Skip(where, "path outside --root", f"{line.split()[0]} leaves {root}")
+                    continue
                 if list_label and f"/{list_label}/" not in f"/{rel}":
                     yield Skip(rel, "list label contradicts the file name", f"{where}: list is {list_label}")
                     continue
