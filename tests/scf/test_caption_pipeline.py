@@ -721,8 +721,8 @@ def test_a_failed_push_is_one_line_and_keeps_the_corpus(pipeline_run, monkeypatc
         CaptionPipeline(_config(out, stage="corpus", push_to_hub="me/corpus"), dataset=ds).run()
     assert str(err.value) == (
         "push to me/corpus failed: ConnectionError: [Errno -2] Name or service not known (more lines); the corpus "
-        f"is in {out / 'corpus'}: rerun the same command to retry (no caption is redone), or huggingface-cli "
-        f"upload --repo-type dataset me/corpus {out / 'corpus'}")
+        f"is in {out / 'corpus'}: rerun the same command to retry (no caption is redone), or hf upload "
+        f"--repo-type dataset --private me/corpus {out / 'corpus'}")
     assert (out / "corpus" / "README.md").exists()
 
 

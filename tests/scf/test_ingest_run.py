@@ -386,3 +386,26 @@ def test_resume_refuses_changed_source_name_split_lists_polarity(tmp_path, face,
     r = cli.invoke(main, [*base, "--list", "m.csv"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "o/ingest_config.json").read_text())["source_name"] == "CSV manifest"
+
+
+def test_a_failed_push_names_a_private_hf_upload_command(tmp_path, face, monkeypatch):
+    """Review 8 #4: the advice uses the installed `hf` CLI and keeps the repository private."""
+    import huggingface_hub
+    from ingest_cli import ingest, write_image
+
+    class Offline:
+        def __init__(self, *a, **kw):
+            pass
+
+        def create_repo(self, *a, **kw):
+            raise ConnectionError("Name or service not known\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    write_image(tmp_path / "root/train/real/a.png", face)
+    r = ingest("--source", "image-folder", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "o"),
+               "--push-to-hub", "me/mine")
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == (
+        "Error: push to me/mine failed: ConnectionError: Name or service not known; the dataset is in "
+        f"{tmp_path / 'o'}: rerun the same command to retry (nothing is ingested again), or hf upload --repo-type "
+        f"dataset --private me/mine {tmp_path / 'o'}")

@@ -77,7 +77,7 @@ def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -
 @click.option("--shard-size", type=click.IntRange(1), default=1000, show_default=True, help="Rows per parquet shard.")
 @click.option("--image-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
 @click.option("--push-to-hub", "push_to_hub", default=None, metavar="ORG/NAME",
-              help="Upload OUT to this Hub dataset repo when done (token from HF_TOKEN or huggingface-cli login).")
+              help="Upload OUT to this Hub dataset repo when done (token from HF_TOKEN or hf auth login).")
 @click.option("--public", is_flag=True,
               help="Create the Hub repo public (default: private; FAS datasets are licensed per request, so make "
                    "it public only if every source's licence allows that).")

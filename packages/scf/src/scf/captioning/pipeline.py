@@ -741,7 +741,7 @@ class CaptionPipeline:
                 url = push_captioner_to_hub(target, repo)
             except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
                 raise PipelineError(f"push of C_S to {repo} failed: {type(e).__name__}: {_one_line(e)}; C_S is saved "
-                                    f"in {target}: upload it with huggingface-cli upload {repo} {target}, then rerun "
+                                    f"in {target}: upload it with hf upload --private {repo} {target}, then rerun "
                                     "the same command to go on") from e
             self.console.print(f"C_S pushed to {url}")
         return {k: v for k, v in record.items() if k != "model"}
@@ -837,7 +837,7 @@ class CaptionPipeline:
             except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
                 raise PipelineError(f"push to {repo} failed: {type(e).__name__}: {_one_line(e)}; the corpus is in "
                                     f"{final}: rerun the same command to retry (no caption is redone), or "
-                                    f"huggingface-cli upload --repo-type dataset {repo} {final}") from e
+                                    f"hf upload --repo-type dataset --private {repo} {final}") from e
             self.console.print(f"corpus pushed to the Hub dataset {self.config.push_to_hub}")
         return {"rows": counts, "folder": str(final)}
 

@@ -111,7 +111,7 @@ ds = datasets.load_dataset("PATH_OR_HUB_ID")
 ```
 
 A Hub repository created by `scf ingest --push-to-hub` is private unless `--public` was given: loading it
-then needs a token with access to it (`HF_TOKEN` or `huggingface-cli login`).
+then needs a token with access to it (`HF_TOKEN` or `hf auth login`).
 """
 
 
@@ -160,7 +160,7 @@ ds = datasets.load_dataset("PATH_OR_HUB_ID", "{first}")
 ```
 
 A Hub repository created by `scf ingest --push-to-hub` is private unless `--public` was given: loading it
-then needs a token with access to it (`HF_TOKEN` or `huggingface-cli login`).
+then needs a token with access to it (`HF_TOKEN` or `hf auth login`).
 """
 
 
@@ -197,7 +197,7 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True) -> str:
     The repository is created private by default (``scf ingest --public`` makes it public): the face crops
     come from datasets licensed per request. An existing repository keeps its visibility.
 
-    The token is the one ``huggingface_hub`` finds itself (``HF_TOKEN`` or ``huggingface-cli login``); it is
+    The token is the one ``huggingface_hub`` finds itself (``HF_TOKEN`` or ``hf auth login``); it is
     never read or printed here. Returns the repository URL.
     """
     from huggingface_hub import HfApi

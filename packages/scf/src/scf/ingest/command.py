@@ -97,5 +97,9 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
         try:
             url = push(config.out, push_to_hub, private=not public)
         except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
-            raise click.ClickException(f"push to {push_to_hub} failed: {type(e).__name__}: {e}") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise click.ClickException(
+                f"push to {push_to_hub} failed: {type(e).__name__}: {first}; the dataset is in {config.out}: rerun "
+                "the same command to retry (nothing is ingested again), or hf upload --repo-type dataset "
+                + ("" if public else "--private ") + f"{push_to_hub} {config.out}") from e
         console.print(f"pushed to {url} ({'public' if public else 'private'} repository)")
