@@ -111,6 +111,20 @@ def test_images_without_split_folders_are_said_to_go_to_test(tmp_path, face):
     assert {x["split"] for x in rows(tmp_path / "o2")} == {"train"}
 
 
+def test_the_no_split_note_counts_the_items_written_and_is_printed_once(tmp_path, face):
+    """Review 8 #6: of 4 manifest rows without a split, a duplicate, a missing file and a bad frame_index give no
+    row; the note counts the one item written, on the first run and on a rerun, and is printed once."""
+    write_image(tmp_path / "mine/a.png", face)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,frame_index\na.png,1,0\na.png,1,0\ngone.png,0,0\na.png,1,x\n")
+    args = ["--source", "csv", "--root", str(tmp_path / "mine"), "--list", str(manifest), "--out", str(tmp_path / "o")]
+    for _ in range(2):
+        r = ingest(*args)
+        assert r.exit_code == 0, r.output
+        assert r.output.count("no split folder") == 1 and "note: 1 item(s) had no split folder" in r.output, r.output
+    assert [x["split"] for x in rows(tmp_path / "o")] == ["test"]
+
+
 @pytest.mark.parametrize("columns", [80, 120])
 def test_list_sources_shows_every_layout_whole_in_a_narrow_terminal(columns):
     """Review 5 #10: the layouts wrap instead of ending in an ellipsis."""

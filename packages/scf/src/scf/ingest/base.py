@@ -221,8 +221,9 @@ class Reader:
     def __init__(self) -> None:
         self.other_files: dict[str, int] = {}
         """Non-media files met by the last walk, per extension (metadata; reported in the summary)."""
-        self.default_split_items = 0
-        """Items of the last scan that no folder, column or ``--split`` placed: the reader gave them ``test``."""
+        self.default_split_paths: set[str] = set()
+        """Items (their ``path``) of the last scan that no folder, column or ``--split`` placed: the reader gave
+        them ``test``. Added when the item is yielded; the run counts those that have rows."""
 
     def walk(self, root: Path, options: ReaderOptions) -> Iterator[WalkEntry]:
         """The media units under ``root`` (see `walk`); non-media files are counted in `other_files`."""

@@ -65,7 +65,7 @@ class ImageFolderReader(Reader):
                 continue
             video_id = PurePosixPath(entry.path).with_suffix("").as_posix()
             if not split and not options.split:
-                self.default_split_items += 1  # reported in the summary: a training run needs a train split
+                self.default_split_paths.add(entry.path)  # reported in the summary: training needs a train split
             yield Item(path=entry.path, kind=entry.kind, meta=meta, split=split or options.split or "test",
                        video_id=video_id)
 
@@ -196,8 +196,6 @@ class CsvManifestReader(Reader):
                     continue
                 raw_split = (row.get("split") or "").strip()
                 split = norm_split(raw_split) if raw_split else (options.split or "test")
-                if not raw_split and not options.split:
-                    self.default_split_items += 1
                 if split is None:
                     yield Skip(where, "malformed manifest row", f"{rel}: split {raw_split!r}")
                     continue
@@ -212,6 +210,8 @@ class CsvManifestReader(Reader):
                     yield Skip(rel, "missing file", f"{where}: nothing at {root / rel}")
                     continue
                 kind, rel_found, frames = found
+                if not raw_split and not options.split:
+                    self.default_split_paths.add(rel_found)
                 video_id = (row.get("video_id") or "").strip() or PurePosixPath(rel).with_suffix("").as_posix()
                 yield Item(path=rel_found, kind=kind, meta=meta, split=split, video_id=video_id, frames=frames,
                            frame_index=frame_index if kind == "image" else None)

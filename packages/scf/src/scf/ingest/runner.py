@@ -390,13 +390,15 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
         logger.warning("%d row(s) of files no longer found under --root (or in the lists) are still in %s, e.g. "
                        "%s; --prune-missing drops them", len(stale), folder, stale[0])
     summary.pruned_rows = pruned
-    if reader.default_split_items:
+    written = {_unit_of(k, units) for k in writer.done_keys} - ({_unit_of(k, units) for k in stale} if pruned else set())
+    defaulted = len(reader.default_split_paths & written)  # items with rows, not every row of the manifest
+    if defaulted:
         summary.notes.append(
-            f"{reader.default_split_items} item(s) had no split folder (train/, dev/, test/) or split column and no "
+            f"{defaulted} item(s) had no split folder (train/, dev/, test/) or split column and no "
             "--split, so they went to the 'test' split; to train on them, sort them into train/ and test/ "
             "folders (or a split column), or ingest with --split train")
     for note in summary.notes:
-        logger.info("%s", note)  # the CLI prints the notes under its summary table
+        logger.debug("%s", note)  # the CLI prints the notes under its summary table (once)
     summary.rows_this_run = summary.rows_total - rows_before + pruned
     summary.seconds = round(time.monotonic() - start, 2)
     summary.settings = recorded
@@ -434,7 +436,7 @@ def _prune_rows(folder: Path, keys: set[str]) -> int:
         tmp = path.with_name(f".{path.name}.tmp")
         pq.write_table(table.filter(pc.invert(mask)), tmp)
         os.replace(tmp, path)
-    logger.info("dropped %d row(s) of files no longer found (--prune-missing)", dropped)
+    logger.debug("dropped %d row(s) of files no longer found (--prune-missing)", dropped)  # the CLI says it
     return dropped
 
 
