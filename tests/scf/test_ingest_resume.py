@@ -202,3 +202,27 @@ def test_a_resume_with_a_wrong_root_is_refused_before_any_work(tmp_path, face):
         assert [x["path"] for x in rows(out)] == [f"train/real/A{i}.png" for i in range(3)]
     config = json.loads((out / "ingest_config.json").read_text())
     assert config["root"] == str((tmp_path / "A").resolve())  # the record still names the right root
+
+
+def test_a_manifest_with_rows_appended_or_copied_elsewhere_resumes(tmp_path, face):
+    """Review 8 #8: appended rows are new work (the recorded hash covers the old prefix); the same manifest at
+    another path resumes; an edit of an earlier row is still refused."""
+    root = tmp_path / "mine"
+    for name in ("a", "b", "c"):
+        write_image(root / f"{name}.png", face)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\na.png,1,train\nb.png,0,train\n")
+    args = ["--source", "csv", "--root", str(root), "--out", str(tmp_path / "o")]
+    assert ingest(*args, "--list", str(manifest)).exit_code == 0
+    with manifest.open("a") as f:
+        f.write("c.png,0,train\n")  # new captures
+    r = ingest(*args, "--list", str(manifest))
+    assert r.exit_code == 0, r.output
+    assert [x["path"] for x in rows(tmp_path / "o")] == ["a.png", "b.png", "c.png"]
+    moved = tmp_path / "elsewhere" / "m.csv"
+    moved.parent.mkdir()
+    moved.write_bytes(manifest.read_bytes())
+    assert ingest(*args, "--list", str(moved)).exit_code == 0, "an identical copy at another path resumes"
+    moved.write_text("path,label,split\na.png,0,train\nb.png,0,train\nc.png,0,train\nd.png,0,train\n")
+    r = ingest(*args, "--list", str(moved))
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith(f"Error: {moved} changed since"), r.output

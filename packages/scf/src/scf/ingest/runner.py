@@ -190,14 +190,33 @@ def _write_json(path: Path, obj: Any) -> None:  # noqa: ANN401 - JSON value
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, size: int | None = None) -> str:
+    """SHA-256 of a file, or of its first ``size`` bytes."""
     import hashlib
 
     h = hashlib.sha256()
+    left = path.stat().st_size if size is None else size
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        while left > 0 and (block := f.read(min(1 << 20, left))):
             h.update(block)
+            left -= len(block)
     return h.hexdigest()
+
+
+def _appended(path: str, old_hash: str, old_size: Any) -> bool:  # noqa: ANN401 - JSON value
+    """Whether the list at ``path`` is the recorded one with lines added at its end (its first ``old_size``
+    bytes hash to ``old_hash`` and end a line)."""
+    p = Path(path)
+    try:
+        if not isinstance(old_size, int) or not 0 < old_size < p.stat().st_size:
+            return False
+        with p.open("rb") as f:
+            f.seek(old_size - 1)
+            if f.read(1) != b"\n":
+                return False
+        return _sha256(p, old_size) == old_hash
+    except OSError:
+        return False
 
 
 def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
@@ -227,8 +246,18 @@ def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
         if not same:
             changed.append(k)
     old_hashes = old.get("list_sha256")
+    if "lists" in changed and isinstance(old_hashes, dict) and old_hashes and \
+            sorted(old_hashes.values()) == sorted(recorded["list_sha256"].values()):
+        changed.remove("lists")  # the same files (same contents) at another place: a moved project
+        logger.info("the --list files moved (same contents as %s records): resuming", CONFIG_FILE)
+        old_hashes = {}
+    old_sizes = old.get("list_size") if isinstance(old.get("list_size"), dict) else {}
     if not changed and isinstance(old_hashes, dict):
-        edited = [p for p, h in recorded["list_sha256"].items() if p in old_hashes and old_hashes[p] != h]
+        edited = [p for p, h in recorded["list_sha256"].items() if p in old_hashes and old_hashes[p] != h
+                  and not _appended(p, old_hashes[p], old_sizes.get(p))]
+        for p, h in recorded["list_sha256"].items():
+            if p in old_hashes and old_hashes[p] != h and p not in edited:
+                logger.info("%s: lines added since %s was written; the new entries are ingested", p, folder)
         if edited:
             raise IngestError(f"{edited[0]} changed since {folder} was written: rows already written keep its old "
                               "entries (labels, attack types, splits). Ingest into a new --out (or put the file back "
@@ -296,7 +325,10 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 "lists": [str(p.resolve()) for p in options.lists], "label_polarity": config.label_polarity,
                 "celeba_labels": [str(p.resolve()) for p in options.celeba_labels],
                 "split": config.split, "workers": config.workers, "shard_size": config.shard_size,
-                "list_sha256": {str(p.resolve()): _sha256(p) for p in options.lists if p.is_file()}}
+                "list_sha256": {str(p.resolve()): _sha256(p) for p in (*options.lists, *options.celeba_labels)
+                                if p.is_file()},
+                "list_size": {str(p.resolve()): p.stat().st_size for p in (*options.lists, *options.celeba_labels)
+                              if p.is_file()}}
     _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
