@@ -51,6 +51,15 @@ def _eval(ckpt, out, *extra):
     return res, scores, json.loads((score_file.parent / "scored_with.json").read_text())
 
 
+def _scored_once(tmp_path):
+    """A tiny checkpoint at run/final scored once into eval/: (checkpoint, --out, scores, score folder)."""
+    ckpt = tmp_path / "run" / "final"
+    out = tmp_path / "eval"
+    _save_tiny(ckpt, seed=0)
+    _, first, _ = _eval(ckpt, out)
+    return ckpt, out, first, out / "scores" / "sample-domain-a" / "run-final"
+
+
 def test_retrained_weights_at_the_same_path_are_scored_again(tmp_path):
     ckpt = tmp_path / "run" / "final"
     out = tmp_path / "eval"
@@ -103,11 +112,7 @@ def test_retrained_weights_at_the_same_path_are_scored_again(tmp_path):
 
 
 def test_dtype_and_records_of_older_runs_are_part_of_the_key(tmp_path):
-    ckpt = tmp_path / "run" / "final"
-    out = tmp_path / "eval"
-    _save_tiny(ckpt, seed=0)
-    _, first, _ = _eval(ckpt, out)
-    folder = out / "scores" / "sample-domain-a" / "run-final"
+    ckpt, out, first, folder = _scored_once(tmp_path)
     # a bf16 run must not reuse the float32 scores, nor delete them: it gets its own folder
     res, bf16, record = _eval(ckpt, out, "--dtype", "bf16")
     assert record["dtype"] == "bfloat16" and res.folder == "run-final-2" and bf16 != first
@@ -122,11 +127,7 @@ def test_dtype_and_records_of_older_runs_are_part_of_the_key(tmp_path):
 
 
 def test_a_torn_partial_file_of_a_changed_checkpoint_is_not_resumed(tmp_path):
-    ckpt = tmp_path / "run" / "final"
-    out = tmp_path / "eval"
-    _save_tiny(ckpt, seed=0)
-    _, first, _ = _eval(ckpt, out)
-    folder = out / "scores" / "sample-domain-a" / "run-final"
+    ckpt, out, first, folder = _scored_once(tmp_path)
     (folder / "sample-domain-a.csv").unlink()
     (folder / "sample-domain-a.csv.partial").write_text("video_id,label,score\n")
     _save_tiny(ckpt, seed=1)  # retrained in place: the old partial file is not continued
