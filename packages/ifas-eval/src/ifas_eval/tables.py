@@ -54,33 +54,33 @@ SEEN_DOMAIN = "(seen domain)"
 """Label suffix of rows whose checkpoint also evaluates a setting that trains on this row's test domain."""
 
 
+def _where(row: dict[str, Any]) -> str:
+    """A table row named in a caption note: ``setting/test set``, or the test set when the setting is the same."""
+    if row["setting"] and row["setting"] != row["test_set"]:
+        return f"{row['setting']}/{row['test_set']}"
+    return row["test_set"]
+
+
 def row_notes(agg: dict[str, Any]) -> str:
     """Caption text for what changed a table's test sets: seen domains, excluded videos, sizes, skipped images."""
     notes = []
     if any(SEEN_DOMAIN in str(r["label"]) for r in agg["rows"]):
         notes.append(f"{SEEN_DOMAIN}: the checkpoint is shared with a setting that trains on this test domain "
                      "(--shared-checkpoint), so it has seen it unless it was trained for this very setting.")
-    excluded = [(r, r["excluded_videos"]) for r in agg["rows"] if "excluded_videos" in r]
+    excluded = [r for r in agg["rows"] if "excluded_videos" in r]
     if excluded:
-        parts = []
-        for r, counts in excluded:
-            where = f"{r['setting']}/{r['test_set']}" if r["setting"] and r["setting"] != r["test_set"] else r["test_set"]
-            parts.append(f"{where}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
-        notes.append("Videos excluded (--exclude-videos): " + "; ".join(parts) + ".")
+        notes.append("Videos excluded (--exclude-videos): " + "; ".join(
+            f"{_where(r)}: " + ", ".join(f"{name} {n}" for name, n in r["excluded_videos"].items())
+            for r in excluded) + ".")
     sized = [r for r in agg["rows"] if "size_check" in r]
     if sized:
-        parts = []
-        for r in sized:
-            where = f"{r['setting']}/{r['test_set']}" if r["setting"] and r["setting"] != r["test_set"] else r["test_set"]
-            exp, found = r["size_check"]["expected"], r["size_check"]["found"]
-            parts.append(f"{where} {found['videos']} videos (expected {exp['videos']})")
         notes.append("Test-set size differs from the protocol's expected size (before --exclude-videos): "
-                     + "; ".join(parts) + ".")
+                     + "; ".join(f"{_where(r)} {r['size_check']['found']['videos']} videos "
+                                 f"(expected {r['size_check']['expected']['videos']})" for r in sized) + ".")
     skipped = [r for r in agg["rows"] if r.get("skipped_corrupt")]  # test sets that had any
     if skipped:
         notes.append("Corrupt images skipped (--skip-corrupt): " + "; ".join(
-            f"{r['setting']}/{r['test_set']} {r['skipped_corrupt']}" if r["setting"] and r["setting"] != r["test_set"]
-            else f"{r['test_set']} {r['skipped_corrupt']}" for r in skipped) + ".")
+            f"{_where(r)} {r['skipped_corrupt']}" for r in skipped) + ".")
     return " ".join(notes)
 
 
