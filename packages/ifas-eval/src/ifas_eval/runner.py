@@ -171,11 +171,10 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
             set (``skipped_corrupt``); without it a corrupt image stops the run with a message naming its
             dataset, split, row and path.
     """
-    from ifas_eval.exclusion import exclude_videos, exclusion_fingerprint
+    from ifas_eval.exclusion import exclusion_fingerprint
     from ifas_eval.scoring import (
         SCORE_RECORD,
         checkpoint_tag,
-        find_corrupt,
         load_benchmark,
         load_checkpoint,
         prepare_score_folder,
@@ -207,7 +206,7 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
     notes: dict[tuple[str, str], dict[str, Any]] = {}
     check_test_sizes(jobs, notes)
     if exclusions:
-        _apply_exclusions(jobs, exclusions, notes, exclude_videos)
+        _apply_exclusions(jobs, exclusions, notes)
     for setting, _, _, _ in jobs:
         for ckpt in plan.per_setting[setting.name]:
             if ckpt not in tags:
@@ -222,9 +221,9 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
             for i, (setting, tests, rows, dev_rows) in enumerate(jobs):
                 for test in tests:
                     rows[test.name] = _drop_corrupt(rows[test.name], f"{setting.name}/{test.name}", progress,
-                                                    find_corrupt, notes.setdefault((setting.name, test.name), {}))
+                                                    notes.setdefault((setting.name, test.name), {}))
                 if dev_rows is not None:
-                    dev_rows = _drop_corrupt(dev_rows, f"{setting.name} dev", progress, find_corrupt, {})
+                    dev_rows = _drop_corrupt(dev_rows, f"{setting.name} dev", progress, {})
                     jobs[i] = (setting, tests, rows, dev_rows)
         for setting, tests, rows, dev_rows in jobs:
             for seed_index, ckpt in enumerate(plan.per_setting[setting.name]):
@@ -234,12 +233,12 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                 # the score files of a folder are reused only if the same weights wrote them (review: a
                 # retrained checkpoint at the same path once got the old model's cached scores), and another
                 # checkpoint's are never deleted: it gets the next free folder (score_folder_for)
-                previous = read_score_record(parent / f"{tags[ckpt]}{suffix}" / SCORE_RECORD)
-                record = records.get(ckpt) or score_record(ckpt, model, normalize=normalize,
-                                                           exclusions=excl_fp, known=previous)
-                records[ckpt] = record
-                folder = score_folder_for(parent, tags[ckpt], suffix, record, used_folders)
-                prepare_score_folder(folder, record)
+                if ckpt not in records:
+                    previous = read_score_record(parent / f"{tags[ckpt]}{suffix}" / SCORE_RECORD)
+                    records[ckpt] = score_record(ckpt, model, normalize=normalize, exclusions=excl_fp,
+                                                 known=previous)
+                folder = score_folder_for(parent, tags[ckpt], suffix, records[ckpt], used_folders)
+                prepare_score_folder(folder, records[ckpt])
                 thr, source = threshold, None
                 if thr is None and dev_rows is not None:
                     dev_set = score_test_set(model, processor, dev_rows, f"{setting.name} dev",
@@ -247,12 +246,12 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                                              normalize=normalize)
                     thr, source = dev_threshold(dev_set), f"dev:{setting.name}"
                 for test in tests:
-                    ss = score_test_set(model, processor, rows[test.name], test.name,
-                                        folder / f"{safe_name(test.name)}.csv", batch_size=batch_size,
-                                        progress=progress, normalize=normalize)
+                    score_file = folder / f"{safe_name(test.name)}.csv"
+                    ss = score_test_set(model, processor, rows[test.name], test.name, score_file,
+                                        batch_size=batch_size, progress=progress, normalize=normalize)
                     result = evaluate_score_set(ss, threshold=thr, threshold_source=source)
                     result.update({"setting": setting.name, "setting_label": setting.label, "checkpoint": ckpt,
-                                   "score_file": str(folder / f"{safe_name(test.name)}.csv"),
+                                   "score_file": str(score_file),
                                    "seed_index": seed_index, **notes.get((setting.name, test.name), {})})
                     if (setting.name, ckpt) in plan.seen_domain:
                         result["seen_domain"] = True
@@ -294,8 +293,10 @@ def check_test_sizes(jobs: list, notes: dict) -> None:
                 "found": {"videos": videos, "real": real, "fake": fake}}
 
 
-def _apply_exclusions(jobs: list, exclusions: Sequence[ExclusionList], notes: dict, exclude_videos: Any) -> None:
+def _apply_exclusions(jobs: list, exclusions: Sequence[ExclusionList], notes: dict) -> None:
     """Leave the listed videos out of every test set of ``jobs`` (in place); warn about lists matching nothing."""
+    from ifas_eval.exclusion import exclude_videos
+
     matched = {lst.label: 0 for lst in exclusions}
     examples: dict[str, str] = {}
     for setting, tests, rows, _ in jobs:
@@ -324,7 +325,9 @@ def _apply_exclusions(jobs: list, exclusions: Sequence[ExclusionList], notes: di
                            ", ".join(names), example, examples.get("data", ""))
 
 
-def _drop_corrupt(rows: Any, what: str, progress: Any, find_corrupt: Any, note: dict[str, Any]) -> Any:
+def _drop_corrupt(rows: Any, what: str, progress: Any, note: dict[str, Any]) -> Any:
+    from ifas_eval.scoring import find_corrupt
+
     bad = find_corrupt(rows, progress, what)
     note["skipped_corrupt"] = len(bad)
     if bad:
