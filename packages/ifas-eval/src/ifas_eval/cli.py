@@ -13,7 +13,8 @@ logger = logging.getLogger(__name__)
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
-DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32"]  # = scoring.DTYPE_CHOICES
+DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32"]  # scoring.canonical_dtype
+DTYPE_HELP = "auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too."
 NORMALIZE_HELP = ("P(real) read at the answer position: vocab = P(' Yes') over the whole vocabulary (the paper's "
                   "score); yes_no = P(' Yes') / (P(' Yes') + P(' No')). Only with yes_no is p_real >= 0.5 the "
                   "model's own Yes-over-No choice, so that 'judgment' at threshold 0.5 agrees with the generated "
@@ -138,7 +139,7 @@ OWN_DATA_HINT = ("for your own data, write a protocol YAML file (docs/evaluation
               help="Images per forward pass (default: 256 on a GPU, 32 on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
-              help="auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too.")
+              help=DTYPE_HELP)
 @click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
               help=NORMALIZE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
@@ -327,7 +328,7 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
               help="Generation budget of the explanation.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
-              help="auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too.")
+              help=DTYPE_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None, threshold: float,
             num_frames: int | None, normalize: str, no_face_detection: bool, max_new_tokens: int, device: str,
@@ -403,7 +404,7 @@ def _tiny_model(device: str) -> tuple[object, object]:
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
-              help="auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too.")
+              help=DTYPE_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str, port: int,
          device: str, dtype: str, verbose: bool) -> None:

@@ -512,8 +512,7 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
 
 
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32")
-"""``--dtype`` values: the torch names and the short forms that ``scf caption`` uses."""
+"""The short ``--dtype`` forms that ``scf caption`` uses, and the torch names they stand for."""
 
 
 def canonical_dtype(dtype: str) -> str:
