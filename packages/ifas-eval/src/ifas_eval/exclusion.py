@@ -41,18 +41,13 @@ def normalize_video_key(text: str) -> Key:
     ``./MSU/train/real/v_frame0.png`` -> ``("msu", "train", "real", "v")``. The first component is
     lower-cased (FLIP's dataset folder; case differs between copies); the others are kept as they are.
     """
-    text = text.strip().replace("\\", "/")
-    while text.startswith("./"):
-        text = text[2:]
-    parts = [p for p in text.split("/") if p not in ("", ".")]
+    parts = [p for p in text.strip().replace("\\", "/").split("/") if p not in ("", ".")]  # drops ./ and /
     if not parts:
         return ()
-    last = _FRAME_SUFFIX.sub("", _MEDIA_SUFFIX.sub("", parts[-1]))
-    parts[-1] = last
-    parts = [p for p in parts if p]
-    if not parts:
-        return ()
-    return (parts[0].lower(), *parts[1:])
+    parts[-1] = _FRAME_SUFFIX.sub("", _MEDIA_SUFFIX.sub("", parts[-1]))
+    if not parts[-1]:  # the entry was only a suffix (``_frame0.png``)
+        parts.pop()
+    return (parts[0].lower(), *parts[1:]) if parts else ()
 
 
 def _suffixes(key: Key) -> Iterable[Key]:
