@@ -101,6 +101,7 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     import sys
     import traceback
 
+    from ifas_model._loading import one_line
     from ifas_model.training.distributed import shutdown_distributed
     from ifas_model.training.trainer import NonFiniteLossError, PushError, ResumeError, Trainer
     from scf.schema import SchemaError
@@ -113,7 +114,7 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
         raise click.ClickException(str(err)) from err
     except (ValueError, OSError) as err:  # a missing model path, an unloadable corpus, a bad setting
         logging.getLogger(__name__).debug("details", exc_info=True)
-        raise click.ClickException(" ".join(str(err).split()) or type(err).__name__) from err
+        raise click.ClickException(one_line(err)) from err
     finally:
         # DDP's reducer holds the process group: while the trainer lives, destroy_process_group() cannot free it
         # and it is torn down at interpreter exit instead (once seen to abort a finished two-process gloo run with

@@ -38,6 +38,7 @@ def load_corpus(source: str) -> datasets.DatasetDict:
     """
     import datasets
 
+    from ifas_model._loading import one_line
     from scf.schema import SchemaError, load_table
 
     try:
@@ -51,8 +52,7 @@ def load_corpus(source: str) -> datasets.DatasetDict:
     except FileNotFoundError:
         raise
     except Exception as err:  # Hub unreachable, not a dataset, unreadable files: one line naming the source
-        text = " ".join(str(err).split()) or type(err).__name__
-        raise ValueError(f"cannot load the VQA corpus {source}: {text}") from err
+        raise ValueError(f"cannot load the VQA corpus {source}: {one_line(err)}") from err
     return datasets.DatasetDict(
         {split: ds.cast_column("image", datasets.Image(decode=False)) for split, ds in corpus.items()}
     )
