@@ -168,7 +168,7 @@ class TrainConfig:
         if not self.dataset:
             raise ConfigError("config field 'dataset': required (a Hub id or a local path of a VQA corpus)",
                               field="dataset")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+        if not 0.0 <= self.alpha <= 1.0:  # never None here: resolved to the model default above
             raise bad("alpha", "must be in [0, 1]")
         if self.learning_rate <= 0:
             raise bad("learning_rate", "must be > 0")
@@ -192,9 +192,8 @@ class TrainConfig:
             raise bad("lora_dropout", "must be in [0, 1)")
         if self.max_grad_norm < 0:
             raise bad("max_grad_norm", "must be >= 0")
-        if self.global_batch_size is not None:
-            if self.global_batch_size < 1:
-                raise bad("global_batch_size", "must be >= 1 or null")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise bad("global_batch_size", "must be >= 1 or null")
         if self.push_to_hub is not None and self.push_to_hub.count("/") != 1:
             raise bad("push_to_hub", "must be a Hub repository id org/name")
         if self.preset != "default" and (self.vision_model or self.language_model):
