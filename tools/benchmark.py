@@ -763,8 +763,9 @@ def print_table(results: dict[str, Any]) -> None:
                       _fmt(row["peak_memory_gib"], ".1f"), row["target"] or "", _fmt(row["target_met"]))
     console = Console(width=200)
     console.print(table)
-    if pipeline_line(results):
-        console.print(pipeline_line(results), markup=False)
+    pipeline = pipeline_line(results)
+    if pipeline:
+        console.print(pipeline, markup=False)
     for name, why in results["skipped"].items():
         console.print(f"skipped {name}: {why}", markup=False)
     for name, err in results["errors"].items():
@@ -806,8 +807,9 @@ def results_markdown(results: dict[str, Any]) -> str:
                      f"{_fmt(row['ratio_to_anchor'], '.2f')} | {_fmt(row['fraction_of_matmul'], '.1%')} | "
                      f"{_fmt(row['anchor_fraction_of_matmul'], '.1%')} | {_fmt(row['peak_memory_gib'], '.1f')} | "
                      f"{row['target'] or ''} | {_fmt(row['target_met'])} |")
-    if pipeline_line(results):
-        lines += ["", pipeline_line(results)]
+    pipeline = pipeline_line(results)
+    if pipeline:
+        lines += ["", pipeline]
     cap = results.get("blip2", {}).get("caption_fast", {})
     if "greedy_rows_identical_to_reference" in cap:
         lines += ["", f"Greedy captions of the fast path identical to plain `generate` on "
