@@ -241,10 +241,10 @@ def corpus_fingerprint(corpus: datasets.DatasetDict) -> dict[str, Any]:
     Returns:
         ``{"rows": {split: n}, "sha1": {split: hex}}`` (JSON friendly).
     """
+    columns = ("source", "video_id", "label", "interpretation")
     rows, digests = {}, {}
     for split in sorted(corpus):
         ds = corpus[split]
-        columns = ("source", "video_id", "label", "interpretation")
         table = ds.select_columns(list(columns)).with_format("arrow")[:] if len(ds) else None
         h = hashlib.sha1()
         for name in columns:
