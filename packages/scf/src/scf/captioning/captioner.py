@@ -151,16 +151,17 @@ def check_blip2(source: str) -> None:
     """
     if source == TINY:
         return
-    model_type = _config_dict(source).get("model_type")
+    data = _config_dict(source)
+    model_type = data.get("model_type")
     if model_type != BLIP2_MODEL_TYPE:
         raise CaptionerError(
             f"captioner {source!r} is not BLIP-2: its config.json has model_type {model_type!r}; SCF needs a "
             f"BLIP-2 checkpoint (model_type 'blip-2', e.g. Salesforce/blip2-opt-2.7b)"
         )
-    from transformers import AutoConfig
+    from transformers import Blip2Config
 
-    try:
-        config = AutoConfig.from_pretrained(source)
+    try:  # what AutoConfig.from_pretrained would build, from the dict already read (no second read or fetch)
+        config = Blip2Config.from_dict(data)
     except (OSError, ValueError) as e:
         raise CaptionerError(f"cannot read the config of captioner {source!r}: {str(e).splitlines()[0]}") from e
     if not getattr(config, "use_decoder_only_language_model", True):
