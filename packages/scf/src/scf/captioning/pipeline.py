@@ -703,20 +703,19 @@ class CaptionPipeline:
             return {"skipped": True}
         if rows is None:
             raise PipelineError(f"{ds_file} not found; run the filter stage first (--stage filter)")
-        work = self.out / "finetune"
-        if rows:  # checkpoints in finetune/ resume only on the D_S they were trained on
-            work.mkdir(parents=True, exist_ok=True)
-            marker = work / D_S_FINGERPRINT_FILE
-            if marker.exists():
-                old = read_json(marker, f"delete the folder {work} and rerun: C_S is fine-tuned from the start")
-                if old.get("d_s_fingerprint") != fingerprint:
-                    raise PipelineError(_d_s_changed(work, old.get("samples"), len(rows)))
-            else:
-                _write_json(marker, {"d_s_fingerprint": fingerprint, "samples": len(rows)})
         if not rows:
             self.console.print("[bold]finetune[/]: D_S is empty, no spoof-aware captioner C_S is trained "
                                "(fakes keep their general captions)")
             return {"skipped": "empty D_S"}
+        work = self.out / "finetune"
+        work.mkdir(parents=True, exist_ok=True)
+        marker = work / D_S_FINGERPRINT_FILE  # checkpoints in finetune/ resume only on the D_S they were trained on
+        if marker.exists():
+            old = read_json(marker, f"delete the folder {work} and rerun: C_S is fine-tuned from the start")
+            if old.get("d_s_fingerprint") != fingerprint:
+                raise PipelineError(_d_s_changed(work, old.get("samples"), len(rows)))
+        else:
+            _write_json(marker, {"d_s_fingerprint": fingerprint, "samples": len(rows)})
         from scf.captioning.finetune import finetune_captioner, push_captioner_to_hub, save_captioner
 
         model, processor = load_blip2(self.config.captioner, dtype="fp32", device=self.config.device)
