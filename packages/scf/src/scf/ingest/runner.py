@@ -219,15 +219,16 @@ def _appended(path: str, old_hash: str, old_size: Any) -> bool:  # noqa: ANN401 
         return False
 
 
-def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
+def _check_settings(folder: Path, recorded: dict[str, Any]) -> dict[str, Any]:
     """Refuse to resume into ``folder`` with settings that differ from those its rows were written with.
 
     Compared: the image settings and the row settings (`_ROW_SETTINGS`); a key missing from an older
     ``ingest_config.json`` is not compared. The one-line error names each flag with its old and new value.
+    Returns the recorded ``ingest_config.json`` ({} when there is none).
     """
     path = folder / CONFIG_FILE
     if not path.exists():
-        return
+        return {}
     try:
         old = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -269,18 +270,20 @@ def _check_settings(folder: Path, recorded: dict[str, Any]) -> None:
         diffs = "; ".join(f"{_FLAGS[k]} {show(old.get(k))} there, {show(recorded.get(k))} now" for k in changed)
         raise IngestError(f"{folder} was written with other settings: {diffs}. Rows already written keep the old "
                           "values: resume with the same settings or choose another --out")
+    return old
 
 
 ROOT_SAMPLE = 200
 """How many of the files behind a folder's rows a resume checks under ``--root`` before any work."""
 
 
-def _check_root(folder: Path, root: Path, done_keys: set[str]) -> None:
+def _check_root(folder: Path, root: Path, done_keys: set[str], old_root: str) -> None:
     """Refuse a resume whose ``--root`` holds fewer than half of the files the folder's rows come from.
 
     Up to `ROOT_SAMPLE` files, evenly spread over the sorted row keys, are looked up (one ``stat`` each), so a
     wrong ``--root`` is refused in a second instead of after ingesting another dataset into ``folder``. A few
-    files moved or deleted pass here and are reported by the end-of-run stale check.
+    files moved or deleted pass here and are reported by the end-of-run stale check. ``old_root`` is the
+    ``root`` that ``ingest_config.json`` records ("" when unknown), named in the error.
     """
     units = sorted({k.rsplit("#", 1)[0] for k in done_keys})
     if not units:
@@ -289,11 +292,6 @@ def _check_root(folder: Path, root: Path, done_keys: set[str]) -> None:
     sample = units[::step][:ROOT_SAMPLE]
     absent = [u for u in sample if not (root / u).exists()]
     if 2 * len(absent) > len(sample):
-        old_root = ""
-        try:
-            old_root = json.loads((folder / CONFIG_FILE).read_text()).get("root") or ""
-        except (OSError, ValueError, AttributeError):
-            pass
         was = f" (its rows were written from --root {old_root})" if old_root and old_root != str(root.resolve()) else ""
         raise IngestError(f"{folder}: {len(absent)} of {len(sample)} files its rows come from are not under --root "
                           f"{root} (e.g. {absent[0]}){was}: is --root right? A moved dataset keeps its relative "
@@ -320,19 +318,18 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     name, reader, options, settings = _resolved(config)
     folder = config.dataset_dir
     source_value = config.source_name or (PER_ENTRY_SOURCE if reader.per_entry_source else reader.title)
+    list_files = {str(p.resolve()): p for p in (*options.lists, *options.celeba_labels) if p.is_file()}
     recorded = {"source": name, **{k: getattr(settings, k) for k in _IMAGE_SETTINGS if k != "source"},
                 "source_name": source_value, "root": str(Path(config.root).expanduser().resolve()),
                 "lists": [str(p.resolve()) for p in options.lists], "label_polarity": config.label_polarity,
                 "celeba_labels": [str(p.resolve()) for p in options.celeba_labels],
                 "split": config.split, "workers": config.workers, "shard_size": config.shard_size,
-                "list_sha256": {str(p.resolve()): _sha256(p) for p in (*options.lists, *options.celeba_labels)
-                                if p.is_file()},
-                "list_size": {str(p.resolve()): p.stat().st_size for p in (*options.lists, *options.celeba_labels)
-                              if p.is_file()}}
-    _check_settings(folder, recorded)
+                "list_sha256": {k: _sha256(p) for k, p in list_files.items()},
+                "list_size": {k: p.stat().st_size for k, p in list_files.items()}}
+    old = _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
-    _check_root(folder, Path(config.root).expanduser(), writer.done_keys)
+    _check_root(folder, Path(config.root).expanduser(), writer.done_keys, old.get("root") or "")
     _write_json(folder / CONFIG_FILE, recorded)
 
     skiplog = SkipLog(folder / SKIPPED_FILE)
@@ -411,18 +408,19 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     found = units - missing.keys()
     stale = sorted(k for k in done_keys if _unit_of(k, units) not in found)  # their file was not found this time
     pruned = _prune_rows(folder, set(stale)) if stale and config.prune_missing else 0
-    with_rows = set() if pruned else {_unit_of(k, units) for k in stale}
+    stale_units = {_unit_of(k, units) for k in stale}
+    with_rows = set() if pruned else stale_units
     for unit, detail in missing.items():  # a missing file with rows is reported as stale, not as a skip
         if unit not in with_rows:
             skiplog.add(unit, MISSING_FILE, detail)
     summary = summarize(folder, name, config.source_name, units, reader.other_files, default_title=reader.title)
     if stale and not pruned:
         summary.stale_rows = len(stale)
-        summary.stale_files = sorted({_unit_of(k, units) for k in stale})[:100]
+        summary.stale_files = sorted(stale_units)[:100]
         logger.warning("%d row(s) of files no longer found under --root (or in the lists) are still in %s, e.g. "
                        "%s; --prune-missing drops them", len(stale), folder, stale[0])
     summary.pruned_rows = pruned
-    written = {_unit_of(k, units) for k in writer.done_keys} - ({_unit_of(k, units) for k in stale} if pruned else set())
+    written = {_unit_of(k, units) for k in writer.done_keys} - (stale_units if pruned else set())
     defaulted = len(reader.default_split_paths & written)  # items with rows, not every row of the manifest
     if defaulted:
         summary.notes.append(
