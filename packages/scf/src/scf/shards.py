@@ -166,10 +166,7 @@ class SkipLog:
                 if i == len(numbered) - 1:
                     logger.warning("%s:%d: torn last line dropped (an interrupted write); that item is tried again",
                                    self.path, n)
-                    kept = "".join(x + "\n" for _, x in numbered[:-1])
-                    tmp = self.path.with_name(f".{self.path.name}.tmp")
-                    tmp.write_text(kept, encoding="utf-8")
-                    os.replace(tmp, self.path)
+                    self._rewrite(x for _, x in numbered[:-1])
                     break
                 raise ShardError(f"{self.path}:{n}: not a skip record ({e}); delete that line (or the file) and "
                                  "rerun") from e
@@ -187,8 +184,12 @@ class SkipLog:
         """Forget the skip of ``key`` (the file is rewritten atomically), so that the item is tried again."""
         if self.entries.pop(key, None) is None:
             return
+        self._rewrite(json.dumps(e) for e in self.entries.values())
+
+    def _rewrite(self, lines: Iterable[str]) -> None:
+        """Replace the file by ``lines`` atomically (a hidden temporary renamed into place)."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in self.entries.values()), encoding="utf-8")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         os.replace(tmp, self.path)
 
     def reasons(self) -> dict[str, int]:
