@@ -28,6 +28,7 @@ from .naming import (
     FLIP_FRAME_SUFFIX,
     PARSERS,
     celeba_label_files,
+    celeba_label_key,
     celeba_typed,
     dataset_of,
     read_celeba_spoof_types,
@@ -220,9 +221,8 @@ class CasiaFasListReader(Reader):
                 split = options.split or list_split or meta.split or "test"
                 dataset = self.dataset or dataset_of(PurePosixPath(rel))
                 if dataset == "celeba-spoof":  # the spoof type is in CelebA-Spoof's label files, not the path
-                    parts = PurePosixPath(rel).parts  # the entry names the image (or its crop folder)
-                    key = "/".join(parts[parts.index("Data"):]) if "Data" in parts else rel
-                    meta = celeba_typed(meta, [key], celeba_types)
+                    # the entry names the image (or its crop folder)
+                    meta = celeba_typed(meta, [celeba_label_key(PurePosixPath(rel))], celeba_types)
                 source = dataset_title(dataset, list_path)
                 yield Item(path=path, kind=kind, meta=meta, split=split, video_id=_video_id(kind, path),
                            frames=frames, source=source)

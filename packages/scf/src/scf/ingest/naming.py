@@ -410,6 +410,13 @@ def read_celeba_spoof_types(files: list[Path]) -> dict[str, int]:
     return types
 
 
+def celeba_label_key(path: PurePosixPath) -> str:
+    """The key of a CelebA-Spoof image in its label files: its path from the ``Data/`` folder on (else the
+    whole path)."""
+    parts = path.parts
+    return "/".join(parts[parts.index("Data"):]) if "Data" in parts else path.as_posix()
+
+
 def celeba_typed(meta: Meta, keys: list[str], types: dict[str, int]) -> Meta:
     """``meta`` of a CelebA-Spoof attack with the attack type of the first of ``keys`` that ``types`` knows
     (``keys`` with and without an extension are tried as ``.jpg`` and ``.png``); unchanged when none does."""

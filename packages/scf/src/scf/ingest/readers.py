@@ -21,7 +21,7 @@ from .base import (
     split_from_parts,
 )
 from .lists import HKBU_V2_TITLE, CasiaFasListReader
-from .naming import PARSERS, celeba_label_files, celeba_typed, read_celeba_spoof_types
+from .naming import PARSERS, celeba_label_files, celeba_label_key, celeba_typed, read_celeba_spoof_types
 
 logger = logging.getLogger(__name__)
 
@@ -436,9 +436,7 @@ class CelebASpoof(DatasetReader):
     def item(self, entry: WalkEntry, meta: Meta, split: str) -> Item:
         item = super().item(entry, meta, split)
         rel = PurePosixPath(entry.path)
-        parts = rel.parts
-        key = "/".join(parts[parts.index("Data"):]) if "Data" in parts else rel.as_posix()
-        meta = celeba_typed(meta, [key, rel.as_posix()], self.spoof_types)
+        meta = celeba_typed(meta, [celeba_label_key(rel), rel.as_posix()], self.spoof_types)
         box = _read_celeba_box(self.root / rel.with_name(rel.stem + "_BB.txt"))
         return Item(path=item.path, kind="image", meta=meta, split=split, video_id=item.video_id,
                     box=box, box_space=224 if box else None)
