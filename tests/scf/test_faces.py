@@ -9,14 +9,6 @@ from PIL import Image
 from scf import faces
 
 
-@pytest.fixture(scope="module")
-def face():
-    import cv2
-    from skimage import data
-
-    return cv2.resize(data.astronaut()[20:260, 110:340], (115, 120))  # Eileen Collins, public domain
-
-
 def test_detects_the_astronaut_and_crops_224(face):
     box = faces.detect_largest_face(face)
     assert box is not None

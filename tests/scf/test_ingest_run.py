@@ -12,14 +12,6 @@ import pytest
 LISTS = Path("/work/shared/reference/lists")
 
 
-@pytest.fixture(scope="module")
-def face():
-    import cv2
-    from skimage import data
-
-    return cv2.resize(data.astronaut()[20:260, 110:340], (115, 120))  # Eileen Collins, public domain
-
-
 def write_video(path: Path, face, n=16, blank=False):
     import cv2
 
