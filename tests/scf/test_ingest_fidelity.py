@@ -293,3 +293,20 @@ def test_folder_from_an_older_scf_with_one_source_for_every_row_is_not_mixed(tmp
     code, output = ingest("--source", "flip-mcio", "--root", str(root), "--out", str(out),
                           "--source-name", "FLIP MCIO")
     assert code == 0, output
+
+
+def test_celeba_spoof_with_a_list_types_rows_from_the_label_files_under_root(tmp_path):
+    """`--source celeba-spoof --list`: the release's metas/intra_test/*_label.json under --root types the list's
+    attacks, as it does without --list (they were found, then ignored, leaving every attack 'other')."""
+    v = [0] * 44
+    v[40] = 8  # pad: replay
+    root = tmp_path / "CelebA_Spoof"
+    (root / "metas" / "intra_test").mkdir(parents=True)
+    (root / "metas/intra_test/train_label.json").write_text(json.dumps({"Data/train/563/spoof/348234.jpg": v}))
+    grey(root / "Data/train/563/spoof/348234.jpg")
+    lst = tmp_path / "CelebA_Spoof_image_train.txt"
+    lst.write_text("Data/train/563/spoof/348234.jpg 0\n")
+    code, output = ingest("--source", "celeba-spoof", "--root", str(root), "--list", str(lst), "--label-polarity",
+                          "live1", "--no-detect", "--out", str(tmp_path / "o"))
+    assert code == 0, output
+    assert [(r["attack_type"], r["attack_detail"]) for r in rows(tmp_path / "o")] == [("replay", "pad")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 import re
@@ -424,10 +425,12 @@ class CelebASpoof(DatasetReader):
     homepage = "https://github.com/ZhangYuanhan-AI/CelebA-Spoof"
     frames_as_videos = False
     markers = ("live", "spoof")
+    root_label_files: tuple[Path, ...] = ()  # metas/intra_test/*_label.json found under --root by `check`
 
     def check(self, root: Path, options: ReaderOptions) -> None:
         super().check(root, options)
         files = [f for split in ("train", "test") if (f := _find_file(root, f"{split}_label.json", depth=4))]
+        self.root_label_files = tuple(files)
         self.spoof_types = read_celeba_spoof_types(files + celeba_label_files(options.celeba_labels))
         if not self.spoof_types:
             logger.warning("CelebA-Spoof: no metas/intra_test/*_label.json under %s: spoof types will be "
@@ -443,6 +446,8 @@ class CelebASpoof(DatasetReader):
 
     def scan(self, root: Path, options: ReaderOptions) -> Iterator[Item | Skip]:
         self.root = root
+        if options.lists:  # the list reader types rows from --celeba-labels: add the label files under --root
+            options = dataclasses.replace(options, celeba_labels=(*options.celeba_labels, *self.root_label_files))
         yield from super().scan(root, options)
 
 
