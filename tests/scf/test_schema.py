@@ -167,3 +167,19 @@ def test_shards_that_disagree_are_not_called_cut_short(tmp_path):
     text = str(err.value)
     assert "\n" not in text and "cannot be loaded together" in text and "disagree in columns or types" in text
     assert "cut short" not in text and "delete" not in text
+
+
+def test_software_versions_record_the_toolkit_and_libraries():
+    from importlib.metadata import version
+
+    from click.testing import CliRunner
+
+    from scf.cli import main
+
+    record = schema.software_versions(extra=("no-such-distribution-xyz",))
+    assert record["ifas-scf"] == version("ifas-scf")
+    assert record["torch"] == version("torch")
+    assert record["no-such-distribution-xyz"] == "not installed"
+    assert list(record)[:4] == ["python", "ifas-scf", "ifas-model", "ifas-eval"]
+    # the command names its distribution (the name "scf" on PyPI is another project)
+    assert CliRunner().invoke(main, ["--version"]).output == f"scf (ifas-scf) {version('ifas-scf')}\n"

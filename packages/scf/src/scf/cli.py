@@ -6,7 +6,7 @@ import click
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="scf")
+@click.version_option(package_name="ifas-scf", prog_name="scf", message="%(prog)s (%(package)s) %(version)s")
 def main() -> None:
     """Spoof-aware Captioning and Filtering (SCF) for interpretable face anti-spoofing."""
     import logging

@@ -266,6 +266,35 @@ def validate_dataset(ds: datasets.Dataset, kind: str = "benchmark", *, file: str
         validate_rows(rows, kind, file=file, start=start)
 
 
+#: Distributions whose versions every tool records beside what it writes (provenance of a file).
+PROVENANCE_PACKAGES = ("ifas-scf", "ifas-model", "ifas-eval", "torch", "transformers", "datasets")
+
+
+def software_versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Versions of the toolkit and its main libraries, for the provenance of a written file.
+
+    The three toolkit distributions, torch, transformers and datasets (plus ``extra``), read from the installed
+    package metadata; a distribution that is not installed is recorded as ``"not installed"``. The shared
+    record of `scf ingest`, `scf caption`, `ifas-train` and `ifas-eval` (``versions`` in their JSON files).
+
+    Args:
+        extra: further distribution names to record (e.g. ``"opencv-python-headless"``).
+
+    Returns:
+        ``{"python": ..., distribution: version, ...}`` in a fixed order.
+    """
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in (*PROVENANCE_PACKAGES, *extra):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def attack_type_counts(labels: Sequence[int], attack_types: Sequence[str]) -> dict[str, int]:
     """Counts per attack type (reals counted as ``live``), in vocabulary order, zeros dropped."""
     counts = dict.fromkeys(ATTACK_TYPES, 0)

@@ -45,7 +45,7 @@ from scf.captioning.captioner import (
 from scf.captioning.corpus import CORPUS_DIRS, INTERPRETATIONS, dataset_card, vqa_row
 from scf.captioning.finetune import FINETUNE_RECORD, FinetuneConfig
 from scf.captioning.keywords import KeywordDictionary, load_keywords, suggest_keywords
-from scf.schema import LABEL_NAMES, LABEL_REAL, SPOOF_TYPES
+from scf.schema import LABEL_NAMES, LABEL_REAL, SPOOF_TYPES, software_versions
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -371,18 +371,6 @@ def _d_s_changed(where: Path, old_size: Any, size: int) -> str:
             f"captions changed); use a new --out to train C_S on this D_S")
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("scf", "torch", "transformers", "datasets"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 class CaptionPipeline:
     """Runs the SCF stages of a `CaptionRunConfig`.
 
@@ -501,7 +489,7 @@ class CaptionPipeline:
             "dtype": self.config.dtype,
             "load_in_8bit": self.config.load_in_8bit,
             "world_size": self.dist.world_size,
-            "versions": _versions(),
+            "versions": software_versions(),
         }
         path = self.out / CONFIG_FILE
         if path.exists():
