@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAPER = Path("/work/shared/paper/i-fas-paper.txt")
+# the paper, in the shared/ folder beside the checkout
+PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper" / "i-fas-paper.txt"
 
 
 def _note_rows() -> dict[str, tuple[float, float, float]]:

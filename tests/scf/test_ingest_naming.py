@@ -11,7 +11,8 @@ from scf.ingest import naming
 from scf.ingest.base import Meta, split_from_parts
 from scf.ingest.registry import SOURCES, canonical_name
 
-LISTS = Path("/work/shared/reference/lists")
+# the field's list files, in the shared/ folder beside the checkout (FACTS.md, reference/lists)
+LISTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "lists"
 needs_lists = pytest.mark.skipif(not LISTS.is_dir(), reason="reference lists of the field not on this machine")
 
 

@@ -9,7 +9,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
-LISTS = Path("/work/shared/reference/lists")
+# the field's list files, in the shared/ folder beside the checkout (FACTS.md, reference/lists)
+LISTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "lists"
 
 
 def write_video(path: Path, face, n=16, blank=False):
