@@ -332,3 +332,128 @@ def test_an_unreadable_checkpoint_names_its_folder_and_a_torn_metrics_line_is_dr
     assert record["steps"] == 4
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+
+
+def _checkpointed_run(tmp_path, steps_before_crash: int = 3):
+    """A fine-tuning run killed during step ``steps_before_crash + 1`` (checkpoints after every step)."""
+    from scf.captioning.finetune import FinetuneConfig, finetune_captioner
+    from scf.presets import build_tiny_captioner
+
+    images = _images(4)
+    config = FinetuneConfig(learning_rate=1e-3, warmup_steps=0, epochs=2, batch_size=2, checkpoint_every=1)
+    model, processor = build_tiny_captioner(seed=0)
+    calls = {"n": 0}
+
+    def flaky(idx):
+        calls["n"] += 1
+        if calls["n"] == steps_before_crash + 1:
+            raise KeyboardInterrupt
+        return [images[i] for i in idx]
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune_captioner(model, processor, flaky, CAPTIONS, config, tmp_path / "run", show_progress=False)
+    return config, images
+
+
+def test_the_optimizer_state_is_safetensors_and_json_and_resumes_the_same(tmp_path):
+    """Review 10 #5: no pickle in a checkpoint; the optimizer state read back is the one that was saved."""
+    import torch
+
+    from scf.captioning.finetune import (
+        FinetuneConfig,
+        _load_checkpoint,
+        _save_checkpoint,
+        lr_lambda,
+        mark_trainable,
+    )
+    from scf.presets import build_tiny_captioner
+
+    config = FinetuneConfig(learning_rate=1e-3, warmup_steps=0, epochs=2, batch_size=2)
+
+    def fresh():
+        model, _ = build_tiny_captioner(seed=0)
+        mark_trainable(model, config)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, 0))
+
+    model, optimizer, scheduler = fresh()
+    for _ in range(2):
+        sum((p.float() ** 2).sum() for p in model.parameters() if p.requires_grad).backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    _save_checkpoint(tmp_path, 2, model, optimizer, [1.5, 1.25])
+    folder = tmp_path / "step-00000002"
+    assert sorted(p.name for p in folder.iterdir()) == ["optimizer.json", "optimizer.safetensors", "state.json",
+                                                        "trainable.safetensors"]
+    saved = optimizer.state_dict()
+    model2, optimizer2, _ = fresh()
+    assert _load_checkpoint(folder, model2, optimizer2) == (2, [1.5, 1.25])
+    back = optimizer2.state_dict()
+    assert back["param_groups"] == saved["param_groups"]  # lr after the schedule, initial_lr, betas (a tuple), ...
+    assert isinstance(back["param_groups"][0]["betas"], tuple)
+    assert back["state"].keys() == saved["state"].keys() and len(saved["state"]) > 0
+    for k, state in saved["state"].items():
+        assert state.keys() == back["state"][k].keys()
+        for name, value in state.items():
+            assert torch.equal(back["state"][k][name], value), (k, name)
+    for (n, a), b in zip(model.named_parameters(), model2.parameters(), strict=True):
+        assert torch.equal(a, b), n
+
+
+@pytest.mark.parametrize("damage", ["optimizer.json", "optimizer.safetensors"])
+def test_a_damaged_optimizer_state_gives_the_one_line_to_delete_the_folder(tmp_path, damage):
+    from scf.captioning.finetune import FinetuneCheckpointError, finetune_captioner
+    from scf.presets import build_tiny_captioner
+
+    config, images = _checkpointed_run(tmp_path)
+    newest = tmp_path / "run" / "checkpoints" / "step-00000003"
+    file = newest / damage
+    file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
+    model, processor = build_tiny_captioner(seed=0)
+    with pytest.raises(FinetuneCheckpointError) as err:
+        finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                           tmp_path / "run", show_progress=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{newest}: unreadable fine-tuning checkpoint (")
+    assert message.endswith("delete that folder and rerun: C_S resumes from step-00000002")
+
+
+def test_an_old_pickled_optimizer_checkpoint_is_refused_unread(tmp_path, monkeypatch):
+    """A checkpoint folder of an earlier scf (optimizer.pt) is never torch.load-ed: one line says to delete it."""
+    import pickle
+
+    import torch
+
+    from scf.captioning import finetune as ft
+
+    config, images = _checkpointed_run(tmp_path)
+    ckpts = tmp_path / "run" / "checkpoints"
+    for folder in ckpts.glob("step-*"):  # as the earlier version wrote them
+        (folder / "optimizer.json").unlink()
+        (folder / "optimizer.safetensors").unlink()
+        (folder / "optimizer.pt").write_bytes(pickle.dumps({"state": {}, "param_groups": []}))
+
+    def no_torch_load(*a, **kw):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", no_torch_load)
+    from scf.presets import build_tiny_captioner
+
+    model, processor = build_tiny_captioner(seed=0)
+    with pytest.raises(ft.FinetuneCheckpointError) as err:
+        ft.finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                              tmp_path / "run", show_progress=False)
+    assert str(err.value) == (
+        f"{ckpts / 'step-00000003'}: a fine-tuning checkpoint of an earlier scf version (its optimizer state is a "
+        f"pickle, optimizer.pt, which this version does not read); delete the folder {ckpts} and rerun: C_S is "
+        "fine-tuned from the start")
+    import shutil
+
+    shutil.rmtree(ckpts)  # what the message says: a fresh start, and the old run's metrics lines are dropped
+    record = ft.finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                                   tmp_path / "run", show_progress=False)
+    assert record["steps"] == 4
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]

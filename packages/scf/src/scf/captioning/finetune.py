@@ -31,7 +31,8 @@ Departures from LAVIS caption_coco_ft, each our choice:
 - gradients are clipped at norm 1.
 
 Fault tolerance: every ``checkpoint_every`` steps the trainable weights (safetensors), the optimizer state
-(loaded back with ``weights_only=True``) and the step are written atomically; a restarted run resumes from
+(its tensors in ``optimizer.safetensors``, the rest in ``optimizer.json``: nothing is pickled or unpickled) and
+the step are written atomically; a restarted run resumes from
 the last checkpoint with the same data order (the epoch's permutation is a function of seed and epoch).
 Dropout randomness after a resume differs from an uninterrupted run. The result is saved with
 ``save_pretrained`` (safetensors) with the processor, so ``Blip2ForConditionalGeneration.from_pretrained``
@@ -67,6 +68,10 @@ TRAINABLE_PREFIXES = ("qformer.", "query_tokens", "language_projection.")
 CHECKPOINTS_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 FINETUNE_RECORD = "scf_finetune.json"
+OPTIMIZER_STEM = "optimizer"
+"""In each checkpoint: ``optimizer.safetensors`` (the optimizer's tensors) and ``optimizer.json`` (the rest)."""
+LEGACY_OPTIMIZER = "optimizer.pt"
+"""The pickled optimizer state of checkpoints written by earlier scf versions: refused, never read."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,6 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      losses: list[float]) -> None:
-    import torch
     from safetensors.torch import save_file
 
     final = folder / f"step-{step:08d}"
@@ -196,7 +200,7 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")  # read back with weights_only=True
+    _save_tree(optimizer.state_dict(), tmp / OPTIMIZER_STEM)
     (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -204,32 +208,104 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _split_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401 - a JSON-able tree
+    """Replace every tensor of a nested dict/list/tuple by ``{"__tensor__": key}``, collecting the tensors."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, int | str) and not isinstance(k, bool) for k in obj):
+            raise TypeError(f"cannot store dict keys {sorted(map(repr, obj))[:3]} without pickling")
+        return {"__dict__": [[k, _split_tree(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, list | tuple):
+        return {"__tuple__" if isinstance(obj, tuple) else "__list__": [_split_tree(v, tensors) for v in obj]}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} without pickling")
+
+
+def _join_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401 - a JSON-able tree
+    """The inverse of `_split_tree` (a reference to a tensor the file lacks raises KeyError)."""
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _join_tree(v, tensors) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            return [_join_tree(v, tensors) for v in obj["__list__"]]
+        if "__tuple__" in obj:
+            return tuple(_join_tree(v, tensors) for v in obj["__tuple__"])
+        raise ValueError(f"unexpected node {sorted(obj)[:3]}")
+    return obj
+
+
+def _save_tree(obj: Any, stem: Path) -> None:  # noqa: ANN401 - e.g. an optimizer's state_dict
+    """Save nested dicts/lists of tensors and plain values as ``<stem>.safetensors`` (the tensors) plus
+    ``<stem>.json`` (the structure and the plain values): the optimizer state without pickle."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split_tree(obj, tensors)
+    save_file(tensors, str(stem.with_name(stem.name + ".safetensors")))
+    stem.with_name(stem.name + ".json").write_text(json.dumps(skeleton))
+
+
+def _load_tree(stem: Path) -> Any:  # noqa: ANN401 - what _save_tree saved
+    """Load what `_save_tree` wrote (safetensors + JSON; nothing is unpickled)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(stem.with_name(stem.name + ".safetensors")))
+    return _join_tree(json.loads(stem.with_name(stem.name + ".json").read_text(encoding="utf-8")), tensors)
+
+
 def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
-    """Restore a fine-tuning checkpoint; an unreadable one (truncated by a crash) raises naming the folder."""
+    """Restore a fine-tuning checkpoint; an unreadable one (truncated by a crash) raises naming the folder.
+
+    A checkpoint of an earlier scf (its optimizer state in a pickle, ``optimizer.pt``) is refused without being
+    read: the message says to delete the checkpoints folder (C_S is then fine-tuned from the start).
+    """
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if (path / LEGACY_OPTIMIZER).exists() and not (path / f"{OPTIMIZER_STEM}.json").exists():
+        raise FinetuneCheckpointError(
+            f"{path}: a fine-tuning checkpoint of an earlier scf version (its optimizer state is a pickle, "
+            f"{LEGACY_OPTIMIZER}, which this version does not read); delete the folder {path.parent} and rerun: "
+            "C_S is fine-tuned from the start")
+    older = sorted(p for p in path.parent.glob("step-*") if p != path and p.name < path.name)
+    then = f"C_S resumes from {older[-1].name}" if older else "C_S is fine-tuned from the start"
+
+    def unreadable(e: BaseException) -> FinetuneCheckpointError:
+        text = " ".join(str(e).split())[:300]
+        return FinetuneCheckpointError(f"{path}: unreadable fine-tuning checkpoint ({type(e).__name__}: {text}); "
+                                       f"delete that folder and rerun: {then}")
+
     try:
         state = load_file(str(path / "trainable.safetensors"))
-        optimizer_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+        optimizer_state = _load_tree(path / OPTIMIZER_STEM)
+        if not isinstance(optimizer_state, dict) or not {"state", "param_groups"} <= optimizer_state.keys():
+            raise ValueError(f"{OPTIMIZER_STEM}.json holds no optimizer state")
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
         step, losses = int(meta["step"]), list(meta["losses"])
-    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError) as e:
-        # json.JSONDecodeError is a ValueError; torch.load of a cut zip raises RuntimeError
-        older = sorted(p for p in path.parent.glob("step-*") if p != path and p.name < path.name)
-        then = f"C_S resumes from {older[-1].name}" if older else "C_S is fine-tuned from the start"
-        raise FinetuneCheckpointError(f"{path}: unreadable fine-tuning checkpoint ({type(e).__name__}: {e}); "
-                                      f"delete that folder and rerun: {then}") from e
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, EOFError,
+            UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise unreadable(e) from e
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     if missing or any(n not in params for n in state):
         raise RuntimeError(f"checkpoint {path} does not match the model's trainable parameters "
                            f"(e.g. {(missing or list(state))[0]}); delete it or use another --out")
+    try:
+        optimizer.load_state_dict(optimizer_state)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as e:
+        raise unreadable(e) from e
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
-    optimizer.load_state_dict(optimizer_state)
     return step, losses
 
 
@@ -305,10 +381,10 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
             for _ in range(step):
                 scheduler.step()
         logger.info("resuming fine-tuning from %s (step %d of %d)", latest, step, total)
-        metrics_path = work / METRICS_FILE
-        if metrics_path.exists():  # drop the lines of steps after the checkpoint: they are redone
-            kept = _read_metrics(metrics_path, step)
-            metrics_path.write_text("".join(ln + "\n" for ln in kept))
+    metrics_path = work / METRICS_FILE
+    if metrics_path.exists():  # drop the lines of steps after the checkpoint (all, from the start): they are redone
+        kept = _read_metrics(metrics_path, step)
+        metrics_path.write_text("".join(ln + "\n" for ln in kept))
     logger.info("C_S targets end with token %d (%r), the token the model's generate stops on", end_token_id,
                 processor.tokenizer.decode([end_token_id]))
     logger.info("fine-tuning C_S: %d samples, %d steps (%d epochs x %d), batch %d, trainable %s, frozen %s",
