@@ -55,6 +55,14 @@ def accounting_line(summary: dict[str, Any]) -> str:
     return line + f"; rows {summary['rows_total']}, skipped items {summary['skipped_total']}"
 
 
+def _versions_line(versions: Any) -> str:  # noqa: ANN401 - JSON value
+    """``ifas-scf 0.1.0, opencv-python-headless 4.11.0, ...`` from the recorded versions (``not recorded``)."""
+    if not isinstance(versions, dict) or not versions:
+        return "not recorded"
+    keep = ("ifas-scf", "opencv-python-headless", "cv2", "pyarrow", "datasets", "python")
+    return ", ".join(f"{k} {versions[k]}" for k in keep if k in versions)
+
+
 def dataset_card(summary: dict[str, Any], license_note: str, homepage: str = "") -> str:
     """The README.md of one source's dataset folder."""
     splits = list(summary["splits"])
@@ -102,6 +110,7 @@ Other (non-image, non-video) files under the root, not ingested: {other}.
 - Frames: {frames}; {detect}; crop margin {settings.get('margin')}, {settings.get('size')}x{settings.get('size')} RGB, {settings.get('image_format', 'png').upper()}.
 - Splits are the dataset's own protocol splits; the mapping of names to labels and attack types is
   documented in the toolkit's `docs/ingest.md`.
+- Software: {_versions_line(settings.get("versions"))}.
 
 ## Load
 
@@ -191,19 +200,42 @@ def summary_table(summary: IngestSummary) -> Table:
     return table
 
 
+def recorded_paths(folder: Path) -> list[str]:
+    """The local paths that the ``ingest_config.json`` files of ``folder`` (and of its configs) record: each
+    ``--root``, ``--list`` and ``--celeba-labels``; an unreadable record is skipped (its folder is then hidden
+    by the home-folder rule of `scf.hub.path_replacements` only)."""
+    found: list[str] = [str(folder)]
+    for record in (folder / "ingest_config.json", *sorted(folder.glob("*/ingest_config.json"))):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        found += [str(data["root"])] if isinstance(data.get("root"), str) else []
+        for key in ("lists", "celeba_labels"):
+            found += [str(p) for p in data.get(key) or [] if isinstance(p, str)]
+            found += [str(Path(p).parent) for p in data.get(key) or [] if isinstance(p, str)]
+    return found
+
+
 def push_to_hub(folder: Path, repo_id: str, *, private: bool = True) -> str:
     """Upload a dataset folder (one source, or a parent of several configs) to a Hub dataset repository.
 
     The repository is created private by default (``scf ingest --public`` makes it public): the face crops
     come from datasets licensed per request. An existing repository keeps its visibility.
 
+    What is uploaded is a copy (`scf.hub.upload_redacted`) in which the local paths that ``ingest_config.json``,
+    ``ingest_summary.json`` and ``skipped.jsonl`` record (``--root``, the ``--list`` files, the home folder) read
+    ``<local>/<name>``; the local files keep them, for the resume. After a failed upload that copy,
+``FOLDER.hub-upload``, is kept for ``hf upload``.
+
     The token is the one ``huggingface_hub`` finds itself (``HF_TOKEN`` or ``hf auth login``); it is
     never read or printed here. Returns the repository URL.
     """
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    url = api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                      commit_message="scf ingest: benchmark dataset", ignore_patterns=["*.tmp", "**/*.tmp"])
-    return str(url)
+    from scf.hub import upload_redacted
+
+    return upload_redacted(HfApi(), folder, repo_id=repo_id, repo_type="dataset", private=private,
+                           commit_message="scf ingest: benchmark dataset", paths=recorded_paths(Path(folder)))

@@ -97,9 +97,14 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
         try:
             url = push(config.out, push_to_hub, private=not public)
         except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
+            from scf.hub import staged_folder
+
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            stage = staged_folder(config.out)
+            what = f"{stage} (its copy without local paths)" if stage.is_dir() else \
+                f"{config.out} (its text files may name local paths)"
+            upload = f"or hf upload --repo-type dataset {'' if public else '--private '}{push_to_hub} {what}"
             raise click.ClickException(
                 f"push to {push_to_hub} failed: {type(e).__name__}: {first}; the dataset is in {config.out}: rerun "
-                "the same command to retry (nothing is ingested again), or hf upload --repo-type dataset "
-                + ("" if public else "--private ") + f"{push_to_hub} {config.out}") from e
+                f"the same command to retry (nothing is ingested again), {upload}") from e
         console.print(f"pushed to {url} ({'public' if public else 'private'} repository)")

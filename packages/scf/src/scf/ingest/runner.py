@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -43,6 +44,8 @@ the next (the scan finds it again; a file that is back is ingested), and never l
 PER_ENTRY_SOURCE = "dataset of each entry"
 """What ``ingest_config.json`` records as ``source_name`` when the reader writes each entry's dataset title
 (``flip-mcio``, ``casia-fas-list``) and no ``--source-name`` is given."""
+CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""What ``--config`` accepts: a Hub config name, which is also the folder under ``--out`` (never ``..`` or a path)."""
 _IMAGE_SETTINGS = ("source", "frames", "detect", "margin", "size", "neighbours", "image_format")
 _ROW_SETTINGS = ("source_name", "split", "lists", "label_polarity", "celeba_labels")
 """Settings that decide the `source` and `split` columns and which items exist: a resume must keep them too
@@ -93,6 +96,10 @@ class IngestConfig:
             raise IngestError(f"--label-polarity must be one of {', '.join(POLARITIES)}")
         if self.split is not None and self.split not in schema.SPLITS:
             raise IngestError(f"--split must be one of {', '.join(schema.SPLITS)}")
+        if self.config_name is not None and not CONFIG_NAME.fullmatch(self.config_name):
+            raise IngestError(f"--config must be a plain config name (letters, digits, '_', '.', '-'; starting with "
+                              f"a letter or digit; no '/'), got {self.config_name!r}: it names the folder "
+                              "OUT/<CONFIG> and the Hub dataset config")
 
     @property
     def dataset_dir(self) -> Path:
@@ -298,6 +305,18 @@ def _check_root(folder: Path, root: Path, done_keys: set[str], old_root: str) ->
                           "paths; to start over, ingest into a new --out")
 
 
+def ingest_versions() -> dict[str, str]:
+    """The software the crops depend on, recorded in ``ingest_config.json`` (``versions``) as provenance.
+
+    `scf.schema.software_versions` plus the OpenCV and pyarrow distributions and the version of the ``cv2``
+    module actually imported (face detection, video decoding and resizing are OpenCV's). Never compared on
+    a resume: a rerun with upgraded software continues the folder, and the record then names the new versions.
+    """
+    import cv2
+
+    return {**schema.software_versions(extra=("opencv-python-headless", "pyarrow")), "cv2": cv2.__version__}
+
+
 def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool = True) -> IngestSummary:  # noqa: ANN401
     """Ingest one source into the benchmark dataset folder; resumable. See the module docstring.
 
@@ -325,7 +344,8 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 "celeba_labels": [str(p.resolve()) for p in options.celeba_labels],
                 "split": config.split, "workers": config.workers, "shard_size": config.shard_size,
                 "list_sha256": {k: _sha256(p) for k, p in list_files.items()},
-                "list_size": {k: p.stat().st_size for k, p in list_files.items()}}
+                "list_size": {k: p.stat().st_size for k, p in list_files.items()},
+                "versions": ingest_versions()}
     old = _check_settings(folder, recorded)
     folder.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")

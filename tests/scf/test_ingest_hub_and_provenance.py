@@ -1,0 +1,136 @@
+"""scf ingest: the --config name, the versions it records, and what --push-to-hub uploads (no local paths)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from ingest_cli import ingest, rows, write_image
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", "..", ".hidden", "-x", "a b", ""])
+def test_config_must_be_a_plain_name(tmp_path, face, name):
+    """Review 10 #7: the name is joined to --out, so '..' or a path would write the dataset elsewhere."""
+    write_image(tmp_path / "root/train/real/a.png", face)
+    r = ingest("--source", "image-folder", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out"),
+               "--config", name)
+    assert r.exit_code == 1
+    assert r.output == (f"Error: --config must be a plain config name (letters, digits, '_', '.', '-'; starting "
+                        f"with a letter or digit; no '/'), got {name!r}: it names the folder OUT/<CONFIG> and the "
+                        "Hub dataset config\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # nothing written, inside --out or out of it
+
+
+def test_a_plain_config_name_with_dots_and_dashes_is_accepted(tmp_path, face):
+    write_image(tmp_path / "root/train/real/a.png", face)
+    r = ingest("--source", "image-folder", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out"),
+               "--config", "OULU_p1.fold-2")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out/OULU_p1.fold-2/data").is_dir() and "config_name: OULU_p1.fold-2" in \
+        (tmp_path / "out/README.md").read_text()
+
+
+def test_versions_are_recorded_and_a_resume_with_other_versions_goes_on(tmp_path, face):
+    """Review 9 M1: the software the crops depend on is recorded; it is provenance, not a setting."""
+    import cv2
+
+    write_image(tmp_path / "root/train/real/a.png", face)
+    args = ("--source", "image-folder", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out"))
+    assert ingest(*args).exit_code == 0
+    record = json.loads((tmp_path / "out/ingest_config.json").read_text())
+    versions = record["versions"]
+    assert versions["ifas-scf"] == "0.1.0" and versions["cv2"] == cv2.__version__
+    assert set(versions) >= {"python", "torch", "datasets", "opencv-python-headless", "pyarrow"}
+    assert json.loads((tmp_path / "out/ingest_summary.json").read_text())["settings"]["versions"] == versions
+    assert f"- Software: ifas-scf 0.1.0, opencv-python-headless {versions['opencv-python-headless']}, cv2 " \
+           f"{cv2.__version__}" in (tmp_path / "out/README.md").read_text()
+
+    record["versions"] = {"ifas-scf": "0.0.9", "cv2": "4.0.0"}  # written by older software
+    (tmp_path / "out/ingest_config.json").write_text(json.dumps(record))
+    write_image(tmp_path / "root/train/real/b.png", face)
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert [row["path"] for row in rows(tmp_path / "out")] == ["train/real/a.png", "train/real/b.png"]
+    assert json.loads((tmp_path / "out/ingest_config.json").read_text())["versions"] == versions  # the new ones
+
+    legacy = {k: v for k, v in record.items() if k != "versions"}  # an ingest_config.json from before M1
+    (tmp_path / "out/ingest_config.json").write_text(json.dumps(legacy))
+    assert ingest(*args).exit_code == 0
+
+
+def _project(tmp_path: Path, face) -> tuple[Path, Path, Path]:
+    """A csv project under a 'home' folder: two images, a manifest naming one missing file too."""
+    root = tmp_path / "home" / "ana" / "captures"
+    write_image(root / "a.png", face)
+    write_image(root / "b.png", face)
+    manifest = tmp_path / "home" / "ana" / "lists" / "manifest.csv"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("path,label,split\na.png,1,train\nb.png,0,train\ngone.png,0,test\n")
+    return root, manifest, tmp_path / "bench"
+
+
+def test_push_uploads_a_copy_without_local_paths_and_resume_still_works(tmp_path, face):
+    """Review 10 #6: ingest_config.json (root, lists, their hashes), ingest_summary.json and skipped.jsonl
+    name local paths; the uploaded copy says <local>/<name> instead, the local files are unchanged."""
+    root, manifest, out = _project(tmp_path, face)
+    args = ("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(out), "--config", "mine",
+            "--push-to-hub", "me/fas")
+    uploaded: dict[str, str] = {}
+
+    def upload_folder(folder_path, **kw):
+        folder = Path(folder_path)
+        uploaded.update({str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+
+    with mock.patch("huggingface_hub.HfApi") as api_cls:
+        api_cls.return_value.create_repo.return_value = "https://huggingface.co/datasets/me/fas"
+        api_cls.return_value.upload_folder.side_effect = upload_folder
+        r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    api = api_cls.return_value
+    api.create_repo.assert_called_once_with("me/fas", repo_type="dataset", exist_ok=True, private=True)
+    assert api.upload_folder.call_args.kwargs["folder_path"] == str(tmp_path / "bench.hub-upload")
+    assert not (tmp_path / "bench.hub-upload").exists()
+    local = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert set(uploaded) == local
+    assert {"README.md", "mine/README.md", "mine/ingest_config.json", "mine/ingest_summary.json",
+            "mine/skipped.jsonl"} <= set(uploaded)
+    for name, data in uploaded.items():
+        if name.startswith("mine/data/"):
+            assert data == (out / name).read_bytes()
+            continue
+        assert str(tmp_path).encode() not in data, name
+    config = json.loads(uploaded["mine/ingest_config.json"])
+    assert config["root"] == "<local>/captures" and config["lists"] == ["<local>/manifest.csv"]
+    assert list(config["list_sha256"]) == ["<local>/manifest.csv"]
+    skip = json.loads(uploaded["mine/skipped.jsonl"].decode().splitlines()[0])
+    assert skip["detail"].endswith("nothing at <local>/captures/gone.png"), skip
+    # locally nothing changed: the resume reads the real paths
+    assert json.loads((out / "mine/ingest_config.json").read_text())["root"] == str(root)
+    with mock.patch("huggingface_hub.HfApi"):
+        r = ingest(*args)
+    assert r.exit_code == 0, r.output
+
+
+def test_a_failed_push_names_the_copy_without_local_paths(tmp_path, face, monkeypatch):
+    import huggingface_hub
+
+    class Offline:
+        def __init__(self, *a, **kw):
+            pass
+
+        def create_repo(self, *a, **kw):
+            raise ConnectionError("Name or service not known\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    root, manifest, out = _project(tmp_path, face)
+    r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(out),
+               "--push-to-hub", "me/mine")
+    assert r.exit_code == 1
+    stage = tmp_path / "bench.hub-upload"
+    assert r.output.strip().splitlines()[-1] == (
+        f"Error: push to me/mine failed: ConnectionError: Name or service not known; the dataset is in {out}: rerun "
+        "the same command to retry (nothing is ingested again), or hf upload --repo-type dataset --private me/mine "
+        f"{stage} (its copy without local paths)")
+    assert json.loads((stage / "ingest_config.json").read_text())["root"] == "<local>/captures"
