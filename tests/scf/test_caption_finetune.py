@@ -267,28 +267,43 @@ def test_finetune_resumes_after_an_interruption_exactly(tmp_path):
         assert torch.allclose(a, b, atol=5e-3), n
 
 
-def test_push_captioner_uploads_the_folder(tmp_path, monkeypatch):
+def test_push_captioner_uploads_a_copy_without_local_paths(tmp_path, monkeypatch):
+    """Review 10 #6: scf_finetune.json names the local --captioner; the pushed copy does not."""
+    from pathlib import Path
+
     import huggingface_hub
 
     from scf.captioning.finetune import push_captioner_to_hub
 
-    calls = []
+    calls, uploaded = [], {}
+    folder = tmp_path / "run" / "captioner"
+    folder.mkdir(parents=True)
+    general = tmp_path / "models" / "blip2-opt-2.7b"
+    general.mkdir(parents=True)
+    (folder / "scf_finetune.json").write_text(json.dumps({"captioner_general": str(general), "steps": 3}))
+    (folder / "model.safetensors").write_bytes(b"weights")
 
     class FakeApi:
         def __init__(self, token=None):
             calls.append(("init", token))
 
         def create_repo(self, repo_id, **kw):
-            calls.append(("create", repo_id, kw["repo_type"]))
+            calls.append(("create", repo_id, kw["repo_type"], kw["private"]))
             return f"https://huggingface.co/{repo_id}"
 
         def upload_folder(self, folder_path, repo_id, repo_type, commit_message):
             calls.append(("upload", folder_path, repo_id, repo_type))
+            uploaded.update({p.name: p.read_bytes() for p in Path(folder_path).iterdir()})
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    url = push_captioner_to_hub(tmp_path, "me/scf-cs")
+    url = push_captioner_to_hub(folder, "me/scf-cs", local_paths=[str(general), "tiny"])
     assert url.endswith("me/scf-cs")
-    assert ("create", "me/scf-cs", "model") in calls and ("upload", str(tmp_path), "me/scf-cs", "model") in calls
+    assert ("create", "me/scf-cs", "model", True) in calls
+    assert ("upload", str(tmp_path / "run" / "captioner.hub-upload"), "me/scf-cs", "model") in calls
+    assert json.loads(uploaded["scf_finetune.json"]) == {"captioner_general": "<local>/blip2-opt-2.7b", "steps": 3}
+    assert uploaded["model.safetensors"] == b"weights"
+    assert json.loads((folder / "scf_finetune.json").read_text())["captioner_general"] == str(general)  # kept here
+    assert not (tmp_path / "run" / "captioner.hub-upload").exists()
 
 
 def test_an_unreadable_checkpoint_names_its_folder_and_a_torn_metrics_line_is_dropped(tmp_path):

@@ -8,6 +8,7 @@ BLIP-2, spoof-aware captioning with the saved C_S, corpus) runs for real.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,6 +298,26 @@ def test_cli_tiny_preset_real_split_and_one_line_errors(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "org/no-such-corpus" in result.output and "Traceback" not in result.output
 
 
+def test_a_missing_local_dataset_is_named_before_the_hub_is_asked_for_the_captioner(tmp_path, monkeypatch):
+    """Review 9 L4: a typo in a local --dataset is one line naming it, at once, not Hub retries for the default
+    captioner that blame the Hub."""
+    from click.testing import CliRunner
+
+    from scf.captioning import pipeline
+    from scf.cli import main
+
+    def hub(*a, **kw):
+        raise AssertionError("the captioner was looked up first")
+
+    monkeypatch.setattr(pipeline, "check_blip2", hub)
+    monkeypatch.chdir(tmp_path)
+    for dataset in (str(tmp_path / "benchmrk"), "./benchmrk", "benchmrk", "runs/qs/benchmrk"):
+        result = CliRunner().invoke(main, ["caption", "--dataset", dataset, "--out", "out"])
+        assert result.exit_code == 1
+        assert result.output == f"Error: dataset not found: {dataset} (not a local folder, nor a Hub id org/name)\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_device_captioner_and_help_errors_are_one_line(tmp_path, monkeypatch):
     """Items 4, 17, 20: bad --device values, a --captioner folder of another architecture, the help text."""
     import torch
@@ -441,24 +462,51 @@ print(type(proc.image_processor).__name__, type(loaded.image_processor).__name__
     assert "torchvision" not in proc.stderr, proc.stderr
 
 
-def test_corpus_push_uses_the_hub_api(pipeline_run, monkeypatch, tmp_path):
+def test_corpus_push_uploads_a_copy_without_local_paths(pipeline_run, monkeypatch, tmp_path):
+    """Review 10 #6: the pushed card and scf_caption_config.json name no local path; the local ones still do
+    (the resume compares the dataset), and the run still resumes."""
     import huggingface_hub
 
     from scf.captioning.pipeline import CaptionPipeline
 
     ds, out, _ = pipeline_run
-    calls = []
+    bench = tmp_path / "home" / "ana" / "bench"  # a local --dataset, recorded in the config and the card
+    ds.save_to_disk(str(bench))
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(out, run)
+    calls, uploaded = [], {}
 
     class FakeApi:
         def create_repo(self, repo_id, **kw):
-            calls.append(("create", repo_id, kw["repo_type"]))
+            calls.append(("create", repo_id, kw["repo_type"], kw["private"]))
+            return f"https://huggingface.co/datasets/{repo_id}"
 
         def upload_folder(self, folder_path, repo_id, repo_type, commit_message):
             calls.append(("upload", folder_path, repo_id, repo_type))
+            folder = Path(folder_path)
+            uploaded.update({str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    CaptionPipeline(_config(out, stage="corpus", push_to_hub="me/corpus"), dataset=ds).run()
-    assert calls == [("create", "me/corpus", "dataset"), ("upload", str(out / "corpus"), "me/corpus", "dataset")]
+    record = json.loads((run / "scf_caption_config.json").read_text())
+    record["dataset"] = str(bench)  # as a run with --dataset <that folder> records it
+    (run / "scf_caption_config.json").write_text(json.dumps(record))
+    CaptionPipeline(_config(run, stage="corpus", push_to_hub="me/corpus", dataset=str(bench)), dataset=ds).run()
+    stage = run / "corpus.hub-upload"
+    assert calls == [("create", "me/corpus", "dataset", True), ("upload", str(stage), "me/corpus", "dataset")]
+    assert not stage.exists()  # removed after the upload
+    local = {str(p.relative_to(run / "corpus")) for p in (run / "corpus").rglob("*") if p.is_file()}
+    assert set(uploaded) == local and any(k.startswith("data/") for k in uploaded)
+    for name in ("README.md", "scf_caption_config.json"):
+        text = uploaded[name].decode()
+        assert str(tmp_path) not in text, name
+        assert "<local>/bench" in text and "<local>/run/captioner" in text, name
+        assert str(bench) in (run / "corpus" / name).read_text()  # the local copy keeps the path
+    assert json.loads(uploaded["scf_caption_config.json"])["dataset"] == "<local>/bench"
+    for name, data in uploaded.items():
+        if name.startswith("data/"):
+            assert data == (run / "corpus" / name).read_bytes()  # the shards as they are
 
 
 @pytest.mark.slow
@@ -722,8 +770,11 @@ def test_a_failed_push_is_one_line_and_keeps_the_corpus(pipeline_run, monkeypatc
     assert str(err.value) == (
         "push to me/corpus failed: ConnectionError: [Errno -2] Name or service not known (more lines); the corpus "
         f"is in {out / 'corpus'}: rerun the same command to retry (no caption is redone), or hf upload "
-        f"--repo-type dataset --private me/corpus {out / 'corpus'}")
+        f"--repo-type dataset --private me/corpus {out / 'corpus.hub-upload'} (its copy without local paths)")
     assert (out / "corpus" / "README.md").exists()
+    # the copy named in the message is there, and names no local path (review 10 #6)
+    assert (out / "corpus.hub-upload" / "README.md").exists()
+    assert str(tmp_path) not in (out / "corpus.hub-upload" / "scf_caption_config.json").read_text()
 
 
 def test_fakes_of_unknown_type_get_a_useful_way_forward(tmp_path):

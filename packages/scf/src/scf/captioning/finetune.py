@@ -455,16 +455,18 @@ def save_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Process
     return out
 
 
-def push_captioner_to_hub(folder: str | Path, repo_id: str, *, private: bool = True,
-                          token: str | None = None) -> str:
+def push_captioner_to_hub(folder: str | Path, repo_id: str, *, private: bool = True, token: str | None = None,
+                          local_paths: Sequence[str | Path | None] = ()) -> str:
     """Upload a saved captioner folder to a Hub model repository; return the repository URL.
 
-    The token comes from ``token``, ``HF_TOKEN`` or the cached login, and is never logged.
+    What is uploaded is a copy (`scf.hub.upload_redacted`, ``FOLDER.hub-upload``, kept after a failure) in which
+    ``local_paths`` and the home folder read ``<local>/<name>`` and ``~`` in the text files (``scf_finetune.json``
+    records the ``--captioner`` it was fine-tuned from). The token comes from ``token``, ``HF_TOKEN`` or the
+    cached login, and is never logged.
     """
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                      commit_message="SCF spoof-aware captioner C_S")
-    return str(url)
+    from scf.hub import upload_redacted
+
+    return upload_redacted(HfApi(token=token), folder, repo_id=repo_id, repo_type="model", private=private,
+                           commit_message="SCF spoof-aware captioner C_S", paths=[folder, *local_paths])

@@ -340,6 +340,27 @@ def _image_error(error: Exception) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _check_local_dataset(dataset: str) -> None:
+    """Refuse a ``--dataset`` that is a local path (``/``, ``.``, ``~``, or not of the form ``org/name``) naming
+    nothing, before the captioner is looked up on the Hub (`scf.schema.load_table` reads the same forms)."""
+    if Path(dataset).expanduser().exists():
+        return
+    if dataset.startswith((".", "/", "~")) or dataset.count("/") != 1:
+        raise PipelineError(f"dataset not found: {dataset} (not a local folder, nor a Hub id org/name)")
+
+
+def _hf_upload(repo_type: str, repo: str, folder: Path) -> str:
+    """The ``hf upload`` advice after a failed push: of the copy without local paths (`scf.hub.staged_folder`)
+    that the failed push left; of ``folder`` itself if that copy could not be written (a full disk)."""
+    from scf.hub import staged_folder
+
+    stage = staged_folder(folder)
+    kind = "--repo-type dataset " if repo_type == "dataset" else ""
+    if not stage.is_dir():
+        return f"hf upload {kind}--private {repo} {folder} (its text files may name local paths)"
+    return f"hf upload {kind}--private {repo} {stage} (its copy without local paths)"
+
+
 def _dataset_identity(dataset: str) -> str:
     """What identifies a dataset across reruns: the resolved folder of a local dataset, else the text (Hub id)."""
     path = Path(dataset).expanduser()
@@ -392,7 +413,9 @@ class CaptionPipeline:
         self.console = console or Console(stderr=True, quiet=not self.dist.is_main)
         self._general_captioner = general_captioner
         self.stages = config.stages()
-        # Every check below is cheap and runs before any model is loaded.
+        # Every check below is cheap and runs before any model is loaded; the local ones before the Hub is asked.
+        if dataset is None and config.dataset is not None:
+            _check_local_dataset(config.dataset)
         check_device(config.device)
         self.keywords: KeywordDictionary = load_keywords(config.keywords_file)
         if "finetune" in self.stages or ("general" in self.stages and general_captioner is None):
@@ -725,13 +748,18 @@ class CaptionPipeline:
         if self.config.push_captioner_to_hub:
             repo = self.config.push_captioner_to_hub
             try:
-                url = push_captioner_to_hub(target, repo)
+                url = push_captioner_to_hub(target, repo, local_paths=self._local_paths())
             except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
                 raise PipelineError(f"push of C_S to {repo} failed: {type(e).__name__}: {_one_line(e)}; C_S is saved "
-                                    f"in {target}: upload it with hf upload --private {repo} {target}, then rerun "
+                                    f"in {target}: upload it with {_hf_upload('model', repo, target)}, then rerun "
                                     "the same command to go on") from e
             self.console.print(f"C_S pushed to {url}")
         return {k: v for k, v in record.items() if k != "model"}
+
+    def _local_paths(self) -> list[str | None]:
+        """The local paths a pushed record or card may name (hidden in the upload, see `scf.hub`): the dataset,
+        the output folder, a local captioner and keyword file."""
+        return [self.config.dataset, str(self.out), self.config.captioner, self.config.keywords_file]
 
     def _spoof_name(self) -> str:
         return self.config.push_captioner_to_hub or str(self.out / CAPTIONER_DIR)
@@ -815,16 +843,16 @@ class CaptionPipeline:
         if self.config.push_to_hub:
             from huggingface_hub import HfApi
 
+            from scf.hub import upload_redacted
+
             repo = self.config.push_to_hub
             try:
-                api = HfApi()
-                api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True)
-                api.upload_folder(folder_path=str(final), repo_id=repo, repo_type="dataset",
-                                  commit_message="SCF VQA corpus")
+                upload_redacted(HfApi(), final, repo_id=repo, repo_type="dataset", private=True,
+                                commit_message="SCF VQA corpus", paths=self._local_paths())
             except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
                 raise PipelineError(f"push to {repo} failed: {type(e).__name__}: {_one_line(e)}; the corpus is in "
                                     f"{final}: rerun the same command to retry (no caption is redone), or "
-                                    f"hf upload --repo-type dataset --private {repo} {final}") from e
+                                    f"{_hf_upload('dataset', repo, final)}") from e
             self.console.print(f"corpus pushed to the Hub dataset {self.config.push_to_hub}")
         return {"rows": counts, "folder": str(final)}
 
