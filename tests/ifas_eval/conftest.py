@@ -7,7 +7,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
-    pytest.importorskip("ifas_model.inference", reason="ifas_model.inference not in tree")
     from ifas_model.presets import build_model
 
     model, processor = build_model("tiny")

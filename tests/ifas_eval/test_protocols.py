@@ -156,29 +156,11 @@ def test_list_protocols():
 
 
 def test_source_names_agree_with_scf_ingest():
-    """The protocol source names must be those `scf ingest` writes (its registry is authoritative)."""
-    ingest = pytest.importorskip("scf.ingest", reason="scf.ingest is not in this tree yet")
-    if not hasattr(ingest, "__path__"):
-        pytest.skip("scf.ingest is not a package yet")
-    registered = _ingest_source_names(ingest)
-    if not registered:
-        pytest.skip("scf.ingest exposes no source names yet")
-    missing = set(DATASET_NAMES) - set(registered)
+    """The protocol source names must be those `scf ingest` writes (the `source` column is a reader's title)."""
+    from scf.ingest.readers import DATASET_READERS
+
+    missing = set(DATASET_NAMES) - {r.title for r in DATASET_READERS}
     assert not missing, f"protocol sources not written by scf ingest: {sorted(missing)}"
-
-
-def _ingest_source_names(ingest) -> list[str]:
-    readers = getattr(pytest.importorskip("scf.ingest.readers"), "DATASET_READERS", ())
-    if readers:
-        return [r.title for r in readers]  # the `source` column is the reader's title
-    for attr in ("SOURCE_NAMES", "DATASET_NAMES", "SOURCES"):
-        names = getattr(ingest, attr, None)
-        if names:
-            return list(names)
-    readers = getattr(ingest, "READERS", None) or getattr(ingest, "REGISTRY", None)
-    if isinstance(readers, dict):
-        return [getattr(r, "source", k) for k, r in readers.items()]
-    return []
 
 
 def test_train_commands_never_suggest_excluding_a_training_source(tmp_path):

@@ -257,8 +257,7 @@ def checkpoint_fingerprint(folder: Path, known: dict[str, dict[str, Any]] | None
                 digest = old["sha256"]
                 break
         if digest is None:
-            with path.open("rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            digest = _sha256_file(path)
         files[path.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
         if cache.get(key) != files[path.name]:
             cache[key] = files[path.name]
@@ -267,6 +266,20 @@ def checkpoint_fingerprint(folder: Path, known: dict[str, dict[str, Any]] | None
         _write_hash_cache(cache)
     total = hashlib.sha256("".join(f"{name}\0{f['sha256']}\n" for name, f in files.items()).encode())
     return {"sha256": total.hexdigest(), "files": files}
+
+
+_HASH_CHUNK = 1 << 20
+
+
+def _sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (``hashlib.file_digest`` is Python 3.11+; 3.10 is supported)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def score_record(checkpoint: str, model: Any, *, normalize: str, exclusions: str | None,
@@ -440,12 +453,15 @@ def _looks_like_path(spec: str) -> bool:
 def check_checkpoint(spec: str) -> None:
     """Cheap checks of a ``--checkpoint`` value before anything heavy runs.
 
-    A local path must be a folder holding an I-FAS ``config.json`` (``model_type`` ``"ifas"``). A value
-    that is not a local path (``org/name``) is taken as a Hub id and left to ``from_pretrained``.
+    A local path must be a folder holding an I-FAS ``config.json`` (``model_type`` ``"ifas"``), no code of its
+    own (`refuse_remote_code`: no ``auto_map``, no ``*.py``) and safetensors weights (a ``pytorch_model.bin``
+    pickle is never loaded). A value that is not a local path (``org/name``) is taken as a Hub id and left to
+    `load_checkpoint`.
 
     Raises:
         FileNotFoundError: ``checkpoint folder not found: PATH``.
-        ValueError: the path is a file, has no ``config.json``, or holds another kind of model.
+        ValueError: the path is a file, has no ``config.json``, holds another kind of model, asks for code of
+            its own, or has no safetensors weights (pickled ones: the message says how to convert them).
     """
     import json
 
@@ -474,6 +490,63 @@ def check_checkpoint(spec: str) -> None:
     if model_type != "ifas":
         raise ValueError(f"checkpoint {spec}: config.json has model_type {model_type!r}, not an I-FAS ('ifas') "
                          "checkpoint")
+    refuse_remote_code(path, spec)
+    _refuse_pickled_weights(path, spec)
+
+
+REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+"""The files whose ``auto_map`` would make transformers import Python code shipped with a checkpoint."""
+NEVER_RUN = "code shipped with a checkpoint is never run (trust_remote_code is never set)"
+
+
+def refuse_remote_code(folder: Path, spec: str | None = None) -> None:
+    """Refuse a checkpoint folder that asks for its own Python code to be run.
+
+    transformers imports classes named by an ``auto_map`` entry (in `REMOTE_CODE_FILES`) from ``*.py`` files
+    of the checkpoint when it is allowed to (``trust_remote_code``), and for a model type it does not know
+    (``"ifas"``) it even asks on stdin. I-FAS checkpoints never need code of their own: every class is in
+    ``ifas_model``. So a folder with an ``auto_map`` or with ``*.py`` files is refused before anything loads.
+
+    Raises:
+        ValueError: one line naming the file and saying that such code is never run.
+    """
+    import json
+
+    spec = spec or str(folder)
+    for name in REMOTE_CODE_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            content = json.loads(file.read_text())
+        except (ValueError, OSError):
+            continue  # not JSON: the loader names it; without an auto_map it cannot ask for code
+        if isinstance(content, dict) and "auto_map" in content:
+            raise ValueError(f"checkpoint {spec}: {name} has an auto_map (custom Python classes to import); "
+                             f"{NEVER_RUN}: use a checkpoint saved by ifas-train (save_pretrained), or delete "
+                             "the auto_map entry")
+    code = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.py"))
+    if code:
+        shown = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
+        raise ValueError(f"checkpoint {spec}: ships Python code ({shown}); {NEVER_RUN}: use a checkpoint "
+                         "saved by ifas-train (save_pretrained), without *.py files")
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickled_weights(folder: Path, spec: str) -> None:
+    """A folder whose weights are pickles only (``pytorch_model.bin``) is refused with how to convert it."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(f"checkpoint {spec}: weights only as a pickle ({', '.join(pickles[:3])}), and pickled "
+                         "weights are never loaded (unpickling can run code); convert them once, where you trust "
+                         "the file: IFASForConditionalGeneration.from_pretrained(folder, use_safetensors=False)"
+                         ".save_pretrained(folder, safe_serialization=True)")
+    raise ValueError(f"checkpoint {spec}: no model.safetensors: the weights are missing (save_pretrained writes "
+                     "them)")
 
 
 def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
@@ -490,7 +563,7 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
 
     Raises:
         FileNotFoundError / ValueError: a bad device or a local path that is not an I-FAS checkpoint folder
-            (`pick_device`, `check_checkpoint`).
+            (`pick_device`, `check_checkpoint`); a Hub checkpoint that asks for code of its own.
     """
     import torch
 
@@ -505,8 +578,16 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
     else:
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     _quiet_transformers()
-    model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
-    processor = IFASProcessor.from_pretrained(path)
+    try:
+        model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
+        folder = checkpoint_folder(path)
+        if folder is not None and folder.is_dir():
+            refuse_remote_code(folder, path)  # a Hub id: what its snapshot holds so far (config, weights)
+        processor = IFASProcessor.from_pretrained(path)
+    except (ValueError, OSError) as e:
+        if "trust_remote_code" in str(e):  # a Hub checkpoint asking for its own code: never "pass it True"
+            raise ValueError(f"checkpoint {path}: asks for Python code of its own (auto_map); {NEVER_RUN}") from None
+        raise
     model.to(device).eval()
     return model, processor
 
