@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("ifas_model.inference", reason="ifas_model.inference (score_images/explain_images) not yet in tree")
-
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
@@ -117,15 +115,66 @@ def test_data_folder_of_per_source_datasets(tiny_checkpoint, tmp_path):
 def test_checkpoint_errors(tiny_checkpoint, tmp_path):
     from ifas_eval.cli import main
 
-    res = CliRunner().invoke(main, ["--protocol", "sample", "--checkpoint", f"nope={tiny_checkpoint}"])
+    out = ["--out", str(tmp_path / "eval")]  # never the default eval-<protocol> in the working directory
+    res = CliRunner().invoke(main, ["--protocol", "sample", "--checkpoint", f"nope={tiny_checkpoint}", *out])
     assert res.exit_code != 0 and "has no setting 'nope'" in res.stderr
-    res = CliRunner().invoke(main, ["--protocol", "mcio", "--checkpoint", f"M={tiny_checkpoint}"])
+    res = CliRunner().invoke(main, ["--protocol", "mcio", "--checkpoint", f"M={tiny_checkpoint}", *out])
     assert res.exit_code != 0 and "needs --data" in res.stderr
     res = CliRunner().invoke(main, ["--protocol", "mcio", "--checkpoint", f"M={tiny_checkpoint}", "--dataset",
-                                    str(tmp_path / "missing")])
+                                    str(tmp_path / "missing"), *out])
     assert res.exit_code != 0
     last = res.stderr.strip().splitlines()[-1]  # log lines (warnings) may precede the one-line error
     assert last.startswith("Error: dataset not found") and "missing" in last
+    assert not (tmp_path / "eval").exists()  # nothing written for a run whose inputs were not found
+
+
+def test_a_mistyped_data_path_leaves_the_finished_run_json_alone(tiny_checkpoint, tmp_path, monkeypatch):
+    """Review 11 #4: run.json was written before --data was checked, so a rerun with a typo overwrote the
+    run.json of the finished evaluation beside its results.json. It is written once the inputs are found; and
+    it records the software versions (provenance only: a rerun under other versions reuses the scores)."""
+    from ifas_eval.cli import main
+    from scf.sample import write_sample
+
+    write_sample(tmp_path / "bench" / "sample")
+    out = tmp_path / "eval"
+    args = ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
+            f"sample-domain-a={tiny_checkpoint}", "--out", str(out), "--no-report", "--batch-size", "16"]
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "bench")])
+    assert res.exit_code == 0, res.output
+    finished = (out / "run.json").read_text()
+    run, results = json.loads(finished), json.loads((out / "results.json").read_text())
+    from scf.schema import software_versions
+
+    assert run["versions"] == software_versions() == results["versions"]
+    assert run["versions"]["ifas-eval"] == "0.1.0" and "torch" in run["versions"]
+
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "bnech")])
+    assert res.exit_code == 1 and res.stderr.strip().splitlines()[-1].startswith("Error: dataset not found")
+    assert (out / "run.json").read_text() == finished
+
+    # other versions: the score files are reused all the same (nothing is scored), and the new versions recorded
+    import scf.schema
+
+    def no_scoring(*a, **kw):
+        raise AssertionError("scored again only because the versions changed")
+
+    monkeypatch.setattr(scf.schema, "software_versions", lambda extra=(): {"python": "3.10.0", "torch": "9.9"})
+    import ifas_eval.scoring as scoring
+
+    monkeypatch.setattr(scoring, "_prepared_batches", no_scoring)  # the images of a test set to score
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "bench")])
+    assert res.exit_code == 0, res.output
+    assert "reusing score files" in " ".join(res.stderr.split())
+    assert json.loads((out / "run.json").read_text())["versions"] == {"python": "3.10.0", "torch": "9.9"}
+    assert json.loads((out / "results.json").read_text())["results"] == results["results"]
+
+
+def test_version_of_each_command():
+    from ifas_eval.cli import demo, main, predict
+
+    for command, name in ((main, "ifas-eval"), (predict, "ifas-predict"), (demo, "ifas-demo")):
+        res = CliRunner().invoke(command, ["--version"])
+        assert res.exit_code == 0 and res.output == f"{name} (ifas-eval) 0.1.0\n"
 
 
 def test_a_pickled_checkpoint_is_refused_not_unpickled(tiny_checkpoint, tmp_path):
@@ -144,8 +193,72 @@ def test_a_pickled_checkpoint_is_refused_not_unpickled(tiny_checkpoint, tmp_path
 
     Image.new("RGB", (64, 64)).save(image)
     res = CliRunner().invoke(predict, [str(image), "--checkpoint", str(ckpt)])
-    assert res.exit_code != 0 and "safetensors" in res.output.lower()
-    assert "Traceback" not in res.output
+    assert res.exit_code == 1 and res.stdout == ""
+    # review 10 #8: one line that says why and how to convert (was "Error: Error no file named model.safetensors")
+    assert res.stderr == (f"Error: checkpoint {ckpt}: weights only as a pickle (pytorch_model.bin), and pickled "
+                          "weights are never loaded (unpickling can run code); convert them once, where you trust "
+                          "the file: IFASForConditionalGeneration.from_pretrained(folder, use_safetensors=False)"
+                          ".save_pretrained(folder, safe_serialization=True)\n")
+    from ifas_eval.cli import main
+
+    res = CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
+                                    f"sample-domain-a={ckpt}", "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 1 and "pickled weights are never loaded" in res.stderr.strip().splitlines()[-1]
+    (ckpt / "pytorch_model.bin").unlink()
+    res = CliRunner().invoke(predict, [str(image), "--checkpoint", str(ckpt)])
+    assert res.exit_code == 1 and res.stderr.endswith("no model.safetensors: the weights are missing "
+                                                      "(save_pretrained writes them)\n")
+
+
+_EVIL = """import pathlib
+pathlib.Path({marker!r}).write_text("checkpoint code ran")
+from transformers import PreTrainedTokenizerFast
+class EvilTokenizer(PreTrainedTokenizerFast):
+    pass
+"""
+
+
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "config.json", "preprocessor_config.json",
+                                   "processor_config.json", "code only"])
+def test_a_checkpoint_with_its_own_code_is_refused_and_nothing_is_imported(tiny_checkpoint, tmp_path, where):
+    """Review 10 #1: a checkpoint whose tokenizer_config.json names a class of its own (auto_map) made
+    transformers ask "Do you wish to run the custom code? [y/N]" on stdin, and `echo y | ifas-predict` imported
+    the checkpoint's evil.py. Such a folder (an auto_map in any of the configs transformers reads, or *.py
+    files) is refused in one line, before anything loads, by ifas-predict, ifas-eval and ifas-demo."""
+    import shutil
+    import sys
+
+    from PIL import Image
+
+    from ifas_eval.cli import demo, main, predict
+
+    ckpt = tmp_path / "ck_automap"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    marker = tmp_path / "PWNED"
+    (ckpt / "evil.py").write_text(_EVIL.format(marker=str(marker)))
+    if where != "code only":
+        file = ckpt / where
+        config = json.loads(file.read_text()) if file.exists() else {}
+        config["auto_map"] = {"AutoTokenizer": [None, "evil.EvilTokenizer"], "AutoConfig": "evil.EvilConfig"}
+        file.write_text(json.dumps(config))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 64)).save(image)
+    never_run = "code shipped with a checkpoint is never run (trust_remote_code is never set)"
+    results = [
+        CliRunner().invoke(predict, [str(image), "--checkpoint", str(ckpt), "--no-face-detection"], input="y\n"),
+        CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
+                                  f"sample-domain-a={ckpt}", "--out", str(tmp_path / "eval")], input="y\n"),
+        CliRunner().invoke(demo, ["--checkpoint", str(ckpt)], input="y\n"),
+    ]
+    for res in results:
+        assert res.exit_code == 1 and res.stdout == ""
+        (line,) = res.stderr.strip().splitlines()
+        detail = f"{where} has an auto_map" if where != "code only" else "ships Python code (evil.py)"
+        assert line.startswith(f"Error: checkpoint {ckpt}: {detail}") and never_run in line, line
+        assert "trust_remote_code=True" not in line and "[y/N]" not in res.output
+    assert not marker.exists()
+    assert not [name for name in sys.modules if "evil" in name]
+    assert not (tmp_path / "eval").exists()
 
 
 def test_predict_images_folder_video_and_errors(tiny_checkpoint, tmp_path):

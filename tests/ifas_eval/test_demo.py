@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import socket
+import stat
+import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -56,22 +59,16 @@ def test_judge_image_matches_ifas_predict(tiny, face_photo):
     assert judge_image(model, processor, None, 0.5)[2].startswith("No image")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run does)")
-def test_page_in_a_real_browser(tiny, face_photo):
+def test_page_in_a_real_browser(tiny, face_photo, tmp_path, monkeypatch):
     from playwright.sync_api import sync_playwright
 
-    from ifas_eval.demo import build_demo
+    from ifas_eval.demo import build_demo, launch
 
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # uploads and crops: not /tmp/gradio
     model, processor = tiny
     app = build_demo(model, processor, threshold=0.3, model_note="tiny random model")
-    port = _free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
+    launch(app, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)  # gradio finds a free port
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -80,10 +77,11 @@ def test_page_in_a_real_browser(tiny, face_photo):
                       "--disable-component-update", "--disable-sync", "--no-first-run"],
             )
             page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle", timeout=60_000)
+            page.goto(app.local_url, wait_until="networkidle", timeout=60_000)
             assert "tiny random model" in page.content()
             page.locator("#photo input[type=file]").set_input_files(str(face_photo))
-            page.wait_for_timeout(500)
+            # the upload is done when the page shows its preview (a fixed wait could click "Judge" before it)
+            page.locator("#photo img").first.wait_for(state="visible", timeout=60_000)
             page.locator("#judge").click()
             judgment = page.locator("#judgment textarea")
             page.wait_for_function(
@@ -92,8 +90,102 @@ def test_page_in_a_real_browser(tiny, face_photo):
             explanation = page.locator("#explanation textarea").input_value()
             p_real = float(page.locator("#p_real input").input_value())
             browser.close()
+        # the upload and the face crop went to GRADIO_TEMP_DIR (delete_cache empties it when the app closes)
+        kept = sorted(p.name for p in (tmp_path / "gradio").rglob("*") if p.is_file())
+        assert "astronaut.png" in kept and "image.webp" in kept, kept
     finally:
         app.close()
     assert text.startswith(("REAL", "FAKE")) and "threshold 0.3000" in text and "face detected" in text
     assert 0.0 <= p_real <= 1.0
     assert explanation  # the generated answer (noise for a random model, but produced by the real path)
+    assert not [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
+
+
+def test_demo_serves_from_a_private_folder_removed_at_exit(monkeypatch, tmp_path):
+    """Review 10 #4: uploads and face crops went to the shared /tmp/gradio (crops world-readable) and stayed
+    after exit; there was no upload limit, and exception text with server paths went to the browser.
+    `ifas-demo` now serves from a private folder (0700) that is removed when it stops, with delete_cache,
+    max_file_size and show_error=False; the page names a local checkpoint by its last two path parts only."""
+    import gradio as gr
+
+    from ifas_eval.cli import demo
+    from ifas_eval.demo import DELETE_CACHE, MAX_FILE_SIZE
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    seen = {}
+
+    def fake_launch(self, **kwargs):  # the real page is served in test_page_in_a_real_browser
+        folder = os.environ["GRADIO_TEMP_DIR"]
+        (gr.utils.Path(folder) / "upload.jpg").write_bytes(b"a face")
+        seen.update(kwargs, folder=folder, mode=stat.S_IMODE(os.stat(folder).st_mode), cache=self.GRADIO_CACHE,
+                    delete_cache=self.delete_cache,
+                    page=" ".join(str(b.value) for b in self.blocks.values() if isinstance(b, gr.Markdown)))
+
+    monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    res = CliRunner().invoke(demo, ["--preset", "tiny", "--port", "7999"])
+    assert res.exit_code == 0, res.output
+    assert seen["mode"] == 0o700 and seen["cache"] == seen["folder"]
+    assert seen["folder"] in " ".join(res.stderr.split())  # the log line says where the files go
+    assert not os.path.exists(seen["folder"]) and "GRADIO_TEMP_DIR" not in os.environ  # removed at exit
+    assert seen["delete_cache"] == DELETE_CACHE == (600, 600)
+    assert (seen["max_file_size"], seen["show_error"], seen["share"]) == (MAX_FILE_SIZE, False, False)
+    assert (seen["server_name"], seen["server_port"]) == ("127.0.0.1", 7999)
+    assert "RANDOM, UNTRAINED" in seen["page"]
+
+    from ifas_eval.cli import _shown_checkpoint
+
+    ckpt = tmp_path / "secret-user" / "runs" / "mcio-M" / "final"
+    assert _shown_checkpoint(str(ckpt)) == "mcio-M/final"
+    assert _shown_checkpoint("org/ifas-mcio-m") == "org/ifas-mcio-m"
+
+
+def test_the_browser_gets_our_message_not_server_paths(face_photo, tmp_path, monkeypatch):
+    """A failure while judging reaches the browser as one message of ours; a non-image upload as Gradio's
+    generic error; neither carries the server's temp paths (show_error=False)."""
+    from gradio_client import Client, handle_file
+
+    from ifas_eval.demo import ERROR_MESSAGE, build_demo, launch, private_temp_dir
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    with private_temp_dir() as folder:
+        app = build_demo(object(), object())  # a "model" that fails when asked to judge
+        launch(app, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+        try:
+            client = Client(app.local_url, verbose=False, download_files=str(tmp_path / "dl"))
+            (endpoint,) = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+            with pytest.raises(Exception) as failed:
+                client.predict(handle_file(str(face_photo)), 0.5, api_name=endpoint)
+            assert str(failed.value) == ERROR_MESSAGE
+            bad = tmp_path / "bad.jpg"
+            bad.write_text("not an image")
+            with pytest.raises(Exception) as not_image:
+                client.predict(handle_file(str(bad)), 0.5, api_name=endpoint)
+            assert str(folder) not in str(not_image.value) and "Traceback" not in str(not_image.value)
+            client.close()
+        finally:
+            app.close()
+    assert not folder.exists()
+
+
+def test_a_missing_gradio_is_said_before_the_model_loads(monkeypatch):
+    """Review 9 L5: the model loaded first (minutes for a real checkpoint), and any ImportError was blamed on
+    Gradio. Gradio is imported first, in its own try; another ImportError is reported as itself."""
+    import ifas_eval.cli as cli
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before Gradio was found")
+
+    monkeypatch.setattr(cli, "_load_model", no_model)
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` raises ImportError
+    res = CliRunner().invoke(cli.demo, ["--preset", "tiny"])
+    assert res.exit_code == 1
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("Error: the demo needs Gradio: pip install 'ifas-eval[demo]' (")
+    monkeypatch.undo()
+
+    def missing_library(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'bitsandbytes'", name="bitsandbytes")
+
+    monkeypatch.setattr(cli, "_load_model", missing_library)
+    res = CliRunner().invoke(cli.demo, ["--preset", "tiny"])
+    assert res.exit_code == 1 and res.stderr == "Error: No module named 'bitsandbytes'\n"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -90,7 +92,14 @@ OWN_DATA_HINT = ("for your own data, write a protocol YAML file (docs/evaluation
                  "pass --protocol my.yaml")
 
 
+def _version(prog_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--version``: ``PROG (ifas-eval) X.Y.Z``, the form of ``scf --version``."""
+    return click.version_option(package_name="ifas-eval", prog_name=prog_name,
+                                message="%(prog)s (%(package)s) %(version)s")
+
+
 @click.command(context_settings=_CONTEXT)
+@_version("ifas-eval")
 @click.option("--list-protocols", is_flag=True, help="Show the built-in protocols and exit.")
 @click.option("--protocol", metavar="NAME|FILE.yaml",
               help=f"A built-in protocol: {BUILTIN_PROTOCOL_HELP} (--list-protocols shows their settings); or, "
@@ -283,19 +292,24 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
         check_checkpoint(ckpt)
     exclusions = read_exclusion_files(exclude_files)
     out = out_dir or Path(f"eval-{protocol.name}")
-    out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(mode="checkpoint", protocol=protocol.name, protocol_file=protocol.path, data=data or
                     protocol.default_data, checkpoints=plan.per_setting, threshold=threshold,
                     batch_size=batch_size, device=device, dtype=dtype, normalize=normalize,
                     test_sets=list(test_sets), skip_corrupt=skip_corrupt, shared_checkpoint=shared_checkpoint,
                     exclude_videos=[{"file": e.path, "label": e.label, "entries": len(e.keys)} for e in exclusions])
-    (out / "run.json").write_text(json.dumps(meta, indent=2))
+
+    def write_run_json() -> None:
+        # only once --data and the test sets are found: a mistyped path must not overwrite the run.json of a
+        # finished evaluation in the same --out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(meta, indent=2))
+
     if protocol.default_data == "embedded-sample" and data is None:
         logger.warning("data: the embedded SYNTHETIC sample; its numbers test the toolkit, they are not FAS "
                        "results")
     scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
                                device=device, dtype=dtype, test_sets=test_sets, normalize=normalize,
-                               exclusions=exclusions, skip_corrupt=skip_corrupt)
+                               exclusions=exclusions, skip_corrupt=skip_corrupt, on_inputs_checked=write_run_json)
     title = protocol.title
     write_tables(out, scored, title, meta, with_setting=True)
     if not no_report:
@@ -310,6 +324,7 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
 
 
 @click.command(context_settings=_CONTEXT)
+@_version("ifas-predict")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--checkpoint", metavar="CKPT", help="I-FAS checkpoint folder (save_pretrained) or Hub id.")
 @click.option("--preset", type=click.Choice(["tiny"]), default=None,
@@ -390,6 +405,7 @@ def _tiny_model(device: str) -> tuple[object, object]:
 
 
 @click.command(context_settings=_CONTEXT)
+@_version("ifas-demo")
 @click.option("--checkpoint", metavar="CKPT", help="I-FAS checkpoint folder (save_pretrained) or Hub id.")
 @click.option("--preset", type=click.Choice(["tiny"]), default=None,
               help="Use a RANDOM, untrained tiny model built offline (the page says so; judgments are noise).")
@@ -408,17 +424,65 @@ def _tiny_model(device: str) -> tuple[object, object]:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str, port: int,
          device: str, dtype: str, verbose: bool) -> None:
-    """Serve the one-image web demo (Gradio): photo or webcam in; face, p_real, judgment, explanation out."""
-    _setup_logging(verbose)
-    try:
-        from ifas_eval.demo import build_demo
+    """Serve the one-image web demo (Gradio): photo or webcam in; face, p_real, judgment, explanation out.
 
-        model, processor = _load_model(checkpoint, preset, device, dtype)
-        note = (f"Checkpoint: {checkpoint}" if checkpoint else
-                "This is a RANDOM, UNTRAINED tiny model built offline: its outputs are noise.")
-        app = build_demo(model, processor, threshold=threshold, model_note=note, normalize=normalize)
-    except ImportError as e:
-        raise click.ClickException(f"the demo needs Gradio: pip install 'ifas-eval[demo]' ({e})") from None
-    except _user_errors() as e:
-        raise click.ClickException(_one_line(e)) from None
-    app.launch(server_name=host, server_port=port, share=False, show_error=True)
+    Uploads and face crops go to a private temporary folder (mode 0700), deleted after 10 minutes and removed
+    entirely when the demo stops (Ctrl-C or SIGTERM); see docs/demo.md.
+    """
+    _setup_logging(verbose)
+    previous_handler = _exit_on_sigterm()
+    try:
+        _serve_demo(checkpoint, preset, threshold, normalize, host, port, device, dtype)
+    finally:
+        if previous_handler is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _serve_demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str,
+                port: int, device: str, dtype: str) -> None:
+    from ifas_eval.demo import build_demo, launch, private_temp_dir
+
+    with private_temp_dir() as temp_dir:
+        try:  # Gradio first, in its own try: a missing Gradio is said before a model loads, and only then
+            import gradio  # noqa: F401
+        except ImportError as e:
+            raise click.ClickException(f"the demo needs Gradio: pip install 'ifas-eval[demo]' ({_one_line(e)})"
+                                       ) from None
+        try:
+            model, processor = _load_model(checkpoint, preset, device, dtype)
+            note = (f"Checkpoint: {_shown_checkpoint(checkpoint)}" if checkpoint else
+                    "This is a RANDOM, UNTRAINED tiny model built offline: its outputs are noise.")
+            app = build_demo(model, processor, threshold=threshold, model_note=note, normalize=normalize)
+        except ImportError as e:  # e.g. a library the model needs: named as itself, not as Gradio
+            logger.debug("error", exc_info=True)
+            raise click.ClickException(_one_line(e)) from None
+        except _user_errors() as e:
+            logger.debug("error", exc_info=True)
+            raise click.ClickException(_one_line(e)) from None
+        logger.info("uploads and face crops: %s (private to you; files older than 10 minutes are deleted, the "
+                    "folder when the demo stops)", temp_dir)
+        launch(app, host=host, port=port)
+
+
+def _shown_checkpoint(checkpoint: str) -> str:
+    """The checkpoint as the page names it: a Hub id as it is, a local folder by its last two path parts only
+    (the page is served to browsers; the server's full paths stay on the server)."""
+    from ifas_eval.scoring import _looks_like_path
+
+    if not _looks_like_path(checkpoint):
+        return checkpoint
+    return "/".join(Path(checkpoint).expanduser().resolve().parts[-2:])
+
+
+def _exit_on_sigterm() -> Any:
+    """SIGTERM (``kill``, systemd, ``timeout``) ends the demo like Ctrl-C, so its temporary folder is removed.
+
+    Returns the previous handler (None off the main thread, where no handler can be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -4,12 +4,22 @@ Upload a photo or take one with the webcam; the page shows the detected face cro
 `scf.faces`), the model's one-pass P(real), the judgment at the threshold in use, and the generated
 interpretation (paper eq. 3). The threshold is a slider initialised from ``--threshold``; the judgment line
 always says which threshold produced it. The same code path as ``ifas-predict`` (`ifas_eval.predict.judge_frames`).
+
+Uploaded photos and the face crops shown are files Gradio writes to its temporary folder. ``ifas-demo`` runs
+in a private one (`private_temp_dir`: mode 0700, removed when the demo stops), Gradio deletes files older
+than 10 minutes while it runs (`DELETE_CACHE`), uploads are limited to `MAX_FILE_SIZE`, and errors reach the
+browser as messages of our own, without server paths or tracebacks (`launch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +27,49 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TITLE = "I-FAS: interpretable face anti-spoofing"
+MAX_FILE_SIZE = "20mb"
+"""Largest upload the page accepts (Gradio's ``max_file_size``); a face photo is well under 20 MB."""
+DELETE_CACHE = (600, 600)
+"""Gradio's ``delete_cache`` (every 600 s, the files older than 600 s): uploads and crops live 10-20 minutes."""
+ERROR_MESSAGE = "This image could not be judged (details are in the server's log)."
+"""What the page says when judging fails; the exception itself, with its server paths, stays in the log."""
+
+
+@contextlib.contextmanager
+def private_temp_dir() -> Iterator[Path]:
+    """A private folder (``tempfile.mkdtemp``: mode 0700) as ``GRADIO_TEMP_DIR`` while the block runs.
+
+    Gradio keeps every upload and every image it shows in ``GRADIO_TEMP_DIR`` (by default the shared
+    ``/tmp/gradio``, readable by all local users, never emptied). Enter this before importing gradio and
+    building the app; on exit the folder and everything in it is removed and the variable restored.
+
+    Yields:
+        The folder.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="ifas-demo-"))
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous
+
+
+def launch(app: Any, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> Any:
+    """``app.launch`` as ``ifas-demo`` serves it: no share link, `MAX_FILE_SIZE`, no exception text to the browser.
+
+    Args:
+        app: the `build_demo` app.
+        host: address to serve on (``127.0.0.1``: this machine only).
+        port: port; None lets Gradio take the first free one from 7860 on.
+        **kwargs: further ``launch`` options (e.g. ``prevent_thread_lock=True`` to return at once).
+    """
+    return app.launch(server_name=host, server_port=port, share=False, show_error=False,
+                      max_file_size=MAX_FILE_SIZE, **kwargs)
 
 
 def answer_text(answer: str, explanation: str) -> str:
@@ -50,14 +103,23 @@ def judge_image(model: Any, processor: Any, image: np.ndarray | None, threshold:
 
 def build_demo(model: Any, processor: Any, *, threshold: float = 0.5, model_note: str = "",
                normalize: str = "vocab", detect_faces: bool = True) -> Any:
-    """The Gradio `Blocks` app for ``model``; call ``.launch()`` on it."""
+    """The Gradio `Blocks` app for ``model``; serve it with `launch`, inside `private_temp_dir`.
+
+    Build it inside `private_temp_dir` (Gradio reads ``GRADIO_TEMP_DIR`` when the app is built); its
+    temporary files older than 10 minutes are deleted every 10 minutes (`DELETE_CACHE`).
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the demo
     import gradio as gr
 
     def run(image: np.ndarray | None, thr: float) -> tuple[Any, float | None, str, str]:
-        return judge_image(model, processor, image, float(thr), detect_faces=detect_faces, normalize=normalize)
+        try:
+            return judge_image(model, processor, image, float(thr), detect_faces=detect_faces,
+                               normalize=normalize)
+        except Exception:  # noqa: BLE001 - logged in full here; the browser gets our line, not server paths
+            logger.exception("judging an uploaded image failed")
+            raise gr.Error(ERROR_MESSAGE) from None
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"# {TITLE}\nAsked *\"Is this photo of a real person?\"*, the model answers with a judgment "
                     "and an interpretation." + (f"\n\n**{model_note}**" if model_note else ""))
         with gr.Row():

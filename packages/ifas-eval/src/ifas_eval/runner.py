@@ -6,7 +6,8 @@ Outputs in ``--out`` (checkpoint flow; the score-file flow writes the same table
   with ``scored_with.json`` (the checkpoint's file hashes, dtype, normalisation: reuse only when they match);
 * ``results.md``, ``results.csv``, ``results.json``: the paper-style table (FLIP/SSDG), the operating-point
   table (fixed threshold, ISO/IEC 30107-3), and every per-checkpoint number with its convention;
-* ``run.json``: the resolved run (protocol, data, checkpoints, threshold);
+* ``run.json``: the resolved run (protocol, data, checkpoints, threshold, software versions), written once the
+  inputs are checked;
 * ``report/``: curves, histograms, per-attack-type errors and the explanation page (`ifas_eval.report`).
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,7 +157,7 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                       batch_size: int = 32, threshold: float | None = None, device: str = "auto",
                       dtype: str = "auto", test_sets: Sequence[str] = (), normalize: str = "vocab",
                       exclusions: Sequence[ExclusionList] = (), skip_corrupt: bool = False,
-                      ) -> list[Scored]:
+                      on_inputs_checked: Callable[[], None] | None = None) -> list[Scored]:
     """Score every planned checkpoint on its setting's test sets and compute the metrics.
 
     The operating threshold (fixed-threshold HTER, ISO metrics) is ``threshold`` when given, else the
@@ -170,6 +171,9 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
         skip_corrupt: leave rows whose image does not decode out of the test and dev sets, counted per test
             set (``skipped_corrupt``); without it a corrupt image stops the run with a message naming its
             dataset, split, row and path.
+        on_inputs_checked: called once the benchmark, its test sets and the exclusion lists have been found
+            and checked, before any checkpoint loads (``ifas-eval`` writes ``run.json`` there, so that a
+            mistyped ``--data`` does not overwrite the ``run.json`` of an earlier evaluation in ``out``).
     """
     from ifas_eval.exclusion import exclusion_fingerprint
     from ifas_eval.scoring import (
@@ -207,6 +211,8 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
     check_test_sizes(jobs, notes)
     if exclusions:
         _apply_exclusions(jobs, exclusions, notes)
+    if on_inputs_checked is not None:
+        on_inputs_checked()
     for setting, _, _, _ in jobs:
         for ckpt in plan.per_setting[setting.name]:
             if ckpt not in tags:
@@ -477,6 +483,16 @@ def _md_table_to_html(md: str) -> str:
 
 
 def run_meta(**kwargs: Any) -> dict[str, Any]:
-    """The resolved run description written to ``run.json`` and into ``results.json``."""
-    meta = {"default_threshold": DEFAULT_THRESHOLD, "primary_convention": FLIP_CONVENTION, **kwargs}
+    """The resolved run description written to ``run.json`` and into ``results.json``.
+
+    ``versions`` (`scf.schema.software_versions`: Python, the three toolkit distributions, torch,
+    transformers, datasets) records which code produced the numbers. It is provenance only: a rerun into the
+    same ``--out`` under other versions reuses the score files all the same (they are keyed by the
+    checkpoint's files and the scoring settings, `ifas_eval.scoring.score_record`), and records its own
+    versions.
+    """
+    from scf.schema import software_versions
+
+    meta = {"default_threshold": DEFAULT_THRESHOLD, "primary_convention": FLIP_CONVENTION, **kwargs,
+            "versions": software_versions()}
     return json.loads(json.dumps(meta, default=str))
