@@ -157,15 +157,31 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         rounding the trained weights. Pass ``dtype=torch.bfloat16`` for bf16 inference on a GPU (as
         ``ifas-eval --dtype auto`` does) or ``dtype="auto"`` for the recorded dtype.
 
+        Weights load from safetensors only (``use_safetensors=True`` unless the caller passes ``False`` on
+        purpose, e.g. to convert a trusted ``pytorch_model.bin`` once), and nothing shipped with the checkpoint
+        is run: a local folder with an ``auto_map`` or ``*.py`` files is refused (`refuse_remote_code`) and
+        ``trust_remote_code=False`` is passed.
+
         Raises:
             FileNotFoundError: ``checkpoint folder not found: PATH`` for a path that looks local (absolute,
                 ``./``, ``~``, or an existing parent folder) and does not exist.
+            RemoteCodeRefused: the folder ships Python code or an ``auto_map``.
+            SafetensorsRequired: the local folder has only ``pytorch_model.bin`` (or no weights); says how to
+                convert.
             OSError: the checkpoint cannot be read (message ``checkpoint 'ID': ...``).
             ValueError: the folder or Hub id holds another model_type (e.g. "clip", "blip-2").
         """
-        from ._loading import check_local, loading
+        from ._loading import (
+            check_local,
+            loading,
+            no_remote_code,
+            refuse_remote_code,
+            require_local_safetensors,
+        )
 
         check_local(pretrained_model_name_or_path, "checkpoint folder")
+        kwargs = no_remote_code(kwargs)
+        refuse_remote_code(pretrained_model_name_or_path, "checkpoint")
         if kwargs.get("config") is None:
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             with loading("checkpoint", pretrained_model_name_or_path):
@@ -180,6 +196,9 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
                     "('ifas') checkpoint. To start I-FAS from a CLIP vision tower and an OPT model, use "
                     "IFASForConditionalGeneration.from_pretrained_parts(vision=..., text=...)."
                 )
+        if kwargs.get("use_safetensors") is not False:
+            kwargs["use_safetensors"] = True
+            require_local_safetensors(pretrained_model_name_or_path, "checkpoint", "IFASForConditionalGeneration")
         if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
             kwargs["dtype"] = torch.float32
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -208,27 +227,55 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         Returns:
             The model in eval mode, vision tower frozen, LLM weights as loaded (nothing else frozen yet).
 
+        Weights: a local part folder must hold safetensors (``model.safetensors``); one with only
+        ``pytorch_model.bin`` is refused with how to convert it. A Hub id is loaded as transformers decides: the
+        repository's safetensors when it has them, else its ``pytorch_model.bin`` through torch's
+        ``weights_only`` unpickler (torch >= 2.6, which transformers requires for it), see docs/model.md. No
+        part's own Python code is ever run (``trust_remote_code=False``; a folder with an ``auto_map`` or
+        ``*.py`` files is refused).
+
         Raises:
             FileNotFoundError: ``vision model folder not found: PATH`` (or language model, tokenizer) for a
                 path that looks local and does not exist.
+            SafetensorsRequired: a local part folder without safetensors weights (names the part).
+            RemoteCodeRefused: a part ships Python code or asks for it (names the part).
             OSError: a part cannot be loaded; the message names it: ``vision model 'ID': ...``.
         """
         from transformers import AutoTokenizer
 
-        from ._loading import check_local, loading
+        from ._loading import (
+            check_local,
+            loading,
+            note_hub_weights,
+            refuse_remote_code,
+            require_local_safetensors,
+        )
         from .processing import judgment_token_ids_for
 
         tokenizer = tokenizer if tokenizer is not None else text
-        for what, name in (("vision model", vision), ("language model", text), ("tokenizer", tokenizer)):
+        parts = (("vision model", vision), ("language model", text), ("tokenizer", tokenizer))
+        for what, name in parts:
             check_local(name, f"{what} folder")
+        for what, name in parts:
+            refuse_remote_code(name, what)
+        # a local folder: safetensors or a one-line refusal; a Hub id: transformers' choice (see docs/model.md)
+        local_vision = require_local_safetensors(vision, "vision model", "CLIPVisionModel")
+        local_text = require_local_safetensors(text, "language model", "AutoModelForCausalLM")
         connector_kw, top_kw = split_overrides(overrides)
-        load_kw = {"dtype": dtype} if dtype is not None else {}
+        load_kw: dict[str, Any] = {"trust_remote_code": False}
+        if dtype is not None:
+            load_kw["dtype"] = dtype
         with loading("vision model", vision):
-            vision_model = CLIPVisionModel.from_pretrained(vision, **load_kw)
+            vision_model = CLIPVisionModel.from_pretrained(vision, **load_kw,
+                                                           **({"use_safetensors": True} if local_vision else {}))
         with loading("language model", text):
-            language_model = AutoModelForCausalLM.from_pretrained(text, **load_kw)
+            language_model = AutoModelForCausalLM.from_pretrained(text, **load_kw,
+                                                                  **({"use_safetensors": True} if local_text else {}))
+        for what, name, local in (("vision model", vision, local_vision), ("language model", text, local_text)):
+            if not local:
+                note_hub_weights(name, what)
         with loading("tokenizer", tokenizer):
-            tok = AutoTokenizer.from_pretrained(tokenizer)
+            tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=False)
         ids = judgment_token_ids_for(tok)
         connector_defaults = {
             "hidden_size": vision_model.config.hidden_size,

@@ -263,16 +263,23 @@ class IFASProcessor:
     def from_pretrained(cls, pretrained: str | os.PathLike, **kwargs: Any) -> IFASProcessor:
         """Load a processor saved by `save_pretrained` (a local folder or a Hub id).
 
+        Nothing shipped with the checkpoint is ever run: a folder with an ``auto_map`` (config.json,
+        tokenizer_config.json, preprocessor_config.json) or ``*.py`` files is refused, and the tokenizer and image
+        processor load with ``trust_remote_code=False`` (a Hub repository asking for its code is refused too).
+
         Raises:
             FileNotFoundError: ``checkpoint folder not found: PATH`` for a local-looking path that does not exist.
             ValueError: the folder has no `ifas_processor_config.json` (not an I-FAS processor).
+            RemoteCodeRefused: the checkpoint asks for its own Python code (an OSError and a ValueError).
             OSError: the processor cannot be read (``processor 'ID': ...``).
         """
         from transformers import AutoTokenizer
 
-        from ._loading import check_local, loading
+        from ._loading import check_local, loading, no_remote_code, refuse_remote_code
 
         check_local(pretrained, "checkpoint folder")
+        kwargs = no_remote_code(kwargs)
+        refuse_remote_code(pretrained, "checkpoint")
         settings = _read_processor_config(pretrained, **kwargs)
         with loading("processor", pretrained):
             image_processor = _image_processor_class().from_pretrained(pretrained, **kwargs)
@@ -305,18 +312,21 @@ class IFASProcessor:
         config is read from `vision`); the tokenizer is loaded from `text`. `kwargs` go to `IFASProcessor`.
 
         Raises:
-            FileNotFoundError, OSError: as `IFASForConditionalGeneration.from_pretrained_parts` (part named).
+            FileNotFoundError, OSError, RemoteCodeRefused: as `IFASForConditionalGeneration.from_pretrained_parts`
+                (part named).
         """
         from transformers import AutoTokenizer, CLIPVisionConfig
 
-        from ._loading import check_local, loading
+        from ._loading import check_local, loading, refuse_remote_code
 
         check_local(vision, "vision model folder")
         check_local(text, "language model folder")
+        refuse_remote_code(vision, "vision model")
+        refuse_remote_code(text, "language model")
         with loading("vision model", vision):
-            image_size = CLIPVisionConfig.from_pretrained(vision).image_size
+            image_size = CLIPVisionConfig.from_pretrained(vision, trust_remote_code=False).image_size
         with loading("tokenizer", text):
-            tokenizer = AutoTokenizer.from_pretrained(text)
+            tokenizer = AutoTokenizer.from_pretrained(text, trust_remote_code=False)
         return cls(build_image_processor(image_size), tokenizer, **kwargs)
 
 
