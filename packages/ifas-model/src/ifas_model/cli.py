@@ -15,6 +15,7 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="ifas-model", prog_name="ifas-train", message="%(prog)s (%(package)s) %(version)s")
 @click.option("--dataset", help="Hub id (org/name) or local path of the scf VQA corpus.")
 @click.option("--output", "--out", "-o", "output_dir", help="Run folder (config, metrics, checkpoints, final/); "
               "--out is the same option, as in scf and ifas-eval. [default: runs/ifas]")

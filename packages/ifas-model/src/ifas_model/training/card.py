@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,57 @@ def llm_training_note(llm: str, lora_rank: int | None = None) -> str:
     return note.format(r=lora_rank if lora_rank is not None else "?") if note else f"LLM mode {llm!r}"
 
 
+PATH_FIELDS = ("dataset", "vision_model", "language_model", "output_dir")
+"""`TrainConfig` fields that can hold a local path: a published card shows their folder names only."""
+
+
+def is_local(name: str) -> bool:
+    """Whether ``name`` is a path on this machine rather than a Hub id (``org/name``)."""
+    from ifas_model._loading import looks_like_local_path
+
+    return looks_like_local_path(name) or Path(name).exists()
+
+
+def shown_name(name: str | None) -> str | None:
+    """What a card or a pushed ``config.json`` shows for an id or path: a Hub id as it is, a local path as its
+    folder name (``/home/me/models/opt`` -> ``opt``), so that no user name, mount point or dataset location is
+    published. The run folder's ``config.yaml`` keeps the full paths (resuming needs them)."""
+    if not name:
+        return name
+    return (Path(name).name or str(name)) if is_local(str(name)) else str(name)
+
+
+@contextlib.contextmanager
+def local_paths_hidden(config: Any) -> Iterator[None]:
+    """While saving ``final/``: the model config's ``base_models`` and its parts' ``_name_or_path`` by `shown_name`.
+
+    ``from_pretrained_parts`` records where the parts came from, as given (a local path is absolute or relative
+    to the working folder); ``config.json`` is pushed with the model, so a local path is written as its folder
+    name. The config in memory is restored afterwards.
+    """
+    saved = {"base_models": list(getattr(config, "base_models", []) or [])}
+    subs = [getattr(config, key, None) for key in ("vision_config", "text_config", "connector_config")]
+    names = [getattr(sub, "_name_or_path", "") for sub in subs]
+    try:
+        config.base_models = [shown_name(b) for b in saved["base_models"]]
+        for sub, name in zip(subs, names, strict=True):
+            if sub is not None and name:
+                sub._name_or_path = shown_name(name)
+        yield
+    finally:
+        config.base_models = saved["base_models"]
+        for sub, name in zip(subs, names, strict=True):
+            if sub is not None and name:
+                sub._name_or_path = name
+
+
 def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, eval_source: str,
                base_models: list[str], parameter_counts: dict[str, int], steps: int,
-               skipped_images: int) -> str:
+               skipped_images: int, versions: dict[str, str] | None = None) -> str:
     """Write the model card of a finished run.
+
+    The card is published with ``--push-to-hub``: local paths (the corpus, the parts, the run folder) appear as
+    their folder names only (`shown_name`); Hub ids as they are.
 
     Args:
         config: the resolved `TrainConfig` as a dict.
@@ -44,14 +93,19 @@ def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, e
         parameter_counts: ``trainable`` and ``frozen`` parameter counts.
         steps: optimizer steps taken.
         skipped_images: training images that could not be decoded and were skipped.
+        versions: the software that trained it (`scf.schema.software_versions`), listed under "Software".
     """
     import yaml
 
-    dataset = config["dataset"]
-    hub_dataset = dataset.count("/") == 1 and not Path(dataset).exists()
+    raw_dataset = config["dataset"]
+    hub_dataset = not is_local(raw_dataset)
+    hidden = [k for k in PATH_FIELDS if config.get(k) and is_local(str(config[k]))]
+    config = {**config, **{k: shown_name(config[k]) for k in hidden}}
+    hub_parts = [b for b in base_models if not is_local(b)]
+    parts = [f"`{shown_name(b)}`" + (" (a local folder)" if is_local(b) else "") for b in base_models]
     front = ["---", "library_name: transformers", "pipeline_tag: image-text-to-text", "license: other"]
-    front += _yaml_list("base_model", [b for b in base_models if b.count("/") == 1])
-    front += _yaml_list("datasets", [dataset] if hub_dataset else [])
+    front += _yaml_list("base_model", hub_parts)
+    front += _yaml_list("datasets", [raw_dataset] if hub_dataset else [])
     front += ["tags:", "- face-anti-spoofing", "- i-fas", "- interpretable", "---", ""]
     lines = [
         "# I-FAS: interpretable face anti-spoofing",
@@ -66,7 +120,7 @@ def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, e
         f"- Model preset: `{config['preset']}`"
         + (" (random weights built from config: a test model, useless for real faces)" if config["preset"] == "tiny"
            else ""),
-        f"- Pretrained parts: {', '.join(f'`{b}`' for b in base_models) if base_models else 'none (random)'}",
+        f"- Pretrained parts: {', '.join(parts) if parts else 'none (random)'}",
         "- Vision encoder: frozen. Connector: the Globally Aware Connector (GAC)"
         + ("" if config["gac"] else ", here WITHOUT global features (the \"no GAC\" ablation)") + ".",
         f"- LLM training: `{config['llm']}` ({llm_training_note(config['llm'], config.get('lora_rank'))})",
@@ -74,7 +128,8 @@ def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, e
         "",
         "## Training data",
         "",
-        f"- Corpus: `{dataset}` (an SCF VQA corpus; split `{config['train_split']}`), answers: `{config['answers']}`",
+        f"- Corpus: `{config['dataset']}`{'' if hub_dataset else ' (a local folder)'} (an SCF VQA corpus; split "
+        f"`{config['train_split']}`), answers: `{config['answers']}`",
         f"- Images skipped because they could not be decoded: {skipped_images}",
         "",
         "## Training configuration",
@@ -86,6 +141,11 @@ def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, e
         yaml.safe_dump(config, sort_keys=False).strip(),
         "```",
         "",
+    ]
+    if hidden:
+        lines += [f"Local paths ({', '.join(hidden)}) are shown by their folder names only; the run folder's "
+                  "`config.yaml` keeps them in full.", ""]
+    lines += [
         "## Evaluation",
         "",
     ]
@@ -113,6 +173,11 @@ def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, e
         "- Trained on the attack types and capture conditions of its corpus; unseen attacks and domains can fail.",
         "- Not a certified biometric component; choose an operating threshold on your own development data.",
         "- Face datasets carry demographic biases that the model can inherit.",
+        "",
+        "## Software",
+        "",
+        *([f"- {name}: {version}" for name, version in versions.items()] if versions
+          else ["- not recorded"]),
         "",
         "## How to load",
         "",

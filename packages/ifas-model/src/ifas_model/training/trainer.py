@@ -36,6 +36,11 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
+PROVENANCE_EXTRA = ("peft", "accelerate", "bitsandbytes")
+"""Libraries recorded in ``summary.json`` and the model card besides `scf.schema.software_versions`' own list
+(LoRA/QLoRA training and merging depend on them)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss (or gradient norm) became NaN or inf; the run stopped, the last good checkpoint is kept."""
 
@@ -405,7 +410,8 @@ class Trainer:
             return None
         saved = read_json(summary, "delete it and rerun the same command: the final evaluation, final/ and "
                                    "summary.json are written again (nothing is trained again)")
-        return {**saved, "already_finished": True}
+        # "final" is relative to the run folder (older summaries: the absolute path of the time; see `fit`)
+        return {**saved, "final": "final", "already_finished": True}
 
     def prepare_run_dir(self) -> Path | None:
         """Create the run folder, write config.yaml and corpus.json; return the checkpoint to resume from.
@@ -523,7 +529,9 @@ class Trainer:
             NonFiniteLossError: NaN/inf loss or gradient norm; the last good checkpoint is kept.
         """
         if self.finished is not None:
-            final = Path(self.finished.get("final", self.run_dir / "final"))
+            # this run folder's own final/, wherever the folder is now: summary.json's "final" may name the place
+            # the run had when it finished (older versions wrote an absolute path), before a move or copy
+            final = self.run_dir / "final"
             if self.dist.is_main:
                 self.console.print(f"[bold green]already finished[/]: {self.run_dir} ran its "
                                    f"{self.finished.get('steps')} steps; the model is in {final} (use a new "
@@ -741,26 +749,34 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation, ``<run>/final`` (LoRA merged, loadable with one ``from_pretrained``), model card,
-        ``summary.json`` and the optional push. Returns the summary."""
-        from ifas_model.adapters import merge_for_save
+        ``summary.json`` and the optional push. Returns the summary.
 
-        from .card import model_card
+        ``summary.json`` records ``final`` relative to the run folder (``"final"``, so a moved or copied run
+        folder still names its own model) and ``versions``: the software of the session that wrote ``final/``
+        (`scf.schema.software_versions` plus `PROVENANCE_EXTRA`), also listed in the model card. The versions
+        are not in ``config.yaml``, which a resume compares: a run resumes after a library upgrade."""
+        from ifas_model.adapters import merge_for_save
+        from scf.schema import software_versions
+
+        from .card import local_paths_hidden, model_card
 
         final_eval = self.evaluate() if (self.last_eval is None or self.last_eval["step"] != self.step) \
             else self.last_eval
         skipped = self.skipped_images()
+        versions = software_versions(extra=PROVENANCE_EXTRA)
         summary = {"steps": self.step, "epochs_completed": self.epoch, "effective_batch": self.effective_batch,
                    "parameters": self.counts, "skipped_images": skipped, "eval": final_eval,
-                   "final": str(self.run_dir / "final")}
+                   "final": "final", "versions": versions}
         if self.dist.is_main:
             final = self.run_dir / "final"
             merged = merge_for_save(self.model)
-            merged.save_pretrained(final)
+            with local_paths_hidden(merged.config):  # config.json is published with --push-to-hub
+                merged.save_pretrained(final)
             self.processor.save_pretrained(final)
             base = base_models(self.config)
             card = model_card(self.config.to_dict(), eval_metrics=final_eval, eval_source=self.eval_name,
                               base_models=base, parameter_counts=self.counts, steps=self.step,
-                              skipped_images=skipped)
+                              skipped_images=skipped, versions=versions)
             (final / "README.md").write_text(card)
             write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
             self.console.print(f"[bold green]done[/]: {self.step} steps, skipped images {skipped}, "
