@@ -134,3 +134,24 @@ def test_a_failed_push_names_the_copy_without_local_paths(tmp_path, face, monkey
         "the same command to retry (nothing is ingested again), or hf upload --repo-type dataset --private me/mine "
         f"{stage} (its copy without local paths)")
     assert json.loads((stage / "ingest_config.json").read_text())["root"] == "<local>/captures"
+
+
+def test_redaction_is_one_pass_on_whole_paths_and_the_home_folder_reads_tilde(tmp_path, monkeypatch):
+    """A replacement is never replaced again (a root named like the home folder), and only whole paths or
+    their starts are replaced; '--out .' stages beside the current folder."""
+    from scf.hub import path_replacements, redact_text, staged_folder
+
+    home = tmp_path / "root"  # as when the home folder is /root and --root is .../root
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    data = tmp_path / "data" / "root"
+    data.mkdir(parents=True)
+    reps = path_replacements([str(data), "org/name", None, "not-here"])
+    assert reps == [(str(data), "<local>/root"), (str(home), "~")]
+    text = json.dumps({"root": str(data), "detail": f"nothing at {data}/a.png", "other": f"{data}2/x",
+                       "file": f"{data}.csv", "models": f"{home}/blip2", "deeper": f"/mnt{home}"})
+    assert json.loads(redact_text(text, reps)) == {
+        "root": "<local>/root", "detail": "nothing at <local>/root/a.png", "other": f"{data}2/x",
+        "file": f"{data}.csv", "models": "~/blip2", "deeper": f"/mnt{home}"}
+    monkeypatch.chdir(data)
+    assert staged_folder(".") == tmp_path / "data" / "root.hub-upload"
+    assert staged_folder("bench") == Path("bench.hub-upload")

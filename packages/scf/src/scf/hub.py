@@ -53,13 +53,18 @@ def path_replacements(paths: Iterable[str | Path | None]) -> list[tuple[str, str
 
 
 def redact_text(text: str, replacements: Sequence[tuple[str, str]]) -> str:
-    """``text`` with every listed path replaced (also as escaped inside a JSON string), where it is a whole path
-    or the start of a longer one (``/data/x`` in ``/data/x/a.png``, not in ``/data/x2``)."""
+    """``text`` with every listed path replaced (also as escaped inside a JSON string), in one pass (a
+    replacement is never replaced again), where it stands as a whole path or starts a longer one: ``/data/x``
+    in ``/data/x/a.png``, not in ``/data/x2`` nor in ``/mnt/data/x``."""
+    mapping: dict[str, str] = {}
     for old, new in replacements:
-        forms = {old: new, json.dumps(old)[1:-1]: json.dumps(new)[1:-1]}
-        for form, repl in forms.items():
-            text = re.sub(re.escape(form) + r"(?![\w.-])", lambda _m, r=repl: r, text)
-    return text
+        mapping.setdefault(old, new)
+        mapping.setdefault(json.dumps(old)[1:-1], json.dumps(new)[1:-1])
+    if not mapping:
+        return text
+    keys = sorted(mapping, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w./~-])(?:" + "|".join(map(re.escape, keys)) + r")(?![\w.-])")
+    return pattern.sub(lambda m: mapping[m.group(0)], text)
 
 
 def _is_temporary(name: str) -> bool:
@@ -70,7 +75,7 @@ def stage_redacted(folder: Path, replacements: Sequence[tuple[str, str]]) -> Pat
     """Write ``FOLDER.hub-upload``: the text files of ``folder`` redacted (`redact_text`), every other file
     hard-linked (copied where a link is impossible), temporaries (``*.tmp``) left out. Returns the copy."""
     folder = Path(folder)
-    stage = folder.with_name(folder.name + STAGE_SUFFIX)
+    stage = staged_folder(folder)
     shutil.rmtree(stage, ignore_errors=True)
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not _is_temporary(d))
@@ -123,6 +128,8 @@ def upload_redacted(api: Any, folder: str | Path, *, repo_id: str, repo_type: st
 
 
 def staged_folder(folder: str | Path) -> Path:
-    """Where `upload_redacted` stages the copy of ``folder`` (kept after a failed upload)."""
+    """Where `upload_redacted` stages the copy of ``folder`` (kept after a failed upload): ``FOLDER.hub-upload``."""
     folder = Path(folder)
+    if not folder.name or folder.name == "..":  # "." or "..": name it by the folder it is
+        folder = folder.resolve()
     return folder.with_name(folder.name + STAGE_SUFFIX)
