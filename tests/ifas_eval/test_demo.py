@@ -61,11 +61,19 @@ def test_judge_image_matches_ifas_predict(tiny, face_photo):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run does)")
 def test_page_in_a_real_browser(tiny, face_photo, tmp_path, monkeypatch):
+    from ifas_eval.demo import private_temp_dir
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    with private_temp_dir(tmp_path) as temp_dir:  # GRADIO_TEMP_DIR under tmp_path, not the shared /tmp/gradio
+        _judge_in_a_browser(tiny, face_photo, temp_dir)
+    assert not temp_dir.exists()
+
+
+def _judge_in_a_browser(tiny, face_photo, temp_dir):
     from playwright.sync_api import sync_playwright
 
     from ifas_eval.demo import build_demo, launch
 
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # uploads and crops: not /tmp/gradio
     model, processor = tiny
     app = build_demo(model, processor, threshold=0.3, model_note="tiny random model")
     launch(app, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)  # gradio finds a free port
@@ -91,14 +99,14 @@ def test_page_in_a_real_browser(tiny, face_photo, tmp_path, monkeypatch):
             p_real = float(page.locator("#p_real input").input_value())
             browser.close()
         # the upload and the face crop went to GRADIO_TEMP_DIR (delete_cache empties it when the app closes)
-        kept = sorted(p.name for p in (tmp_path / "gradio").rglob("*") if p.is_file())
+        kept = sorted(p.name for p in temp_dir.rglob("*") if p.is_file())
         assert "astronaut.png" in kept and "image.webp" in kept, kept
     finally:
         app.close()
     assert text.startswith(("REAL", "FAKE")) and "threshold 0.3000" in text and "face detected" in text
     assert 0.0 <= p_real <= 1.0
     assert explanation  # the generated answer (noise for a random model, but produced by the real path)
-    assert not [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
+    assert not [p for p in temp_dir.rglob("*") if p.is_file()]
 
 
 def test_demo_serves_from_a_private_folder_removed_at_exit(monkeypatch, tmp_path):
@@ -165,6 +173,13 @@ def test_the_browser_gets_our_message_not_server_paths(face_photo, tmp_path, mon
         finally:
             app.close()
     assert not folder.exists()
+    # serving again in the same process does not bring the removed folder back (gradio's module-level copies
+    # of GRADIO_TEMP_DIR follow the new one)
+    with private_temp_dir(tmp_path) as second:
+        app = build_demo(object(), object())
+        launch(app, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+        app.close()
+    assert not folder.exists() and not second.exists()
 
 
 def test_a_missing_gradio_is_said_before_the_model_loads(monkeypatch):

@@ -36,19 +36,23 @@ ERROR_MESSAGE = "This image could not be judged (details are in the server's log
 
 
 @contextlib.contextmanager
-def private_temp_dir() -> Iterator[Path]:
+def private_temp_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """A private folder (``tempfile.mkdtemp``: mode 0700) as ``GRADIO_TEMP_DIR`` while the block runs.
 
     Gradio keeps every upload and every image it shows in ``GRADIO_TEMP_DIR`` (by default the shared
-    ``/tmp/gradio``, readable by all local users, never emptied). Enter this before importing gradio and
-    building the app; on exit the folder and everything in it is removed and the variable restored.
+    ``/tmp/gradio``, readable by all local users, never emptied). Build the app inside this block; on exit
+    the folder and everything in it is removed and the variable restored.
+
+    Args:
+        parent: where to create the folder (default: the system temp folder, ``$TMPDIR`` or ``/tmp``).
 
     Yields:
         The folder.
     """
-    folder = Path(tempfile.mkdtemp(prefix="ifas-demo-"))
+    folder = Path(tempfile.mkdtemp(prefix="ifas-demo-", dir=parent))
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    _point_gradio_at(str(folder))
     try:
         yield folder
     finally:
@@ -57,6 +61,22 @@ def private_temp_dir() -> Iterator[Path]:
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
             os.environ["GRADIO_TEMP_DIR"] = previous
+        _point_gradio_at(previous or str(Path(tempfile.gettempdir()) / "gradio"))
+
+
+_GRADIO_MODULES_WITH_TEMP_DIR = ("gradio.route_utils", "gradio.routes", "gradio.mcp", "gradio.screen_recording_utils")
+
+
+def _point_gradio_at(folder: str) -> None:
+    """Gradio's modules copy ``GRADIO_TEMP_DIR`` into ``DEFAULT_TEMP_DIR`` when first imported, and each app
+    launched creates a folder there; in a process that imported gradio earlier (or serves twice) they would
+    still name an older folder (recreating a removed private one, 0755). Keep them in step with the variable."""
+    import sys
+
+    for name in _GRADIO_MODULES_WITH_TEMP_DIR:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "DEFAULT_TEMP_DIR"):
+            module.DEFAULT_TEMP_DIR = folder
 
 
 def launch(app: Any, *, host: str = "127.0.0.1", port: int | None = 7860, **kwargs: Any) -> Any:
