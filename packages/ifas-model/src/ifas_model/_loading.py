@@ -132,8 +132,11 @@ def refuse_remote_code(name: str | os.PathLike, what: str) -> None:
                 f"{what} {str(name)!r}: {file_name} has an auto_map (Python classes of its own to import); "
                 f"{NEVER_RUN}: delete the auto_map entry, or use a folder written by save_pretrained without "
                 "custom code")
-    code = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.py")
-                  if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    code = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .git, .cache of a cloned or downloaded repository
+        code += [str((Path(parent) / f).relative_to(folder)) for f in files if f.endswith(".py")]
+    code.sort()
     if code:
         shown = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
         raise RemoteCodeRefused(f"{what} {str(name)!r}: the folder ships Python code ({shown}); {NEVER_RUN}: "
