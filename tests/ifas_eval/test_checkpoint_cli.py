@@ -243,7 +243,7 @@ def test_a_checkpoint_with_its_own_code_is_refused_and_nothing_is_imported(tiny_
         file.write_text(json.dumps(config))
     image = tmp_path / "x.png"
     Image.new("RGB", (64, 64)).save(image)
-    never_run = "code shipped with a checkpoint is never run (trust_remote_code is never set)"
+    from ifas_model._loading import NEVER_RUN as never_run
     results = [
         CliRunner().invoke(predict, [str(image), "--checkpoint", str(ckpt), "--no-face-detection"], input="y\n"),
         CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
@@ -253,8 +253,8 @@ def test_a_checkpoint_with_its_own_code_is_refused_and_nothing_is_imported(tiny_
     for res in results:
         assert res.exit_code == 1 and res.stdout == ""
         (line,) = res.stderr.strip().splitlines()
-        detail = f"{where} has an auto_map" if where != "code only" else "ships Python code (evil.py)"
-        assert line.startswith(f"Error: checkpoint {ckpt}: {detail}") and never_run in line, line
+        detail = f"{where} has an auto_map" if where != "code only" else "the folder ships Python code (evil.py)"
+        assert line.startswith(f"Error: checkpoint {str(ckpt)!r}: {detail}") and never_run in line, line
         assert "trust_remote_code=True" not in line and "[y/N]" not in res.output
     assert not marker.exists()
     assert not [name for name in sys.modules if "evil" in name]

@@ -454,7 +454,7 @@ def check_checkpoint(spec: str) -> None:
     """Cheap checks of a ``--checkpoint`` value before anything heavy runs.
 
     A local path must be a folder holding an I-FAS ``config.json`` (``model_type`` ``"ifas"``), no code of its
-    own (`refuse_remote_code`: no ``auto_map``, no ``*.py``) and safetensors weights (a ``pytorch_model.bin``
+    own (`ifas_model._loading.refuse_remote_code`: no ``auto_map``, no ``*.py``) and safetensors weights (a ``pytorch_model.bin``
     pickle is never loaded). A value that is not a local path (``org/name``) is taken as a Hub id and left to
     `load_checkpoint`.
 
@@ -490,46 +490,10 @@ def check_checkpoint(spec: str) -> None:
     if model_type != "ifas":
         raise ValueError(f"checkpoint {spec}: config.json has model_type {model_type!r}, not an I-FAS ('ifas') "
                          "checkpoint")
-    refuse_remote_code(path, spec)
+    from ifas_model._loading import refuse_remote_code
+
+    refuse_remote_code(spec, "checkpoint")
     _refuse_pickled_weights(path, spec)
-
-
-REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
-"""The files whose ``auto_map`` would make transformers import Python code shipped with a checkpoint."""
-NEVER_RUN = "code shipped with a checkpoint is never run (trust_remote_code is never set)"
-
-
-def refuse_remote_code(folder: Path, spec: str | None = None) -> None:
-    """Refuse a checkpoint folder that asks for its own Python code to be run.
-
-    transformers imports classes named by an ``auto_map`` entry (in `REMOTE_CODE_FILES`) from ``*.py`` files
-    of the checkpoint when it is allowed to (``trust_remote_code``), and for a model type it does not know
-    (``"ifas"``) it even asks on stdin. I-FAS checkpoints never need code of their own: every class is in
-    ``ifas_model``. So a folder with an ``auto_map`` or with ``*.py`` files is refused before anything loads.
-
-    Raises:
-        ValueError: one line naming the file and saying that such code is never run.
-    """
-    import json
-
-    spec = spec or str(folder)
-    for name in REMOTE_CODE_FILES:
-        file = folder / name
-        if not file.is_file():
-            continue
-        try:
-            content = json.loads(file.read_text())
-        except (ValueError, OSError):
-            continue  # not JSON: the loader names it; without an auto_map it cannot ask for code
-        if isinstance(content, dict) and "auto_map" in content:
-            raise ValueError(f"checkpoint {spec}: {name} has an auto_map (custom Python classes to import); "
-                             f"{NEVER_RUN}: use a checkpoint saved by ifas-train (save_pretrained), or delete "
-                             "the auto_map entry")
-    code = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.py"))
-    if code:
-        shown = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
-        raise ValueError(f"checkpoint {spec}: ships Python code ({shown}); {NEVER_RUN}: use a checkpoint "
-                         "saved by ifas-train (save_pretrained), without *.py files")
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -567,6 +531,7 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
     """
     import torch
 
+    from ifas_model._loading import NEVER_RUN, refuse_remote_code
     from ifas_model.modeling import IFASForConditionalGeneration
     from ifas_model.processing import IFASProcessor
 
@@ -582,7 +547,7 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
         model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
         folder = checkpoint_folder(path)
         if folder is not None and folder.is_dir():
-            refuse_remote_code(folder, path)  # a Hub id: what its snapshot holds so far (config, weights)
+            refuse_remote_code(folder, "checkpoint")  # a Hub id: what its snapshot holds so far (config, weights)
         processor = IFASProcessor.from_pretrained(path)
     except (ValueError, OSError) as e:
         if "trust_remote_code" in str(e):  # a Hub checkpoint asking for its own code: never "pass it True"
