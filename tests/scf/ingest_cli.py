@@ -1,4 +1,4 @@
-"""Helpers of the ingest tests: write an image, run `scf ingest` in-process, read back the rows."""
+"""Helpers of the ingest tests: write an image, run `scf ingest` in-process, read back the rows, no Hub."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def rows(out: Path) -> list[dict]:
         found += pq.read_table(shard, columns=["path", "label", "attack_type", "split", "frame_index",
                                                "video_id"]).to_pylist()
     return sorted(found, key=lambda r: r["path"])
+
+
+class OfflineHfApi:
+    """A stand-in for ``huggingface_hub.HfApi`` on a machine without network: every push fails to connect."""
+
+    def __init__(self, *a, **kw):
+        pass
+
+    def create_repo(self, *a, **kw):
+        raise ConnectionError("Name or service not known\nmore")

@@ -309,22 +309,10 @@ def test_push_captioner_uploads_a_copy_without_local_paths(tmp_path, monkeypatch
 def test_an_unreadable_checkpoint_names_its_folder_and_a_torn_metrics_line_is_dropped(tmp_path):
     """Review 6 H3/M1: a checkpoint cut short by a crash stops the resume in one line naming it and the
     checkpoint it will resume from once deleted; a torn line of metrics.jsonl (a log) does not block it."""
-    from scf.captioning.finetune import FinetuneCheckpointError, FinetuneConfig, finetune_captioner
+    from scf.captioning.finetune import FinetuneCheckpointError, finetune_captioner
     from scf.presets import build_tiny_captioner
 
-    images = _images(4)
-    config = FinetuneConfig(learning_rate=1e-3, warmup_steps=0, epochs=2, batch_size=2, checkpoint_every=1)
-    model, processor = build_tiny_captioner(seed=0)
-    calls = {"n": 0}
-
-    def flaky(idx):
-        calls["n"] += 1
-        if calls["n"] == 4:  # dies during step 4, after the checkpoints at steps 2 and 3
-            raise KeyboardInterrupt
-        return [images[i] for i in idx]
-
-    with pytest.raises(KeyboardInterrupt):
-        finetune_captioner(model, processor, flaky, CAPTIONS, config, tmp_path / "run", show_progress=False)
+    config, images = _checkpointed_run(tmp_path)  # dies during step 4, after the checkpoints at steps 2 and 3
     ckpts = tmp_path / "run" / "checkpoints"
     newest = ckpts / "step-00000003"
     weights = newest / "trainable.safetensors"

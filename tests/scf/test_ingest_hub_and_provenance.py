@@ -7,7 +7,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from ingest_cli import ingest, rows, write_image
+from ingest_cli import OfflineHfApi, ingest, rows, write_image
 
 
 @pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", "..", ".hidden", "-x", "a b", ""])
@@ -116,14 +116,7 @@ def test_push_uploads_a_copy_without_local_paths_and_resume_still_works(tmp_path
 def test_a_failed_push_names_the_copy_without_local_paths(tmp_path, face, monkeypatch):
     import huggingface_hub
 
-    class Offline:
-        def __init__(self, *a, **kw):
-            pass
-
-        def create_repo(self, *a, **kw):
-            raise ConnectionError("Name or service not known\nmore")
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineHfApi)
     root, manifest, out = _project(tmp_path, face)
     r = ingest("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(out),
                "--push-to-hub", "me/mine")

@@ -386,16 +386,9 @@ def test_resume_refuses_changed_source_name_split_lists_polarity(tmp_path, face,
 def test_a_failed_push_names_a_private_hf_upload_command(tmp_path, face, monkeypatch):
     """Review 8 #4: the advice uses the installed `hf` CLI and keeps the repository private."""
     import huggingface_hub
-    from ingest_cli import ingest, write_image
+    from ingest_cli import OfflineHfApi, ingest, write_image
 
-    class Offline:
-        def __init__(self, *a, **kw):
-            pass
-
-        def create_repo(self, *a, **kw):
-            raise ConnectionError("Name or service not known\nmore")
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineHfApi)
     write_image(tmp_path / "root/train/real/a.png", face)
     r = ingest("--source", "image-folder", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "o"),
                "--push-to-hub", "me/mine")
