@@ -68,7 +68,8 @@ def test_an_auto_map_checkpoint_is_refused_in_one_line_even_when_stdin_says_yes(
         assert "trust_remote_code=True" not in line
 
 
-@pytest.mark.parametrize("file_name", ["config.json", "preprocessor_config.json", "tokenizer_config.json"])
+@pytest.mark.parametrize("file_name", ["config.json", "preprocessor_config.json", "tokenizer_config.json",
+                                       "generation_config.json", "video_preprocessor_config.json"])
 def test_an_auto_map_in_any_config_file_is_refused(checkpoint, tmp_path, file_name):
     from ifas_model._loading import RemoteCodeRefused
     from ifas_model.processing import IFASProcessor

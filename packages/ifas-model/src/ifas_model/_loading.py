@@ -72,7 +72,11 @@ def loading(what: str, name: str | os.PathLike) -> Iterator[None]:
 # --- code and pickles shipped with a model: never run, never unpickled ------------------------------------------
 
 REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
-"""Files whose ``auto_map`` entry names Python classes that transformers would import from the model's folder."""
+"""The usual files whose ``auto_map`` entry names Python classes that transformers would import from the model's
+folder. Every top-level ``*.json`` file is checked (``generation_config.json``, ``video_preprocessor_config.json``
+... can carry one too); these come first, so their name is the one reported."""
+AUTO_MAP_SCAN_LIMIT = 64 * 2**20
+"""JSON files larger than this (a big ``tokenizer.json``) are not parsed for an ``auto_map``."""
 NEVER_RUN = "Python code shipped with a model is never run by this toolkit"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -119,9 +123,10 @@ def refuse_remote_code(name: str | os.PathLike, what: str) -> None:
     folder = _local_dir(name)
     if folder is None:
         return
-    for file_name in REMOTE_CODE_FILES:
+    others = sorted(p.name for p in folder.glob("*.json") if p.name not in REMOTE_CODE_FILES)
+    for file_name in (*REMOTE_CODE_FILES, *others):
         file = folder / file_name
-        if not file.is_file():
+        if not file.is_file() or file.stat().st_size > AUTO_MAP_SCAN_LIMIT:
             continue
         try:
             content = json.loads(file.read_text())
