@@ -40,7 +40,7 @@ def _with_auto_map(checkpoint, tmp_path, file_name="tokenizer_config.json", code
     if code:
         (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
     path = folder / file_name
-    content = json.loads(path.read_text())
+    content = json.loads(path.read_text()) if path.exists() else {}  # a file the checkpoint may lack
     content["auto_map"] = {"AutoTokenizer": [None, "evil.EvilTokenizer"]}
     if file_name == "tokenizer_config.json":
         content["tokenizer_class"] = "EvilTokenizer"
