@@ -204,3 +204,116 @@ def test_a_missing_gradio_is_said_before_the_model_loads(monkeypatch):
     monkeypatch.setattr(cli, "_load_model", missing_library)
     res = CliRunner().invoke(cli.demo, ["--preset", "tiny"])
     assert res.exit_code == 1 and res.stderr == "Error: No module named 'bitsandbytes'\n"
+
+
+# `ifas-demo` in a child process with the model, Gradio and the server replaced by stand-ins (the real page is
+# served in test_page_in_a_real_browser): the stand-in "server" writes an upload into the private folder, says
+# where it is, and blocks as Gradio's launch does until a signal arrives.
+_SERVE_UNTIL_SIGNALLED = """
+import os, sys, time, types
+sys.modules["gradio"] = types.ModuleType("gradio")
+import ifas_eval.cli as cli
+import ifas_eval.demo as demo
+
+def launch(app, **kwargs):
+    folder = os.environ["GRADIO_TEMP_DIR"]
+    with open(os.path.join(folder, "upload.jpg"), "wb") as f:
+        f.write(b"a face")
+    print("SERVING", folder, flush=True)
+    while True:
+        time.sleep(0.05)
+
+cli._load_model = lambda *args: (None, None)
+demo.build_demo = lambda *args, **kwargs: object()
+demo.launch = launch
+cli.demo.main(["--preset", "tiny"], prog_name="ifas-demo")
+"""
+
+_SIGNALS = [name for name in ("SIGHUP", "SIGTERM") if hasattr(__import__("signal"), name)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("name", _SIGNALS)
+def test_the_private_folder_is_removed_when_the_terminal_closes(name, tmp_path):
+    """Review 12 L1: SIGHUP (closed terminal, dropped ssh) killed the demo without removing its private folder
+    with the uploaded faces; only SIGTERM and Ctrl-C removed it. Both now end it like Ctrl-C (exit 128+N).
+    Review 12 L2: the user's GRADIO_TEMP_DIR holds the private folder, and it and its files are left alone."""
+    import signal
+    import subprocess
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("the user's own file")
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(mine), "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen([sys.executable, "-c", _SERVE_UNTIL_SIGNALLED], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = child.stdout.readline()  # blocks until the stand-in server is up (or the child died)
+        assert line.startswith("SERVING "), (line, child.stderr.read() if child.poll() is not None else "")
+        folder = line.split(" ", 1)[1].strip()
+        assert os.path.dirname(folder) == str(mine) and os.path.exists(os.path.join(folder, "upload.jpg"))
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+        signum = getattr(signal, name)
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 128 + signum, stderr  # 129 for SIGHUP, 143 for SIGTERM: killed, it is -N
+    assert not os.path.exists(folder)
+    assert sorted(p.name for p in mine.iterdir()) == ["keep.txt"]  # the user's folder and file are left alone
+    assert "inside your GRADIO_TEMP_DIR" in " ".join(stderr.split())
+
+
+def test_a_users_gradio_temp_dir_holds_the_private_folder(monkeypatch, tmp_path):
+    """Review 12 L2: a GRADIO_TEMP_DIR the user set (say /tmp is a small tmpfs) was silently replaced by
+    $TMPDIR. The private folder now goes inside it; only that subfolder is removed, the variable is restored;
+    a missing folder is created (as Gradio would); one that cannot hold a folder is a one-line error."""
+    import gradio as gr
+
+    from ifas_eval.cli import demo
+    from ifas_eval.demo import private_temp_dir, temp_parent
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("the user's own file")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(mine))
+    seen = {}
+
+    def fake_launch(self, **kwargs):
+        folder = os.environ["GRADIO_TEMP_DIR"]
+        (gr.utils.Path(folder) / "upload.jpg").write_bytes(b"a face")
+        seen.update(folder=folder, mode=stat.S_IMODE(os.stat(folder).st_mode), cache=self.GRADIO_CACHE)
+
+    monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    res = CliRunner().invoke(demo, ["--preset", "tiny"])
+    assert res.exit_code == 0, res.output
+    assert os.path.dirname(seen["folder"]) == str(mine) and seen["cache"] == seen["folder"]
+    assert seen["mode"] == 0o700
+    assert seen["folder"] in "".join(res.stderr.split())  # rich may wrap the long path anywhere
+    assert "inside your GRADIO_TEMP_DIR, which is left as it is" in " ".join(res.stderr.split())
+    assert not os.path.exists(seen["folder"])
+    assert sorted(p.name for p in mine.iterdir()) == ["keep.txt"]
+    assert os.environ["GRADIO_TEMP_DIR"] == str(mine)
+
+    # the Python API follows the variable too; a relative one is made absolute, an empty one is unset
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "rel")
+    assert temp_parent() == tmp_path / "rel"
+    with private_temp_dir() as folder:  # "rel" did not exist: created, and kept afterwards (it is the user's)
+        assert folder.parent == tmp_path / "rel"
+    assert not folder.exists() and (tmp_path / "rel").is_dir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", " ")
+    assert temp_parent() is None
+
+    # a GRADIO_TEMP_DIR that is a file: one line naming it, no traceback
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(not_a_folder))
+    res = CliRunner().invoke(demo, ["--preset", "tiny"])
+    assert res.exit_code == 1, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"Error: cannot create the demo's temporary folder in {not_a_folder}: ")
+    assert line.endswith("(set GRADIO_TEMP_DIR or TMPDIR to a writable folder)")
+    assert not_a_folder.read_text() == "x"

@@ -426,25 +426,34 @@ def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize
          device: str, dtype: str, verbose: bool) -> None:
     """Serve the one-image web demo (Gradio): photo or webcam in; face, p_real, judgment, explanation out.
 
-    Uploads and face crops go to a private temporary folder (mode 0700), deleted after 10 minutes and removed
-    entirely when the demo stops (Ctrl-C or SIGTERM); see docs/demo.md.
+    Uploads and face crops go to a private temporary folder (mode 0700; inside $GRADIO_TEMP_DIR if you set
+    it), deleted after 10 minutes and removed entirely when the demo stops (Ctrl-C, SIGTERM or SIGHUP);
+    see docs/demo.md.
     """
+    import signal
+
     _setup_logging(verbose)
-    previous_handler = _exit_on_sigterm()
+    previous_handlers = _exit_on_signals()
     try:
         _serve_demo(checkpoint, preset, threshold, normalize, host, port, device, dtype)
     finally:
-        if previous_handler is not None:
-            import signal
-
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
 
 
 def _serve_demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str,
                 port: int, device: str, dtype: str) -> None:
-    from ifas_eval.demo import build_demo, launch, private_temp_dir
+    import contextlib
 
-    with private_temp_dir() as temp_dir:
+    from ifas_eval.demo import build_demo, launch, private_temp_dir, temp_parent
+
+    parent = temp_parent()  # the user's GRADIO_TEMP_DIR, if set: the private folder goes inside it
+    with contextlib.ExitStack() as stack:
+        try:
+            temp_dir = stack.enter_context(private_temp_dir(parent))
+        except OSError as e:
+            raise click.ClickException(f"{_one_line(e)} (set GRADIO_TEMP_DIR or TMPDIR to a writable folder)"
+                                       ) from None
         try:  # Gradio first, in its own try: a missing Gradio is said before a model loads, and only then
             import gradio  # noqa: F401
         except ImportError as e:
@@ -462,7 +471,8 @@ def _serve_demo(checkpoint: str | None, preset: str | None, threshold: float, no
             logger.debug("error", exc_info=True)
             raise click.ClickException(_one_line(e)) from None
         logger.info("uploads and face crops: %s (private to you; files older than 10 minutes are deleted, the "
-                    "folder when the demo stops)", temp_dir)
+                    "folder when the demo stops%s)", temp_dir,
+                    "; inside your GRADIO_TEMP_DIR, which is left as it is" if parent is not None else "")
         launch(app, host=host, port=port)
 
 
@@ -476,13 +486,26 @@ def _shown_checkpoint(checkpoint: str) -> str:
     return "/".join(Path(checkpoint).expanduser().resolve().parts[-2:])
 
 
-def _exit_on_sigterm() -> Any:
-    """SIGTERM (``kill``, systemd, ``timeout``) ends the demo like Ctrl-C, so its temporary folder is removed.
+EXIT_SIGNALS = ("SIGTERM", "SIGHUP")
+"""Signals that end ``ifas-demo`` like Ctrl-C (its temporary folder is removed): SIGTERM (``kill``, systemd,
+``timeout``) and SIGHUP (the terminal closed, an ssh session dropped), where the platform has them (Windows
+has no SIGHUP). The exit status is the shell's 128 + signal number (143, 129)."""
 
-    Returns the previous handler (None off the main thread, where no handler can be set)."""
+
+def _exit_on_signals() -> dict[int, Any]:
+    """Turn each of `EXIT_SIGNALS` into ``sys.exit(128 + signum)``, so ``finally`` blocks (the temporary
+    folder's removal) run.
+
+    Returns the previous handlers by signal number, to restore (empty off the main thread, where no handler
+    can be set)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        return {}
+    previous = {}
+    for name in EXIT_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
+    return previous

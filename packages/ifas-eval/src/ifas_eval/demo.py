@@ -6,7 +6,8 @@ interpretation (paper eq. 3). The threshold is a slider initialised from ``--thr
 always says which threshold produced it. The same code path as ``ifas-predict`` (`ifas_eval.predict.judge_frames`).
 
 Uploaded photos and the face crops shown are files Gradio writes to its temporary folder. ``ifas-demo`` runs
-in a private one (`private_temp_dir`: mode 0700, removed when the demo stops), Gradio deletes files older
+in a private one (`private_temp_dir`: mode 0700, inside the user's ``GRADIO_TEMP_DIR`` if set, removed when
+the demo stops, also on SIGTERM and SIGHUP), Gradio deletes files older
 than 10 minutes while it runs (`DELETE_CACHE`), uploads are limited to `MAX_FILE_SIZE`, and errors reach the
 browser as messages of our own, without server paths or tracebacks (`launch`).
 """
@@ -43,13 +44,33 @@ def private_temp_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[P
     ``/tmp/gradio``, readable by all local users, never emptied). Build the app inside this block; on exit
     the folder and everything in it is removed and the variable restored.
 
+    A ``GRADIO_TEMP_DIR`` the user set (say, because ``/tmp`` is a small tmpfs) is respected as the place
+    for the private folder (`temp_parent`): the folder is created inside it, and only that folder is
+    removed on exit; the user's folder and whatever else is in it are left alone.
+
     Args:
-        parent: where to create the folder (default: the system temp folder, ``$TMPDIR`` or ``/tmp``).
+        parent: where to create the folder (default: `temp_parent`, i.e. ``$GRADIO_TEMP_DIR`` if set, else
+            the system temp folder, ``$TMPDIR`` or ``/tmp``). Created if missing (as Gradio would).
 
     Yields:
         The folder.
+
+    Raises:
+        OSError: the folder cannot be created in ``parent`` (not a folder, not writable); the message names it.
     """
-    folder = Path(tempfile.mkdtemp(prefix="ifas-demo-", dir=parent))
+    if parent is None:
+        parent = temp_parent()
+    if parent is not None:
+        parent = Path(parent)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot create the demo's temporary folder in {parent}: {e.strerror or e}") from None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="ifas-demo-", dir=parent))
+    except OSError as e:
+        where = parent if parent is not None else tempfile.gettempdir()
+        raise OSError(f"cannot create the demo's temporary folder in {where}: {e.strerror or e}") from None
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     _point_gradio_at(str(folder))
@@ -62,6 +83,13 @@ def private_temp_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[P
         else:
             os.environ["GRADIO_TEMP_DIR"] = previous
         _point_gradio_at(previous or str(Path(tempfile.gettempdir()) / "gradio"))
+
+
+def temp_parent() -> Path | None:
+    """Where `private_temp_dir` puts its folder: ``$GRADIO_TEMP_DIR`` (made absolute) when the user set it
+    (not empty), else None (the system temp folder)."""
+    value = os.environ.get("GRADIO_TEMP_DIR", "")
+    return Path(value).expanduser().absolute() if value.strip() else None
 
 
 _GRADIO_MODULES_WITH_TEMP_DIR = ("gradio.route_utils", "gradio.routes", "gradio.mcp", "gradio.screen_recording_utils")
