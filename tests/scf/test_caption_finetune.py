@@ -299,11 +299,11 @@ def test_push_captioner_uploads_a_copy_without_local_paths(tmp_path, monkeypatch
     url = push_captioner_to_hub(folder, "me/scf-cs", local_paths=[str(general), "tiny"])
     assert url.endswith("me/scf-cs")
     assert ("create", "me/scf-cs", "model", True) in calls
-    assert ("upload", str(tmp_path / "run" / "captioner.hub-upload"), "me/scf-cs", "model") in calls
+    assert ("upload", str(tmp_path / "run" / ".captioner.hub-upload"), "me/scf-cs", "model") in calls
     assert json.loads(uploaded["scf_finetune.json"]) == {"captioner_general": "<local>/blip2-opt-2.7b", "steps": 3}
     assert uploaded["model.safetensors"] == b"weights"
     assert json.loads((folder / "scf_finetune.json").read_text())["captioner_general"] == str(general)  # kept here
-    assert not (tmp_path / "run" / "captioner.hub-upload").exists()
+    assert not (tmp_path / "run" / ".captioner.hub-upload").exists()
 
 
 def test_an_unreadable_checkpoint_names_its_folder_and_a_torn_metrics_line_is_dropped(tmp_path):

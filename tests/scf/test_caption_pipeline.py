@@ -493,7 +493,7 @@ def test_corpus_push_uploads_a_copy_without_local_paths(pipeline_run, monkeypatc
     record["dataset"] = str(bench)  # as a run with --dataset <that folder> records it
     (run / "scf_caption_config.json").write_text(json.dumps(record))
     CaptionPipeline(_config(run, stage="corpus", push_to_hub="me/corpus", dataset=str(bench)), dataset=ds).run()
-    stage = run / "corpus.hub-upload"
+    stage = run / ".corpus.hub-upload"
     assert calls == [("create", "me/corpus", "dataset", True), ("upload", str(stage), "me/corpus", "dataset")]
     assert not stage.exists()  # removed after the upload
     local = {str(p.relative_to(run / "corpus")) for p in (run / "corpus").rglob("*") if p.is_file()}
@@ -770,11 +770,20 @@ def test_a_failed_push_is_one_line_and_keeps_the_corpus(pipeline_run, monkeypatc
     assert str(err.value) == (
         "push to me/corpus failed: ConnectionError: [Errno -2] Name or service not known (more lines); the corpus "
         f"is in {out / 'corpus'}: rerun the same command to retry (no caption is redone), or hf upload "
-        f"--repo-type dataset --private me/corpus {out / 'corpus.hub-upload'} (its copy without local paths)")
+        f"--repo-type dataset --private me/corpus {out / '.corpus.hub-upload'} (its copy without local paths; "
+        "delete it afterwards)")
     assert (out / "corpus" / "README.md").exists()
     # the copy named in the message is there, and names no local path (review 10 #6)
-    assert (out / "corpus.hub-upload" / "README.md").exists()
-    assert str(tmp_path) not in (out / "corpus.hub-upload" / "scf_caption_config.json").read_text()
+    assert (out / ".corpus.hub-upload" / "README.md").exists()
+    assert str(tmp_path) not in (out / ".corpus.hub-upload" / "scf_caption_config.json").read_text()
+    # review 12 M1: the copy is hidden, so `--dataset OUT` (load_table(OUT)) gets every row once, not twice
+    from scf.schema import load_table
+
+    for other in ("corpus-general", "corpus-judgment"):  # corpora of other --interpretation runs of the fixture
+        shutil.rmtree(out / other, ignore_errors=True)
+    corpus = load_table(str(out / "corpus"), "vqa")
+    both = load_table(str(out), "vqa")
+    assert {s: len(d) for s, d in both.items()} == {s: len(d) for s, d in corpus.items()}
 
 
 def test_fakes_of_unknown_type_get_a_useful_way_forward(tmp_path):

@@ -322,8 +322,8 @@ def test_cli_errors_configs_card_and_push(tmp_path, face):
     assert "(private repository)" in r.output
     kwargs = api.upload_folder.call_args.kwargs
     # a copy without local paths (review 10 #6, see test_ingest_hub_and_provenance.py), removed after the upload
-    assert kwargs["folder_path"] == f"{hub}.hub-upload" and kwargs["repo_id"] == "org/fas"
-    assert kwargs["repo_type"] == "dataset" and not Path(f"{hub}.hub-upload").exists()
+    assert kwargs["folder_path"] == str(hub.with_name(f".{hub.name}.hub-upload")) and kwargs["repo_id"] == "org/fas"
+    assert kwargs["repo_type"] == "dataset" and not hub.with_name(f".{hub.name}.hub-upload").exists()
     assert "private unless `--public`" in (hub / "README.md").read_text()
     for flags, private in ((["--public"], False), (["--private"], True)):  # --private: old commands still run
         with mock.patch("huggingface_hub.HfApi") as api_cls:
@@ -396,4 +396,4 @@ def test_a_failed_push_names_a_private_hf_upload_command(tmp_path, face, monkeyp
     assert r.output.strip().splitlines()[-1] == (
         "Error: push to me/mine failed: ConnectionError: Name or service not known; the dataset is in "
         f"{tmp_path / 'o'}: rerun the same command to retry (nothing is ingested again), or hf upload --repo-type "
-        f"dataset --private me/mine {tmp_path / 'o.hub-upload'} (its copy without local paths)")
+        f"dataset --private me/mine {tmp_path / '.o.hub-upload'} (its copy without local paths; delete it afterwards)")

@@ -11,14 +11,27 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from scf.schema import STAGED_COPY_SUFFIX, is_hidden_from_loaders
+
 logger = logging.getLogger(__name__)
 
 LOCAL = "<local>"
 """What replaces the folders above a local path in an uploaded file: ``/home/ana/data/oulu`` -> ``<local>/oulu``."""
-TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".yaml", ".yml", ".txt", ".csv")
-"""Files redacted in the staged copy (the records, cards and logs scf writes); every other file is linked as is."""
-STAGE_SUFFIX = ".hub-upload"
-"""The staged copy of ``FOLDER`` is ``FOLDER.hub-upload`` beside it (removed after a successful upload)."""
+REDACTED_FILES = frozenset({
+    "README.md", "ingest_config.json", "ingest_summary.json", "skipped.jsonl",  # scf ingest
+    "scf_caption_config.json", "scf_finetune.json",  # scf caption: the corpus record, the C_S record
+    "config.json", "generation_config.json", "processor_config.json", "preprocessor_config.json",  # model configs
+})
+"""The files redacted in the staged copy, by name: the toolkit's own records, cards and skip logs, and the model /
+processor configs (which can record where a part was loaded from). Every other file, among them the tokenizer and
+vocabulary files (``tokenizer.json``, ``tokenizer_config.json``, ``vocab.json``, ``merges.txt``, ``*.model``), is
+uploaded byte for byte: a vocabulary entry that looks like a path is data."""
+PATH_LOG_FILES = frozenset({"skipped.jsonl"})
+"""Files that repeat paths found in the user's lists verbatim (a manifest row ``/mnt/nas/ana/x.jpg`` outside
+``--root``): in these, every absolute path also reads ``<local>/<name>`` (`redact_absolute_paths`)."""
+STAGE_SUFFIX = STAGED_COPY_SUFFIX
+"""The staged copy of ``FOLDER`` is the hidden ``.FOLDER.hub-upload`` beside it (removed after a successful upload;
+`scf.schema.load_table` and ``datasets`` skip dot-folders, so it is never read back as data)."""
 
 
 def path_replacements(paths: Iterable[str | Path | None]) -> list[tuple[str, str]]:
@@ -63,8 +76,30 @@ def redact_text(text: str, replacements: Sequence[tuple[str, str]]) -> str:
     if not mapping:
         return text
     keys = sorted(mapping, key=len, reverse=True)
-    pattern = re.compile(r"(?<![\w./~-])(?:" + "|".join(map(re.escape, keys)) + r")(?![\w.-])")
+    pattern = re.compile(_PATH_START + "(?:" + "|".join(map(re.escape, keys)) + ")" + _PATH_END)
     return pattern.sub(lambda m: mapping[m.group(0)], text)
+
+
+# a path starts after a space, quote or "file://" (not inside a longer path or a URL: "/mnt/data/x", "https://")
+_PATH_START = r"(?:(?<=file://)|(?<![\w./~:<>-]))"
+# and ends at the end of a name: "/data/x" in "/data/x/a.png" and "/data/x." ending a sentence, not in "/data/x2",
+# "/data/x.csv" or "/data/x-old"
+_PATH_END = r"(?![\w-]|\.[\w.-])"
+_SEGMENT = r"[^\s\"'<>]*[^\s\"'<>.,;:!?)\]]"  # a path's characters, not ending on punctuation
+# an absolute path; a space followed by a word with a "/" continues it ("/mnt/lab nas/ana/x.jpg")
+_ABSOLUTE = re.compile(_PATH_START + "/" + _SEGMENT + r"(?:\s+[^\s\"'<>/]*/" + _SEGMENT + ")*")
+
+
+def redact_absolute_paths(text: str) -> str:
+    """``text`` with every absolute path (also a ``file://`` URI's) read as ``<local>/<its last name>``: the
+    generic rule for files that repeat the paths of a user's list verbatim (`PATH_LOG_FILES`). A path that is
+    already ``<local>/...`` or ``~/...``, a relative path and a URL are left alone. A space in the last name of a
+    path ends it early (``/data/my file.png`` -> ``<local>/my file.png``); a space in a folder name does not."""
+    def local(match: re.Match[str]) -> str:
+        name = match.group(0).rstrip("/").rsplit("/", 1)[-1]
+        return f"{LOCAL}/{name}" if name else LOCAL
+
+    return _ABSOLUTE.sub(local, text)
 
 
 def _is_temporary(name: str) -> bool:
@@ -72,23 +107,27 @@ def _is_temporary(name: str) -> bool:
 
 
 def stage_redacted(folder: Path, replacements: Sequence[tuple[str, str]]) -> Path:
-    """Write ``FOLDER.hub-upload``: the text files of ``folder`` redacted (`redact_text`), every other file
-    hard-linked (copied where a link is impossible), temporaries (``*.tmp``) left out. Returns the copy."""
+    """Write ``.FOLDER.hub-upload`` (`staged_folder`): the records and cards of ``folder`` (`REDACTED_FILES`)
+    redacted (`redact_text`; in skip logs every absolute path, `redact_absolute_paths`), every other file
+    hard-linked (copied where a link is impossible), temporaries (``*.tmp``), hidden entries and staged copies of sub-folders left out. Returns
+    the copy."""
     folder = Path(folder)
     stage = staged_folder(folder)
     shutil.rmtree(stage, ignore_errors=True)
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _is_temporary(d))
+        dirnames[:] = sorted(d for d in dirnames if not _is_temporary(d) and not is_hidden_from_loaders(d))
         here = Path(dirpath)
         target_dir = stage / here.relative_to(folder)
         target_dir.mkdir(parents=True, exist_ok=True)
         for name in sorted(filenames):
-            if _is_temporary(name):
+            if _is_temporary(name) or name.startswith("."):
                 continue
             src, dst = here / name, target_dir / name
-            if src.suffix.lower() in TEXT_SUFFIXES:
-                text = src.read_text(encoding="utf-8", errors="surrogateescape")
-                dst.write_text(redact_text(text, replacements), encoding="utf-8", errors="surrogateescape")
+            if name in REDACTED_FILES:
+                text = redact_text(src.read_text(encoding="utf-8", errors="surrogateescape"), replacements)
+                if name in PATH_LOG_FILES:
+                    text = redact_absolute_paths(text)
+                dst.write_text(text, encoding="utf-8", errors="surrogateescape")
                 continue
             try:
                 os.link(src, dst)
@@ -100,11 +139,13 @@ def stage_redacted(folder: Path, replacements: Sequence[tuple[str, str]]) -> Pat
 def upload_redacted(api: Any, folder: str | Path, *, repo_id: str, repo_type: str, private: bool,  # noqa: ANN401
                     commit_message: str, paths: Iterable[str | Path | None]) -> str:
     """Create the repository (``exist_ok``) and ``api.upload_folder`` a copy of ``folder`` in which the given local
-    paths (and the home folder) read ``<local>/<name>`` (and ``~``) in every text file: records, cards, skip logs.
+    paths (and the home folder) read ``<local>/<name>`` (and ``~``) in the records, cards, skip logs and model
+    configs (`REDACTED_FILES`; tokenizer and vocabulary files are uploaded as they are).
 
-    The local files keep their paths (a resume reads them). The copy (``FOLDER.hub-upload``, `staged_folder`) is
-    written before the Hub is contacted and removed once the upload succeeded; after a failure it is kept, so
-    that ``hf upload`` of it uploads no local path either.
+    The local files keep their paths (a resume reads them). The copy (the hidden ``.FOLDER.hub-upload``,
+    `staged_folder`) is written before the Hub is contacted and removed once the upload succeeded; after a failure
+    it is kept, so that ``hf upload`` of it uploads no local path either (delete it afterwards). Being a
+    dot-folder, it is never loaded as data (`scf.schema.load_table`, ``datasets``).
 
     Args:
         api: a ``huggingface_hub.HfApi``.
@@ -128,8 +169,9 @@ def upload_redacted(api: Any, folder: str | Path, *, repo_id: str, repo_type: st
 
 
 def staged_folder(folder: str | Path) -> Path:
-    """Where `upload_redacted` stages the copy of ``folder`` (kept after a failed upload): ``FOLDER.hub-upload``."""
+    """Where `upload_redacted` stages the copy of ``folder`` (kept after a failed upload): the hidden
+    ``.FOLDER.hub-upload`` beside it, which no loader reads as data (`scf.schema.is_hidden_from_loaders`)."""
     folder = Path(folder)
     if not folder.name or folder.name == "..":  # "." or "..": name it by the folder it is
         folder = folder.resolve()
-    return folder.with_name(folder.name + STAGE_SUFFIX)
+    return folder.with_name("." + folder.name + STAGE_SUFFIX)

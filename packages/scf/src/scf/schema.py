@@ -396,18 +396,33 @@ def _local_cache_dir(folder: Path) -> Path:
     import datasets
 
     h = hashlib.sha1()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()
+                    and not any(is_hidden_from_loaders(q) for q in p.relative_to(folder).parts[:-1])):
         st = f.stat()
         h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return Path(datasets.config.HF_DATASETS_CACHE) / "scf-local" / h.hexdigest()[:16]
 
 
+STAGED_COPY_SUFFIX = ".hub-upload"
+"""The name ending of the copy that a push stages (`scf.hub.staged_folder`); never data of its own."""
+
+
+def is_hidden_from_loaders(path: str | Path) -> bool:
+    """Whether a folder is skipped when a parent folder is searched for datasets: a dot-folder (``.cache``,
+    the staged copy ``.oulu.hub-upload`` of a push) or a staged copy ``oulu.hub-upload`` left by an older
+    version. Such a copy holds the same rows as its source; loading it too would load every row twice."""
+    name = Path(path).name
+    return name.startswith(".") or name.endswith(STAGED_COPY_SUFFIX)
+
+
 def _local_configs(folder: Path) -> list[str]:
-    """Sub-folders that are datasets of their own (one config per source), when ``folder`` has no data itself."""
+    """Sub-folders that are datasets of their own (one config per source), when ``folder`` has no data itself;
+    hidden folders and staged push copies (`is_hidden_from_loaders`) are not."""
     if (folder / "data").is_dir() or (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
         return []
     return sorted(p.name for p in folder.iterdir()
-                  if p.is_dir() and ((p / "data").is_dir() or (p / "dataset_dict.json").exists()))
+                  if p.is_dir() and not is_hidden_from_loaders(p)
+                  and ((p / "data").is_dir() or (p / "dataset_dict.json").exists()))
 
 
 def _concatenate(parts: list[datasets.DatasetDict]) -> datasets.DatasetDict:

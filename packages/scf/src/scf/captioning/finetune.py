@@ -459,9 +459,10 @@ def push_captioner_to_hub(folder: str | Path, repo_id: str, *, private: bool = T
                           local_paths: Sequence[str | Path | None] = ()) -> str:
     """Upload a saved captioner folder to a Hub model repository; return the repository URL.
 
-    What is uploaded is a copy (`scf.hub.upload_redacted`, ``FOLDER.hub-upload``, kept after a failure) in which
-    ``local_paths`` and the home folder read ``<local>/<name>`` and ``~`` in the text files (``scf_finetune.json``
-    records the ``--captioner`` it was fine-tuned from). The token comes from ``token``, ``HF_TOKEN`` or the
+    What is uploaded is a copy (`scf.hub.upload_redacted`, the hidden ``.FOLDER.hub-upload``, kept after a
+    failure) in which ``local_paths`` and the home folder read ``<local>/<name>`` and ``~`` in ``scf_finetune.json``
+    (it records the ``--captioner`` it was fine-tuned from) and the model configs; the tokenizer files are
+    uploaded as they are. The token comes from ``token``, ``HF_TOKEN`` or the
     cached login, and is never logged.
     """
     from huggingface_hub import HfApi

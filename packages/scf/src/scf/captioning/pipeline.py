@@ -358,7 +358,7 @@ def _hf_upload(repo_type: str, repo: str, folder: Path) -> str:
     kind = "--repo-type dataset " if repo_type == "dataset" else ""
     if not stage.is_dir():
         return f"hf upload {kind}--private {repo} {folder} (its text files may name local paths)"
-    return f"hf upload {kind}--private {repo} {stage} (its copy without local paths)"
+    return f"hf upload {kind}--private {repo} {stage} (its copy without local paths; delete it afterwards)"
 
 
 def _dataset_identity(dataset: str) -> str:

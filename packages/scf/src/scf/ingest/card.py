@@ -227,8 +227,9 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True) -> str:
 
     What is uploaded is a copy (`scf.hub.upload_redacted`) in which the local paths that ``ingest_config.json``,
     ``ingest_summary.json`` and ``skipped.jsonl`` record (``--root``, the ``--list`` files, the home folder) read
-    ``<local>/<name>``; the local files keep them, for the resume. After a failed upload that copy,
-``FOLDER.hub-upload``, is kept for ``hf upload``.
+    ``<local>/<name>`` (in ``skipped.jsonl`` every absolute path does, also a list entry outside ``--root``); the
+local files keep them, for the resume. After a failed upload that copy, the hidden ``.FOLDER.hub-upload`` (no
+loader reads it as data), is kept for ``hf upload``.
 
     The token is the one ``huggingface_hub`` finds itself (``HF_TOKEN`` or ``hf auth login``); it is
     never read or printed here. Returns the repository URL.

@@ -101,7 +101,7 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
 
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             stage = staged_folder(config.out)
-            what = f"{stage} (its copy without local paths)" if stage.is_dir() else \
+            what = f"{stage} (its copy without local paths; delete it afterwards)" if stage.is_dir() else \
                 f"{config.out} (its text files may name local paths)"
             upload = f"or hf upload --repo-type dataset {'' if public else '--private '}{push_to_hub} {what}"
             raise click.ClickException(
