@@ -94,11 +94,21 @@ def test_seeds_give_mean_and_std(tiny_checkpoint, tmp_path):
 
 def test_data_folder_of_per_source_datasets(tiny_checkpoint, tmp_path):
     """--data PARENT whose subfolders are dataset folders (scf ingest --config-name layout)."""
+    import shutil
+
     from ifas_eval.cli import main
     from scf.sample import write_sample
 
     write_sample(tmp_path / "bench" / "sample")
     (tmp_path / "bench" / "README.md").write_text("# configs\n")
+    # copies a failed push left behind (scf.hub stages .NAME.hub-upload; older versions NAME.hub-upload): not sources
+    for staged in (".sample.hub-upload", "sample.hub-upload"):
+        shutil.copytree(tmp_path / "bench" / "sample", tmp_path / "bench" / staged)
+    from ifas_eval.protocols import load_protocol
+    from ifas_eval.scoring import load_benchmark
+
+    loaded = load_benchmark(str(tmp_path / "bench"), load_protocol("sample"))
+    assert [name for name, _ in loaded.tables] == [str(tmp_path / "bench" / "sample")]
     out = tmp_path / "eval"
     res = CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-d", "--checkpoint",
                                     str(tiny_checkpoint), "--data", str(tmp_path / "bench"), "--out", str(out),

@@ -140,7 +140,10 @@ def load_benchmark(data: str | None, protocol: Protocol, needed_sources: list[st
     if path.is_dir():
         if _is_table_folder(path):
             return BenchmarkData(str(path), [(str(path), load_table(str(path)))])
-        subs = sorted(p for p in path.iterdir() if p.is_dir() and _is_table_folder(p))
+        from scf.schema import is_hidden_from_loaders  # a push's staged copy (.a.hub-upload) is not a source
+
+        subs = sorted(p for p in path.iterdir()
+                      if p.is_dir() and not is_hidden_from_loaders(p) and _is_table_folder(p))
         if not subs:
             raise ValueError(f"{path}: neither a benchmark dataset folder nor a folder of them (one per source)")
         return BenchmarkData(str(path), [(str(p), load_table(str(p))) for p in subs])
