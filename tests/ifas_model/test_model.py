@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 
@@ -78,9 +80,12 @@ def test_vision_is_bit_identical_after_training_steps():
 
 def test_gradient_checkpointing_trains():
     from ifas_model.presets import build_model
+    from ifas_model.training.trainer import enable_activation_checkpointing
 
     model, processor = build_model("tiny", seed=2)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated transformers name
+        enable_activation_checkpointing(model)
     model.train()
     model(**_train_batch(processor, 2)).loss.backward()
     assert model.connector.query_tokens.grad.abs().sum() > 0

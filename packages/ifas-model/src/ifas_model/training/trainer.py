@@ -98,8 +98,20 @@ def build_for_training(config: TrainConfig, compute_dtype: Any = None) -> tuple[
                                lora_dropout=config.lora_dropout,
                                compute_dtype=compute_dtype if config.llm == "qlora" else None)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     return model, processor
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass (non-reentrant); transformers' newer name when it has it.
+
+    transformers 5.2x renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the old
+    name warns, and goes in v6); earlier 5.x releases have only the old name.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
