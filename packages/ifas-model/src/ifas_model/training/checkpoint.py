@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scf.tensortree import join_tree, save_tree
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -122,62 +124,22 @@ def resumable_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[tuple[P
     return None, bad
 
 
-# --- tensors + JSON instead of pickle ------------------------------------------------------------------
-
-def _split_tree(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Replace every tensor in a nested dict/list by ``{"__tensor__": key}``, collecting the tensors."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        key = prefix or "_"
-        tensors[key] = obj.detach().cpu().contiguous()
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        return {"__dict__": [[_key(k), _split_tree(v, f"{prefix}.{k}" if prefix else str(k), tensors)]
-                             for k, v in obj.items()]}
-    if isinstance(obj, list | tuple):
-        return {"__list__" if isinstance(obj, list) else "__tuple__":
-                [_split_tree(v, f"{prefix}.{i}" if prefix else str(i), tensors) for i, v in enumerate(obj)]}
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} at '{prefix}' in a checkpoint without pickling")
-
-
-def _key(k: Any) -> Any:
-    if isinstance(k, bool | int | str):
-        return k
-    raise TypeError(f"checkpoint dict keys must be int or str, got {type(k).__name__}")
-
-
-def _join_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of `_split_tree`."""
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__dict__" in obj:
-            return {k: _join_tree(v, tensors) for k, v in obj["__dict__"]}
-        if "__list__" in obj:
-            return [_join_tree(v, tensors) for v in obj["__list__"]]
-        if "__tuple__" in obj:
-            return tuple(_join_tree(v, tensors) for v in obj["__tuple__"])
-    return obj
-
-
-def save_tree(obj: Any, stem: Path) -> None:
-    """Save a nested structure of tensors and plain values as ``<stem>.safetensors`` + ``<stem>.json``."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = _split_tree(obj, "", tensors)
-    save_file(tensors, str(stem.with_suffix(".safetensors")))
-    stem.with_suffix(".json").write_text(json.dumps(skeleton))
-
+# --- tensors + JSON instead of pickle: the format of `scf.tensortree` (`save_tree` is its own) ----------
 
 def load_tree(stem: Path) -> Any:
-    """Load what `save_tree` wrote (safetensors + JSON; nothing is unpickled)."""
-    tensors = _load_tensors(stem.with_suffix(".safetensors"))
+    """Load what `save_tree` wrote (safetensors + JSON; nothing is unpickled).
+
+    Raises:
+        CheckpointError: either file is damaged, or they do not belong together (named in the message).
+    """
+    tensor_file, json_file = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+    tensors = _load_tensors(tensor_file)
     remedy = f"delete {stem.parent} to resume from the previous checkpoint"
-    return _join_tree(read_json(stem.with_suffix(".json"), remedy), tensors)
+    tree = read_json(json_file, remedy)
+    try:
+        return join_tree(tree, tensors)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{json_file}: does not match {tensor_file.name} ({err}); {remedy}") from err
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:

@@ -195,70 +195,19 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
                      losses: list[float]) -> None:
     from safetensors.torch import save_file
 
+    from ..tensortree import save_tree
+
     final = folder / f"step-{step:08d}"
     tmp = folder / f".tmp-step-{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
-    _save_tree(optimizer.state_dict(), tmp / OPTIMIZER_STEM)
+    save_tree(optimizer.state_dict(), tmp / OPTIMIZER_STEM)
     (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(folder.glob("step-*"))[:-2]:  # keep the two newest
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _split_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401 - a JSON-able tree
-    """Replace every tensor of a nested dict/list/tuple by ``{"__tensor__": key}``, collecting the tensors."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        key = f"t{len(tensors)}"
-        tensors[key] = obj.detach().cpu().contiguous().clone()
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        if not all(isinstance(k, int | str) and not isinstance(k, bool) for k in obj):
-            raise TypeError(f"cannot store dict keys {sorted(map(repr, obj))[:3]} without pickling")
-        return {"__dict__": [[k, _split_tree(v, tensors)] for k, v in obj.items()]}
-    if isinstance(obj, list | tuple):
-        return {"__tuple__" if isinstance(obj, tuple) else "__list__": [_split_tree(v, tensors) for v in obj]}
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise TypeError(f"cannot store a {type(obj).__name__} without pickling")
-
-
-def _join_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401 - a JSON-able tree
-    """The inverse of `_split_tree` (a reference to a tensor the file lacks raises KeyError)."""
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__dict__" in obj:
-            return {k: _join_tree(v, tensors) for k, v in obj["__dict__"]}
-        if "__list__" in obj:
-            return [_join_tree(v, tensors) for v in obj["__list__"]]
-        if "__tuple__" in obj:
-            return tuple(_join_tree(v, tensors) for v in obj["__tuple__"])
-        raise ValueError(f"unexpected node {sorted(obj)[:3]}")
-    return obj
-
-
-def _save_tree(obj: Any, stem: Path) -> None:  # noqa: ANN401 - e.g. an optimizer's state_dict
-    """Save nested dicts/lists of tensors and plain values as ``<stem>.safetensors`` (the tensors) plus
-    ``<stem>.json`` (the structure and the plain values): the optimizer state without pickle."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = _split_tree(obj, tensors)
-    save_file(tensors, str(stem.with_name(stem.name + ".safetensors")))
-    stem.with_name(stem.name + ".json").write_text(json.dumps(skeleton))
-
-
-def _load_tree(stem: Path) -> Any:  # noqa: ANN401 - what _save_tree saved
-    """Load what `_save_tree` wrote (safetensors + JSON; nothing is unpickled)."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(stem.with_name(stem.name + ".safetensors")))
-    return _join_tree(json.loads(stem.with_name(stem.name + ".json").read_text(encoding="utf-8")), tensors)
 
 
 def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
@@ -270,6 +219,8 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from ..tensortree import load_tree
 
     if (path / LEGACY_OPTIMIZER).exists() and not (path / f"{OPTIMIZER_STEM}.json").exists():
         raise FinetuneCheckpointError(
@@ -286,7 +237,7 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
 
     try:
         state = load_file(str(path / "trainable.safetensors"))
-        optimizer_state = _load_tree(path / OPTIMIZER_STEM)
+        optimizer_state = load_tree(path / OPTIMIZER_STEM)
         if not isinstance(optimizer_state, dict) or not {"state", "param_groups"} <= optimizer_state.keys():
             raise ValueError(f"{OPTIMIZER_STEM}.json holds no optimizer state")
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
