@@ -32,7 +32,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 
 def test_package_contracts_hold():
-    """import-linter contracts in pyproject.toml: scf imports no sibling, ifas_model only scf.schema,
+    """import-linter contracts in pyproject.toml: scf imports no sibling, ifas_model only scf.schema and scf.tensortree,
     ifas_eval no training code."""
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     assert exe, "import-linter is part of the dev dependency group"
