@@ -40,3 +40,8 @@ def __getattr__(name: str) -> Any:
     if name == "IFASConfig" or name == "GACConfig":
         importlib.import_module(".modeling", __name__)  # registers "ifas" with AutoConfig / AutoModel
     return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    """The lazy exports too, so tab completion and ``dir(ifas_model)`` list them."""
+    return sorted(set(globals()) | set(__all__))
