@@ -183,3 +183,9 @@ def test_software_versions_record_the_toolkit_and_libraries():
     assert list(record)[:4] == ["python", "ifas-scf", "ifas-model", "ifas-eval"]
     # the command names its distribution (the name "scf" on PyPI is another project)
     assert CliRunner().invoke(main, ["--version"]).output == f"scf (ifas-scf) {version('ifas-scf')}\n"
+
+
+def test_load_table_names_a_missing_local_path_given_as_str_or_path(tmp_path):
+    for missing in (tmp_path / "nope", str(tmp_path / "nope"), "nope", "./runs/nope"):
+        with pytest.raises(FileNotFoundError, match="dataset not found: .*nope"):
+            schema.load_table(missing)

@@ -303,7 +303,7 @@ def attack_type_counts(labels: Sequence[int], attack_types: Sequence[str]) -> di
     return {k: v for k, v in counts.items() if v}
 
 
-def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
+def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None = None,
                validate: bool = True) -> datasets.DatasetDict:
     """Load a benchmark dataset or VQA corpus from a local folder or the Hub, and check it.
 
@@ -318,8 +318,17 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
     ``scf ingest --config NAME`` writes it, or a Hub dataset with one config per source): ``name`` picks one;
     without it, every source is loaded and their splits concatenated (rows keep their ``source`` column).
 
+    Args:
+        source: a local folder (a ``str`` or ``Path``) or a Hub id ``org/name``. A relative path with a single
+            ``/`` that does not exist here (``runs/corpus``) has the shape of a Hub id and is looked up on the
+            Hub; write ``./runs/corpus`` to mean the local folder.
+        kind: ``"benchmark"`` (`scf ingest`'s benchmark dataset) or ``"vqa"`` (`scf caption`'s VQA corpus).
+        name: the config (source dataset) to load; None loads every config.
+        validate: check the rows against the contract (columns, labels, attack types).
+
     Raises:
-        FileNotFoundError: a local-looking path that does not exist.
+        FileNotFoundError: a local-looking path (absolute, ``./``, ``~``, or not exactly one ``/``) that does
+            not exist.
         SchemaError: the table breaks the contract (file, column and row named), or a local data file cannot
             be read (a truncated shard; the file is named).
     """
@@ -327,6 +336,7 @@ def load_table(source: str, kind: str = "benchmark", *, name: str | None = None,
 
     import datasets
 
+    source = str(source)  # a Path works too
     path = Path(source).expanduser()
     if path.exists():
         configs = _local_configs(path)
