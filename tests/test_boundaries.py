@@ -32,8 +32,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 
 def test_package_contracts_hold():
-    """import-linter contracts in pyproject.toml: scf imports no sibling, ifas_model only scf.schema and scf.tensortree,
-    ifas_eval no training code."""
+    """import-linter contracts in pyproject.toml: scf imports no sibling, ifas_model only scf.schema,
+    scf.tensortree and scf.imaging, ifas_eval no training code."""
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     assert exe, "import-linter is part of the dev dependency group"
     proc = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)

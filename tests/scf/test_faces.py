@@ -1,4 +1,4 @@
-"""scf.faces: mode conversion, Haar detection on a real face photo, square crops."""
+"""scf.faces: mode conversion (scf.imaging, re-exported), Haar detection on a real face photo, square crops."""
 
 from __future__ import annotations
 
@@ -52,3 +52,17 @@ def test_to_rgb_composites_alpha_over_white_and_rejects_float():
     assert faces.to_rgb(rgba)[0, 0].tolist() == [255, 255, 255]
     with pytest.raises(faces.ImageModeError, match="F"):
         faces.to_rgb(Image.new("F", (4, 4)))
+
+
+def test_to_rgb_lives_in_the_leaf_module_scf_imaging_and_faces_re_exports_it():
+    import subprocess
+    import sys
+
+    from scf import imaging
+
+    assert faces.to_rgb is imaging.to_rgb and faces.ImageModeError is imaging.ImageModeError
+    assert faces.to_rgb(Image.new("LA", (2, 2), (0, 0)))[0, 0].tolist() == [255, 255, 255]
+    loaded = subprocess.run([sys.executable, "-c", "import sys, scf.imaging; "
+                             "print(sorted({'numpy', 'PIL', 'cv2', 'torch'} & set(sys.modules)))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"  # importing the conversion costs nothing (ifas_model imports it)

@@ -32,9 +32,9 @@ def _batches(n: int, size: int) -> list[tuple[int, int]]:
 def image_list(images: Any, function: str) -> list[Image.Image]:
     """``images`` as a list of PIL images, or a ``TypeError`` naming the argument, the item and what to pass.
 
-    Only PIL images are accepted (any mode; the processor converts to RGB): a path or an array is refused
-    rather than opened, because these functions score the image as given, and a photo that is not a face
-    crop gets a meaningless score (``ifas-predict`` detects and crops the face first).
+    Only PIL images are accepted (any common mode; the processor converts them with `scf.imaging.to_rgb`):
+    a path or an array is refused rather than opened, because these functions score the image as given, and a
+    photo that is not a face crop gets a meaningless score (``ifas-predict`` detects and crops the face first).
     """
     from PIL import Image
 
@@ -91,7 +91,8 @@ def score_images(
     Args:
         model: an I-FAS model (put in eval mode here).
         processor: its processor.
-        images: a list of PIL images of face crops (any mode); paths and arrays raise ``TypeError``.
+        images: a list of PIL images of face crops, converted to RGB as ``judge`` does (`scf.imaging.to_rgb`:
+            alpha over white, 16-bit scaled); paths and arrays raise ``TypeError``.
         batch_size: images per forward pass.
         normalize: "vocab" (P(" Yes") over the vocabulary, default) or "yes_no" (two-way renormalised).
         progress: show a rich progress bar.
@@ -101,6 +102,7 @@ def score_images(
 
     Raises:
         TypeError: ``images`` is not a list of PIL images (a path, an array, a single image).
+        scf.imaging.ImageModeError: (a ``ValueError``) an image mode with no RGB meaning (``F``), named.
     """
     import torch
 
@@ -128,7 +130,8 @@ def explain_images(
     Args:
         model: an I-FAS model (put in eval mode here).
         processor: its processor.
-        images: a list of PIL images of face crops (any mode); paths and arrays raise ``TypeError``.
+        images: a list of PIL images of face crops, converted to RGB as ``judge`` does (`scf.imaging.to_rgb`:
+            alpha over white, 16-bit scaled); paths and arrays raise ``TypeError``.
         max_new_tokens: generation budget of the answer (judgment + interpretation).
         batch_size: images per `generate` call.
         normalize: how `p_real` is read from the answer-position logits ("vocab" or "yes_no").
@@ -142,6 +145,7 @@ def explain_images(
 
     Raises:
         TypeError: ``images`` is not a list of PIL images (a path, an array, a single image).
+        scf.imaging.ImageModeError: (a ``ValueError``) an image mode with no RGB meaning (``F``), named.
         ValueError: an unknown ``normalize``.
     """
     import torch

@@ -74,6 +74,38 @@ def build_image_processor(image_size: int = 224) -> Any:
     )
 
 
+def rgb_images(images: Sequence[Image.Image]) -> list[Image.Image]:
+    """PIL images as 8-bit RGB PIL images, by `scf.imaging.to_rgb`: the conversion of ``judge`` and ``scf ingest``.
+
+    EXIF orientation is applied, alpha is composited over white, 16-bit (``I;16``) and 32-bit integer (``I``)
+    grayscale are scaled by their bit depth (Pillow's ``convert("RGB")`` clips them to white). An ``RGB`` image
+    without EXIF orientation keeps its pixels exactly.
+
+    Args:
+        images: PIL images of any common mode.
+
+    Raises:
+        TypeError: an item is not a PIL image (arrays and tensors: wrap them with ``PIL.Image.fromarray``).
+        scf.imaging.ImageModeError: (a ``ValueError``) ``images[i]`` has a mode with no RGB meaning (``F``
+            floats, unknown modes); the message names the index and the mode.
+    """
+    from PIL import Image
+
+    from scf.imaging import ImageModeError, to_rgb
+
+    out = []
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            kind = type(image)
+            raise TypeError(f"images[{i}] is a {kind.__module__}.{kind.__qualname__}, not a PIL image; "
+                            "pass PIL images (e.g. PIL.Image.fromarray(array) for a uint8 HxWx3 array)")
+        try:
+            out.append(Image.fromarray(to_rgb(image)))  # (H, W, 3) uint8: mode RGB
+        except ImageModeError as e:
+            raise ImageModeError(f"images[{i}]: {e}") from e
+    return out
+
+
 def judgment_token_ids_for(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     """Ids of " Yes" / " No" (leading space) in `tokenizer`; each must be exactly one token.
 
@@ -166,10 +198,15 @@ class IFASProcessor:
         """Build a batch.
 
         Args:
-            images: PIL images (any mode; converted to RGB).
+            images: PIL images, converted to RGB by `scf.imaging.to_rgb` as ``judge`` and ``scf ingest`` do
+                (see `rgb_images`).
             judgments: "Yes" (real) / "No" (fake) per image, for training; None for scoring/generation.
             interpretations: "This is <caption>" per image, or "" / None for judgment-only answers.
             return_tensors: "pt" (default) or "np".
+
+        Raises:
+            TypeError: an item of ``images`` is not a PIL image.
+            scf.imaging.ImageModeError: (a ``ValueError``) an image mode with no RGB meaning (``F``), named.
 
         Returns:
             `BatchFeature` with `pixel_values` (B, 3, H, W), `input_ids` (B, T), `attention_mask` (B, T), and,
@@ -189,9 +226,7 @@ class IFASProcessor:
                 raise ValueError("interpretations need judgments (the answer starts with the judgment)")
             if len(interpretations) != len(images):
                 raise ValueError(f"got {len(images)} images but {len(interpretations)} interpretations")
-        pixel_values = self.image_processor(
-            images=[im.convert("RGB") for im in images], return_tensors="np"
-        )["pixel_values"]
+        pixel_values = self.image_processor(images=rgb_images(images), return_tensors="np")["pixel_values"]
 
         if judgments is None:
             rows = [list(self.prompt_ids) for _ in images]

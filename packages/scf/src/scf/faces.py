@@ -2,7 +2,8 @@
 
 Used by ``scf ingest`` and by ``ifas-predict``. The whole public surface:
 
-* `to_rgb(image)`: any PIL image (grayscale, palette, RGBA, CMYK, 16-bit) to an ``(H, W, 3)`` uint8 RGB array;
+* `to_rgb(image)`: any PIL image (grayscale, palette, RGBA, CMYK, 16-bit) to an ``(H, W, 3)`` uint8 RGB array
+  (defined in the leaf module `scf.imaging`, which `ifas_model` may import; re-exported here with `ImageModeError`);
 * `FaceDetector`: the frontal-face Haar cascade of ``cv2.data.haarcascades`` (no download at run time);
 * `detect_largest_face(image) -> box | None`: the largest face of an RGB array, with a shared detector;
 * `crop_face(image, box, margin, size) -> PIL.Image`: a square crop around a box, resized to ``size``.
@@ -27,10 +28,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .imaging import ImageModeError, to_rgb
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_CASCADE", "DEFAULT_MARGIN", "DEFAULT_SIZE", "Box", "FaceDetector", "ImageModeError", "crop_face",
+           "detect_largest_face", "to_rgb"]
 
 Box = tuple[int, int, int, int]
 """A face box ``(x, y, w, h)`` in pixels."""
@@ -38,40 +44,6 @@ Box = tuple[int, int, int, int]
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 DEFAULT_MARGIN = 0.2  # fraction of the box side added on each side: keeps chin, hairline and some context
 DEFAULT_SIZE = 224  # the CLIP ViT-L/14 input of the paper
-
-
-class ImageModeError(ValueError):
-    """An image whose pixel format has no meaningful RGB conversion (e.g. 32-bit float)."""
-
-
-def to_rgb(image: Image.Image) -> np.ndarray:
-    """Convert a PIL image of any common mode to an ``(H, W, 3)`` uint8 RGB array.
-
-    EXIF orientation is applied. Grayscale (``L``, ``1``) is replicated to three channels; palette images are
-    expanded; alpha (``RGBA``, ``LA``, ``PA``) is composited over white; ``CMYK`` and ``YCbCr`` are converted by
-    Pillow; 16-bit (``I;16*``) and 32-bit integer (``I``) grayscale are scaled to 8 bits by their bit depth.
-
-    Raises:
-        ImageModeError: for modes without a meaningful conversion (``F`` floats and unknown modes).
-    """
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    mode = image.mode
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-    if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(image).astype(np.int64)
-        top = 65535 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255
-        gray = np.clip(values * 255 // top, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode in ("RGB", "L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV"):
-        return np.asarray(image.convert("RGB"))
-    raise ImageModeError(f"unsupported image mode {mode!r}")
 
 
 class FaceDetector:
