@@ -83,3 +83,26 @@ def test_rgb_pixels_are_unchanged_and_arrays_are_refused(built, photo):
     np.testing.assert_array_equal(ours, pillow["pixel_values"])  # ordinary RGB: bit-identical to before
     with pytest.raises(TypeError, match=r"images\[0\] is a numpy.ndarray, not a PIL image"):
         processor([photo])
+
+
+def test_training_decodes_corpus_images_with_the_same_conversion(tmp_path):
+    """ifas-train's image decoding (a hand-made corpus of 16-bit or RGBA images) is scf.imaging.to_rgb's, not
+    Pillow's convert("RGB") (which turns 16-bit grey white and drops alpha)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ifas_model.training.data import decode_image
+    from scf.imaging import to_rgb
+
+    grey8 = (np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(buf, format="PNG")  # 16-bit grey
+    decoded = np.asarray(decode_image({"bytes": buf.getvalue(), "path": None}))
+    assert decoded.shape == (64, 64, 3) and np.array_equal(decoded[..., 0], grey8)
+    rgba = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent black: white over white
+    path = tmp_path / "a.png"
+    rgba.save(path)
+    assert np.array_equal(np.asarray(decode_image({"bytes": None, "path": str(path)})), to_rgb(rgba))
+    assert np.asarray(decode_image({"bytes": None, "path": str(path)})).min() == 255

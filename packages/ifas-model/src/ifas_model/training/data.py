@@ -272,7 +272,9 @@ def decode_image(value: Any) -> Image.Image:
     else:
         raise ValueError("no image bytes and no path")
     img.load()
-    return img.convert("RGB")
+    from scf.imaging import to_rgb  # the conversion of the processor, judge() and scf ingest (16-bit, alpha)
+
+    return Image.fromarray(to_rgb(img))
 
 
 class VQADataset:
