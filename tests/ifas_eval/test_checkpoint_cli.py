@@ -345,7 +345,7 @@ def test_default_batch_size_is_32_on_cpu_and_256_on_a_gpu(tiny_checkpoint, tmp_p
         seen.update(kw)
         raise SystemExit(0)  # stop before any model would load on the (absent) GPU
 
-    monkeypatch.setattr(scoring, "pick_device", lambda device="auto": "cuda")
+    monkeypatch.setattr(scoring, "pick_device", lambda device="auto", **kw: "cuda")
     monkeypatch.setattr(runner, "evaluate_protocol", fake_evaluate)
     CliRunner().invoke(main, ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint",
                               f"sample-domain-a={tiny_checkpoint}", "--out", str(tmp_path / "gpu"), "--no-report"])

@@ -125,3 +125,30 @@ def test_matches_sklearn_and_an_independent_grid_scan(seed):
 def test_bad_inputs_raise_value_error_naming_the_set(scores, labels, match):
     with pytest.raises(ValueError, match=match):
         flip_metrics(scores, labels, name="X")
+
+
+@pytest.mark.parametrize(
+    ("scores", "shown"),
+    [
+        ([3.0, 1.2, 1.5, 1.3], "got min 1.2, max 3"),  # a baseline's logits: AUC 1.0 but the grid ends at 1.1
+        ([90.0, 20.0, 70.0, 40.0], "got min 20, max 90"),  # percentages
+        ([0.9, -0.2, 0.7, 0.4], "got min -0.2, max 0.9"),
+    ],
+)
+def test_scores_outside_0_1_are_refused_not_scored_with_a_wrong_hter(scores, shown):
+    """Review 13 M2: before, [3.0, 1.2, 1.5, 1.3] gave AUC 1.0 with HTER 0.5 at threshold 1.1, silently."""
+    with pytest.raises(ValueError, match=r"scores must be P\(real\) in \[0, 1\] \(test set 'X'\); " + shown):
+        flip_metrics(scores, [1, 0, 1, 0], name="X")
+    with pytest.raises(ValueError, match=r"logits: apply a sigmoid first; percentages: divide by 100"):
+        flip_metrics(scores, [1, 0, 1, 0], ["a", "b", "c", "d"])
+
+
+def test_the_range_ends_are_scores_and_messages_show_plain_values():
+    m = flip_metrics([1.0, 0.0, 1.0, 0.0], [1, 0, 1, 0])
+    assert (m["auc"], m["hter"]) == (1.0, 0.0)
+    with pytest.raises(ValueError, match=r"found 2$"):  # not "np.int64(2)"
+        flip_metrics([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match=r"found 'real'$"):
+        flip_metrics([0.1, 0.2], ["real", "fake"])
+    with pytest.raises(ValueError, match=r"scores must be numbers, P\(real\) in \[0, 1\]"):
+        flip_metrics(["high", "low"], [1, 0])

@@ -285,7 +285,7 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
     protocol = load_protocol(protocol_name)
     plan = plan_checkpoints(protocol, checkpoints, settings, shared_checkpoint=shared_checkpoint)
     # cheap checks first: nothing heavy (the embedded sample, the benchmark, a model) before they pass
-    resolved_device = pick_device(device)
+    resolved_device = pick_device(device, option="--device")
     batch_size = batch_size or (GPU_BATCH_SIZE if resolved_device.startswith("cuda") else CPU_BATCH_SIZE)
     dtype = canonical_dtype(dtype)
     for ckpt in dict.fromkeys(c for cs in plan.per_setting.values() for c in cs):
@@ -383,7 +383,7 @@ def _load_model(checkpoint: str | None, preset: str | None, device: str, dtype: 
         raise click.ClickException("give exactly one of --checkpoint CKPT or --preset tiny")
     from ifas_eval.scoring import check_checkpoint, load_checkpoint, pick_device
 
-    device = pick_device(device)  # cheap checks before the model code is imported
+    device = pick_device(device, option="--device")  # cheap checks before the model code is imported
     if preset:
         return _tiny_model(device)
     check_checkpoint(checkpoint)
@@ -400,7 +400,7 @@ def _tiny_model(device: str) -> tuple[object, object]:
     model, processor = built if isinstance(built, tuple) else (built, None)
     if processor is None:
         raise click.ClickException("ifas_model.presets.build_model('tiny') returned no processor")
-    model.to(pick_device(device)).eval()
+    model.to(pick_device(device, option="--device")).eval()
     return model, processor
 
 

@@ -21,6 +21,8 @@ raises `ValueError` naming the set, so that no table ever shows a NaN.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ from ifas_model.metrics import (
     CONVENTION as FLIP_CONVENTION,
 )
 from ifas_model.metrics import (
+    check_scores,
     eer_threshold,
     flip_metrics,
     rates_at,
@@ -111,6 +114,29 @@ class ScoreSet:
         return v_scores, v_labels, [first_attack[v] for v in order]
 
 
+def check_threshold(threshold: Any, what: str = "threshold") -> float:
+    """A fixed operating threshold as a float: a real number (not a string, not a bool), finite.
+
+    Args:
+        threshold: the value given.
+        what: its name in the message (``threshold``).
+
+    Returns:
+        ``float(threshold)``.
+
+    Raises:
+        TypeError: not a real number (e.g. the string ``"0.5"``).
+        ValueError: NaN or infinite.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"{what} must be a number (P(real) at or above it is judged real), got "
+                        f"{type(threshold).__name__} {threshold!r}")
+    value = float(threshold)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {threshold!r}")
+    return value
+
+
 def hter_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float, *, name: str | None = None,
                       threshold_source: str = "given") -> dict[str, Any]:
     """HTER = (FAR + FRR) / 2 at a fixed threshold (real iff ``score >= threshold``).
@@ -124,14 +150,19 @@ def hter_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float, 
 
     Returns:
         ``{"convention": "fixed-threshold", "threshold", "threshold_source", "far", "frr", "hter"}``.
+
+    Raises:
+        ValueError: the checks of `ifas_model.metrics.check_scores` (lengths, empty, scores not finite or not
+            in [0, 1], labels not 0/1), a single-class set, a NaN threshold.
+        TypeError: ``threshold`` is not a number.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
+    s, y = check_scores(scores, labels, name)
+    threshold = check_threshold(threshold)
     require_both_classes(y, name)
-    far, frr = rates_at(s, y, float(threshold))
+    far, frr = rates_at(s, y, threshold)
     return {
         "convention": FIXED_CONVENTION,
-        "threshold": float(threshold),
+        "threshold": threshold,
         "threshold_source": threshold_source,
         "far": float(far[0]),
         "frr": float(frr[0]),
@@ -157,6 +188,18 @@ def _apcer_per_type(scores: np.ndarray, labels: np.ndarray, attacks: Sequence[st
     return out
 
 
+def _checked(scores: Any, labels: Any, attack_types: Sequence[str], name: str | None,
+             ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`check_scores`, the length of ``attack_types``, and both classes present."""
+    s, y = check_scores(scores, labels, name)
+    attacks = list(attack_types)
+    if len(attacks) != s.size:
+        where = f"test set {name!r}: " if name else ""
+        raise ValueError(f"{where}attack_types has {len(attacks)} entries, scores has {s.size}")
+    require_both_classes(y, name)
+    return s, y, attacks
+
+
 def iso_metrics(scores: np.ndarray, labels: np.ndarray, attack_types: Sequence[str], threshold: float, *,
                 name: str | None = None, threshold_source: str = "given",
                 apcer_targets: Sequence[float] = APCER_TARGETS) -> dict[str, Any]:
@@ -175,13 +218,14 @@ def iso_metrics(scores: np.ndarray, labels: np.ndarray, attack_types: Sequence[s
         ``{"convention": "iso-30107-3", "threshold", "threshold_source", "apcer_per_type": {type: apcer},
         "apcer" (max over types), "apcer_type" (the worst type), "apcer_pooled", "bpcer", "acer",
         "bpcer_at_apcer": {"1%": {"bpcer", "threshold"}, ...}, "n_per_type"}``.
+
+    Raises:
+        ValueError: as `hter_at_threshold`, or ``attack_types`` of another length than ``scores``.
+        TypeError: ``threshold`` is not a number.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    if len(attack_types) != s.size:
-        raise ValueError(f"test set {name!r}: {len(attack_types)} attack types for {s.size} scores")
-    require_both_classes(y, name)
-    thr = np.array([float(threshold)])
+    s, y, attack_types = _checked(scores, labels, attack_types, name)
+    threshold = check_threshold(threshold)
+    thr = np.array([threshold])
     per_type = {k: float(v[0]) for k, v in _apcer_per_type(s, y, attack_types, thr).items()}
     worst = max(per_type, key=lambda k: per_type[k])
     far, frr = rates_at(s, y, thr)
@@ -192,7 +236,7 @@ def iso_metrics(scores: np.ndarray, labels: np.ndarray, attack_types: Sequence[s
         counts[key] = counts.get(key, 0) + 1
     return {
         "convention": ISO_CONVENTION,
-        "threshold": float(threshold),
+        "threshold": threshold,
         "threshold_source": threshold_source,
         "apcer_per_type": per_type,
         "apcer": apcer,
@@ -215,9 +259,11 @@ def bpcer_at_apcer(scores: np.ndarray, labels: np.ndarray, attack_types: Sequenc
 
     Returns:
         ``{"1%": {"apcer_target": 0.01, "threshold": t, "apcer": a, "bpcer": b}, ...}``.
+
+    Raises:
+        ValueError: as `iso_metrics`.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
+    s, y, attack_types = _checked(scores, labels, attack_types, None)
     candidates = np.unique(np.append(s, np.nextafter(s.max(), np.inf)))
     per_type = _apcer_per_type(s, y, attack_types, candidates)
     apcer_max = np.max(np.stack(list(per_type.values())), axis=0)

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from ifas_eval.metrics import check_threshold
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -143,8 +145,12 @@ def _as_rgb(image: Any) -> np.ndarray:
     from scf.faces import to_rgb
 
     if isinstance(image, Image.Image):
+        if 0 in image.size:
+            raise ValueError(f"an empty image ({image.size[0]} x {image.size[1]} pixels): nothing to judge")
         return to_rgb(image)
     if isinstance(image, np.ndarray):
+        if image.size == 0:
+            raise ValueError(f"an empty image array (shape {image.shape}): nothing to judge")
         rgb = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image
         if rgb.ndim != 3 or rgb.shape[-1] not in (3, 4):
             raise ValueError(f"an image array must be H x W, H x W x 3 or H x W x 4, got shape {image.shape}")
@@ -187,9 +193,11 @@ def judge(model: Any, processor: Any, source: str | Path | Any, *, threshold: fl
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a folder, not a readable image or video, or an array of another shape or dtype than uint8.
-        TypeError: ``source`` is none of the accepted types.
+        ValueError: a folder, not a readable image or video, an empty image, an array of another shape or
+            dtype than uint8, or a NaN ``threshold``.
+        TypeError: ``source`` is none of the accepted types, or ``threshold`` is not a number.
     """
+    threshold = check_threshold(threshold)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():

@@ -11,7 +11,9 @@ test set's) and a ``.partial`` file continues from its last complete row; both o
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from ifas_eval.protocols import EMBEDDED_SAMPLE, Protocol, Selection, TestSet
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -415,32 +418,47 @@ CPU_BATCH_SIZE = 32
 """Default images per scoring forward pass on CPU."""
 
 
-def pick_device(device: str = "auto") -> str:
-    """Resolve and check ``--device``: ``auto`` -> ``cuda`` when a CUDA GPU is available, else ``cpu``.
+def pick_device(device: str | torch.device = "auto", *, option: str | None = None) -> str:
+    """Resolve and check a device: ``auto`` -> ``cuda`` when a CUDA GPU is available, else ``cpu``.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ..., or a ``torch.device``.
+        option: the command-line option the value came from (``"--device"``), named in the messages of the
+            commands; None (a Python call) names the argument instead: ``device 'cuda': ...``.
+
+    Returns:
+        The device as a string (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...).
 
     Raises:
         ValueError: a device string torch does not parse, or a CUDA/MPS device this machine does not have;
-            one line such as ``--device cuda: no CUDA GPU is available (use cpu or auto)``.
+            one line such as ``device 'cuda': no CUDA GPU is available (use cpu or auto)`` (from a command:
+            ``--device cuda: ...``).
     """
     import torch
 
+    if isinstance(device, torch.device):
+        device = str(device)
+    what = f"{option} {device}" if option else f"device {device!r}"
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', or a torch.device, not "
+                        f"{type(device).__name__}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise ValueError(f"{what}: not a device (use auto, cpu, cuda or cuda:N)") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is available (use cpu or auto)")
+            raise ValueError(f"{what}: no CUDA GPU is available (use cpu or auto)")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+            raise ValueError(f"{what}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif parsed.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError(f"--device {device}: Apple MPS is not available (use cpu or auto)")
+            raise ValueError(f"{what}: Apple MPS is not available (use cpu or auto)")
     elif parsed.type != "cpu":
-        raise ValueError(f"--device {device}: unsupported device type {parsed.type!r} (use auto, cpu, cuda or cuda:N)")
+        raise ValueError(f"{what}: unsupported device type {parsed.type!r} (use auto, cpu, cuda or cuda:N)")
     return device
 
 
@@ -516,21 +534,24 @@ def _refuse_pickled_weights(folder: Path, spec: str) -> None:
                      "them)")
 
 
-def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "auto",
+                    dtype: str | torch.dtype = "auto") -> tuple[Any, Any]:
     """Load an I-FAS model and processor saved by ``save_pretrained`` (safetensors; no remote code).
 
     Args:
-        path: a checkpoint folder (e.g. ``<run>/final``) or a Hub id.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
+        path: a checkpoint folder (e.g. ``<run>/final``, a string or a ``Path``) or a Hub id.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ..., or a ``torch.device``.
         dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16`` or ``float16`` (or the
-            short forms ``fp32``, ``bf16``, ``fp16``).
+            short forms ``fp32``, ``bf16``, ``fp16``), or ``torch.float32`` / ``torch.bfloat16`` /
+            ``torch.float16``.
 
     Returns:
         ``(model, processor)``, the model in eval mode on ``device``.
 
     Raises:
-        FileNotFoundError / ValueError: a bad device or a local path that is not an I-FAS checkpoint folder
-            (`pick_device`, `check_checkpoint`); a Hub checkpoint that asks for code of its own.
+        FileNotFoundError / ValueError: a bad device or dtype, or a local path that is not an I-FAS
+            checkpoint folder (`pick_device`, `canonical_dtype`, `check_checkpoint`); a Hub checkpoint that
+            asks for code of its own.
     """
     import torch
 
@@ -538,13 +559,14 @@ def load_checkpoint(path: str, device: str = "auto", dtype: str = "auto") -> tup
     from ifas_model.modeling import IFASForConditionalGeneration
     from ifas_model.processing import IFASProcessor
 
+    path = os.fspath(path)
     device = pick_device(device)
-    check_checkpoint(path)
     dtype = canonical_dtype(dtype)
+    check_checkpoint(path)
     if dtype == "auto":
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:
-        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        torch_dtype = getattr(torch, dtype)
     _quiet_transformers()
     try:
         model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
@@ -564,9 +586,28 @@ DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 """The short ``--dtype`` forms that ``scf caption`` uses, and the torch names they stand for."""
 
 
-def canonical_dtype(dtype: str) -> str:
-    """``bf16`` -> ``bfloat16``, ``fp16`` -> ``float16``, ``fp32`` -> ``float32``; other values unchanged."""
-    return DTYPE_ALIASES.get(dtype, dtype)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""The dtypes a checkpoint is loaded in (`canonical_dtype`'s results)."""
+
+
+def canonical_dtype(dtype: str | torch.dtype) -> str:
+    """A dtype name of `DTYPES`: ``bf16`` -> ``bfloat16``, ``fp16`` -> ``float16``, ``fp32`` -> ``float32``,
+    ``torch.bfloat16`` -> ``bfloat16`` ...; the names of `DTYPES` unchanged.
+
+    Raises:
+        ValueError: any other value, e.g. ``"half"`` or ``torch.float64``; the message lists what is accepted.
+    """
+    torch = sys.modules.get("torch")  # a torch.dtype exists only once torch is imported: no import here
+    if torch is not None and isinstance(dtype, torch.dtype):
+        name = str(dtype).removeprefix("torch.")
+    elif isinstance(dtype, str):
+        name = DTYPE_ALIASES.get(dtype, dtype)
+    else:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (or {', '.join(DTYPE_ALIASES)}, or "
+                         f"torch.float32 / torch.bfloat16 / torch.float16), got {dtype!r}")
+    return name
 
 
 def _quiet_transformers() -> None:

@@ -54,10 +54,28 @@ def threshold_grid(density: int = GRID_DENSITY) -> np.ndarray:
     return np.append(grid, 1.1)
 
 
-def _as_arrays(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray,
-               name: str | None) -> tuple[np.ndarray, np.ndarray]:
+def check_scores(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray,
+                 name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check scores and labels the way every metric here and in ``ifas_eval.metrics`` needs them.
+
+    Args:
+        scores: P(real) per sample, numbers in [0, 1] (the convention's threshold grid ends at 1.1, so a
+            logit or a percentage would give a wrong HTER without any other sign).
+        labels: 1 = real, 0 = fake (bool and float 0.0/1.0 are accepted), aligned with ``scores``.
+        name: the test set's name, used in error messages.
+
+    Returns:
+        ``(scores, labels)`` as flat float64 and int64 arrays.
+
+    Raises:
+        ValueError: lengths differ, no scores, a score that is not a finite number in [0, 1], a label other
+            than 0 or 1; the message names the test set when ``name`` is given.
+    """
     where = f" (test set {name!r})" if name else ""
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    try:
+        s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"scores must be numbers, P(real) in [0, 1]{where}: {e}") from None
     y = np.asarray(labels).reshape(-1)
     if s.shape != y.shape:
         raise ValueError(f"scores and labels differ in length: {s.size} vs {y.size}{where}")
@@ -65,9 +83,14 @@ def _as_arrays(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.
         raise ValueError(f"empty test set {name!r}: no scores to evaluate" if name else "empty test set: no scores to evaluate")
     if not np.all(np.isfinite(s)):
         raise ValueError(f"scores must be finite numbers{where}; found NaN or inf")
+    if s.min() < 0.0 or s.max() > 1.0:
+        raise ValueError(f"scores must be P(real) in [0, 1]{where}; got min {s.min():g}, max {s.max():g} "
+                         "(logits: apply a sigmoid first; percentages: divide by 100)")
     bad = ~np.isin(y, (0, 1))
     if bad.any():
-        raise ValueError(f"labels must be 0 (fake) or 1 (real){where}; found {y[bad][0]!r}")
+        first = y[bad][0]
+        first = first.item() if isinstance(first, np.generic) else first
+        raise ValueError(f"labels must be 0 (fake) or 1 (real){where}; found {first!r}")
     return s, y.astype(np.int64)
 
 
@@ -88,7 +111,7 @@ def video_level(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np
     Raises:
         ValueError: lengths differ, or a video mixes real and fake frames.
     """
-    s, y = _as_arrays(scores, labels, name)
+    s, y = check_scores(scores, labels, name)
     ids = list(video_ids)
     if len(ids) != s.size:
         raise ValueError(f"video_ids and scores differ in length: {len(ids)} vs {s.size}"
@@ -175,11 +198,15 @@ def flip_metrics(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | n
         and ``frr`` are the two halves of the HTER at ``threshold``; ``accuracy`` is at ``threshold``.
 
     Raises:
-        ValueError: empty or single-class set, labels not 0/1, non-finite scores, a video with mixed labels.
+        ValueError: empty or single-class set, labels not 0/1, scores that are not finite numbers in [0, 1]
+            (`check_scores`), a video with mixed labels.
+
+    An ``auc`` below 0.5 on a whole test set usually means the scores are P(fake), not P(real): pass
+    ``1 - scores`` (the metrics do not guess the polarity).
     """
     from sklearn.metrics import roc_auc_score
 
-    s, y = _as_arrays(scores, labels, name)
+    s, y = check_scores(scores, labels, name)
     n_frames = int(s.size)
     if video_ids is not None:
         s, y, _ = video_level(s, y, video_ids, name=name)
