@@ -76,3 +76,15 @@ def test_valid_inputs_in_any_sequence_type_still_give_the_documented_numbers():
         assert (r["far"], r["frr"], r["hter"], r["threshold"]) == (0.0, 0.0, 0.0, 0.5)
     iso = iso_metrics((0.85, 0.4, 0.3, 0.5), (1, 1, 0, 0), np.array(["live", "live", "print", "replay"]), 0.45)
     assert (iso["apcer"], iso["apcer_type"], iso["bpcer"], iso["acer"]) == (1.0, "replay", 0.5, 0.75)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([1.0, 0.7], "labels must be 1 (real) or 0 (attack), found 0.7"),
+    (["1", "0"], "labels must be numbers 1 (real) / 0 (attack), got dtype <U1"),
+])
+def test_score_set_labels_are_never_cast_silently(labels, message):
+    from ifas_eval.metrics import ScoreSet
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ScoreSet("X", [0.9, 0.1], labels, ["v1", "v2"])
+    assert ScoreSet("X", [0.9, 0.1], [1.0, 0.0], ["v1", "v2"]).labels.tolist() == [1, 0]  # whole floats are fine

@@ -89,7 +89,14 @@ class ScoreSet:
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float64)
-        self.labels = np.asarray(self.labels, dtype=np.int64)
+        raw = np.asarray(self.labels)
+        if raw.dtype.kind not in "biuf":  # strings ("1"), objects: never cast silently
+            raise ValueError(f"test set {self.name!r}: labels must be numbers 1 (real) / 0 (attack), got dtype "
+                             f"{raw.dtype}")
+        if raw.dtype.kind == "f" and raw.size and not np.all(np.isin(raw, (0.0, 1.0))):
+            bad = raw[~np.isin(raw, (0.0, 1.0))][0]
+            raise ValueError(f"test set {self.name!r}: labels must be 1 (real) or 0 (attack), found {bad.item()}")
+        self.labels = raw.astype(np.int64)
         n = self.scores.size
         if not self.attack_types:
             self.attack_types = ["live" if y == 1 else "" for y in self.labels]
