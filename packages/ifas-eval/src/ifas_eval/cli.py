@@ -464,10 +464,8 @@ def _serve_demo(checkpoint: str | None, preset: str | None, threshold: float, no
             note = (f"Checkpoint: {_shown_checkpoint(checkpoint)}" if checkpoint else
                     "This is a RANDOM, UNTRAINED tiny model built offline: its outputs are noise.")
             app = build_demo(model, processor, threshold=threshold, model_note=note, normalize=normalize)
-        except ImportError as e:  # e.g. a library the model needs: named as itself, not as Gradio
-            logger.debug("error", exc_info=True)
-            raise click.ClickException(_one_line(e)) from None
-        except _user_errors() as e:
+        # an ImportError here is a library the model needs (Gradio was checked above): named as itself
+        except (ImportError, *_user_errors()) as e:
             logger.debug("error", exc_info=True)
             raise click.ClickException(_one_line(e)) from None
         logger.info("uploads and face crops: %s (private to you; files older than 10 minutes are deleted, the "
