@@ -570,9 +570,10 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     _quiet_transformers()
     try:
         model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
-        folder = checkpoint_folder(path)
-        if folder is not None and folder.is_dir():
-            refuse_remote_code(folder, "checkpoint")  # a Hub id: what its snapshot holds so far (config, weights)
+        if not _looks_like_path(path):  # a local folder was checked by check_checkpoint above
+            folder = checkpoint_folder(path)  # a Hub id: what its snapshot holds so far (config, weights)
+            if folder is not None and folder.is_dir():
+                refuse_remote_code(folder, "checkpoint")
         processor = IFASProcessor.from_pretrained(path)
     except (ValueError, OSError) as e:
         if "trust_remote_code" in str(e):  # a Hub checkpoint asking for its own code: never "pass it True"
