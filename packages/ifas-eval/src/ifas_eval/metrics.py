@@ -93,9 +93,11 @@ class ScoreSet:
         if raw.dtype.kind not in "biuf":  # strings ("1"), objects: never cast silently
             raise ValueError(f"test set {self.name!r}: labels must be numbers 1 (real) / 0 (attack), got dtype "
                              f"{raw.dtype}")
-        if raw.dtype.kind == "f" and raw.size and not np.all(np.isin(raw, (0.0, 1.0))):
-            bad = raw[~np.isin(raw, (0.0, 1.0))][0]
-            raise ValueError(f"test set {self.name!r}: labels must be 1 (real) or 0 (attack), found {bad.item()}")
+        if raw.dtype.kind == "f":
+            bad = raw[~np.isin(raw, (0.0, 1.0))]
+            if bad.size:
+                raise ValueError(f"test set {self.name!r}: labels must be 1 (real) or 0 (attack), found "
+                                 f"{bad[0].item()}")
         self.labels = raw.astype(np.int64)
         n = self.scores.size
         if not self.attack_types:
