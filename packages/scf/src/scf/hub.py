@@ -175,3 +175,24 @@ def staged_folder(folder: str | Path) -> Path:
     if not folder.name or folder.name == "..":  # "." or "..": name it by the folder it is
         folder = folder.resolve()
     return folder.with_name("." + folder.name + STAGE_SUFFIX)
+
+
+def hf_upload_advice(repo_type: str, repo_id: str, folder: str | Path, *, private: bool = True) -> str:
+    """The ``hf upload`` command to suggest after a failed push of ``folder``: of the copy without local paths
+    (`staged_folder`) that the failed push left, or of ``folder`` itself if that copy could not be written (a full
+    disk).
+
+    Args:
+        repo_type: ``dataset`` or ``model``.
+        repo_id: the Hub repository.
+        folder: the folder that was pushed.
+        private: whether the suggested command creates the repository private.
+
+    Returns:
+        ``hf upload [--repo-type dataset] [--private] REPO FOLDER (...)``.
+    """
+    stage = staged_folder(folder)
+    options = ("--repo-type dataset " if repo_type == "dataset" else "") + ("--private " if private else "")
+    if not stage.is_dir():
+        return f"hf upload {options}{repo_id} {folder} (its text files may name local paths)"
+    return f"hf upload {options}{repo_id} {stage} (its copy without local paths; delete it afterwards)"

@@ -303,6 +303,12 @@ def attack_type_counts(labels: Sequence[int], attack_types: Sequence[str]) -> di
     return {k: v for k, v in counts.items() if v}
 
 
+def looks_local(source: str) -> bool:
+    """Whether ``source``, when it names nothing here, is meant as a local path rather than a Hub id ``org/name``:
+    absolute, starting with ``.`` or ``~``, or not exactly one ``/`` (the rule of `load_table`)."""
+    return source.startswith((".", "/", "~")) or source.count("/") != 1
+
+
 def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None = None,
                validate: bool = True) -> datasets.DatasetDict:
     """Load a benchmark dataset or VQA corpus from a local folder or the Hub, and check it.
@@ -363,7 +369,7 @@ def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None 
                                   f"{first}); the shards under it disagree in columns or types (written by "
                                   "different tools or versions, or copied in from another dataset?): check "
                                   "its data/*.parquet files") from e
-    elif source.startswith((".", "/", "~")) or source.count("/") != 1:
+    elif looks_local(source):
         raise FileNotFoundError(f"dataset not found: {source} (not a local folder, nor a Hub id org/name)")
     else:
         if name is None:

@@ -45,7 +45,8 @@ from scf.captioning.captioner import (
 from scf.captioning.corpus import CORPUS_DIRS, INTERPRETATIONS, dataset_card, vqa_row
 from scf.captioning.finetune import FINETUNE_RECORD, FinetuneConfig
 from scf.captioning.keywords import KeywordDictionary, load_keywords, suggest_keywords
-from scf.schema import LABEL_NAMES, LABEL_REAL, SPOOF_TYPES, software_versions
+from scf.hub import hf_upload_advice
+from scf.schema import LABEL_NAMES, LABEL_REAL, SPOOF_TYPES, looks_local, software_versions
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -345,20 +346,8 @@ def _check_local_dataset(dataset: str) -> None:
     nothing, before the captioner is looked up on the Hub (`scf.schema.load_table` reads the same forms)."""
     if Path(dataset).expanduser().exists():
         return
-    if dataset.startswith((".", "/", "~")) or dataset.count("/") != 1:
+    if looks_local(dataset):
         raise PipelineError(f"dataset not found: {dataset} (not a local folder, nor a Hub id org/name)")
-
-
-def _hf_upload(repo_type: str, repo: str, folder: Path) -> str:
-    """The ``hf upload`` advice after a failed push: of the copy without local paths (`scf.hub.staged_folder`)
-    that the failed push left; of ``folder`` itself if that copy could not be written (a full disk)."""
-    from scf.hub import staged_folder
-
-    stage = staged_folder(folder)
-    kind = "--repo-type dataset " if repo_type == "dataset" else ""
-    if not stage.is_dir():
-        return f"hf upload {kind}--private {repo} {folder} (its text files may name local paths)"
-    return f"hf upload {kind}--private {repo} {stage} (its copy without local paths; delete it afterwards)"
 
 
 def _dataset_identity(dataset: str) -> str:
@@ -751,8 +740,8 @@ class CaptionPipeline:
                 url = push_captioner_to_hub(target, repo, local_paths=self._local_paths())
             except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
                 raise PipelineError(f"push of C_S to {repo} failed: {type(e).__name__}: {_one_line(e)}; C_S is saved "
-                                    f"in {target}: upload it with {_hf_upload('model', repo, target)}, then rerun "
-                                    "the same command to go on") from e
+                                    f"in {target}: upload it with {hf_upload_advice('model', repo, target)}, then "
+                                    "rerun the same command to go on") from e
             self.console.print(f"C_S pushed to {url}")
         return {k: v for k, v in record.items() if k != "model"}
 
@@ -852,7 +841,7 @@ class CaptionPipeline:
             except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
                 raise PipelineError(f"push to {repo} failed: {type(e).__name__}: {_one_line(e)}; the corpus is in "
                                     f"{final}: rerun the same command to retry (no caption is redone), or "
-                                    f"{_hf_upload('dataset', repo, final)}") from e
+                                    f"{hf_upload_advice('dataset', repo, final)}") from e
             self.console.print(f"corpus pushed to the Hub dataset {self.config.push_to_hub}")
         return {"rows": counts, "folder": str(final)}
 

@@ -97,13 +97,10 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
         try:
             url = push(config.out, push_to_hub, private=not public)
         except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
-            from scf.hub import staged_folder
+            from scf.hub import hf_upload_advice
 
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            stage = staged_folder(config.out)
-            what = f"{stage} (its copy without local paths; delete it afterwards)" if stage.is_dir() else \
-                f"{config.out} (its text files may name local paths)"
-            upload = f"or hf upload --repo-type dataset {'' if public else '--private '}{push_to_hub} {what}"
+            upload = f"or {hf_upload_advice('dataset', push_to_hub, config.out, private=not public)}"
             raise click.ClickException(
                 f"push to {push_to_hub} failed: {type(e).__name__}: {first}; the dataset is in {config.out}: rerun "
                 f"the same command to retry (nothing is ingested again), {upload}") from e
