@@ -227,10 +227,10 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
             f"{path}: a fine-tuning checkpoint of an earlier scf version (its optimizer state is a pickle, "
             f"{LEGACY_OPTIMIZER}, which this version does not read); delete the folder {path.parent} and rerun: "
             "C_S is fine-tuned from the start")
-    older = sorted(p for p in path.parent.glob("step-*") if p != path and p.name < path.name)
-    then = f"C_S resumes from {older[-1].name}" if older else "C_S is fine-tuned from the start"
 
     def unreadable(e: BaseException) -> FinetuneCheckpointError:
+        older = sorted(p for p in path.parent.glob("step-*") if p != path and p.name < path.name)
+        then = f"C_S resumes from {older[-1].name}" if older else "C_S is fine-tuned from the start"
         text = " ".join(str(e).split())[:300]
         return FinetuneCheckpointError(f"{path}: unreadable fine-tuning checkpoint ({type(e).__name__}: {text}); "
                                        f"delete that folder and rerun: {then}")
@@ -242,8 +242,8 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
             raise ValueError(f"{OPTIMIZER_STEM}.json holds no optimizer state")
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
         step, losses = int(meta["step"]), list(meta["losses"])
-    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, EOFError,
-            UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, EOFError) as e:
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise unreadable(e) from e
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
