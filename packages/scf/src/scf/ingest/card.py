@@ -214,8 +214,8 @@ def recorded_paths(folder: Path) -> list[str]:
             continue
         found += [str(data["root"])] if isinstance(data.get("root"), str) else []
         for key in ("lists", "celeba_labels"):
-            found += [str(p) for p in data.get(key) or [] if isinstance(p, str)]
-            found += [str(Path(p).parent) for p in data.get(key) or [] if isinstance(p, str)]
+            files = [p for p in data.get(key) or [] if isinstance(p, str)]
+            found += files + [str(Path(p).parent) for p in files]
     return found
 
 
