@@ -60,17 +60,14 @@ def private_temp_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[P
     """
     if parent is None:
         parent = temp_parent()
-    if parent is not None:
-        parent = Path(parent)
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OSError(f"cannot create the demo's temporary folder in {parent}: {e.strerror or e}") from None
+    where = Path(parent) if parent is not None else None
     try:
-        folder = Path(tempfile.mkdtemp(prefix="ifas-demo-", dir=parent))
+        if where is not None:
+            where.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="ifas-demo-", dir=where))
     except OSError as e:
-        where = parent if parent is not None else tempfile.gettempdir()
-        raise OSError(f"cannot create the demo's temporary folder in {where}: {e.strerror or e}") from None
+        shown = where if where is not None else tempfile.gettempdir()
+        raise OSError(f"cannot create the demo's temporary folder in {shown}: {e.strerror or e}") from None
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     _point_gradio_at(str(folder))
