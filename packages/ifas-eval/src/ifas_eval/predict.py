@@ -84,7 +84,7 @@ def face_crop(image: np.ndarray, detect: bool = True) -> tuple[Any, list[int] | 
 def _load_frames(path: Path, num_frames: int | None) -> list[tuple[int, np.ndarray]]:
     from PIL import Image, UnidentifiedImageError
 
-    from scf.faces import to_rgb
+    from scf.imaging import to_rgb
     from scf.video import equidistant_frame_indices, flip_frame_indices, frame_count, read_frames
 
     if not path.exists():
@@ -142,7 +142,7 @@ def _as_rgb(image: Any) -> np.ndarray:
     """A PIL image or an array (H x W, H x W x 3 or x 4) as an RGB uint8 array."""
     from PIL import Image
 
-    from scf.faces import to_rgb
+    from scf.imaging import to_rgb
 
     if isinstance(image, Image.Image):
         if 0 in image.size:

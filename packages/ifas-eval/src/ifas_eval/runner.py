@@ -447,7 +447,7 @@ def write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, expl
 def _row_images(rows: Any, idx: Sequence[int]) -> list[Any]:
     from PIL import Image
 
-    from scf.faces import to_rgb
+    from scf.imaging import to_rgb
 
     if not idx:
         return []

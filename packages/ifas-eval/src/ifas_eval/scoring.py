@@ -628,7 +628,7 @@ def _decode(cell: Any) -> Any:
 
     from PIL import Image
 
-    from scf.faces import to_rgb
+    from scf.imaging import to_rgb
 
     if isinstance(cell, dict):
         data, path = cell.get("bytes"), cell.get("path")
