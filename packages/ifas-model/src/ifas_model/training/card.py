@@ -61,20 +61,19 @@ def local_paths_hidden(config: Any) -> Iterator[None]:
     to the working folder); ``config.json`` is pushed with the model, so a local path is written as its folder
     name. The config in memory is restored afterwards.
     """
-    saved = {"base_models": list(getattr(config, "base_models", []) or [])}
-    subs = [getattr(config, key, None) for key in ("vision_config", "text_config", "connector_config")]
-    names = [getattr(sub, "_name_or_path", "") for sub in subs]
+    base_models = list(getattr(config, "base_models", []) or [])
+    subs = [sub for sub in (getattr(config, key, None) for key in ("vision_config", "text_config", "connector_config"))
+            if sub is not None and getattr(sub, "_name_or_path", "")]
+    names = [sub._name_or_path for sub in subs]
     try:
-        config.base_models = [shown_name(b) for b in saved["base_models"]]
+        config.base_models = [shown_name(b) for b in base_models]
         for sub, name in zip(subs, names, strict=True):
-            if sub is not None and name:
-                sub._name_or_path = shown_name(name)
+            sub._name_or_path = shown_name(name)
         yield
     finally:
-        config.base_models = saved["base_models"]
+        config.base_models = base_models
         for sub, name in zip(subs, names, strict=True):
-            if sub is not None and name:
-                sub._name_or_path = name
+            sub._name_or_path = name
 
 
 def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, eval_source: str,
@@ -101,8 +100,9 @@ def model_card(config: dict[str, Any], *, eval_metrics: dict[str, Any] | None, e
     hub_dataset = not is_local(raw_dataset)
     hidden = [k for k in PATH_FIELDS if config.get(k) and is_local(str(config[k]))]
     config = {**config, **{k: shown_name(config[k]) for k in hidden}}
-    hub_parts = [b for b in base_models if not is_local(b)]
-    parts = [f"`{shown_name(b)}`" + (" (a local folder)" if is_local(b) else "") for b in base_models]
+    local_parts = {b for b in base_models if is_local(b)}
+    hub_parts = [b for b in base_models if b not in local_parts]
+    parts = [f"`{shown_name(b)}`" + (" (a local folder)" if b in local_parts else "") for b in base_models]
     front = ["---", "library_name: transformers", "pipeline_tag: image-text-to-text", "license: other"]
     front += _yaml_list("base_model", hub_parts)
     front += _yaml_list("datasets", [raw_dataset] if hub_dataset else [])
