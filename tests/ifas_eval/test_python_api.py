@@ -99,6 +99,20 @@ def test_judge_refuses_a_threshold_that_is_not_a_number(loaded, threshold, tmp_p
         judge(model, processor, np.zeros((8, 8, 3), np.uint8), threshold=float("nan"))
 
 
+@pytest.mark.parametrize("threshold", ["0.5", float("nan")])
+def test_judge_frames_checks_its_threshold_before_generating(loaded, threshold, monkeypatch):
+    """judge_frames (the per-input step of judge, public) compared a str threshold after the generation."""
+    import ifas_model.inference
+    from ifas_eval.predict import judge_frames
+
+    model, processor = loaded
+    calls = []
+    monkeypatch.setattr(ifas_model.inference, "explain_images", lambda *a, **k: calls.append(a) or [])
+    with pytest.raises((TypeError, ValueError), match="^threshold must be a"):
+        judge_frames(model, processor, [np.zeros((8, 8, 3), np.uint8)], threshold=threshold)
+    assert calls == []
+
+
 def test_the_python_block_of_docs_metrics_runs_and_prints_what_its_comments_say(capsys):
     """Review 13 L2: docs/metrics.md's Python example, executed verbatim; each ``print(...)  # text`` line's
     output must be ``text``."""

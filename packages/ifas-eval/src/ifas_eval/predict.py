@@ -113,6 +113,7 @@ def judge_frames(model: Any, processor: Any, frames: Sequence[np.ndarray], *, th
     """
     from ifas_model.inference import explain_images
 
+    threshold = check_threshold(threshold)  # before the generation, as in judge()
     if not frames:
         raise ValueError("no frames to judge")
     crops, boxes = zip(*(face_crop(f, detect_faces) for f in frames), strict=True)
