@@ -226,3 +226,58 @@ def test_a_manifest_with_rows_appended_or_copied_elsewhere_resumes(tmp_path, fac
     moved.write_text("path,label,split\na.png,0,train\nb.png,0,train\nc.png,0,train\nd.png,0,train\n")
     r = ingest(*args, "--list", str(moved))
     assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith(f"Error: {moved} changed since"), r.output
+
+
+def test_listed_files_coming_back_are_ingested_with_one_rewrite_of_the_skip_log(tmp_path, monkeypatch):
+    """Review 15 H1: a rerun after n listed files come back rewrote skipped.jsonl n times (quadratic: 8,000 files
+    took 227 s). Now one rewrite per run; a kill before it leaves the last complete run's log, and the next run
+    ends with rows for the files back and 'missing file' for exactly those still missing."""
+    import numpy as np
+
+    from scf.shards import SkipLog
+
+    n = 300
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_image(src / f"f{i:03d}.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\n" + "".join(f"f{i:03d}.png,{i % 2},train\n" for i in range(n)))
+    root, out = tmp_path / "root", tmp_path / "o"
+    root.mkdir()
+    args = ["--source", "csv", "--list", str(manifest), "--root", str(root), "--out", str(out), "--size", "16"]
+    r = ingest(*args)  # the disk is not mounted yet: every entry is a missing file
+    assert r.exit_code == 1 and "mostly 'missing file' (300)" in r.output, r.output
+
+    def log() -> dict[str, str]:
+        return {k: e["reason"] for k, e in SkipLog(out / "skipped.jsonl").entries.items()}
+
+    for i in range(200):  # two thirds of the copy has finished
+        (src / f"f{i:03d}.png").rename(root / f"f{i:03d}.png")
+
+    def killed(self):
+        raise KeyboardInterrupt  # killed after the last shard, before the skip log is rewritten
+
+    with monkeypatch.context() as m:
+        m.setattr(SkipLog, "save", killed)
+        assert ingest(*args).exit_code == 1
+    assert len(rows(out)) == 200 and set(log().values()) == {"missing file"} and len(log()) == n  # as before
+
+    rewrites = []
+    rewrite = SkipLog._rewrite
+    monkeypatch.setattr(SkipLog, "_rewrite", lambda self, lines: (rewrites.append(1), rewrite(self, lines)))
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert len(rewrites) == 1
+    assert len(rows(out)) == 200 and log() == {f"f{i:03d}.png": "missing file" for i in range(200, n)}
+    summary = json.loads((out / "ingest_summary.json").read_text())
+    assert summary["skipped"] == {"missing file": 100} and summary["files_with_rows"] == 200
+    assert summary["rows_this_run"] == 0  # the killed run's rows were kept, nothing redone
+
+    for i in range(200, n):
+        (src / f"f{i:03d}.png").rename(root / f"f{i:03d}.png")
+    rewrites.clear()
+    assert ingest(*args).exit_code == 0
+    assert len(rewrites) == 1 and len(rows(out)) == n and log() == {}
+    summary = json.loads((out / "ingest_summary.json").read_text())
+    assert summary["skipped"] == {} and summary["files_with_rows"] == n and summary["rows_this_run"] == 100

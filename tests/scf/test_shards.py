@@ -105,3 +105,23 @@ def test_skip_log_drops_a_torn_last_line_and_names_a_bad_line_elsewhere(tmp_path
     path.write_text('not json\n{"key": "a.png", "reason": "x", "detail": ""}\n')
     with pytest.raises(ShardError, match=r"skipped\.jsonl:1: not a skip record"):
         SkipLog(path)
+
+
+def test_skip_log_discards_reach_the_file_in_one_rewrite_at_save(tmp_path, monkeypatch):
+    """Review 15 H1: forgetting n skips costs one rewrite of the file, not n; before `save` the file is unchanged."""
+    path = tmp_path / "skipped.jsonl"
+    log = SkipLog(path)
+    for i in range(300):
+        log.add(f"f{i}.png", "missing file" if i % 3 else "corrupt image")
+    rewrites = []
+    monkeypatch.setattr(SkipLog, "_rewrite", lambda self, lines: rewrites.append(list(lines)))
+    dropped = log.discard_where(lambda e: e["reason"] == "missing file")
+    log.discard("f0.png")
+    assert len(dropped) == 200 and not rewrites and len(SkipLog(path).entries) == 300  # a kill here: no change
+    log.add("f1.png", "corrupt image")  # logged again after its discard: appended, and the later line wins
+    assert SkipLog(path).entries["f1.png"]["reason"] == "corrupt image"
+    monkeypatch.undo()
+    log.save()
+    log.save()  # nothing new to write
+    assert sorted(SkipLog(path).entries) == sorted(f"f{i}.png" for i in [1, *range(3, 300, 3)])
+    assert len(path.read_text().splitlines()) == 100

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +139,8 @@ class SkipLog:
     """Append-only JSON-lines record of items that were skipped, with their reason; resumable.
 
     Each line is ``{"key": ..., "reason": ..., "detail": ...}``; a key logged by an earlier run is not
-    logged twice. A torn last line (a kill or a full disk in the middle of a write) is dropped with a warning
+    logged twice. `discard_where` forgets entries in memory and `save` writes that to the file in one rewrite.
+    A torn last line (a kill or a full disk in the middle of a write) is dropped with a warning
     and the file rewritten without it, so that item is simply tried again; a bad line elsewhere raises
     `ShardError` naming the file and the line.
     """
@@ -148,6 +149,7 @@ class SkipLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict[str, str]] = {}
+        self._dirty = False  # entries were discarded and the file still holds them (see `save`)
         if self.path.exists():
             self._read()
 
@@ -181,10 +183,29 @@ class SkipLog:
             f.write(json.dumps(entry) + "\n")
 
     def discard(self, key: str) -> None:
-        """Forget the skip of ``key`` (the file is rewritten atomically), so that the item is tried again."""
-        if self.entries.pop(key, None) is None:
-            return
-        self._rewrite(json.dumps(e) for e in self.entries.values())
+        """Forget the skip of ``key``, so that the item is tried again; the file changes at `save`."""
+        self.discard_where(lambda entry: entry["key"] == key)
+
+    def discard_where(self, predicate: Callable[[dict[str, str]], bool]) -> list[str]:
+        """Forget every skip whose record matches ``predicate``; returns their keys.
+
+        Only the entries in memory change: the file is rewritten once, by `save`, however many entries are
+        dropped (a rewrite per entry made a rerun quadratic in the number of entries). Until then the file
+        keeps the dropped records, so a kill in between leaves the log of the last complete run (plus what
+        was appended since): the next run decides again. A key logged again after its discard is appended,
+        and the later line wins when the file is read.
+        """
+        keys = [k for k, entry in self.entries.items() if predicate(entry)]
+        for key in keys:
+            del self.entries[key]
+        self._dirty = self._dirty or bool(keys)
+        return keys
+
+    def save(self) -> None:
+        """Write the discards to the file (one atomic rewrite), if there were any since it was last written."""
+        if self._dirty:
+            self._rewrite(json.dumps(e) for e in self.entries.values())
+            self._dirty = False
 
     def _rewrite(self, lines: Iterable[str]) -> None:
         """Replace the file by ``lines`` atomically (a hidden temporary renamed into place)."""

@@ -353,6 +353,10 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     _write_json(folder / CONFIG_FILE, recorded)
 
     skiplog = SkipLog(folder / SKIPPED_FILE)
+    # "missing file" skips are not kept from one run to the next: this run's scan logs again (at the end) the
+    # files still missing, and a file that is back is ingested. Dropped in memory here and written in one
+    # rewrite before the summary (`SkipLog.save`), so a kill in between leaves the last complete run's log.
+    was_missing = set(skiplog.discard_where(lambda e: e["reason"] == MISSING_FILE))
     done_keys = writer.done_keys
     done_by_unit: dict[str, set[str]] = {}
     for key in done_keys:
@@ -379,7 +383,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 units.add(entry.path)
                 if entry.reason == MISSING_FILE:  # logged at the end, and only if the file has no rows (stale)
                     missing[entry.path] = entry.detail
-                    counters["skips"] += entry.path not in skiplog.entries
+                    counters["skips"] += entry.path not in was_missing
                     progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
                     continue
                 if entry.path not in skiplog.entries:
@@ -392,9 +396,6 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 counters["skips"] += 1
                 continue
             units.add(entry.path)
-            for key in {entry.key, entry.path}:  # missing in an earlier run, back now: ingest it
-                if skiplog.entries.get(key, {}).get("reason") == MISSING_FILE:
-                    skiplog.discard(key)
             if entry.key in done_keys or entry.key in skiplog.entries:
                 progress.update(task, advance=1)
                 continue  # finished by an earlier run (a row or a logged skip)
@@ -433,6 +434,7 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
     for unit, detail in missing.items():  # a missing file with rows is reported as stale, not as a skip
         if unit not in with_rows:
             skiplog.add(unit, MISSING_FILE, detail)
+    skiplog.save()  # the earlier runs' "missing file" records of files found now are gone from the file
     summary = summarize(folder, name, config.source_name, units, reader.other_files, default_title=reader.title)
     if stale and not pruned:
         summary.stale_rows = len(stale)
