@@ -527,10 +527,7 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
             if llm == "frozen":  # the reference path: logits at every position, loss over them
                 r.reset_memory()
                 timing = r.time_it(lambda: _train_step(r, model, batch, optimizer, return_logits=True))  # noqa: B023
-                ref = dict(flops)
-                extra = F.decoder_lm_head(config.text_config, config.image_token_count + s.text_tokens - s.answer_tokens)
-                ref["llm"] += 2 * extra
-                ref["total"] += 2 * extra
+                ref = F.ifas_train_reference_sample(config, s.text_tokens, s.answer_tokens)
                 r.results["ifas"]["train_frozen_reference"] = r.figure(
                     s.train_batch / timing["seconds"], "samples/s", ref, s.train_batch,
                     note="return_logits=True: LM head at every position (the reference path)", **timing)

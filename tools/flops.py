@@ -13,7 +13,8 @@ softmax, activations, embeddings lookups and the optimizer are left out, a few p
   that no gradient flows through (the vision tower before a trained connector) costs its forward alone.
 * The LM head (``E x V``) is counted only at the positions where a path computes it: every position for the
   anchor ("the usual way": full logits, then the loss), the answer position for I-FAS scoring, the labelled
-  positions for I-FAS training, and one position per step in decoding.
+  positions for I-FAS training (every text position, not the visual ones, on its reference path,
+  ``return_logits=True``), and one position per step in decoding.
 
 Checked against the maintainers' hand counts (docs/benchmarks.md): CLIP ViT-L/14 forward ~162 GFLOP per
 image, OPT-2.7B ~5.3 GFLOP per token with its LM head, the anchor's frozen-LLM training sample (72 LLM
@@ -190,6 +191,21 @@ def ifas_train_sample(config: Any, text_tokens: int, labelled_tokens: int, llm: 
     if llm in ("lora", "qlora"):
         out["lora"] = 3 * lora_forward(t, k + text_tokens, lora_rank)
     return _with_total(out)
+
+
+def ifas_train_reference_sample(config: Any, text_tokens: int, labelled_tokens: int) -> dict[str, float]:
+    """FLOPs of one frozen-LLM I-FAS training sample on the reference path (``return_logits=True``).
+
+    It is the fast path's sample plus the LM head at the text positions without a label: the reference path
+    computes logits at all T text positions (``forward`` passes ``logits_to_keep=T``, so the M + L visual
+    positions are skipped), the fast path at the ``labelled_tokens`` only. The head is frozen and gradients
+    flow through it, so the extra positions cost 2x their forward.
+    """
+    out = ifas_train_sample(config, text_tokens, labelled_tokens, "frozen")
+    extra = TRAIN_FACTORS["frozen"] * decoder_lm_head(config.text_config, text_tokens - labelled_tokens)
+    out["llm"] += extra
+    out["total"] += extra
+    return out
 
 
 def ifas_score_sample(config: Any, prompt_tokens: int) -> dict[str, float]:

@@ -237,3 +237,41 @@ def test_pipeline_section_measures_the_cpu_image_pipeline(tmp_path):
     # beside a scoring figure of the same run it says whether the CPU keeps up
     results["ifas"]["score"] = {"value": 1e9}
     assert "NOT kept up with" in bench.pipeline_line(results)
+
+
+def test_reference_training_flops_count_the_lm_head_where_the_model_runs_it():
+    """review14 #10: the reference path (return_logits=True) runs the LM head at the T text positions
+    (logits_to_keep skips the visual ones), the fast path at the labelled ones; the counts follow the model."""
+    import torch
+
+    from ifas_model.modeling import IFASForConditionalGeneration
+
+    F = _load("flops")
+    bench = _load("benchmark")
+    sizes = bench.TINY_SIZES
+    config = bench.ifas_config(tiny=True)
+    torch.manual_seed(0)
+    model = IFASForConditionalGeneration(config).train()
+    r = bench.Runner("tiny", "cpu", None, sizes)
+    batch = bench._ifas_train_batch(r, config, 2)
+    positions = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: positions.append(args[0].shape[:-1].numel()))
+    try:
+        model(**batch).loss.backward()
+        model(**batch, return_logits=True).loss.backward()
+    finally:
+        hook.remove()
+    fast_head, ref_head = positions[0] // 2, positions[1] // 2  # per sample
+    assert (fast_head, ref_head) == (sizes.answer_tokens, sizes.text_tokens)
+
+    fast = F.ifas_train_sample(config, sizes.text_tokens, sizes.answer_tokens, "frozen")
+    ref = F.ifas_train_reference_sample(config, sizes.text_tokens, sizes.answer_tokens)
+    head_per_position = F.decoder_lm_head(config.text_config, 1)
+    # frozen head, gradients through it: 2x its forward at each extra position
+    assert ref["total"] - fast["total"] == pytest.approx(2 * (ref_head - fast_head) * head_per_position)
+    assert ref["llm"] - fast["llm"] == pytest.approx(ref["total"] - fast["total"])
+    # the full-size count: 12 extra positions (40 text - 28 labelled), not 68
+    full = bench.ifas_config(tiny=False)
+    extra = (F.ifas_train_reference_sample(full, 40, 28)["total"] - F.ifas_train_sample(full, 40, 28, "frozen")["total"])
+    assert extra == pytest.approx(2 * 12 * 2 * 2560 * 50272)
