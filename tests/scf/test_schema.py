@@ -136,6 +136,67 @@ def test_load_table_sees_a_rewritten_folder(tmp_path):
     assert len(schema.load_table(str(tmp_path / "a" / "ds"))["train"]) == 4
 
 
+def test_load_table_keeps_one_cached_copy_per_folder_and_ignores_the_bookkeeping_files(tmp_path):
+    """Review 15 H2: every load after an `scf ingest` rerun (card, summary, skip log rewritten) made another full
+    Arrow copy in the datasets cache, and old copies were never removed (CelebA-Spoof: ~47 GB each)."""
+    import os
+
+    import datasets
+    import numpy as np
+    from filelock import FileLock
+    from PIL import Image
+
+    from scf.shards import ShardWriter
+
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    mine, other = tmp_path / "mine", tmp_path / "other"
+
+    def write(folder, start, n):
+        with ShardWriter(folder, schema.benchmark_features(), shard_size=100) as w:
+            for i in range(start, start + n):
+                w.add(dict(_row(video_id=f"v{i}", path=f"p{i}"), image=img), "train")
+        (folder / "README.md").write_text("---\nlicense: other\n---\n# rows: " + str(start + n) + "\n")
+        for name in ("ingest_summary.json", "ingest_config.json", "skipped.jsonl"):
+            (folder / name).write_text(f"{{\"written\": {start + n}}}\n")
+
+    def copies(folder) -> list[str]:
+        where = os.path.dirname(schema._local_cache_dir(folder))
+        return sorted(os.listdir(where))
+
+    def arrow_times(folder) -> list[int]:
+        base = os.path.dirname(schema._local_cache_dir(folder))
+        return sorted(os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(base) for f in fs
+                      if f.endswith(".arrow"))
+
+    write(mine, 0, 3)
+    write(other, 0, 2)
+    assert len(schema.load_table(str(mine))["train"]) == 3 and len(schema.load_table(str(other))["train"]) == 2
+    first, converted = copies(mine), arrow_times(mine)
+    assert len(first) == 1 and len(copies(other)) == 1  # one copy each, under a folder of its own
+    assert schema._local_cache_dir(mine).parent != schema._local_cache_dir(other).parent
+    assert schema._local_cache_dir(mine).parent.parent == datasets.config.HF_DATASETS_CACHE / "scf-local"
+    write(mine, 3, 0)  # a rerun that adds nothing: card, summary, config and skip log rewritten
+    assert len(schema.load_table(str(mine))["train"]) == 3
+    assert copies(mine) == first and arrow_times(mine) == converted  # the same copy, not converted again
+    os.utime(next((mine / "data").glob("*.parquet")))  # a shard rewritten (a prune) ...
+    write(mine, 3, 2)  # ... and one added (a resumed ingest)
+    assert len(schema.load_table(str(mine))["train"]) == 5  # what is on disk now
+    assert len(copies(mine)) == 1 and copies(mine) != first  # the new copy only
+    assert len(copies(other)) == 1 and len(schema.load_table(str(other))["train"]) == 2  # untouched
+
+    # a copy that another process is converting right now (its datasets lock held) is left alone
+    before = copies(mine)
+    busy = os.path.join(os.path.dirname(schema._local_cache_dir(mine)), "0" * 16)
+    os.makedirs(busy)
+    open(os.path.join(busy, "old.arrow"), "w").close()
+    os.utime(os.path.join(busy, "old.arrow"), ns=(1, 1))
+    with FileLock(os.path.join(busy, "x_builder.lock")):
+        schema.load_table(str(mine))
+        assert copies(mine) == sorted([*before, "0" * 16])
+    schema.load_table(str(mine))  # released: an older copy, removed
+    assert copies(mine) == before
+
+
 def test_load_table_reads_several_sources_as_configs(tmp_path):
     import numpy as np
     from PIL import Image

@@ -20,10 +20,13 @@ file in taylover-pei/SSDG-CVPR2020); datasets that ship the opposite polarity
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -354,7 +357,9 @@ def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None 
             loaded = datasets.load_from_disk(str(path))
         else:
             try:
-                loaded = datasets.load_dataset(str(path), name=name, cache_dir=str(_local_cache_dir(path)))
+                cache_dir = _local_cache_dir(path)
+                loaded = datasets.load_dataset(str(path), name=name, cache_dir=str(cache_dir))
+                _drop_older_copies(cache_dir)
             except datasets.exceptions.DatasetGenerationError as e:
                 # the cause names the data file (a truncated shard: "Parquet magic bytes not found ...")
                 cause = e.__cause__ or e
@@ -400,23 +405,102 @@ def _unreadable_parquet(folder: Path) -> tuple[Path, str] | None:
 
 
 def _local_cache_dir(folder: Path) -> Path:
-    """A `datasets` cache folder keyed by the exact files of a local dataset folder.
+    """The `datasets` cache folder of a local dataset folder: ``scf-local/<folder hash>/<content hash>``.
 
-    `datasets` keys its cache of a local folder on names and coarse file metadata, so a folder rewritten
-    within the same second, or another folder with the same name and file names, can be served from a stale
-    cache. Keying on absolute paths, sizes and nanosecond modification times makes a changed folder (a
-    resumed ingest, a new corpus) always load what is on disk now.
+    `datasets` converts a local folder's data files into Arrow files in its cache on the first load (a full
+    copy, image bytes included: about the size of the shards) and keys that cache on names and coarse file
+    metadata, so a folder rewritten within the same second could be served stale rows. Here the content hash
+    covers exactly what decides the rows: the relative names, sizes and nanosecond modification times of the
+    data files (everything under ``data/`` when the folder has one, as ``scf ingest`` and ``scf caption``
+    write it; otherwise every file but the card), and the text of the card's YAML header (its ``configs``
+    and features pick the files and types). The bookkeeping files an ``scf ingest`` rerun rewrites
+    (``README.md`` below its header, ``ingest_summary.json``, ``ingest_config.json``, ``skipped.jsonl``)
+    are left out, so a rerun that adds nothing does not make the next load convert everything again; a
+    changed, added or removed shard does. The folder hash (of the resolved path) groups the copies of one
+    dataset folder, so that `_drop_older_copies` keeps one per folder.
     """
     import hashlib
 
     import datasets
 
+    folder = folder.resolve()
+    data = folder / "data"
+    base = data if data.is_dir() else folder
     h = hashlib.sha1()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()
-                    and not any(is_hidden_from_loaders(q) for q in p.relative_to(folder).parts[:-1])):
+    for f in sorted(p for p in base.rglob("*") if p.is_file()
+                    and not any(is_hidden_from_loaders(q) for q in p.relative_to(folder).parts)):
+        if f == folder / "README.md":
+            continue
         st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return Path(datasets.config.HF_DATASETS_CACHE) / "scf-local" / h.hexdigest()[:16]
+        h.update(f"{f.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8", errors="replace")
+        if text.startswith("---"):
+            header = text.split("\n---", 1)[0]
+            h.update(f"README.md\0{header}\n".encode())
+    where = hashlib.sha1(str(folder).encode()).hexdigest()[:16]
+    return Path(datasets.config.HF_DATASETS_CACHE) / "scf-local" / where / h.hexdigest()[:16]
+
+
+def _drop_older_copies(cache_dir: Path) -> None:
+    """Remove the other cached copies of the same dataset folder (siblings of ``cache_dir``), after a load.
+
+    Only copies none of whose files changed after the current copy was written are removed, and none whose
+    `datasets` lock is held (POSIX): a copy another process is converting at this moment is left alone (one
+    that a process has open for reading stays readable by it on POSIX). The
+    copies of other dataset folders live under other folder hashes and are never touched. A copy that
+    cannot be removed (a file open on Windows, permissions) is left, with a debug message; the next load
+    tries again. Copies made before this layout (``scf-local/<hash>`` directly, no folder level) are not
+    recognised as anyone's and stay: delete them by hand.
+    """
+    import shutil
+
+    current = _newest_mtime(cache_dir)
+    if current is None:
+        return
+    for sibling in cache_dir.parent.iterdir():
+        if sibling == cache_dir or not sibling.is_dir():
+            continue
+        try:
+            newest = _newest_mtime(sibling)
+            if newest is None or newest >= current or _lock_held(sibling):
+                continue
+            shutil.rmtree(sibling)
+            logger.info("removed an older cached copy of this dataset folder: %s", sibling)
+        except OSError as e:
+            logger.debug("could not remove the older cached copy %s: %s", sibling, e)
+
+
+def _newest_mtime(folder: Path) -> int | None:
+    """The newest modification time (ns) of the data files under ``folder`` (Arrow files, their info), lock
+    files left out: `datasets` touches those on every load, a cache hit too."""
+    import os
+
+    newest = None
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith(".lock"):
+                continue
+            t = os.lstat(os.path.join(dirpath, name)).st_mtime_ns
+            newest = t if newest is None else max(newest, t)
+    return newest
+
+
+def _lock_held(folder: Path) -> bool:
+    """Whether another process holds a `datasets` lock file under ``folder`` (POSIX ``flock``; False elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: an open file cannot be removed there anyway
+        return False
+    for lock in folder.rglob("*.lock"):
+        with lock.open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 STAGED_COPY_SUFFIX = ".hub-upload"
