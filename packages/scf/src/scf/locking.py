@@ -1,0 +1,151 @@
+"""One run per output folder: `output_lock` (a leaf module, standard library only).
+
+Two long jobs writing the same folder at once (``ifas-train``, ``scf caption`` or ``ifas-eval`` started twice on
+one ``--output``/``--out``) interleave their files and both report success. Each command therefore holds
+``<folder>/.lock`` for its whole run and a second one is refused at once, in one line naming the holder.
+
+The lock is an advisory ``flock`` on ``.lock``, released by the kernel when the process ends, so a crash or a
+``kill -9`` never leaves a stale lock and the file itself may stay. Where ``flock`` is unavailable (some network
+file systems, Windows) a ``.lock.excl`` file created with ``O_CREAT | O_EXCL`` holds the owner instead; it is
+removed on exit, and one left by a dead process on the same host is taken over. In a distributed run only one
+process (rank 0) takes the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+EXCL_NAME = ".lock.excl"
+
+
+class FolderInUse(RuntimeError):
+    """Another run holds the folder, or the folder cannot be created or written; the message is one line."""
+
+
+def _owner(command: str) -> dict[str, object]:
+    return {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
+            "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def _read_owner(path: Path) -> dict[str, object]:
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _in_use(folder: Path, owner: dict[str, object]) -> FolderInUse:
+    if owner.get("pid"):
+        who = (f"{owner.get('command', 'another run')} (pid {owner['pid']} on {owner.get('host', '?')}, "
+               f"since {owner.get('since', '?')})")
+    else:
+        who = "another run"
+    return FolderInUse(f"{folder} is in use by {who}; wait for it to end or choose another folder")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _excl_lock(folder: Path, owner: dict[str, object]) -> Iterator[Path]:
+    path = folder / EXCL_NAME
+    for attempt in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            held = _read_owner(path)
+            pid = held.get("pid")
+            stale = (held.get("host") == owner["host"] and isinstance(pid, int) and not _pid_alive(pid))
+            if attempt == 0 and stale:
+                logger.warning("%s: taking over the lock of pid %s, which has ended", folder, pid)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            raise _in_use(folder, held) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(owner, f)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
+    """Hold ``folder`` for one run; the folder is created when missing.
+
+    Args:
+        folder: the run's output folder.
+        command: who holds it, shown to a second run (e.g. ``"ifas-train"``).
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        FolderInUse: another process holds the folder (the message names its command, pid, host and start
+            time), or the folder cannot be created or written (the message names it and the reason).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise FolderInUse(f"{folder}: cannot create or write to this folder ({e.strerror or e})") from None
+    owner = _owner(command)
+    try:
+        flocked = False
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flocked = True
+            except BlockingIOError:
+                raise _in_use(folder, _read_owner(folder / LOCK_NAME)) from None
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                logger.info("%s: flock unsupported here (%s); using %s", folder, e.strerror, EXCL_NAME)
+        if flocked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+            yield folder / LOCK_NAME
+        else:
+            with _excl_lock(folder, owner) as path:
+                yield path
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def is_lock_file(path: str | Path) -> bool:
+    """True for the lock files of `output_lock` (to leave out of listings and uploads)."""
+    return Path(path).name in (LOCK_NAME, EXCL_NAME)
+
+
+__all__ = ["EXCL_NAME", "LOCK_NAME", "FolderInUse", "is_lock_file", "output_lock"]

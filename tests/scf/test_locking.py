@@ -1,0 +1,105 @@
+"""One run per output folder (review 16 M1): a second run on the same folder is refused in one line naming the
+first; a crashed run leaves no stale lock; the O_EXCL fallback for file systems without flock."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scf import locking
+from scf.locking import FolderInUse, output_lock
+
+
+def test_a_second_holder_is_refused_naming_the_first(tmp_path):
+    out = tmp_path / "run"
+    with output_lock(out, "ifas-train") as lock:
+        assert lock == out / ".lock" and out.is_dir()
+        with pytest.raises(FolderInUse) as e, output_lock(out, "ifas-train"):
+            pass
+        msg = str(e.value)
+        assert "\n" not in msg
+        assert msg.startswith(f"{out} is in use by ifas-train (pid {os.getpid()} on ")
+        assert msg.endswith("; wait for it to end or choose another folder")
+    with output_lock(out, "ifas-eval"):  # released at exit: the next run takes it
+        assert json.loads((out / ".lock").read_text())["command"] == "ifas-eval"
+
+
+def test_another_process_holding_the_folder_blocks_and_its_kill_releases_it(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom scf.locking import output_lock\n"
+         f"with output_lock({str(out)!r}, 'scf caption'):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderInUse, match=rf"in use by scf caption \(pid {holder.pid} on "):
+            with output_lock(out, "scf caption"):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with output_lock(out, "scf caption"):  # kill -9 left no stale lock
+        pass
+
+
+def test_an_unwritable_folder_is_one_line_naming_it(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        with pytest.raises(FolderInUse, match=rf"^{parent / 'run'}: cannot create or write to this folder"):
+            with output_lock(parent / "run", "ifas-train"):
+                pass
+    finally:
+        parent.chmod(0o700)
+
+
+def test_a_file_in_place_of_the_folder_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    out.write_text("x")
+    with pytest.raises(FolderInUse, match=rf"^{out}: cannot create or write to this folder"):
+        with output_lock(out, "ifas-eval"):
+            pass
+
+
+@pytest.fixture
+def no_flock(monkeypatch):
+    """A file system whose flock fails with ENOLCK (some NFS mounts)."""
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(locking.fcntl, "flock", flock)
+
+
+def test_without_flock_an_exclusive_file_holds_the_folder_and_is_removed_at_exit(tmp_path, no_flock):
+    out = tmp_path / "run"
+    with output_lock(out, "ifas-train") as lock:
+        assert lock == out / ".lock.excl"
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(FolderInUse, match=r"in use by ifas-train \(pid "), output_lock(out, "ifas-train"):
+            pass
+    assert not (out / ".lock.excl").exists()
+
+
+def test_without_flock_a_dead_owners_file_on_this_host_is_taken_over(tmp_path, no_flock):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    time.sleep(0.05)
+    (out / ".lock.excl").write_text(json.dumps({"command": "ifas-train", "pid": dead.pid,
+                                                "host": locking.socket.gethostname(), "since": "x"}))
+    with output_lock(out, "ifas-train"):
+        assert json.loads((out / ".lock.excl").read_text())["pid"] == os.getpid()
+    (out / ".lock.excl").write_text(json.dumps({"command": "ifas-train", "pid": dead.pid,
+                                                "host": "another-node", "since": "x"}))
+    with pytest.raises(FolderInUse, match=rf"pid {dead.pid} on another-node"), output_lock(out, "ifas-train"):
+        pass
