@@ -74,6 +74,45 @@ TARGETS = {
 """Issue 8's targets: fractions of the measured matmul rate, the captioning speed-up over the anchor's
 ``generate``, and the QLoRA memory ceiling at batch 8."""
 
+NEED_S = {
+    "full": {"matmul": 15, "pipeline": 30, "anchor.build": 30, "anchor.train": 20, "anchor.score": 15,
+             "anchor.caption": 30, "ifas.build": 30, "ifas.score": 15, "ifas.train_frozen": 30,
+             "ifas.train_full": 40, "ifas.train_lora": 30, "ifas.train_qlora": 90, "blip2.caption": 45,
+             "blip2.caption_fast": 90},
+    "tiny": {},
+}
+"""Seconds a section is expected to need (an H200 estimate from review14, generous), by mode. With a budget
+(``--budget-s``), a section starts only when at least this much time is left; otherwise it is skipped and the
+reason recorded, rather than killed mid-way by the caller's time limit. ``blip2.caption_fast`` is the fast
+captioning path inside ``blip2.caption`` (its first calls compile the decoding step on CUDA). Tiny runs need
+nothing (0 s): only an exhausted budget skips their sections."""
+
+SECTION_FIGURES: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "matmul": (("matmul", None),), "pipeline": (("pipeline", None),),
+    "anchor.train": (("anchor", "train"),), "anchor.score": (("anchor", "score"),),
+    "anchor.caption": (("anchor", "caption"),), "ifas.score": (("ifas", "score"),),
+    "ifas.train_frozen": (("ifas", "train_frozen"), ("ifas", "train_frozen_reference")),
+    "ifas.train_full": (("ifas", "train_full"),), "ifas.train_lora": (("ifas", "train_lora"),),
+    "ifas.train_qlora": (("ifas", "train_qlora"),),
+    "blip2.caption": (("blip2", "caption_reference"), ("blip2", "caption_fast")),
+}
+"""The figures (group, key; key None = the whole group) each measuring section writes."""
+
+PARENT_SECTION = {"anchor.train": "anchor.build", "anchor.score": "anchor.build", "anchor.caption": "anchor.build",
+                  "ifas.score": "ifas.build", "ifas.train_frozen": "ifas.build", "ifas.train_full": "ifas.build",
+                  "ifas.train_lora": "ifas.build"}
+"""Sections that run inside another (the one building their model)."""
+
+_PROCESS_START = time.monotonic()
+
+
+class BudgetSkip(Exception):
+    """A section (or part of one, ``key``) not started because the run's time budget is too short for it."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -225,10 +264,16 @@ def build_anchor(tiny: bool) -> Any:
 class Runner:
     """Holds the device, dtype, matmul ceiling and the results; writes the JSON after every section."""
 
-    def __init__(self, mode: str, device: str, out: Path | None, sizes: Sizes, dtype: str = "auto") -> None:
+    def __init__(self, mode: str, device: str, out: Path | None, sizes: Sizes, dtype: str = "auto",
+                 budget_s: float | None = None, started: float | None = None) -> None:
         import torch
 
         self.mode, self.tiny, self.sizes, self.out = mode, mode == "tiny", sizes, out
+        self.started = time.monotonic() if started is None else started
+        self.budget_s = budget_s
+        self.deadline = None if budget_s is None else self.started + budget_s
+        self.needs = NEED_S.get(mode, {})
+        self._running: list[str] = []
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         if dtype == "auto":
@@ -237,6 +282,8 @@ class Runner:
         self.results: dict[str, Any] = {"meta": environment(mode, self.device, self.dtype, sizes),
                                         "matmul": None, "pipeline": None, "ifas": {}, "blip2": {}, "anchor": {}, "skipped": {},
                                         "errors": {}}
+        meta = self.results["meta"]
+        meta.update(budget_s=budget_s, finished=False, running=None, section_start_s={}, memory_at_start_gib={})
 
     # -- timing --
     def sync(self) -> None:
@@ -253,18 +300,52 @@ class Runner:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
 
+    def allocated_gib(self) -> float | None:
+        """Memory held by tensors now (``torch.cuda.memory_allocated``); None on CPU."""
+        import torch
+
+        return round(torch.cuda.memory_allocated(self.device) / GIB, 3) if self.cuda else None
+
+    def seconds_left(self) -> float | None:
+        """Seconds left of the budget (None without one)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def require_time(self, key: str | None = None) -> None:
+        """Raise `BudgetSkip` when less time is left than ``key`` (default: the running section) needs.
+
+        Every section calls it first, so a section the budget cannot fit is skipped with its reason instead of
+        being killed half-way by the caller's time limit.
+        """
+        key = key or self._running[-1]
+        left = self.seconds_left()
+        if left is None:
+            return
+        need = float(self.needs.get(key, 0.0))
+        if left <= 0 or left < need:
+            raise BudgetSkip(key, f"not started: {max(left, 0.0):.0f} s left of the {self.budget_s:g} s budget, "
+                                  f"it needs about {need:.0f} s")
+
     def peak_gib(self) -> float | None:
         import torch
 
         return torch.cuda.max_memory_allocated(self.device) / GIB if self.cuda else None
 
-    def time_it(self, fn: Callable[[], Any], warmup: int | None = None, iters: int | None = None) -> dict[str, float]:
-        """Median seconds per call after warm-up (synchronised around each call); also the warm-up time."""
+    def time_it(self, fn: Callable[[], Any], warmup: int | None = None, iters: int | None = None,
+                warmup_min_s: float = 0.0) -> dict[str, float]:
+        """Median seconds per call after warm-up (synchronised around each call); also the warm-up time.
+
+        The warm-up is ``warmup`` calls, continued until ``warmup_min_s`` seconds have passed (clocks and
+        caches settled; the matmul ceiling uses 0.5 s on CUDA).
+        """
         warmup = self.sizes.warmup if warmup is None else warmup
         iters = self.sizes.iters if iters is None else iters
         t0 = time.perf_counter()
-        for _ in range(warmup):
+        done = 0
+        while done < warmup or time.perf_counter() - t0 < warmup_min_s:
             fn()
+            done += 1
+            if warmup_min_s:
+                self.sync()
         self.sync()
         warm_s = time.perf_counter() - t0
         times = []
@@ -273,7 +354,7 @@ class Runner:
             fn()
             self.sync()
             times.append(time.perf_counter() - t)
-        return {"seconds": statistics.median(times), "warmup_s": warm_s, "iters": iters}
+        return {"seconds": statistics.median(times), "warmup_s": warm_s, "warmup_calls": done, "iters": iters}
 
     def figure(self, per_second: float, unit: str, flops_per_item: dict[str, float] | None, batch: int,
                **extra: Any) -> dict[str, Any]:
@@ -299,16 +380,35 @@ class Runner:
 
     @contextlib.contextmanager
     def section(self, name: str) -> Any:
-        """Run one section; an exception is recorded under ``errors`` and the next section still runs."""
+        """Run one section; an exception is recorded under ``errors`` and the next section still runs.
+
+        The body starts with `require_time`: a `BudgetSkip` is recorded under ``skipped``. The JSON is saved at
+        the start (``meta.running`` names the section, so a run killed inside it says where it ended, and
+        ``meta.memory_at_start_gib`` shows memory a previous section left behind) and at the end.
+        """
         logger.info("section %s", name)
+        meta = self.results["meta"]
         t = time.perf_counter()
+        meta["section_start_s"][name] = round(time.monotonic() - self.started, 1)
+        meta["memory_at_start_gib"][name] = self.allocated_gib()
+        self._running.append(name)
+        meta["running"] = name
+        self.save()
         try:
             yield
+        except BudgetSkip as e:
+            logger.warning("skipped %s: %s", e.key, e)
+            self.results["skipped"][e.key] = str(e)
         except Exception as e:  # noqa: BLE001 - one broken measurement must not lose the others
-            logger.error("section %s failed: %s", name, e)
-            self.results["errors"][name] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+            message = f"{type(e).__name__}: {e}"
+            logger.error("section %s failed: %s", name, message)
+            self.results["errors"][name] = f"{message}\n{traceback.format_exc(limit=6)}"
+            # drop the failed frames' locals (activations, the optimizer a step held) before the next section
+            traceback.clear_frames(e.__traceback__)
         finally:
-            self.results["meta"].setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 2)
+            self._running.pop()
+            meta["running"] = self._running[-1] if self._running else None
+            meta.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 2)
             self.reset_memory()
             self.save()
 
@@ -357,17 +457,55 @@ def environment(mode: str, device: Any, dtype: Any, sizes: Sizes) -> dict[str, A
                     cuda=torch.version.cuda)
     else:
         meta["card"] = f"CPU ({platform.processor() or platform.machine()})"
+    for lib in ("peft", "bitsandbytes"):
+        meta[lib] = library_version(lib)
+    if os.environ.get(CARRIED_BNB_ENV):
+        meta["carried_bitsandbytes_error"] = os.environ[CARRIED_BNB_ENV]
+    meta["git_commit"] = git_commit()
+    return meta
+
+
+COMMIT_FILE = ".bench_commit"
+"""A file at the repository root holding the commit, for a copy of the tree without ``.git`` (the GPU machine):
+``git rev-parse --short HEAD > .bench_commit`` before the run (it is untracked and not ignored, so it travels)."""
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The commit the tool runs from: ``git rev-parse`` when there is a ``.git``, else the first line of
+    `COMMIT_FILE`, else a string that says it is unknown (never a guess)."""
+    root = root or Path(__file__).resolve().parent.parent
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root,
+                                check=True, timeout=20).stdout.strip()
+        if commit:
+            return commit
+    with contextlib.suppress(OSError, IndexError):
+        commit = (root / COMMIT_FILE).read_text().split()[0]
+        if commit:
+            return f"{commit} (from {COMMIT_FILE})"
+    return f"unknown (no git repository and no {COMMIT_FILE})"
+
+
+def library_version(lib: str) -> str | None:
+    """Installed version of ``lib`` from its metadata; for a copy without ``*.dist-info`` (the trimmed
+    bitsandbytes carried to the GPU machine), its ``__version__`` if it imports; None when it is absent.
+
+    The metadata is read first, so peft and bitsandbytes are not imported just for their versions.
+    """
+    import importlib.util
     from importlib.metadata import PackageNotFoundError, version
 
-    for lib in ("peft", "bitsandbytes"):  # versions without importing them (slow imports)
-        try:
-            meta[lib] = version(lib)
-        except PackageNotFoundError:
-            meta[lib] = None
-    with contextlib.suppress(Exception):
-        meta["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                            cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    return meta
+    try:
+        return version(lib)
+    except PackageNotFoundError:
+        pass
+    try:
+        if importlib.util.find_spec(lib) is None:
+            return None
+        found = getattr(__import__(lib), "__version__", None)
+    except Exception as e:  # noqa: BLE001 - present but broken: say so rather than "not installed"
+        return f"present, does not import ({type(e).__name__})"
+    return f"{found} (no package metadata)" if found else "present, no version"
 
 
 # --- sections --------------------------------------------------------------------------------------------
@@ -424,11 +562,12 @@ def measure_matmul(r: Runner) -> None:
     n = r.sizes.matmul_n
     a = torch.randn(n, n, device=r.device, dtype=r.dtype)
     b = torch.randn(n, n, device=r.device, dtype=r.dtype)
-    t = r.time_it(lambda: a @ b, warmup=3, iters=10)
+    t = r.time_it(lambda: a @ b, warmup=3, iters=10, warmup_min_s=0.5 if r.cuda else 0.0)
     src = torch.randn(256 * 1024 * 1024 // 2 if r.cuda else 1 << 20, device=r.device, dtype=r.dtype)
     dst = torch.empty_like(src)
     c = r.time_it(lambda: dst.copy_(src), warmup=3, iters=10)
     r.results["matmul"] = {"n": n, "dtype": str(r.dtype).removeprefix("torch."), "seconds": t["seconds"],
+                           "warmup_s": t["warmup_s"], "warmup_calls": t["warmup_calls"],
                            "tflops": 2 * n**3 / t["seconds"] / 1e12,
                            "copy_tb_per_s": 2 * src.numel() * src.element_size() / c["seconds"] / 1e12}
 
@@ -490,6 +629,7 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
     r.results["meta"]["ifas_attn_implementation"] = getattr(model.language_model.config, "_attn_implementation", None)
     if "score" in what:
         with r.section("ifas.score"):
+            r.require_time()
             model.eval()
             t = config.text_config
             ids = r.ids(s.score_batch, s.prompt_tokens, t.vocab_size, t.bos_token_id)
@@ -507,32 +647,35 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
     order = [m for m in ("frozen", "full", "lora") if m in train_modes]  # LoRA last: it changes the model
     for llm in order:
         with r.section(f"ifas.train_{llm}"):
+            r.require_time()
             if llm == "lora":
-                try:
-                    import peft  # noqa: F401
-                except ImportError as e:
-                    r.results["skipped"]["ifas.train_lora"] = f"peft is not installed ({e})"
+                error = _import_error("peft")
+                if error:
+                    r.results["skipped"]["ifas.train_lora"] = f"cannot import peft: {error}"
                     continue
-            apply_llm_training(model, llm)
-            optimizer = _prepare_training(r, model)
-            model.train()
-            batch = _ifas_train_batch(r, config, s.train_batch)
-            r.reset_memory()
-            timing = r.time_it(lambda: _train_step(r, model, batch, optimizer))  # noqa: B023
-            flops = F.ifas_train_sample(config, s.text_tokens, s.answer_tokens, llm, config.lora_r)
-            r.results["ifas"][f"train_{llm}"] = r.figure(
-                s.train_batch / timing["seconds"], "samples/s", flops, s.train_batch,
-                llm_tokens=config.image_token_count + s.text_tokens, labelled_tokens=s.answer_tokens,
-                note=TRAIN_NOTE, **timing)
-            if llm == "frozen":  # the reference path: logits at every position, loss over them
+            optimizer = None
+            try:
+                apply_llm_training(model, llm)
+                optimizer = _prepare_training(r, model)
+                model.train()
+                batch = _ifas_train_batch(r, config, s.train_batch)
                 r.reset_memory()
-                timing = r.time_it(lambda: _train_step(r, model, batch, optimizer, return_logits=True))  # noqa: B023
-                ref = F.ifas_train_reference_sample(config, s.text_tokens, s.answer_tokens)
-                r.results["ifas"]["train_frozen_reference"] = r.figure(
-                    s.train_batch / timing["seconds"], "samples/s", ref, s.train_batch,
-                    note="return_logits=True: LM head at every position (the reference path)", **timing)
-            optimizer = None  # free the AdamW state before the next mode
-            model.zero_grad(set_to_none=True)
+                timing = r.time_it(lambda: _train_step(r, model, batch, optimizer))  # noqa: B023
+                flops = F.ifas_train_sample(config, s.text_tokens, s.answer_tokens, llm, config.lora_r)
+                r.results["ifas"][f"train_{llm}"] = r.figure(
+                    s.train_batch / timing["seconds"], "samples/s", flops, s.train_batch,
+                    llm_tokens=config.image_token_count + s.text_tokens, labelled_tokens=s.answer_tokens,
+                    note=TRAIN_NOTE, **timing)
+                if llm == "frozen":  # the reference path: logits at every position, loss over them
+                    r.reset_memory()
+                    timing = r.time_it(lambda: _train_step(r, model, batch, optimizer, return_logits=True))  # noqa: B023
+                    ref = F.ifas_train_reference_sample(config, s.text_tokens, s.answer_tokens)
+                    r.results["ifas"]["train_frozen_reference"] = r.figure(
+                        s.train_batch / timing["seconds"], "samples/s", ref, s.train_batch,
+                        note="return_logits=True: LM head at every text position (the reference path)", **timing)
+            finally:  # free the AdamW state and gradients before the next mode, also after a failure
+                optimizer = None
+                model.zero_grad(set_to_none=True)
 
 
 TRAIN_NOTE = ("ifas-train's default path on CUDA: bf16 autocast, trainable weights and AdamW state fp32, frozen "
@@ -541,10 +684,13 @@ TRAIN_NOTE = ("ifas-train's default path on CUDA: bf16 autocast, trainable weigh
 
 def measure_qlora(r: Runner) -> None:
     """QLoRA training of I-FAS at batch 8: samples/s and peak memory (needs bitsandbytes and peft)."""
-
-    missing = [lib for lib in ("bitsandbytes", "peft") if _missing(lib)]
-    if missing:
-        r.results["skipped"]["ifas.train_qlora"] = f"{', '.join(missing)} not installed: QLoRA needs them"
+    r.require_time()
+    problems = [f"cannot import {lib}: {error}" for lib in ("bitsandbytes", "peft") if (error := _import_error(lib))]
+    if problems:
+        carried = os.environ.get(CARRIED_BNB_ENV)
+        if carried and _import_error("bitsandbytes"):
+            problems.append(f"the carried copy was left off PYTHONPATH by gpu_check.sh: {carried}")
+        r.results["skipped"]["ifas.train_qlora"] = "; ".join(problems) + " (QLoRA needs bitsandbytes and peft)"
         return
     from ifas_model.adapters import apply_llm_training
     from ifas_model.modeling import IFASForConditionalGeneration
@@ -565,13 +711,21 @@ def measure_qlora(r: Runner) -> None:
     r.results["ifas"]["train_qlora"] = fig
 
 
-def _missing(lib: str) -> bool:
-    """Whether ``lib`` cannot be imported (a missing package, or one whose import fails)."""
+CARRIED_BNB_ENV = "BENCH_CARRIED_BNB_ERROR"
+"""Set by gpu_check.sh when the carried ``.bnb`` copy of bitsandbytes failed to import: its error line."""
+
+
+def _import_error(lib: str) -> str | None:
+    """Why ``lib`` cannot be imported ("not installed", or the exception its import raised), None if it can."""
+    import importlib.util
+
     try:
+        if importlib.util.find_spec(lib) is None:
+            return "not installed"
         __import__(lib)
-    except Exception:  # noqa: BLE001 - not installed, or e.g. bitsandbytes without its native library
-        return True
-    return False
+    except Exception as e:  # noqa: BLE001 - e.g. bitsandbytes whose native library does not load
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+    return None
 
 
 def _cast_like_from_pretrained(model: Any, dtype: Any) -> Any:
@@ -589,12 +743,22 @@ def _cast_like_from_pretrained(model: Any, dtype: Any) -> Any:
 
 
 def measure_caption(r: Runner) -> None:
-    """SCF captioning with the BLIP-2 architecture: the library's default (fast) path and plain ``generate``."""
+    """SCF captioning with the BLIP-2 architecture: plain ``generate`` (the reference), then the library's default
+    (fast) path, and whether their greedy tokens agree.
+
+    The agreement is checked on the rows of the last timed fast batch that the reference batch also holds (the
+    first ``anchor_caption_batch`` rows; same inputs), so the compiled decoding step is never called at a second
+    batch size (a recompile and a new CUDA graph that would cost about as much as the first compile).
+    ``compile_s`` is the warm-up time less its calls' steady time: on CUDA, compiling the decoding step.
+    The compiler's caches and CUDA graphs are released at the end (``torch._dynamo.reset``), so they do not
+    stay in the memory of whatever runs next.
+    """
     import torch
     from transformers import Blip2ForConditionalGeneration
 
     from scf.captioning.captioner import DecodingConfig, generate_caption_ids
 
+    r.require_time()
     config = blip2_config(r.tiny)
     model = r.build(lambda: Blip2ForConditionalGeneration(config))
     _cast_like_from_pretrained(model, r.dtype).eval()
@@ -612,27 +776,38 @@ def measure_caption(r: Runner) -> None:
 
     flops = F.blip2_caption_sample(config.vision_config, config.qformer_config, config.text_config, q,
                                    1 + s.caption_prompt_tokens, s.new_tokens)
-    with torch.inference_mode():
-        fast_in = inputs(s.caption_batch)
-        ref_in = {k: v[: s.anchor_caption_batch] for k, v in fast_in.items()}
-        # Plain generate first, so that its figure stands even if the fast path fails on this machine.
-        r.reset_memory()
-        ref_ids: list[Any] = []
-        timing = r.time_it(lambda: ref_ids.append(generate_caption_ids(model, **ref_in, decoding=decoding,
-                                                                       fast=False)), warmup=1, iters=2)
-        r.results["blip2"]["caption_reference"] = r.figure(
-            s.anchor_caption_batch / timing["seconds"], "images/s", flops, s.anchor_caption_batch,
-            new_tokens=s.new_tokens, note="plain generate (dynamic cache), the reference path", **timing)
-        r.save()
-        r.reset_memory()
-        timing = r.time_it(lambda: generate_caption_ids(model, **fast_in, decoding=decoding), warmup=2,
-                           iters=max(2, s.iters // 2))
-        fig = r.figure(s.caption_batch / timing["seconds"], "images/s", flops, s.caption_batch,
-                       new_tokens=s.new_tokens, note="warmup_s includes compiling the decoding step on CUDA",
-                       **timing)
-        fast_ids = generate_caption_ids(model, **ref_in, decoding=decoding)
-        fig["greedy_rows_identical_to_reference"] = (fast_ids == ref_ids[-1]).all(dim=1).float().mean().item()
-        r.results["blip2"]["caption_fast"] = fig
+    try:
+        with torch.inference_mode():
+            fast_in = inputs(s.caption_batch)
+            rows = min(s.anchor_caption_batch, s.caption_batch)
+            ref_in = {k: v[:rows] for k, v in fast_in.items()}
+            # Plain generate first, so that its figure stands even if the fast path fails on this machine.
+            r.reset_memory()
+            ref_ids: list[Any] = []
+            timing = r.time_it(lambda: ref_ids.append(generate_caption_ids(model, **ref_in, decoding=decoding,
+                                                                           fast=False)), warmup=1, iters=2)
+            r.results["blip2"]["caption_reference"] = r.figure(
+                rows / timing["seconds"], "images/s", flops, rows,
+                new_tokens=s.new_tokens, note="plain generate (dynamic cache), the reference path", **timing)
+            r.save()
+            r.require_time("blip2.caption_fast")
+            r.reset_memory()
+            fast_ids: list[Any] = []
+
+            def fast() -> None:
+                fast_ids[:] = [generate_caption_ids(model, **fast_in, decoding=decoding)]
+
+            timing = r.time_it(fast, warmup=2, iters=max(2, s.iters // 2))
+            fig = r.figure(s.caption_batch / timing["seconds"], "images/s", flops, s.caption_batch,
+                           new_tokens=s.new_tokens, note="warmup_s includes compiling the decoding step on CUDA",
+                           compile_s=max(0.0, timing["warmup_s"] - timing["warmup_calls"] * timing["seconds"]),
+                           **timing)
+            same = (fast_ids[0][:rows] == ref_ids[-1]).all(dim=1)
+            fig["greedy_rows_identical_to_reference"] = same.float().mean().item()
+            fig["greedy_rows_compared"] = rows
+            r.results["blip2"]["caption_fast"] = fig
+    finally:
+        torch._dynamo.reset()  # compiled graphs and CUDA-graph pools; the section's end empties the cache
 
 
 def measure_anchor(r: Runner, what: set[str]) -> None:
@@ -645,6 +820,7 @@ def measure_anchor(r: Runner, what: set[str]) -> None:
     size = vision_cfg.image_size
     if "train" in what:
         with r.section("anchor.train"):
+            r.require_time()
             model.train()
             model.vision.eval()
             ids = r.ids(s.train_batch, s.text_tokens, text_cfg.vocab_size, text_cfg.bos_token_id)
@@ -666,6 +842,7 @@ def measure_anchor(r: Runner, what: set[str]) -> None:
     model.eval()
     if "score" in what:
         with r.section("anchor.score"), torch.inference_mode():
+            r.require_time()
             ids = r.ids(s.score_batch, s.prompt_tokens, text_cfg.vocab_size, text_cfg.bos_token_id)
             pix = r.pixels(s.score_batch, size)
             r.reset_memory()
@@ -676,6 +853,7 @@ def measure_anchor(r: Runner, what: set[str]) -> None:
                 llm_tokens=q + s.prompt_tokens, **timing)
     if "caption" in what:
         with r.section("anchor.caption"), torch.inference_mode():
+            r.require_time()
             b = s.anchor_caption_batch
             ids = r.ids(b, 1 + s.caption_prompt_tokens, text_cfg.vocab_size, text_cfg.bos_token_id)
             pix = r.pixels(b, size)
@@ -696,7 +874,8 @@ COMPARISONS = (
     ("training, LLM frozen, reference path", ("ifas", "train_frozen_reference"), ("anchor", "train"), None),
     ("training, LoRA (samples/s)", ("ifas", "train_lora"), ("anchor", "train"), None),
     ("training, LLM full (samples/s)", ("ifas", "train_full"), ("anchor", "train"), "train_full_fraction"),
-    ("training, QLoRA batch 8 (samples/s)", ("ifas", "train_qlora"), ("anchor", "train"), "qlora_peak_gib"),
+    ("training, QLoRA (samples/s; its own batch, no ratio)", ("ifas", "train_qlora"), ("anchor", "train"),
+     "qlora_peak_gib"),
     ("captioning BLIP-2, fast path (images/s)", ("blip2", "caption_fast"), ("anchor", "caption"),
      "caption_ratio_to_anchor"),
     ("captioning BLIP-2, plain generate", ("blip2", "caption_reference"), ("anchor", "caption"), None),
@@ -704,17 +883,23 @@ COMPARISONS = (
 
 
 def compare(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of figure vs anchor (same run): ratio, fraction of the matmul rate, target and whether it is met."""
+    """Rows of figure vs anchor (same run): ratio, fraction of the matmul rate, target and whether it is met.
+
+    The ratio is given only where the figure and the anchor's were measured at the same batch, except for the
+    captioning target, which is defined as the fast path at its batch against the anchor's ``generate`` at 64.
+    """
     rows = []
     for label, (g, k), (ag, ak), target in COMPARISONS:
-        fig, anchor = results.get(g, {}).get(k), results.get(ag, {}).get(ak)
+        fig, anchor = (results.get(g) or {}).get(k), (results.get(ag) or {}).get(ak)
         if fig is None:
             continue
-        row = {"label": label, "key": f"{g}.{k}", "value": fig["value"], "unit": fig["unit"],
+        comparable = anchor is not None and (target == "caption_ratio_to_anchor"
+                                             or fig.get("batch") == anchor.get("batch"))
+        row = {"label": label, "key": f"{g}.{k}", "value": fig["value"], "unit": fig["unit"], "batch": fig.get("batch"),
                "fraction_of_matmul": fig.get("fraction_of_matmul"), "peak_memory_gib": fig.get("peak_memory_gib"),
                "anchor_value": anchor["value"] if anchor else None,
                "anchor_fraction_of_matmul": anchor.get("fraction_of_matmul") if anchor else None,
-               "ratio_to_anchor": fig["value"] / anchor["value"] if anchor else None,
+               "ratio_to_anchor": fig["value"] / anchor["value"] if comparable else None,
                "target": None, "target_met": None}
         if target is not None:
             goal = TARGETS[target]
@@ -759,14 +944,96 @@ def print_table(results: dict[str, Any]) -> None:
                       _fmt(row["fraction_of_matmul"], ".1%"), _fmt(row["anchor_fraction_of_matmul"], ".1%"),
                       _fmt(row["peak_memory_gib"], ".1f"), row["target"] or "", _fmt(row["target_met"]))
     console = Console(width=200)
+    ended = run_status_line(results)
+    if ended:
+        console.print(ended, markup=False)
     console.print(table)
-    pipeline = pipeline_line(results)
-    if pipeline:
-        console.print(pipeline, markup=False)
-    for name, why in results["skipped"].items():
+    for line in (anchor_line(results), pipeline_line(results)):
+        if line:
+            console.print(line, markup=False)
+    for key, why in not_measured(results):
+        console.print(f"not measured {key}: {why}", markup=False)
+    for name, why in _unlisted(results, "skipped"):
         console.print(f"skipped {name}: {why}", markup=False)
-    for name, err in results["errors"].items():
+    for name, err in _unlisted(results, "errors"):
         console.print(f"ERROR {name}: {err.splitlines()[0]}", markup=False)
+
+
+def run_status_line(results: dict[str, Any]) -> str:
+    """One sentence when the run did not finish (cut off by a time limit or killed); else empty."""
+    meta = results["meta"]
+    if meta.get("finished") is not False:  # finished, or a JSON written before this field existed
+        return ""
+    where = f" inside `{meta['running']}`" if meta.get("running") else " between two sections"
+    return (f"This run did not finish: it ended{where} (cut off by a time limit, or killed). The figures below "
+            "are the ones it measured before; the sections it did not measure are listed below the table.")
+
+
+def _figure_keys(section: str) -> list[tuple[str, str | None]]:
+    return list(SECTION_FIGURES.get(section, ()))
+
+
+def _why_missing(results: dict[str, Any], key: str, section: str) -> tuple[str, str | None]:
+    """Why figure ``key`` of ``section`` is missing, and the skipped/errors entry that says so (if any)."""
+    meta = results["meta"]
+    skipped, errors = results.get("skipped") or {}, results.get("errors") or {}
+    parent = PARENT_SECTION.get(section)
+    for entry in dict.fromkeys(e for e in (key, section, parent) if e):
+        prefix = "" if entry in (key, section) else f"`{entry}` "
+        if entry in skipped:
+            return f"{prefix}skipped: {skipped[entry]}", entry
+        if entry in errors:
+            return f"{prefix}failed: {errors[entry].splitlines()[0]}", entry
+    if meta.get("finished") is False:
+        if meta.get("running") in (section, key):
+            return "cut off: the run ended while this section was running", None
+        where = f"inside `{meta['running']}`" if meta.get("running") else "between two sections"
+        return f"not reached: the run ended {where}", None
+    return "no figure and no reason recorded", None
+
+
+def not_measured(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(figure key, why) for each figure of a requested section that the run has not measured.
+
+    Why is one of: skipped (with the recorded reason, e.g. the time budget or a missing library), failed (the
+    error's first line), not run because the section building its model was skipped or failed, cut off while
+    running, or not reached. Runs written before ``meta.requested`` existed give an empty list.
+    """
+    out = []
+    for section in results["meta"].get("requested") or ():
+        for g, k in _figure_keys(section):
+            have = results.get(g) if k is None else (results.get(g) or {}).get(k)
+            if have:
+                continue
+            key = g if k is None else f"{g}.{k}"
+            out.append((key, _why_missing(results, key, section)[0]))
+    return out
+
+
+def _unlisted(results: dict[str, Any], kind: str) -> list[tuple[str, str]]:
+    """Entries of ``results[kind]`` ("skipped" or "errors") that no `not_measured` line already gives."""
+    used = set()
+    for section in results["meta"].get("requested") or ():
+        for g, k in _figure_keys(section):
+            have = results.get(g) if k is None else (results.get(g) or {}).get(k)
+            if not have:
+                used.add(_why_missing(results, g if k is None else f"{g}.{k}", section)[1])
+    return [(name, why) for name, why in (results.get(kind) or {}).items() if name not in used]
+
+
+def anchor_line(results: dict[str, Any]) -> str:
+    """The anchor's own figures of this run in one sentence (shown even when an I-FAS counterpart is missing)."""
+    anchor = results.get("anchor") or {}
+    parts = []
+    for key, what in (("train", "training"), ("score", "scoring"), ("caption", "captioning with `generate`")):
+        fig = anchor.get(key)
+        if not fig:
+            continue
+        extra = [f"{_fmt(fig.get('fraction_of_matmul'), '.1%')} of matmul"]
+        if fig.get("peak_memory_gib") is not None:
+            extra.append(f"peak {_fmt(fig['peak_memory_gib'], '.1f')} GiB")
+        parts.append(f"{what} {_fmt(fig['value'])} {fig['unit']} at batch {fig.get('batch')} ({', '.join(extra)})")
+    return f"Anchor, same run: {'; '.join(parts)}." if parts else ""
 
 
 def pipeline_line(results: dict[str, Any]) -> str:
@@ -791,29 +1058,46 @@ def results_markdown(results: dict[str, Any]) -> str:
              + (f" ({meta.get('card_memory_gib')} GiB, CUDA {meta.get('cuda')})" if meta.get("cuda") else "")
              + f"; Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}, "
              f"peft {meta.get('peft') or 'not installed'}, bitsandbytes {meta.get('bitsandbytes') or 'not installed'}"
+             + (f" (the carried copy does not import: {meta['carried_bitsandbytes_error']})"
+                if meta.get("carried_bitsandbytes_error") else "")
              + (f"; commit {meta['git_commit']}" if meta.get("git_commit") else "") + ".", "",
              f"Command: `{meta['command']}`", ""]
     if meta["mode"] == "tiny":
         lines += ["**CPU smoke run of the tiny configs: these figures say nothing about performance.**", ""]
-    lines += [f"Measured matmul ceiling ({mm.get('dtype')} {mm.get('n')}^3): {_fmt(mm.get('tflops'), '.4g')} TFLOP/s; "
-              f"copy bandwidth {_fmt(mm.get('copy_tb_per_s'), '.3g')} TB/s.", "",
-              "| measurement | value | anchor (same run) | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
+    ended = run_status_line(results)
+    if ended:
+        lines += [f"**{ended}**", ""]
+    if mm:
+        lines += [f"Measured matmul ceiling ({mm.get('dtype')} {mm.get('n')}^3): {_fmt(mm.get('tflops'), '.4g')} "
+                  f"TFLOP/s; copy bandwidth {_fmt(mm.get('copy_tb_per_s'), '.3g')} TB/s.", ""]
+    else:
+        lines += ["No matmul ceiling measured in this run: the fractions of matmul are blank.", ""]
+    lines += ["| measurement | value | anchor (same run) | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
               "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for row in results["comparison"]:
         lines.append(f"| {row['label']} | {_fmt(row['value'])} | {_fmt(row['anchor_value'])} | "
                      f"{_fmt(row['ratio_to_anchor'], '.2f')} | {_fmt(row['fraction_of_matmul'], '.1%')} | "
                      f"{_fmt(row['anchor_fraction_of_matmul'], '.1%')} | {_fmt(row['peak_memory_gib'], '.1f')} | "
                      f"{row['target'] or ''} | {_fmt(row['target_met'])} |")
-    pipeline = pipeline_line(results)
-    if pipeline:
-        lines += ["", pipeline]
-    cap = results.get("blip2", {}).get("caption_fast", {})
+    for line in (anchor_line(results), pipeline_line(results)):
+        if line:
+            lines += ["", line]
+    cap = (results.get("blip2") or {}).get("caption_fast") or {}
     if "greedy_rows_identical_to_reference" in cap:
+        rows = f" {cap['greedy_rows_compared']}" if cap.get("greedy_rows_compared") else ""
         lines += ["", f"Greedy captions of the fast path identical to plain `generate` on "
-                  f"{_fmt(cap['greedy_rows_identical_to_reference'], '.1%')} of the rows (random weights; see above)."]
-    for name, why in results["skipped"].items():
+                  f"{_fmt(cap['greedy_rows_identical_to_reference'], '.1%')} of the{rows} rows compared (random weights; "
+                  "see above)."]
+    if cap.get("compile_s") is not None:
+        lines += ["", f"Fast captioning path: {_fmt(cap['compile_s'], '.3g')} s of warm-up beyond its steady calls "
+                  "(on CUDA, compiling the decoding step)."]
+    missing = not_measured(results)
+    if missing:
+        lines += ["", "Not measured (requested, but no figure):", ""]
+        lines += [f"- `{key}`: {why}" for key, why in missing]
+    for name, why in _unlisted(results, "skipped"):
         lines += ["", f"Skipped `{name}`: {why}."]
-    for name, err in results["errors"].items():
+    for name, err in _unlisted(results, "errors"):
         lines += ["", f"Error in `{name}`: `{err.splitlines()[0]}`."]
     return "\n".join(lines) + "\n"
 
@@ -830,9 +1114,25 @@ def update_docs(path: Path, results: dict[str, Any]) -> None:
 
 # --- entry point -----------------------------------------------------------------------------------------
 
+def requested_sections(what: set[str], train_modes: tuple[str, ...]) -> list[str]:
+    """The measuring sections (keys of `SECTION_FIGURES`) that ``what`` and ``train_modes`` ask for, in run order."""
+    out = [name for name in ("matmul", "pipeline") if name in what]
+    if "anchor" in what:
+        out += [f"anchor.{w}" for w in ("train", "score", "caption") if w in what]
+    if "score" in what:
+        out.append("ifas.score")
+    if "train" in what:
+        out += [f"ifas.train_{m}" for m in ("frozen", "full", "lora") if m in train_modes]
+    if "qlora" in what:
+        out.append("ifas.train_qlora")
+    if "caption" in what:
+        out.append("blip2.caption")
+    return out
+
+
 def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = WHAT,
         train_modes: tuple[str, ...] = TRAIN_MODES, out: Path | None = None, sizes: Sizes | None = None,
-        dtype: str = "auto") -> dict[str, Any]:
+        dtype: str = "auto", budget_s: float | None = None, started: float | None = None) -> dict[str, Any]:
     """Run the benchmark and return its results (also written to ``out`` after every section).
 
     Args:
@@ -843,6 +1143,13 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
         out: JSON path, rewritten after every section (a crash or timeout keeps what was measured).
         sizes: batch sizes and lengths; default `Sizes()` for full, `TINY_SIZES` for tiny.
         dtype: "auto" (bf16 on CUDA, fp32 on CPU), "bf16" or "fp32" (bf16 on CPU checks the GPU's dtype paths).
+        budget_s: seconds the whole run may take, counted from ``started``; a section that `NEED_S` says
+            would not fit in what is left is skipped, with the reason under ``skipped`` (None: no limit).
+        started: ``time.monotonic()`` the budget counts from (default: now; the CLI passes its process start).
+
+    The order is matmul, pipeline, anchor, I-FAS scoring and training, QLoRA, captioning: captioning, whose
+    compile time is the least predictable, comes last, so that a slow compile cannot cost the other figures.
+    ``meta.requested`` lists the sections asked for, so that a cut-off run's report names what it lacks.
     """
     import torch
 
@@ -853,30 +1160,36 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
         raise ValueError(f"unknown --train-modes {sorted(set(train_modes) - set(TRAIN_MODES))}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = sizes or (TINY_SIZES if mode == "tiny" else Sizes())
-    r = Runner(mode, device, out, sizes, dtype)
+    r = Runner(mode, device, out, sizes, dtype, budget_s=budget_s, started=started)
     what_set = set(what)
+    r.results["meta"]["requested"] = requested_sections(what_set, train_modes)
     torch.manual_seed(0)
     if r.cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     if "matmul" in what_set:
         with r.section("matmul"):
+            r.require_time()
             measure_matmul(r)
     if "pipeline" in what_set:
         with r.section("pipeline"):
+            r.require_time()
             measure_pipeline(r)
     # The anchor first: every ratio needs it, and a run cut off by a time limit keeps what it measured.
     if "anchor" in what_set:
         with r.section("anchor.build"):
+            r.require_time()
             measure_anchor(r, what_set)
     if what_set & {"score", "train"}:
         with r.section("ifas.build"):
+            r.require_time()
             measure_ifas(r, what_set, train_modes)
-    if "caption" in what_set:
-        with r.section("blip2.caption"):
-            measure_caption(r)
     if "qlora" in what_set:
         with r.section("ifas.train_qlora"):
             measure_qlora(r)
+    if "caption" in what_set:  # last: the one section whose length (a compile) is open-ended
+        with r.section("blip2.caption"):
+            measure_caption(r)
+    r.results["meta"]["finished"] = True
     r.results["comparison"] = compare(r.results)
     r.results["targets"] = TARGETS
     r.save()
@@ -895,6 +1208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                         help="weights' dtype: auto = bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--iters", type=int, default=None, help="timed repetitions per figure")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds the whole run may take from its start (gpu_check.sh sets it below its own "
+                             "time limit): a section that would not fit is skipped with the reason, not cut off")
     parser.add_argument("--render", type=Path, default=None,
                         help="measure nothing: print the table of this JSON (a finished or cut-off run) and "
                              "regenerate --docs from it")
@@ -916,7 +1232,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Sizes(**{**sizes.__dict__, "iters": args.iters})
     try:
         results = run(args.mode, args.device, tuple(w for w in args.what.split(",") if w),
-                      tuple(m for m in args.train_modes.split(",") if m), args.out, sizes, args.dtype)
+                      tuple(m for m in args.train_modes.split(",") if m), args.out, sizes, args.dtype,
+                      budget_s=args.budget_s, started=_PROCESS_START)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

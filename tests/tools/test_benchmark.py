@@ -158,9 +158,9 @@ def test_training_figures_run_ifas_trains_precision_and_optimizer(tmp_path, monk
 
 def test_qlora_is_skipped_with_the_reason_when_bitsandbytes_is_missing(tmp_path, monkeypatch):
     bench = _load("benchmark")
-    monkeypatch.setattr(bench, "_missing", lambda lib: lib == "bitsandbytes")
+    monkeypatch.setattr(bench, "_import_error", lambda lib: "not installed" if lib == "bitsandbytes" else None)
     results = bench.run("tiny", "cpu", what=("qlora",), out=tmp_path / "b.json")
-    assert "bitsandbytes not installed" in results["skipped"]["ifas.train_qlora"]
+    assert results["skipped"]["ifas.train_qlora"].startswith("cannot import bitsandbytes: not installed")
     assert "train_qlora" not in results["ifas"] and results["errors"] == {}
 
 
@@ -275,3 +275,193 @@ def test_reference_training_flops_count_the_lm_head_where_the_model_runs_it():
     full = bench.ifas_config(tiny=False)
     extra = (F.ifas_train_reference_sample(full, 40, 28)["total"] - F.ifas_train_sample(full, 40, 28, "frozen")["total"])
     assert extra == pytest.approx(2 * 12 * 2 * 2560 * 50272)
+
+
+def _small(bench, **kw):
+    return bench.Sizes(**{**bench.TINY_SIZES.__dict__, "train_batch": 2, "score_batch": 2, "caption_batch": 2,
+                          "anchor_caption_batch": 2, "new_tokens": 3, "warmup": 1, "iters": 1, "matmul_n": 64, **kw})
+
+
+def test_budget_skips_a_section_that_would_not_fit_and_says_why(tmp_path, monkeypatch):
+    """review14 #1: with --budget-s, a section needing more than what is left is skipped (not cut off), the
+    reason is in the JSON and the rendered results; captioning runs last; memory at each start is recorded."""
+    import torch
+
+    bench = _load("benchmark")
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(bench, "_import_error", lambda lib: "not installed" if lib == "bitsandbytes" else None)
+    # the fast captioning path "needs" more than the budget; everything else fits
+    monkeypatch.setitem(bench.NEED_S, "tiny", {"blip2.caption_fast": 10_000})
+    out = tmp_path / "b.json"
+    results = bench.run("tiny", "cpu", what=("matmul", "caption", "qlora"), out=out, sizes=_small(bench),
+                        budget_s=5_000)
+    meta = results["meta"]
+    assert meta["requested"] == ["matmul", "ifas.train_qlora", "blip2.caption"]  # caption after QLoRA
+    assert list(meta["section_start_s"]) == ["matmul", "ifas.train_qlora", "blip2.caption"]
+    assert set(meta["memory_at_start_gib"]) == set(meta["section_start_s"])  # None on CPU, GiB on CUDA
+    assert meta["finished"] is True and meta["running"] is None and meta["budget_s"] == 5_000
+    assert results["errors"] == {} and results["matmul"]["tflops"] > 0
+    assert "caption_reference" in results["blip2"] and "caption_fast" not in results["blip2"]
+    reason = results["skipped"]["blip2.caption_fast"]
+    assert reason.startswith("not started:") and "of the 5000 s budget, it needs about 10000 s" in reason
+    assert resets == [1]  # the compiler is reset after captioning, also when the fast path did not run
+    text = bench.results_markdown(json.loads(out.read_text()))
+    assert f"- `blip2.caption_fast`: skipped: {reason}" in text
+
+    # a spent budget skips every section before it starts; the run still ends and says so for each
+    spent = bench.run("tiny", "cpu", what=("matmul", "score", "anchor"), out=tmp_path / "c.json", sizes=_small(bench),
+                      budget_s=0)
+    assert set(spent["skipped"]) == {"matmul", "anchor.build", "ifas.build"} and spent["ifas"] == {}
+    text = bench.results_markdown(spent)
+    assert "- `matmul`: skipped: not started: 0 s left of the 0 s budget" in text
+    assert "- `ifas.score`: `ifas.build` skipped: not started" in text
+    assert "- `anchor.score`: `anchor.build` skipped: not started" in text
+    assert "Skipped `" not in text  # each reason once, beside the figure it cost
+
+
+def test_cut_off_run_renders_what_it_lacks_and_the_anchor_figures(tmp_path):
+    """review14 #5: a run killed inside a section (as `timeout` kills it) renders a block that says it did not
+    finish, where it ended, which requested figures are missing and why, and the anchor's own figures."""
+    import subprocess
+
+    bench = _load("benchmark")
+    root = TOOLS.parent
+    out = tmp_path / "cut.json"
+    killer = (
+        "import os, signal, sys\n"
+        "sys.path.insert(0, 'tools')\n"
+        "import benchmark\n"
+        "benchmark.measure_ifas = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed inside ifas.build\n"
+        f"benchmark.main(['--mode', 'tiny', '--device', 'cpu', '--iters', '1', '--what', 'matmul,anchor,train,caption',"
+        f" '--train-modes', 'frozen', '--out', {str(out)!r}])\n"
+    )
+    src = [str(root / "packages" / p / "src") for p in ("scf", "ifas-model", "ifas-eval")]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(src), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", killer], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    cut = json.loads(out.read_text())
+    assert cut["meta"]["finished"] is False and cut["meta"]["running"] == "ifas.build"
+    assert "train" in cut["anchor"] and "comparison" not in cut
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# t\n\n{bench.RESULTS_BEGIN}\nold\n{bench.RESULTS_END}\n")
+    assert bench.main(["--render", str(out), "--docs", str(docs)]) == 0
+    text = docs.read_text()
+    assert "**This run did not finish: it ended inside `ifas.build`" in text
+    assert "Anchor, same run: training " in text and "samples/s at batch 4" in text  # no I-FAS row to sit beside
+    assert "- `ifas.train_frozen`: not reached: the run ended inside `ifas.build`" in text
+    assert "- `ifas.train_frozen_reference`: not reached" in text
+    assert "- `blip2.caption_reference`: not reached" in text and "- `blip2.caption_fast`: not reached" in text
+    assert "- `matmul`" not in text and "- `anchor.train`" not in text  # measured, so not listed
+
+
+def test_failed_training_mode_frees_its_optimizer_state_and_gradients(tmp_path, monkeypatch):
+    """review14 #6: a mode that fails mid-step leaves no AdamW state or gradients for the next mode's figure."""
+    import gc
+    import weakref
+
+    bench = _load("benchmark")
+    real_step, real_prepare = bench._train_step, bench._prepare_training
+    calls, seen = [], []
+
+    def step(r, model, batch, optimizer, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the frozen mode's second step: gradients exist, the AdamW state too
+            model(**batch).loss.backward()
+            raise RuntimeError("simulated CUDA out of memory")
+        return real_step(r, model, batch, optimizer, **kw)
+
+    def prepare(r, model):
+        if seen:  # the next mode starts: the failed mode's optimizer is gone and no gradient is left
+            gc.collect()
+            seen.append((seen[0](), sum(p.grad is not None for p in model.parameters())))
+        optimizer = real_prepare(r, model)
+        if not seen:
+            seen.append(weakref.ref(optimizer))
+        return optimizer
+
+    monkeypatch.setattr(bench, "_train_step", step)
+    monkeypatch.setattr(bench, "_prepare_training", prepare)
+    results = bench.run("tiny", "cpu", what=("train",), train_modes=("frozen", "full"), out=tmp_path / "b.json",
+                        sizes=_small(bench))
+    assert "simulated CUDA out of memory" in results["errors"]["ifas.train_frozen"]
+    assert results["ifas"]["train_full"]["value"] > 0
+    assert seen[1] == (None, 0)
+
+
+def test_versions_and_commit_of_a_copy_without_metadata_or_git(tmp_path, monkeypatch):
+    """review14 #4 and #11: a package folder without *.dist-info (the trimmed bitsandbytes) reports its
+    __version__; a broken one says so; the commit comes from git, else .bench_commit, else 'unknown'."""
+    bench = _load("benchmark")
+    (tmp_path / "trimmedpkg").mkdir()
+    (tmp_path / "trimmedpkg" / "__init__.py").write_text("__version__ = '0.50.2'\n")
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text("raise RuntimeError('native library failed to load')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert bench.library_version("trimmedpkg") == "0.50.2 (no package metadata)"
+    assert bench.library_version("brokenpkg") == "present, does not import (RuntimeError)"
+    assert bench.library_version("surely_not_a_package_here") is None
+    assert bench.library_version("peft")[0].isdigit()  # from the installed metadata
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    assert bench.git_commit(copy) == "unknown (no git repository and no .bench_commit)"
+    (copy / ".bench_commit").write_text("74c4ed2\n")
+    assert bench.git_commit(copy) == "74c4ed2 (from .bench_commit)"
+    assert bench.git_commit() and not bench.git_commit().startswith("unknown")  # this checkout has .git
+
+    meta = {"mode": "full", "date": "d", "card": "H200", "python": "3.12", "torch": "2.11", "transformers": "5.17",
+            "peft": "0.17", "bitsandbytes": "0.50.2 (no package metadata)", "git_commit": "74c4ed2 (from .bench_commit)",
+            "command": "c", "finished": True}
+    head = bench.results_markdown({"meta": meta, "matmul": {}, "comparison": [], "skipped": {}, "errors": {}})
+    assert "bitsandbytes 0.50.2 (no package metadata); commit 74c4ed2 (from .bench_commit)." in head
+
+
+def test_gpu_check_leaves_a_broken_carried_bitsandbytes_off_the_path(tmp_path):
+    """review14 #3: gpu_check.sh imports the carried .bnb first; a copy whose import fails stays off PYTHONPATH
+    (one line says why), so LoRA still runs, and QLoRA's skip reason is the real error. The python here hides
+    the venv's own bitsandbytes, as on the GPU image, which has none."""
+    import os
+    import subprocess
+
+    root = TOOLS.parent
+    bnb = tmp_path / "bnb" / "bitsandbytes"
+    bnb.mkdir(parents=True)
+    (bnb / "__init__.py").write_text('raise RuntimeError("simulated: bitsandbytes native library failed to load")\n')
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "from importlib.machinery import PathFinder\n"
+        "class HideInstalled(PathFinder):\n"
+        "    @classmethod\n"
+        "    def find_spec(cls, name, path=None, target=None):\n"
+        "        spec = PathFinder.find_spec(name, path, target)\n"
+        "        if name == 'bitsandbytes' and spec is not None and 'site-packages' in (spec.origin or ''):\n"
+        "            return None\n"
+        "        return spec\n"
+        "sys.meta_path[:] = [HideInstalled if f is PathFinder else f for f in sys.meta_path]\n")
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/bash\nexport PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{hide}"\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    env = {"PATH": os.environ["PATH"], "OUT": str(out), "PYTHON": str(python), "BNB_DIR": str(bnb.parent),
+           "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", "tools/gpu_check.sh", "--mode", "tiny", "--device", "cpu", "--iters", "1",
+                           "--what", "train,qlora", "--train-modes", "lora"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    line = (f"carried bitsandbytes ({bnb.parent}) does not import: RuntimeError: simulated: bitsandbytes native "
+            "library failed to load; left off PYTHONPATH, QLoRA will be skipped")
+    assert proc.stdout.splitlines()[0] == line
+    results = json.loads((out / "benchmark.json").read_text())
+    assert results["errors"] == {} and results["ifas"]["train_lora"]["value"] > 0
+    reason = results["skipped"]["ifas.train_qlora"]
+    assert reason.startswith("cannot import bitsandbytes: not installed") and "simulated: bitsandbytes native" in reason
+    assert "peft" not in reason.split("(")[0]  # peft imports fine: it is not blamed
+    assert results["meta"]["carried_bitsandbytes_error"].startswith("RuntimeError: simulated")
+    assert results["meta"]["budget_s"] > 0
+    rendered = (out / "benchmarks.md").read_text()
+    assert "the carried copy does not import: RuntimeError: simulated" in rendered
