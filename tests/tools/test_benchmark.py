@@ -465,3 +465,26 @@ def test_gpu_check_leaves_a_broken_carried_bitsandbytes_off_the_path(tmp_path):
     assert results["meta"]["budget_s"] > 0
     rendered = (out / "benchmarks.md").read_text()
     assert "the carried copy does not import: RuntimeError: simulated" in rendered
+
+
+def test_greedy_agreement_reuses_the_timed_fast_batch(tmp_path, monkeypatch):
+    """review14 #2: the fast path runs at one batch size only (a second size would recompile the decoding step
+    on CUDA); its greedy tokens are compared with the reference on the rows both batches hold."""
+    import scf.captioning.captioner as captioner
+
+    bench = _load("benchmark")
+    real, calls = captioner.generate_caption_ids, []
+
+    def spy(model, pixel_values, input_ids, attention_mask, decoding, fast=True):
+        calls.append((pixel_values.shape[0], fast))
+        return real(model, pixel_values, input_ids, attention_mask, decoding=decoding, fast=fast)
+
+    monkeypatch.setattr(captioner, "generate_caption_ids", spy)
+    results = bench.run("tiny", "cpu", what=("caption",), out=tmp_path / "b.json",
+                        sizes=_small(bench, caption_batch=4, anchor_caption_batch=2))
+    assert results["errors"] == {}
+    assert {b for b, fast in calls if fast} == {4} and {b for b, fast in calls if not fast} == {2}
+    fig = results["blip2"]["caption_fast"]
+    assert fig["greedy_rows_compared"] == 2 and fig["greedy_rows_identical_to_reference"] == 1.0  # fp32: exact
+    assert fig["compile_s"] >= 0 and fig["warmup_calls"] == 2
+    assert "identical to plain `generate` on 100.0% of the 2 rows compared" in bench.results_markdown(results)
