@@ -49,3 +49,34 @@ def test_captioner_default_is_the_fast_path_with_the_reference_captions(tiny):
     captions = fast.caption(images)
     assert len(captions) == 7 and all(isinstance(c, str) for c in captions)
     assert captions == ref.caption(images)
+
+
+def test_bf16_model_gets_bf16_pixels_although_query_tokens_stay_fp32(monkeypatch):
+    """As ``from_pretrained(dtype=bf16)`` leaves BLIP-2: ``query_tokens`` and the Q-Former in fp32 (review14 #8)."""
+    import torch
+
+    import scf.captioning.captioner as captioner_module
+    from scf.captioning.captioner import Blip2Captioner
+    from scf.presets import build_tiny_captioner
+
+    model, processor = build_tiny_captioner(seed=0)
+    model.to(torch.bfloat16)
+    for name in model._keep_in_fp32_modules:
+        part = getattr(model, name)
+        if isinstance(part, torch.nn.Module):
+            part.float()
+        else:
+            part.data = part.data.float()
+    assert next(model.parameters()).dtype == torch.float32  # query_tokens, the first parameter
+    seen = []
+    original = captioner_module.generate_caption_ids
+
+    def spy(model, pixel_values, *args, **kwargs):
+        seen.append(pixel_values.dtype)
+        return original(model, pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(captioner_module, "generate_caption_ids", spy)
+    captioner = Blip2Captioner(model, processor, "tiny", batch_size=2)
+    assert captioner.describe()["dtype"] == "bfloat16"
+    captions = captioner.caption(_images(2))
+    assert seen == [torch.bfloat16] and len(captions) == 2

@@ -386,6 +386,15 @@ class Blip2Captioner:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the pixels are sent in: the vision model's patch-embedding weight's.
+
+        Not the first parameter's: that is ``query_tokens``, which ``from_pretrained(dtype=bf16)`` keeps in fp32
+        (``_keep_in_fp32_modules``), so a bf16 model would be fed (and recorded as) fp32.
+        """
+        return self.model.vision_model.embeddings.patch_embedding.weight.dtype
+
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """Captions of ``images`` (any size, RGB or not), in order, ``batch_size`` at a time."""
         out: list[str] = []
@@ -408,8 +417,7 @@ class Blip2Captioner:
         if self.fast and self.device.type == "cuda" and 0 < n < self.batch_size:
             images = images + [images[0]] * (self.batch_size - n)
         inputs = self.processor(images=images, text=[self.decoding.prompt_text] * len(images), return_tensors="pt")
-        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
-        pixel_values = inputs["pixel_values"].to(self.device, dtype)  # (B, 3, H, W)
+        pixel_values = inputs["pixel_values"].to(self.device, self.dtype)  # (B, 3, H, W)
         input_ids = inputs["input_ids"].to(self.device)  # (B, num_query_tokens + 1 + prompt tokens)
         with torch.inference_mode():
             new_tokens = generate_caption_ids(self.model, pixel_values, input_ids,
@@ -422,4 +430,4 @@ class Blip2Captioner:
         """What produced the captions: recorded in the run configuration."""
         return {"captioner": self.name, "batch_size": self.batch_size, "decoding": asdict(self.decoding),
                 "decoding_path": "static-cache" if self.fast else "generate", "stop_token_ids": self.stop_token_ids,
-                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}
+                "dtype": str(self.dtype).removeprefix("torch.")}
