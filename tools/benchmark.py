@@ -1103,10 +1103,17 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 
 def update_docs(path: Path, results: dict[str, Any]) -> None:
-    """Replace the block between the result markers of ``path`` with this run's results."""
-    text = path.read_text()
+    """Replace the block between the result markers of ``path`` with this run's results.
+
+    Raises:
+        ValueError: ``path`` cannot be read or has no results block (one line naming the file).
+    """
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the docs file to update ({e.strerror or e})") from e
     if RESULTS_BEGIN not in text or RESULTS_END not in text:
-        raise SystemExit(f"{path}: no {RESULTS_BEGIN} ... {RESULTS_END} block to replace")
+        raise ValueError(f"{path}: no {RESULTS_BEGIN} ... {RESULTS_END} block to replace")
     head, rest = text.split(RESULTS_BEGIN, 1)
     _, tail = rest.split(RESULTS_END, 1)
     path.write_text(f"{head}{RESULTS_BEGIN}\n{results_markdown(results)}{RESULTS_END}{tail}")
@@ -1196,6 +1203,18 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
     return r.results
 
 
+def _write_docs(path: Path | None, results: dict[str, Any]) -> int:
+    """`update_docs` for the CLI: 0, or 2 after one line on stderr (the JSON is written already)."""
+    if path is None:
+        return 0
+    try:
+        update_docs(path, results)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("tiny", "full"), default="full")
@@ -1224,9 +1243,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         results["comparison"] = compare(results)  # a run cut off before its end has none yet
         print_table(results)
-        if args.docs:
-            update_docs(args.docs, results)
-        return 0
+        return _write_docs(args.docs, results) or 0
     sizes = TINY_SIZES if args.mode == "tiny" else Sizes()
     if args.iters:
         sizes = Sizes(**{**sizes.__dict__, "iters": args.iters})
@@ -1238,8 +1255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_table(results)
-    if args.docs:
-        update_docs(args.docs, results)
+    if _write_docs(args.docs, results):
+        return 2
     print(json.dumps({"comparison": results["comparison"], "errors": list(results["errors"])}, default=str))
     return 1 if results["errors"] else 0
 

@@ -355,6 +355,7 @@ def test_cut_off_run_renders_what_it_lacks_and_the_anchor_figures(tmp_path):
     assert "- `ifas.train_frozen_reference`: not reached" in text
     assert "- `blip2.caption_reference`: not reached" in text and "- `blip2.caption_fast`: not reached" in text
     assert "- `matmul`" not in text and "- `anchor.train`" not in text  # measured, so not listed
+    assert bench.main(["--render", str(out), "--docs", str(tmp_path / "nope.md")]) == 2  # one line, no traceback
 
 
 def test_failed_training_mode_frees_its_optimizer_state_and_gradients(tmp_path, monkeypatch):
