@@ -174,6 +174,9 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
         on_inputs_checked: called once the benchmark, its test sets and the exclusion lists have been found
             and checked, before any checkpoint loads (``ifas-eval`` writes ``run.json`` there, so that a
             mistyped ``--data`` does not overwrite the ``run.json`` of an earlier evaluation in ``out``).
+
+    No lock is taken here: ``ifas-eval`` holds ``scf.locking.output_lock(out)`` around this call and
+    `write_tables`; a Python caller whose ``out`` other processes may write should do the same.
     """
     from ifas_eval.exclusion import exclusion_fingerprint
     from ifas_eval.scoring import (
@@ -268,7 +271,9 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
 
 def count_videos(ds: Any) -> tuple[int, int, int]:
     """Videos, real videos and fake videos of benchmark rows (a video is a (source, video_id) pair)."""
-    cols = ds.select_columns(["video_id", "label", "source"])
+    from ifas_eval.scoring import column_arrays
+
+    cols = {k: v.to_pylist() for k, v in column_arrays(ds, ["video_id", "label", "source"]).items()}
     labels: dict[tuple[str, str], int] = {}
     for source, video, label in zip(cols["source"], cols["video_id"], cols["label"], strict=True):
         labels.setdefault((source, video), int(label))
@@ -302,12 +307,13 @@ def check_test_sizes(jobs: list, notes: dict) -> None:
 def _apply_exclusions(jobs: list, exclusions: Sequence[ExclusionList], notes: dict) -> None:
     """Leave the listed videos out of every test set of ``jobs`` (in place); warn about lists matching nothing."""
     from ifas_eval.exclusion import exclude_videos
+    from ifas_eval.scoring import column_arrays
 
     matched = {lst.label: 0 for lst in exclusions}
     examples: dict[str, str] = {}
     for setting, tests, rows, _ in jobs:
         for test in tests:
-            video_ids = list(rows[test.name].ds.select_columns(["video_id"])["video_id"])
+            video_ids = column_arrays(rows[test.name].ds, ["video_id"])["video_id"].to_pylist()
             keep, counts = exclude_videos(video_ids, exclusions)
             if not keep:
                 raise ValueError(f"test set {test.name!r} of setting {setting.name}: --exclude-videos leaves no "

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +26,20 @@ from ifas_eval.protocols import EMBEDDED_SAMPLE, Protocol, Selection, TestSet
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
+    import pyarrow as pa
     import torch
 
 logger = logging.getLogger(__name__)
+
+
+def column_arrays(ds: datasets.Dataset, names: list[str] | tuple[str, ...]) -> dict[str, pa.ChunkedArray]:
+    """Columns of ``ds`` as Arrow arrays (its row selection applied), read in one pass.
+
+    ``Dataset.__getitem__`` on a column of a selected (indices-mapped) dataset builds Python objects row by
+    row (about 4 s per 100k rows for the six metadata columns); one Arrow ``take`` is milliseconds.
+    """
+    table = ds.select_columns(list(names)).with_format("arrow")[:]
+    return {name: table.column(name) for name in names}
 
 
 @dataclass
@@ -68,6 +79,14 @@ class BenchmarkData:
 
     origin: str
     tables: list[tuple[str, datasets.DatasetDict]]
+    _sources: dict[tuple[str, str], pa.ChunkedArray] = field(default_factory=dict, init=False, repr=False)
+
+    def _source_column(self, table_name: str, split: str, ds: datasets.Dataset) -> pa.ChunkedArray:
+        """The ``source`` column of one split, read once per (table, split) and kept for the next test sets."""
+        key = (table_name, split)
+        if key not in self._sources:
+            self._sources[key] = column_arrays(ds, ["source"])["source"]
+        return self._sources[key]
 
     def select(self, parts: tuple[Selection, ...], what: str) -> datasets.Dataset:
         """Rows of the given sources and splits, concatenated in (table, split, row) order.
@@ -78,8 +97,12 @@ class BenchmarkData:
         return self.select_rows(parts, what).ds
 
     def select_rows(self, parts: tuple[Selection, ...], what: str) -> RowSet:
-        """Like `select`, keeping where each row comes from (table, split, row index) for messages."""
+        """Like `select`, keeping where each row comes from (table, split, row index) for messages.
+
+        Each split's ``source`` column is read once per `BenchmarkData` (not once per test set).
+        """
         import datasets
+        import pyarrow.compute as pc
 
         pieces = []
         origins: list[tuple[str, str, int]] = []
@@ -89,11 +112,11 @@ class BenchmarkData:
                     if split not in table:
                         continue
                     ds = table[split]
-                    sources = np.asarray(ds.select_columns(["source"])["source"], dtype=object)
-                    idx = np.flatnonzero(sources == sel.source)
+                    match = pc.fill_null(pc.equal(self._source_column(table_name, split, ds), sel.source), False)
+                    idx = np.flatnonzero(match.to_numpy())
                     if idx.size:
-                        pieces.append(ds.select(idx.tolist()))
-                        origins += [(table_name, split, int(i)) for i in idx]
+                        pieces.append(ds.select(idx))
+                        origins += zip([table_name] * idx.size, [split] * idx.size, idx.tolist(), strict=True)
         if not pieces:
             wanted = " + ".join(p.describe() for p in parts)
             raise ValueError(f"{what}: no rows of {wanted} in {self.origin} (sources there: "
@@ -419,7 +442,12 @@ CPU_BATCH_SIZE = 32
 
 
 def pick_device(device: str | torch.device = "auto", *, option: str | None = None) -> str:
-    """Resolve and check a device: ``auto`` -> ``cuda`` when a CUDA GPU is available, else ``cpu``.
+    """Resolve and check a device: ``auto`` -> ``cuda`` when a CUDA GPU is available, else ``mps`` when
+    Apple's Metal backend is (``torch.backends.mps.is_available()``: an Apple-silicon Mac), else ``cpu``.
+
+    On MPS the model loads in float32 by default (`default_dtype`); that path is written for, not tested on,
+    a Mac (this project's machines have no MPS): the model uses only standard torch operations, which the
+    MPS backend implements.
 
     Args:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ..., or a ``torch.device``.
@@ -443,7 +471,9 @@ def pick_device(device: str | torch.device = "auto", *, option: str | None = Non
         raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', or a torch.device, not "
                         f"{type(device).__name__}")
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if _mps_available() else "cpu"
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
@@ -455,11 +485,27 @@ def pick_device(device: str | torch.device = "auto", *, option: str | None = Non
         if parsed.index is not None and parsed.index >= count:
             raise ValueError(f"{what}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif parsed.type == "mps":
-        if not torch.backends.mps.is_available():
+        if not _mps_available():
             raise ValueError(f"{what}: Apple MPS is not available (use cpu or auto)")
     elif parsed.type != "cpu":
-        raise ValueError(f"{what}: unsupported device type {parsed.type!r} (use auto, cpu, cuda or cuda:N)")
+        raise ValueError(f"{what}: unsupported device type {parsed.type!r} (use auto, cpu, cuda, cuda:N or mps)")
     return device
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def default_dtype(device: str) -> str:
+    """The dtype ``--dtype auto`` loads a model in on ``device``: bfloat16 on CUDA, float32 on CPU and MPS.
+
+    On MPS, bfloat16 needs macOS 14 or later and float16 risks overflow in a model trained in bfloat16, so
+    ``auto`` keeps float32 there (``--dtype float16`` halves the memory if it suits the checkpoint).
+    """
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -540,8 +586,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 
     Args:
         path: a checkpoint folder (e.g. ``<run>/final``, a string or a ``Path``) or a Hub id.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ..., or a ``torch.device``.
-        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16`` or ``float16`` (or the
+        device: ``auto`` (`pick_device`), ``cpu``, ``cuda``, ``cuda:1``, ``mps`` ..., or a ``torch.device``.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU and MPS), ``float32``, ``bfloat16`` or ``float16`` (or the
             short forms ``fp32``, ``bf16``, ``fp16``), or ``torch.float32`` / ``torch.bfloat16`` /
             ``torch.float16``.
 
@@ -563,10 +609,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     device = pick_device(device)
     dtype = canonical_dtype(dtype)
     check_checkpoint(path)
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
+    torch_dtype = getattr(torch, default_dtype(device) if dtype == "auto" else dtype)
     _quiet_transformers()
     try:
         model = IFASForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
@@ -690,11 +733,11 @@ def find_corrupt(rows: RowSet, progress: Any = None, what: str = "") -> list[int
 
 
 def _meta_rows(ds: datasets.Dataset) -> tuple[list[int], list[str], list[str], list[int], list[str]]:
-    cols = ds.select_columns(["label", "video_id", "attack_type", "frame_index", "path", "source"])
+    cols = {k: v.to_pylist() for k, v in column_arrays(ds, ["label", "video_id", "attack_type", "frame_index",
+                                                            "path", "source"]).items()}
     videos = [f"{s}/{v}" if not v.startswith(f"{s}/") else v for s, v in zip(cols["source"], cols["video_id"],
                                                                              strict=True)]
-    return (list(cols["label"]), videos, list(cols["attack_type"]), list(cols["frame_index"]),
-            list(cols["path"]))
+    return cols["label"], videos, cols["attack_type"], cols["frame_index"], cols["path"]
 
 
 def _prepared_batches(rows: RowSet, raw: datasets.Dataset, processor: Any, bounds: list[tuple[int, int]],
