@@ -29,15 +29,36 @@ def test_device_errors_are_one_line(command, tiny_ckpt, tmp_path):
         res = CliRunner().invoke(cli, [*base, "--device", "cuda"])
         assert res.exit_code == 1
         assert _last(res) == "Error: --device cuda: no CUDA GPU is available (use cpu or auto)"
+    if not torch.backends.mps.is_available():
+        res = CliRunner().invoke(cli, [*base, "--device", "mps"])
+        assert res.exit_code == 1 and _last(res) == "Error: --device mps: Apple MPS is not available (use cpu or auto)"
+    help_text = " ".join(CliRunner().invoke(cli, ["--help"]).output.split())
+    assert "else Apple MPS on an Apple silicon Mac, else cpu), cpu, cuda, cuda:N or mps" in help_text
+    assert "float32 on CPU and MPS" in help_text
 
 
 def test_pick_device():
     from ifas_eval.scoring import pick_device
 
     assert pick_device("cpu") == "cpu"
-    assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert pick_device("auto") == expected
     with pytest.raises(ValueError, match="cuda:99"):
         pick_device("cuda:99")
+
+
+def test_auto_picks_cuda_then_mps_then_cpu_and_mps_loads_in_float32(monkeypatch):
+    from ifas_eval.scoring import default_dtype, pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # an Apple-silicon Mac
+    assert pick_device("auto") == "mps" and pick_device("mps") == "mps"
+    assert default_dtype("mps") == "float32" and default_dtype("cpu") == "float32"
+    assert default_dtype("cuda") == "bfloat16" and default_dtype("cuda:1") == "bfloat16"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # Linux / Intel Mac without a GPU
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(ValueError, match="Apple MPS is not available"):
+        pick_device("mps")
 
 
 @pytest.mark.parametrize("command", ["eval", "predict", "demo"])

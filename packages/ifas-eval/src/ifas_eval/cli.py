@@ -16,7 +16,9 @@ logger = logging.getLogger(__name__)
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32"]  # scoring.canonical_dtype
-DTYPE_HELP = "auto: bfloat16 on CUDA, float32 on CPU; bf16/fp16/fp32 are accepted too."
+DTYPE_HELP = "auto: bfloat16 on CUDA, float32 on CPU and MPS; bf16/fp16/fp32 are accepted too."
+DEVICE_HELP = ("auto (a CUDA GPU, else Apple MPS on an Apple silicon Mac, else cpu), cpu, cuda, cuda:N or mps. "
+               "MPS is supported by reading, untested on a Mac.")
 NORMALIZE_HELP = ("P(real) read at the answer position: vocab = P(' Yes') over the whole vocabulary (the paper's "
                   "score); yes_no = P(' Yes') / (P(' Yes') + P(' No')). Only with yes_no is p_real >= 0.5 the "
                   "model's own Yes-over-No choice, so that 'judgment' at threshold 0.5 agrees with the generated "
@@ -145,8 +147,8 @@ def _version(prog_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                    "with a line naming the dataset, split, row and path).")
 @click.option("--test-set", "test_sets", multiple=True, help="Only these test sets.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Images per forward pass (default: 256 on a GPU, 32 on CPU).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+              help="Images per forward pass (default: 256 on a CUDA GPU, 32 on CPU and MPS).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
               help=DTYPE_HELP)
 @click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
@@ -341,7 +343,7 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
 @click.option("--no-face-detection", is_flag=True, help="Inputs are face crops already: use the whole image.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
               help="Generation budget of the explanation.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
               help=DTYPE_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -418,7 +420,7 @@ def _tiny_model(device: str) -> tuple[object, object]:
               help="Address to serve on. 0.0.0.0 exposes the model and every uploaded face to the network "
                    "(no authentication): see docs/demo.md.")
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
               help=DTYPE_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
