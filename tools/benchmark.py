@@ -20,6 +20,10 @@ connector), with SDPA attention, and measures in one run:
 * ``pipeline``: the CPU image pipeline of ``ifas-eval`` (PNG decoding + CLIP preprocessing in threads), images/s,
   to compare with the scoring rate (the GPU figures start from tensors already on the device).
 
+They run in the order matmul, pipeline, anchor, score, train, qlora, caption (captioning last: its compile
+time is the one that cannot be foreseen); with ``--budget-s`` a section that would not fit in the time left is skipped with the reason, and a run that is cut
+off anyway renders what it measured and which requested figures it lacks, and why.
+
 Each figure comes with its FLOPs per sample (``tools/flops.py``), the achieved TFLOP/s, the fraction of the
 measured matmul rate, the peak memory (``torch.cuda.max_memory_allocated``) and its ratio to the anchor.
 ``--mode tiny`` runs the same code on tiny configs on CPU in seconds (a smoke run: its figures say nothing
@@ -27,6 +31,7 @@ about performance). Usage (see docs/benchmarks.md)::
 
     python tools/benchmark.py --mode full --out bench.json --docs docs/benchmarks.md
     python tools/benchmark.py --mode tiny --device cpu --what train,score,caption,anchor,matmul
+    python tools/benchmark.py --mode full --budget-s 500 --out bench.json   # as tools/gpu_check.sh runs it
 
 Only torch and transformers are needed (plus the workspace packages' ``src`` folders on PYTHONPATH);
 ``peft`` is imported for LoRA and ``bitsandbytes`` for QLoRA only, each measurement skipped with its reason
