@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,8 @@ def _version(prog_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                    "FLIP/SSDG (threshold picked on the test set itself).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default with --checkpoint: eval-<protocol>). Score files, results.{md,csv,json}"
-                   ", run.json and report/.")
+                   ", run.json and report/. One run per folder at a time (a second is refused); for several "
+                   "GPUs, one --out per run, then one call over the copied scores (docs/evaluation.md).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder (default with --checkpoint: <out>/report; with --scores: none).")
 @click.option("--no-report", is_flag=True, help="Do not write the report.")
@@ -235,6 +237,49 @@ def main(list_protocols: bool, protocol: str | None, checkpoints: tuple[str, ...
         raise click.ClickException(_one_line(e)) from None
 
 
+SEVERAL_GPUS_HINT = "to use several GPUs, give each run its own --out (docs/evaluation.md, 'Several GPUs')"
+
+
+@contextlib.contextmanager
+def _output_folders(*folders: Path | None) -> Iterator[None]:
+    """Hold the run's output folders (`scf.locking.output_lock`) until it ends.
+
+    A second ``ifas-eval`` on the same ``--out`` (or ``--report``) is refused at once, in one line naming the
+    holder, before it loads anything: two runs writing one folder would each rewrite ``results.*``,
+    ``run.json`` and ``report/`` with their own settings only. A folder nested in one already held is not
+    locked again. A folder this run created and leaves holding nothing but the lock file (a run stopped by a
+    mistyped ``--data``) is removed again.
+    """
+    from scf.locking import FolderInUse, output_lock
+
+    held: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            if folder is None or any(folder.resolve().is_relative_to(h.resolve()) for h in held):
+                continue
+            existed = folder.exists()
+            try:
+                stack.enter_context(output_lock(folder, "ifas-eval"))
+            except FolderInUse as e:
+                hint = f" ({SEVERAL_GPUS_HINT})" if "in use" in str(e) else ""
+                raise click.ClickException(f"{_one_line(e)}{hint}") from None
+            held.append(folder)
+            if not existed:
+                stack.callback(_remove_if_only_lock, folder)  # runs before the lock is released
+        yield
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    from scf.locking import is_lock_file
+
+    with contextlib.suppress(OSError):
+        entries = list(folder.iterdir())
+        if all(is_lock_file(e) for e in entries):
+            for e in entries:
+                e.unlink()
+            folder.rmdir()
+
+
 def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None,
                      out_dir: Path | None, report_dir: Path | None, as_json: bool) -> None:
     from ifas_eval.runner import evaluate_score_files, print_tables, run_meta, write_report, write_tables
@@ -242,13 +287,14 @@ def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, thres
     named = _named_files(score_files)
     scored = evaluate_score_files(named, threshold=threshold, dev=dev_scores)
     title = "Score files"
-    if out_dir is not None:
-        meta = run_meta(mode="scores", score_files=dict(named), dev_scores=dev_scores, threshold=threshold)
-        write_tables(out_dir, scored, title, meta, with_setting=False)
-        (out_dir / "run.json").write_text(json.dumps(meta, indent=2))
-    if report_dir is not None:
-        write_report(report_dir, scored, title)
-        logger.info("report: %s", report_dir / "index.html")
+    with _output_folders(out_dir, report_dir):
+        if out_dir is not None:
+            meta = run_meta(mode="scores", score_files=dict(named), dev_scores=dev_scores, threshold=threshold)
+            write_tables(out_dir, scored, title, meta, with_setting=False)
+            (out_dir / "run.json").write_text(json.dumps(meta, indent=2))
+        if report_dir is not None:
+            write_report(report_dir, scored, title)
+            logger.info("report: %s", report_dir / "index.html")
     if as_json:
         results = [s.result for s in scored]
         if len(results) == 1:
@@ -309,14 +355,17 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
     if protocol.default_data == "embedded-sample" and data is None:
         logger.warning("data: the embedded SYNTHETIC sample; its numbers test the toolkit, they are not FAS "
                        "results")
-    scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
-                               device=device, dtype=dtype, test_sets=test_sets, normalize=normalize,
-                               exclusions=exclusions, skip_corrupt=skip_corrupt, on_inputs_checked=write_run_json)
     title = protocol.title
-    write_tables(out, scored, title, meta, with_setting=True)
-    if not no_report:
-        write_report(report_dir or out / "report", scored, title, explain=explain, max_new_tokens=max_new_tokens,
-                     device=device, dtype=dtype, normalize=normalize)
+    # one run per --out (and --report) at a time: refused here, before the data or a model loads
+    with _output_folders(out, None if no_report else report_dir):
+        scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
+                                   device=device, dtype=dtype, test_sets=test_sets, normalize=normalize,
+                                   exclusions=exclusions, skip_corrupt=skip_corrupt,
+                                   on_inputs_checked=write_run_json)
+        write_tables(out, scored, title, meta, with_setting=True)
+        if not no_report:
+            write_report(report_dir or out / "report", scored, title, explain=explain,
+                         max_new_tokens=max_new_tokens, device=device, dtype=dtype, normalize=normalize)
     if as_json:
         click.echo((out / "results.json").read_text())
     else:
