@@ -838,3 +838,87 @@ def test_the_python_api_snippet_of_the_docs_runs_as_written(tmp_path, monkeypatc
     from scf.schema import load_table
 
     assert len(load_table(str(tmp_path / "runs/scf-api/corpus"), "vqa")["train"]) == 168
+
+
+def _hold(folder, command="scf caption"):
+    """Another process holding ``folder`` (as a running ``scf caption`` does) until it is killed."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom scf.locking import output_lock\n"
+         f"with output_lock({str(folder)!r}, {command!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_run_on_a_held_out_is_refused_in_one_line_and_a_killed_run_leaves_no_lock(tmp_path):
+    """Review 16 M1: two `scf caption` on one --out interleaved their shards (376 caption rows for 288 keys)."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from scf.captioning.pipeline import CaptionPipeline, PipelineError, read_captions
+    from scf.cli import main
+
+    ds = toy_dataset(n=1)
+    ds.save_to_disk(str(tmp_path / "bench"))
+    out = tmp_path / "out"
+    args = ["caption", "--preset", "tiny", "--split", "real", "--out", str(out), "--dataset", str(tmp_path / "bench"),
+            "--max-new-tokens", "3", "--min-new-tokens", "1", "--no-progress"]
+    holder = _hold(out)
+    try:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+        assert result.output.startswith(f"Error: {out} is in use by scf caption (pid {holder.pid} on ")
+        assert result.output.rstrip().endswith("wait for it to end or choose another folder")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    result = CliRunner().invoke(main, args)  # the kill -9 left no stale lock: the run goes as before
+    assert result.exit_code == 0, result.output
+    assert sorted(read_captions(out / "general")) == ["test:toy:live/0.png#0", "train:toy:live/0.png#0"]
+
+    # Python API: the folder is held from the pipeline's construction to the end of run() (or close())
+    first = CaptionPipeline(_config(tmp_path / "api", stage="general"), dataset=ds,
+                            general_captioner=KnownCaptioner(_general_captions(ds)))
+    with pytest.raises(PipelineError, match=r"api is in use by scf caption \(pid "):
+        CaptionPipeline(_config(tmp_path / "api", stage="general"), dataset=ds)
+    first.run()
+    with CaptionPipeline(_config(tmp_path / "api", stage="general"), dataset=ds) as again:
+        assert again.run()["general"]["already"] == 6
+
+
+@pytest.mark.slow
+def test_every_rank_stops_in_one_line_when_rank0_finds_the_out_held(tmp_path):
+    """Only rank 0 takes the lock; the other ranks get its refusal and exit too instead of waiting at a barrier."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    toy_dataset(n=1).save_to_disk(str(tmp_path / "bench"))
+    out = tmp_path / "out"
+    holder = _hold(out)
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(tmp_path / "cache"))
+    cmd = [str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "--no-python", str(bindir / "scf"),
+           "caption", "--dataset", str(tmp_path / "bench"), "--preset", "tiny", "--out", str(out), "--split", "real",
+           "--max-new-tokens", "3", "--min-new-tokens", "1", "--no-progress"]
+    try:
+        start = time.monotonic()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        elapsed = time.monotonic() - start
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert proc.returncode != 0
+    line = f"Error: {out} is in use by scf caption (pid {holder.pid} on "
+    assert (proc.stdout + proc.stderr).count(line) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]  # both ranks
+    assert elapsed < 200
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]

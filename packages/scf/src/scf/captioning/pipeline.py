@@ -23,6 +23,7 @@ is written in dataset order whatever the number of ranks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -207,6 +208,26 @@ class DistContext:
 
             dist.barrier()
 
+    def from_main(self, text: str) -> str:
+        """Rank 0's ``text`` on every rank (a collective: every rank calls it; the others' ``text`` is ignored).
+
+        Sent as UTF-8 bytes in a tensor, so that an error only rank 0 can see (e.g. the output folder held by
+        another run) stops every rank with the same message instead of leaving them at the next barrier.
+        """
+        if self.world_size == 1:
+            return text
+        import torch
+        import torch.distributed as dist
+
+        data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+        size = torch.tensor([data.numel()], dtype=torch.int64)
+        dist.broadcast(size, 0)
+        if not self.is_main:
+            data = torch.zeros(int(size.item()), dtype=torch.uint8)
+        if data.numel():
+            dist.broadcast(data, 0)
+        return bytes(data.tolist()).decode("utf-8")
+
 
 # --- Stage outputs: caption shards keyed by a per-row id ------------------------------------------------
 
@@ -390,6 +411,10 @@ class CaptionPipeline:
         general_captioner: a ready C_G for the ``general`` stage (tests inject known captions this way);
             None loads ``config.captioner``.
         console: rich console for tables and rates.
+
+    The output folder is held (`scf.locking.output_lock` on ``OUT/.lock``, rank 0 only) from construction until
+    `run` returns or `close` is called (or a ``with`` block ends): a second pipeline on the same folder, in this
+    process or another, raises `PipelineError` naming the holder.
     """
 
     def __init__(self, config: CaptionRunConfig, dataset: datasets.DatasetDict | None = None,
@@ -411,10 +436,43 @@ class CaptionPipeline:
             check_blip2(config.captioner)
         self.dataset_label = (config.dataset or "scf.sample (embedded synthetic sample)") if dataset is None \
             else (config.dataset or "in-memory dataset")
-        self.dataset = dataset if dataset is not None else self._load_dataset()
-        self.items = self._index()
-        self._check_work()
-        self.record = self._check_and_write_config()
+        self._lock, self._held = contextlib.ExitStack(), False
+        self._hold_output()  # before the dataset is loaded (minutes for a large one) and anything is written
+        try:
+            self.dataset = dataset if dataset is not None else self._load_dataset()
+            self.items = self._index()
+            self._check_work()
+            self.record = self._check_and_write_config()
+        except BaseException:
+            self.close()
+            raise
+
+    def _hold_output(self) -> None:
+        """Hold ``--out`` for this run (`scf.locking.output_lock`): rank 0 takes ``OUT/.lock``; when it is refused
+        (another run holds the folder, or it cannot be written), every rank stops with rank 0's one line."""
+        from scf.locking import FolderInUse, output_lock
+
+        refused = ""
+        if self.dist.is_main:
+            try:
+                self._lock.enter_context(output_lock(self.out, "scf caption"))
+            except FolderInUse as e:
+                refused = str(e)
+        refused = self.dist.from_main(refused)
+        if refused:
+            raise PipelineError(refused)
+        self._held = True
+
+    def close(self) -> None:
+        """Release the output folder (`run` does so when it ends); the pipeline cannot run afterwards."""
+        self._lock.close()
+        self._held = False
+
+    def __enter__(self) -> CaptionPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- set-up -----------------------------------------------------------------------------------
     def _load_dataset(self) -> datasets.DatasetDict:
@@ -526,9 +584,14 @@ class CaptionPipeline:
     def run(self) -> dict[str, Any]:
         """Run the configured stages; return a summary (per stage: what it did)."""
         summary: dict[str, Any] = {}
-        for stage in self.stages:
-            summary[stage] = getattr(self, f"_stage_{stage}")()
-            self.dist.barrier()
+        if not self._held:  # released by close() or an earlier run(): held again (on every rank, a collective)
+            self._hold_output()
+        try:
+            for stage in self.stages:
+                summary[stage] = getattr(self, f"_stage_{stage}")()
+                self.dist.barrier()
+        finally:
+            self.close()
         return summary
 
     def _caption_stage(self, name: str, items: list[_Item], factory: Callable[[], Captioner]) -> dict[str, Any]:
