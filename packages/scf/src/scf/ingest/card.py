@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,7 +130,7 @@ def parent_card(parent: Path) -> str:
     configs, rows = [], []
     for sub in sorted(p for p in parent.iterdir() if (p / "ingest_summary.json").is_file()):
         try:
-            summary = json.loads((sub / "ingest_summary.json").read_text())
+            summary = json.loads((sub / "ingest_summary.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             from .base import IngestError
 
@@ -173,12 +174,24 @@ then needs a token with access to it (`HF_TOKEN` or `hf auth login`).
 """
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a hidden temporary of this process renamed into place: two ingests of different
+    configs finishing at once each write a whole parent card (never a torn one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_cards(config: IngestConfig, reader: Reader, summary: IngestSummary) -> None:
     """Write the dataset card, and the parent card when the source is one config of several."""
     data = summary.to_json()
-    (config.dataset_dir / "README.md").write_text(dataset_card(data, reader.license_note, reader.homepage))
+    _write_text_atomic(config.dataset_dir / "README.md", dataset_card(data, reader.license_note, reader.homepage))
     if config.config_name:
-        (config.out / "README.md").write_text(parent_card(config.out))
+        _write_text_atomic(config.out / "README.md", parent_card(config.out))
 
 
 def summary_table(summary: IngestSummary) -> Table:
@@ -207,7 +220,7 @@ def recorded_paths(folder: Path) -> list[str]:
     found: list[str] = [str(folder)]
     for record in (folder / "ingest_config.json", *sorted(folder.glob("*/ingest_config.json"))):
         try:
-            data = json.loads(record.read_text())
+            data = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         if not isinstance(data, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -76,6 +77,9 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
         summary = run_ingest(config, show_progress=not no_progress)
     except (IngestError, ShardError) as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # reading an input (the output's own errors are IngestErrors naming the folder)
+        where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+        raise click.ClickException(f"{where}{e.strerror or e}") from e
     console.print(summary_table(summary))
     for note in summary.notes:
         console.print(f"note: {note}", soft_wrap=True)
