@@ -107,3 +107,15 @@ def test_missing_file(tmp_path):
 def test_suggest_keywords_skips_stopwords():
     words = suggest_keywords(["a man in front of a green wall", "a woman with a green wall behind her"], 2)
     assert words == ["green", "wall"]
+
+
+def test_a_keyword_file_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """Review 16 L3: the file was read in the locale's encoding; it is UTF-8 (and a latin-1 file is one line)."""
+    good = tmp_path / "k.yaml"
+    good.write_bytes("# mots clés\nmode: extend\nkeywords:\n  print: [papier]\n".encode())
+    assert "papier" in load_keywords(good).keywords["print"]
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("# mots clés\nmode: extend\nkeywords:\n  print: [papier]\n".encode("latin-1"))
+    with pytest.raises(KeywordError, match=rf"^{latin1}: not UTF-8 text \(invalid continuation byte at byte 9\); "
+                                           "save it as UTF-8$"):
+        load_keywords(latin1)

@@ -203,7 +203,7 @@ def write_sample(out: str | Path, seed: int = 0, *, frames_per_video: int = 2) -
             for row in d.cast_column("image", _raw_image_feature()):
                 if row["path"] not in done:
                     writer.add(row, split)
-    (out / "README.md").write_text(sample_card(ds, seed))
+    (out / "README.md").write_text(sample_card(ds, seed), encoding="utf-8")
     return out
 
 
@@ -236,7 +236,7 @@ def write_sample_files(out: str | Path, seed: int = 0, *, frames_per_video: int 
             "split": row["split"], "frame_index": row["frame_index"],
         })
     for source, rows in manifests.items():
-        with (folders[source] / "manifest.csv").open("w", newline="") as f:
+        with (folders[source] / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)

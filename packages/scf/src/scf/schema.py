@@ -312,6 +312,29 @@ def looks_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") != 1
 
 
+def utf8_path_problem(path: str | Path,
+                      users: str = "the tokenizers, safetensors and OpenCV libraries use") -> str | None:
+    """Why a library that encodes paths as UTF-8 cannot open ``path`` here (one line, with the fix), or None.
+
+    ``users`` names who needs the UTF-8 path, as the message's subject (``"... use"``).
+
+    Python encodes file names with the locale's file-system encoding; the tokenizers and safetensors libraries
+    (``save_pretrained``/``from_pretrained``), OpenCV's video reader and pyarrow always use UTF-8. Under a
+    non-UTF-8 locale (e.g. ``LANG=en_US.ISO-8859-1``) a non-ASCII path therefore names two different files.
+    (``LANG=C``/``POSIX`` is not affected: Python switches to UTF-8 there.) scf reads and writes its parquet files
+    through Python (`scf.shards.read_parquet`), so only the model and video files need this check.
+    """
+    import codecs
+    import sys
+
+    encoding = sys.getfilesystemencoding()
+    if str(path).isascii() or codecs.lookup(encoding).name == "utf-8":
+        return None
+    return (f"{path}: a non-ASCII path under a locale whose file-system encoding is {encoding}, while {users} "
+            "UTF-8 paths and would not find the file: set a UTF-8 locale (e.g. LANG=C.UTF-8) or PYTHONUTF8=1, or "
+            "use an ASCII path")
+
+
 def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None = None,
                validate: bool = True) -> datasets.DatasetDict:
     """Load a benchmark dataset or VQA corpus from a local folder or the Hub, and check it.
@@ -356,6 +379,9 @@ def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None 
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
         else:
+            users = "`datasets` names its Arrow copy of the folder after it, and pyarrow writes that copy with"
+            if utf8_path_problem(path.name, users):  # only the folder's own name: its files are read by Python
+                raise SchemaError(utf8_path_problem(path, users))
             try:
                 cache_dir = _local_cache_dir(path)
                 loaded = datasets.load_dataset(str(path), name=name, cache_dir=str(cache_dir))
@@ -392,13 +418,13 @@ def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None 
 
 def _unreadable_parquet(folder: Path) -> tuple[Path, str] | None:
     """The first parquet data file of a local dataset folder whose footer cannot be read, with the error."""
-    import pyarrow.parquet as pq
+    from scf.shards import read_parquet_metadata
 
     for f in sorted(folder.rglob("*.parquet")):
         if any(part.startswith(".") for part in f.relative_to(folder).parts):
             continue  # hidden files and folders are not data files for `datasets` either
         try:
-            pq.read_metadata(f)
+            read_parquet_metadata(f)
         except (OSError, ValueError) as e:
             return f, f"{type(e).__name__}: {e}"
     return None
@@ -494,7 +520,7 @@ def _lock_held(folder: Path) -> bool:
     except ImportError:  # pragma: no cover - Windows: an open file cannot be removed there anyway
         return False
     for lock in folder.rglob("*.lock"):
-        with lock.open("a") as f:
+        with lock.open("a", encoding="utf-8") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

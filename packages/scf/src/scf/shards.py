@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
+    import pyarrow
+    import pyarrow.parquet
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,36 @@ SKIPPED_FILE = "skipped.jsonl"
 
 class ShardError(ValueError):
     """A shard or skip log in an output folder cannot be read (the message names the file and what to do)."""
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pyarrow.Table:
+    """Read a parquet file (only ``columns``, if given), opened by Python and handed to pyarrow as a file.
+
+    pyarrow encodes a ``str`` path as UTF-8 whatever the locale, while Python (and `datasets`, which writes the
+    shards) encodes it with the file-system encoding: under a non-UTF-8 locale (``LANG=en_US.ISO-8859-1``) a
+    path with ``é`` names another file for pyarrow, which then does not find a shard Python just wrote.
+    Opened here, the path is Python's. pyarrow still reads only the footer and the columns asked for.
+    """
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def read_parquet_metadata(path: str | Path) -> pyarrow.parquet.FileMetaData:
+    """The footer of a parquet file, opened by Python (see `read_parquet`)."""
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as f:
+        return pq.read_metadata(f)
+
+
+def write_parquet(table: pyarrow.Table, path: str | Path) -> None:
+    """Write ``table`` as a parquet file opened by Python (see `read_parquet`)."""
+    import pyarrow.parquet as pq
+
+    with open(path, "wb") as f:
+        pq.write_table(table, f)
 
 
 class ShardWriter:
@@ -66,8 +98,6 @@ class ShardWriter:
         self._done = self._scan()
 
     def _scan(self) -> set[str]:
-        import pyarrow.parquet as pq
-
         done: set[str] = set()
         for path in sorted(self.data_dir.iterdir()):
             m = SHARD_PATTERN.match(path.name)
@@ -76,7 +106,7 @@ class ShardWriter:
             split, index = m["split"], int(m["index"])
             self._next_index[split] = max(self._next_index.get(split, 0), index + 1)
             try:
-                keys = pq.read_table(path, columns=[self.key_column]).column(0).to_pylist()
+                keys = read_parquet(path, columns=[self.key_column]).column(0).to_pylist()
             except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
                 raise ShardError(f"{path}: unreadable shard ({type(e).__name__}: {e}); delete it and rerun: its "
                                  "rows are redone") from e
@@ -179,7 +209,7 @@ class SkipLog:
             return
         entry = {"key": key, "reason": reason, "detail": detail}
         self.entries[key] = entry
-        with self.path.open("a") as f:
+        with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
     def discard(self, key: str) -> None:

@@ -72,7 +72,9 @@ def _open(path: str | Path):  # noqa: ANN202 - (cv2.VideoCapture, rotation to ap
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
-        raise VideoReadError(f"{path}: cannot be opened as a video")
+        from scf.schema import utf8_path_problem
+
+        raise VideoReadError(utf8_path_problem(path) or f"{path}: cannot be opened as a video")
     # The backend applies the rotation tag itself when it accepts ORIENTATION_AUTO; else we do it by hand.
     auto = bool(cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1))
     degrees = 0 if auto else int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360

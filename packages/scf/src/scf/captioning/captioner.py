@@ -128,7 +128,7 @@ def _config_dict(source: str) -> dict[str, Any]:
             raise CaptionerError(f"captioner folder {source} has no config.json; SCF needs a BLIP-2 checkpoint "
                                  "folder (save_pretrained output)")
         try:
-            data = json.loads(file.read_text())
+            data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CaptionerError(f"{file}: not a readable JSON config ({e})") from e
         if not isinstance(data, dict):

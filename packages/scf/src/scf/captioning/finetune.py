@@ -203,7 +203,7 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
     tmp.mkdir(parents=True)
     save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
     save_tree(optimizer.state_dict(), tmp / OPTIMIZER_STEM)
-    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(folder.glob("step-*"))[:-2]:  # keep the two newest
@@ -335,7 +335,7 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
     metrics_path = work / METRICS_FILE
     if metrics_path.exists():  # drop the lines of steps after the checkpoint (all, from the start): they are redone
         kept = _read_metrics(metrics_path, step)
-        metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        metrics_path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
     logger.info("C_S targets end with token %d (%r), the token the model's generate stops on", end_token_id,
                 processor.tokenizer.decode([end_token_id]))
     logger.info("fine-tuning C_S: %d samples, %d steps (%d epochs x %d), batch %d, trainable %s, frozen %s",
@@ -347,7 +347,7 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
         # ViT, ``freeze_vit: True``; caption_coco_ft trains its ViT instead, see the module docstring).
         if name.endswith(("vision_model", "language_model")) and not any(p.requires_grad for p in module.parameters()):
             module.eval()
-    metrics = (work / METRICS_FILE).open("a")
+    metrics = (work / METRICS_FILE).open("a", encoding="utf-8")
     progress = Progress(TextColumn("fine-tune C_S"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                         TimeRemainingColumn(), disable=not show_progress)
     try:
@@ -400,7 +400,7 @@ def save_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Process
     processor.save_pretrained(str(tmp))
     if record is not None:
         clean = {k: v for k, v in record.items() if k != "model"}
-        (tmp / FINETUNE_RECORD).write_text(json.dumps(clean, indent=2))
+        (tmp / FINETUNE_RECORD).write_text(json.dumps(clean, indent=2), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

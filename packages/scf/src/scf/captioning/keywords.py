@@ -171,12 +171,15 @@ def _read_yaml(path: Path | None) -> tuple[str, dict[str, list[str]], str]:
     import yaml
 
     if path is None:
-        text = resources.files("scf.captioning").joinpath(DEFAULT_KEYWORDS_FILE).read_text()
+        text = resources.files("scf.captioning").joinpath(DEFAULT_KEYWORDS_FILE).read_text(encoding="utf-8")
         where = f"scf.captioning/{DEFAULT_KEYWORDS_FILE}"
     else:
         if not path.is_file():
             raise KeywordError(f"keyword file not found: {path}")
-        text, where = path.read_text(), str(path)
+        try:
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            raise KeywordError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

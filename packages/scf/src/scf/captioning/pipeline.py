@@ -252,12 +252,12 @@ def write_captions(stage_dir: str | Path, split: str, pairs: Sequence[tuple[str,
 
 def read_captions(stage_dir: str | Path) -> dict[str, str]:
     """All (key -> caption) of a caption stage folder, over every rank's shards."""
-    import pyarrow.parquet as pq
+    from scf.shards import read_parquet
 
     out: dict[str, str] = {}
     for path in sorted(Path(stage_dir).glob("rank-*/data/*.parquet")):
         try:
-            table = pq.read_table(path, columns=["key", "caption"])
+            table = read_parquet(path, columns=["key", "caption"])
         except (OSError, ValueError) as e:
             raise PipelineError(f"{path}: unreadable caption shard ({type(e).__name__}: {e}); delete it and rerun: "
                                 "its captions are redone") from e
@@ -304,7 +304,7 @@ def _read_d_s(path: Path) -> list[dict[str, Any]]:
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -434,6 +434,10 @@ class CaptionPipeline:
         self.keywords: KeywordDictionary = load_keywords(config.keywords_file)
         if "finetune" in self.stages or ("general" in self.stages and general_captioner is None):
             check_blip2(config.captioner)
+            if Path(config.captioner).expanduser().exists():
+                self._check_utf8_path(Path(config.captioner).expanduser())
+        if {"finetune", "spoof"} & set(self.stages) and config.if_empty == "error":
+            self._check_utf8_path(self.out / CAPTIONER_DIR)  # C_S will be saved or loaded there
         self.dataset_label = (config.dataset or "scf.sample (embedded synthetic sample)") if dataset is None \
             else (config.dataset or "in-memory dataset")
         self._lock, self._held = contextlib.ExitStack(), False
@@ -446,6 +450,16 @@ class CaptionPipeline:
         except BaseException:
             self.close()
             raise
+
+    @staticmethod
+    def _check_utf8_path(path: Path) -> None:
+        """Refuse a model folder that the tokenizers/safetensors libraries cannot open under this locale
+        (`scf.schema.utf8_path_problem`); the parquet files and records of the run need no such check."""
+        from scf.schema import utf8_path_problem
+
+        problem = utf8_path_problem(path)
+        if problem:
+            raise PipelineError(problem)
 
     def _hold_output(self) -> None:
         """Hold ``--out`` for this run (`scf.locking.output_lock`): rank 0 takes ``OUT/.lock``; when it is refused
@@ -725,7 +739,7 @@ class CaptionPipeline:
         folder = self.out / "filter"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (DS_FILE + ".tmp")
-        with tmp.open("w") as f:
+        with tmp.open("w", encoding="utf-8") as f:
             for row in kept:
                 f.write(json.dumps(row) + "\n")
         os.replace(tmp, folder / DS_FILE)
@@ -770,6 +784,7 @@ class CaptionPipeline:
             self.console.print("[bold]finetune[/]: D_S is empty, no spoof-aware captioner C_S is trained "
                                "(fakes keep their general captions)")
             return {"skipped": "empty D_S"}
+        self._check_utf8_path(target)  # before the fine-tuning, not when C_S is saved after it
         work = self.out / "finetune"
         work.mkdir(parents=True, exist_ok=True)
         marker = work / D_S_FINGERPRINT_FILE  # checkpoints in finetune/ resume only on the D_S they were trained on
@@ -818,7 +833,7 @@ class CaptionPipeline:
 
     def _d_s_is_empty(self) -> bool:
         ds_file = self.out / "filter" / DS_FILE
-        return ds_file.exists() and not ds_file.read_text().strip()
+        return ds_file.exists() and not ds_file.read_text(encoding="utf-8").strip()
 
     def _stage_spoof(self) -> dict[str, Any]:
         target = self.out / CAPTIONER_DIR
@@ -827,6 +842,7 @@ class CaptionPipeline:
             return {"skipped": "empty D_S"}
         if not (target / FINETUNE_RECORD).exists():
             raise PipelineError(f"no spoof-aware captioner in {target}; run the finetune stage first (--stage finetune)")
+        self._check_utf8_path(target)
         return self._caption_stage("spoof", self._fakes(), lambda: self._load_spoof_captioner(target))
 
     def _stage_corpus(self) -> dict[str, Any]:
@@ -886,7 +902,7 @@ class CaptionPipeline:
         card_config = {k: v for k, v in self.record.items() if k != "versions"} | {"interpretation": mode}
         (tmp / "README.md").write_text(dataset_card(
             title="I-FAS VQA corpus (SCF captions)", splits=counts, config=card_config, filter_stats=stats,
-            samples=samples, interpretation=mode))
+            samples=samples, interpretation=mode), encoding="utf-8")
         _write_json(tmp / CONFIG_FILE, self.record | {"interpretation": mode})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -399,7 +399,7 @@ def read_celeba_spoof_types(files: list[Path]) -> dict[str, int]:
     types: dict[str, int] = {}
     for file in files:
         try:
-            labels = json.loads(file.read_text())
+            labels = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise IngestError(f"{file}: not a CelebA-Spoof label file ({e})") from e
         if not isinstance(labels, dict):

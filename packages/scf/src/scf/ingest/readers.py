@@ -131,7 +131,7 @@ class MsuMfsd(DatasetReader):
                     continue
                 raise IngestError(f"MSU-MFSD: {split}_sub_list.txt not found under {root} (it ships with the "
                                   "release and gives the train/test subjects); or pass --split")
-            for line in found.read_text().split():
+            for line in found.read_text(encoding="utf-8", errors="replace").split():
                 self.subject_split[line.strip().zfill(3)] = split
 
     def split_for(self, entry: WalkEntry, meta: Meta, options: ReaderOptions) -> str | None:
@@ -454,7 +454,7 @@ class CelebASpoof(DatasetReader):
 def _read_celeba_box(path: Path) -> tuple[float, float, float, float] | None:
     """``x y w h [score]`` of a CelebA-Spoof ``*_BB.txt`` (224-scaled), or None when absent or malformed."""
     try:
-        values = [float(v) for v in path.read_text().split()[:4]]
+        values = [float(v) for v in path.read_text(encoding="utf-8", errors="replace").split()[:4]]
     except (OSError, ValueError):
         return None
     if len(values) < 4 or values[2] <= 0 or values[3] <= 0:

@@ -195,7 +195,7 @@ def _same_lists(old: Any, new: list[str], legacy: bool) -> bool:  # noqa: ANN401
 def _write_json(path: Path, obj: Any) -> None:  # noqa: ANN401 - JSON value
     """Write a JSON file atomically (a hidden temporary renamed into place): a kill never leaves it torn."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -239,7 +239,7 @@ def _check_settings(folder: Path, recorded: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        old = json.loads(path.read_text())
+        old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IngestError(f"{path}: unreadable ({e}); choose another --out or delete the file") from e
     legacy = "source_name" not in old
@@ -433,6 +433,9 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                     if entry.key in done_keys or entry.key in skiplog.entries:
                         progress.update(task, advance=1)
                         continue  # finished by an earlier run (a row or a logged skip)
+                    if entry.kind == "video" and (problem := schema.utf8_path_problem(
+                            Path(config.root).expanduser() / entry.path)):
+                        raise IngestError(problem)  # OpenCV cannot open it: stop, not a skip that a rerun keeps
                     yield entry
 
             def handle(outcome: Outcome, item: Item) -> None:
@@ -508,16 +511,15 @@ def _prune_rows(folder: Path, keys: set[str]) -> int:
     atomically; a shard left empty is deleted). Returns the number of rows dropped."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from scf.shards import SHARD_PATTERN
+    from scf.shards import SHARD_PATTERN, read_parquet, write_parquet
 
     dropped = 0
     value_set = pa.array(sorted(keys), type=pa.string())
     for path in sorted((folder / "data").glob("*.parquet")):
         if not SHARD_PATTERN.match(path.name):
             continue
-        table = pq.read_table(path)
+        table = read_parquet(path)
         mask = pc.is_in(table.column("path"), value_set=value_set)
         n = pc.sum(mask).as_py() or 0
         if not n:
@@ -527,7 +529,7 @@ def _prune_rows(folder: Path, keys: set[str]) -> int:
             path.unlink()
             continue
         tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table.filter(pc.invert(mask)), tmp)
+        write_parquet(table.filter(pc.invert(mask)), tmp)
         os.replace(tmp, path)
     logger.debug("dropped %d row(s) of files no longer found (--prune-missing)", dropped)  # the CLI says it
     return dropped
@@ -563,9 +565,7 @@ def summarize(folder: Path, source: str, title: str | None, units: set[str], oth
     ``title`` None names the dataset by the ``source`` values its rows hold (a list reader writes each
     entry's dataset; an HKBU-MARs V2 root writes ``HKBU-MARs-V2``), else ``default_title``.
     """
-    import pyarrow.parquet as pq
-
-    from scf.shards import SHARD_PATTERN
+    from scf.shards import SHARD_PATTERN, read_parquet
 
     splits: dict[str, dict[str, Any]] = {}
     row_units: set[str] = set()
@@ -574,7 +574,7 @@ def summarize(folder: Path, source: str, title: str | None, units: set[str], oth
         m = SHARD_PATTERN.match(path.name)
         if not m:
             continue
-        table = pq.read_table(path, columns=["label", "attack_type", "video_id", "path", "source"]).to_pydict()
+        table = read_parquet(path, columns=["label", "attack_type", "video_id", "path", "source"]).to_pydict()
         row_sources.update(table["source"])
         s = splits.setdefault(m["split"], {"rows": 0, "real": 0, "fake": 0, "videos": set(), "attack_types": {}})
         for label, attack, video_id, key in zip(table["label"], table["attack_type"], table["video_id"],
