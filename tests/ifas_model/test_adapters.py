@@ -108,3 +108,36 @@ def test_default_mode_comes_from_the_config_and_bad_modes_fail():
     apply_llm_training(lora_model, "lora")
     with pytest.raises(ValueError, match="already has LoRA"):
         apply_llm_training(lora_model, "lora")
+
+
+def test_qlora_builds_its_4bit_layers_on_the_meta_device_then_fills_them_from_the_dense_ones(monkeypatch):
+    """review14 #9: no fp32 layer is allocated and initialised on the host just to be replaced."""
+    import bitsandbytes as bnb
+    import torch
+
+    from ifas_model.adapters import apply_llm_training
+    from ifas_model.presets import build_model
+
+    built = []
+    original = bnb.nn.Linear4bit.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(kwargs.get("device"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(bnb.nn.Linear4bit, "__init__", spy)
+    model, _ = build_model("tiny", seed=0)
+    dense = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+             for n, m in model.language_model.named_modules() if type(m) is torch.nn.Linear
+             and n != "lm_head"}
+    apply_llm_training(model, "qlora", lora_r=4, lora_alpha=8)
+    assert built and set(built) == {"meta"}
+    assert not [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    fc1_name = next(n for n in dense if n.endswith("layers.0.fc1"))
+    fc1 = model.language_model.get_submodule(fc1_name)
+    assert type(fc1).__name__ == "Linear4bit" and fc1.weight.dtype == torch.uint8
+    assert torch.equal(fc1.bias.float(), dense[fc1_name][1])  # the dense layer's bias, not a fresh one
+    restored = bnb.functional.dequantize_4bit(fc1.weight.data, fc1.weight.quant_state).float()
+    weight = dense[fc1_name][0]
+    assert restored.shape == weight.shape
+    assert (restored - weight).abs().max() <= 0.2 * weight.abs().max()  # NF4 of the dense weight, not noise
