@@ -21,7 +21,9 @@ class _FakeTrainer:
 
 
 @pytest.mark.parametrize("stop_after", [None, -1])
-def test_trainer_is_freed_before_the_process_group_is_destroyed(monkeypatch, stop_after):
+def test_trainer_is_freed_before_the_process_group_is_destroyed(monkeypatch, tmp_path, stop_after):
+    import types
+
     import click
 
     import ifas_model.cli as cli
@@ -33,9 +35,10 @@ def test_trainer_is_freed_before_the_process_group_is_destroyed(monkeypatch, sto
     monkeypatch.setattr(trainer_module, "Trainer", _FakeTrainer)
     monkeypatch.setattr(distributed, "shutdown_distributed",
                         lambda: seen.append([ref() is None for ref in _FakeTrainer.instances]))
+    config = types.SimpleNamespace(output_dir=str(tmp_path / "run"), dist_timeout_min=120)
     if stop_after is None:
-        assert cli.run(object(), stop_after=stop_after) == {"steps": 0}
+        assert cli.run(config, stop_after=stop_after) == {"steps": 0}
     else:
         with pytest.raises(click.ClickException, match="bad setting"):
-            cli.run(object(), stop_after=stop_after)
+            cli.run(config, stop_after=stop_after)
     assert seen == [[True]]

@@ -155,3 +155,57 @@ def test_resume_uses_this_devices_adamw_kernel_not_the_checkpoints(small_corpus,
     second.fit()
     assert second.step == 4
     assert all(not g.get("fused") for g in second.optimizer.param_groups)
+
+
+@pytest.mark.parametrize("llm", ["full", "lora", "qlora", "frozen"])
+def test_every_trainable_parameter_gets_a_gradient_so_ddp_need_not_search_for_unused_ones(llm):
+    """review16 L4: DDP runs with find_unused_parameters=False for the shipped (OPT) model in every mode, which
+    is correct only if one forward/backward reaches every trainable parameter (with and without the GAC)."""
+    import numpy as np
+    from PIL import Image
+
+    from ifas_model.training.config import TrainConfig
+    from ifas_model.training.trainer import build_for_training, ddp_find_unused_parameters
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(2)]
+    for gac, answers in ((True, "full"), (False, "judgment-only")):
+        config = TrainConfig(dataset="unused", preset="tiny", llm=llm, gac=gac, answers=answers)
+        model, processor = build_for_training(config)
+        assert ddp_find_unused_parameters(model, config) is False
+        model.train()
+        interpretations = ["This is a man", "This is a paper mask"] if answers == "full" else None
+        model(**processor(images, judgments=["Yes", "No"], interpretations=interpretations)).loss.backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not unused and any(p.requires_grad for p in model.parameters())
+    model.config.text_config.model_type = "llama"  # an LLM of another family, trained in full: DDP searches
+    assert ddp_find_unused_parameters(model, config) is (llm == "full")
+
+
+def test_persistent_loader_workers_keep_the_epoch_order_evaluations_and_exact_resume(small_corpus, tmp_path):
+    """review16 L7: with --num-workers > 0 the loaders' workers persist across epochs and evaluations; the
+    per-epoch reshuffle (set_epoch before each iter), the evaluations and a mid-epoch resume are unchanged."""
+    import torch
+
+    from ifas_model.training.trainer import Trainer
+
+    settings = {"max_steps": 7, "batch_size": 8, "eval_split": "holdout", "eval_every": 3, "llm": "full"}
+    straight = Trainer(_config(small_corpus, tmp_path / "straight", num_workers=0, **settings))
+    straight.fit()
+    first = Trainer(_config(small_corpus, tmp_path / "workers", num_workers=2, **settings))
+    assert first.loader.persistent_workers
+    assert first.micro_per_epoch == 3  # 7 steps: three epochs, each reshuffled
+    assert first.fit(stop_after=4) == {"stopped_at": 4}  # mid-epoch, after one evaluation
+    loader = first.eval_loader
+    assert loader.persistent_workers and first.evaluate() and first.eval_loader is loader  # one eval loader
+    del first
+    second = Trainer(_config(small_corpus, tmp_path / "workers", num_workers=2, **settings))
+    second.fit()
+    expected, got = _state(straight.model), _state(second.model)
+    assert not [k for k in expected if not torch.equal(expected[k], got[k])]
+
+    def evals(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["split"] == "eval"]
+
+    assert evals("workers") == evals("straight") and [s for s, _ in evals("straight")] == [3, 6, 7]

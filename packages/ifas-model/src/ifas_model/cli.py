@@ -68,6 +68,9 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
               "one. Default: resume automatically when the run folder has checkpoints.")
 @click.option("--push-to-hub", help="Upload final/ with its model card to this Hub repository (org/name).")
 @click.option("--public", is_flag=True, default=None, help="Create the Hub repository public (default private).")
+@click.option("--dist-timeout-min", type=int, help="Several processes: minutes a rank waits at a barrier while "
+              "rank 0 alone writes a checkpoint or final/ before the run is aborted (torch's NCCL default is 10). "
+              "[default: 120]")
 @click.option("--stop-after-steps", type=int, help="Stop cleanly with a checkpoint after this step (time-limited "
               "jobs); rerun the same command to continue.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -76,11 +79,21 @@ def main(config_file: str | None, no_gac: bool | None, resume: bool | None, publ
     """Train the I-FAS model with the Lopsided LM loss on an SCF VQA corpus.
 
     Settings resolve as: defaults (the paper's recipe) < --preset < --config FILE < explicit flags. The
-    resolved settings, metrics.jsonl, checkpoints/ and final/ (loadable with from_pretrained) go to --output.
+    resolved settings, metrics.jsonl, checkpoints/ and final/ (loadable with from_pretrained) go to --output,
+    which one run holds at a time (a second run on it is refused).
+
+    Devices: a CUDA GPU when there is one (several under torchrun, NCCL), else the CPU (gloo for several
+    processes). Apple MPS is not supported: on a Mac the run uses the CPU.
     """
+    import os
+
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+    # Under torchrun every rank would print the same lines: ranks other than 0 log warnings and errors only
+    # (everything with -v), each line prefixed with the rank.
+    rank = int(os.environ.get("RANK") or 0)
+    level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
+    logging.basicConfig(level=level, format=f"[rank {rank}] %(message)s" if rank else "%(message)s",
                         handlers=[RichHandler(show_path=False)], force=True)
     # bitsandbytes (imported with peft) warns on every CPU start that an optional Hub kernel is missing
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -97,20 +110,28 @@ def main(config_file: str | None, no_gac: bool | None, resume: bool | None, publ
 
 
 def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
-    """Run training with a resolved `TrainConfig`, turning user errors into one-line `click.ClickException`s."""
+    """Run training with a resolved `TrainConfig`, turning user errors into one-line `click.ClickException`s.
+
+    The run folder is held for the whole run (`hold_run_folder`, rank 0) before anything is loaded or
+    written in it: a second run on the same ``--output`` is refused in seconds, as is a folder that cannot be
+    created or written, and on every rank."""
     import gc
     import sys
     import traceback
 
     from ifas_model._loading import one_line
-    from ifas_model.training.distributed import shutdown_distributed
+    from ifas_model.training.distributed import hold_run_folder, init_distributed, shutdown_distributed
     from ifas_model.training.trainer import NonFiniteLossError, PushError, ResumeError, Trainer
+    from scf.locking import FolderInUse
     from scf.schema import SchemaError
 
     trainer = None
     try:
-        trainer = Trainer(config)
-        return trainer.fit(stop_after=stop_after)
+        with hold_run_folder(config.output_dir, init_distributed(config.dist_timeout_min)):
+            trainer = Trainer(config)
+            return trainer.fit(stop_after=stop_after)
+    except FolderInUse as err:
+        raise click.ClickException(str(err)) from err
     except (SchemaError, ResumeError, NonFiniteLossError, PushError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     except (ValueError, OSError) as err:  # a missing model path, an unloadable corpus, a bad setting

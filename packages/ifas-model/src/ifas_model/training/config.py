@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .distributed import DEFAULT_TIMEOUT_MINUTES
+
 logger = logging.getLogger(__name__)
 
 LLM_MODES = ("full", "lora", "qlora", "frozen")
@@ -128,6 +130,10 @@ class TrainConfig:
     """Recompute LLM activations in the backward pass (less memory, ~30% slower)."""
     seed: int = 0
     """Seeds model construction, data order and dropout (results in the paper are the mean of 3 seeds)."""
+    dist_timeout_min: int = DEFAULT_TIMEOUT_MINUTES
+    """Several processes: minutes a rank may wait at a collective (while rank 0 alone writes a checkpoint or
+    ``final/``) before the run is aborted (`ifas_model.training.distributed.DEFAULT_TIMEOUT_MINUTES`: 120;
+    torch's NCCL default is 10)."""
 
     # --- run folder -------------------------------------------------------------------------------
     output_dir: str = "runs/ifas"
@@ -175,7 +181,7 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise bad("weight_decay", "must be >= 0")
         for name in ("batch_size", "grad_accum", "epochs", "lora_rank", "lora_alpha", "log_every",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "dist_timeout_min"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         for name in ("eval_every", "save_every", "num_workers"):
@@ -427,7 +433,7 @@ def apply_global_batch(config: TrainConfig, world_size: int) -> TrainConfig:
 
 RESUME_INVARIANT_FIELDS = frozenset({"output_dir", "resume", "push_to_hub", "hub_private", "num_workers",
                                      "log_every", "eval_every", "save_every", "keep_checkpoints",
-                                     "max_eval_samples", "dataset"})
+                                     "max_eval_samples", "dataset", "dist_timeout_min"})
 """Fields that may change between a run and its resumption without changing the trained weights."""
 
 

@@ -1,17 +1,33 @@
 """Several processes (GPUs, nodes) through plain ``torch.distributed`` + DDP, launched by ``torchrun``.
 
 ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them the trainer runs in one process.
-The backend is NCCL when CUDA is available and gloo otherwise (the two-process CPU test uses gloo).
+The backend is NCCL when CUDA is available and gloo otherwise (the two-process CPU test uses gloo). Devices:
+CUDA GPUs, else the CPU; Apple MPS is not used (a Mac trains on its CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
 import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_MINUTES = 120
+"""Process-group timeout of ``ifas-train`` (``--dist-timeout-min``): how long the other ranks wait at a barrier
+while rank 0 alone writes a checkpoint or ``final/``. torch's NCCL default, 10 minutes, is shorter than writing
+the ~32 GB checkpoint of the full OPT-2.7B recipe to a file system giving under ~55 MB/s, after which the
+watchdog kills the run at every save. Two hours cover ~5 MB/s; a genuinely hung rank holds the GPUs that long
+(a crashed one is noticed by torchrun at once). ``scf caption`` waits 24 hours, for its hours-long rank-0
+stages."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +50,13 @@ class DistState:
         return self.world_size > 1
 
 
-def init_distributed() -> DistState:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1), and pick the device."""
+def init_distributed(timeout_minutes: float | None = None) -> DistState:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1), and pick the device.
+
+    Args:
+        timeout_minutes: how long a collective (a barrier while rank 0 writes) may wait before the run is
+            aborted; None is `DEFAULT_TIMEOUT_MINUTES`. Ignored when the group already exists.
+    """
     import torch
     import torch.distributed as dist
 
@@ -47,8 +68,9 @@ def init_distributed() -> DistState:
     if cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=world)
-        logger.info("process group: rank %d of %d (%s)", rank, world, dist.get_backend())
+        timeout = datetime.timedelta(minutes=timeout_minutes or DEFAULT_TIMEOUT_MINUTES)
+        dist.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=world, timeout=timeout)
+        logger.info("process group: rank %d of %d (%s, timeout %s)", rank, world, dist.get_backend(), timeout)
     return DistState(rank, local, world, device)
 
 
@@ -94,3 +116,78 @@ def gather_lists(state: DistState, items: list[Any]) -> list[Any]:
     out: list[list[Any]] = [[] for _ in range(state.world_size)]
     dist.all_gather_object(out, items)
     return [x for part in out for x in part]
+
+
+def broadcast_object(state: DistState, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (returned unchanged in one process)."""
+    if not state.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+SHARED_PROBE_PREFIX = ".ifas-train-shared-"
+"""Name prefix of the short-lived file by which the ranks check that they see one run folder."""
+
+
+@contextlib.contextmanager
+def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-train") -> Iterator[None]:
+    """Hold the run folder for the whole run (`scf.locking.output_lock`, rank 0) and check every rank sees it.
+
+    Rank 0 takes the lock, which also creates the folder and proves it writable; its outcome is broadcast, so
+    when it is refused every rank raises the same one-line `FolderInUse` and exits (none waits at a barrier for
+    a rank 0 that has left). With several processes rank 0 then writes a probe file with a fresh random name
+    into the folder and each rank looks for it: a rank that does not find it has another folder under the same
+    path (a node-local ``--output`` on a multi-node run), and every rank raises one line naming those ranks.
+
+    Raises:
+        scf.locking.FolderInUse: another run holds the folder, it cannot be created or written, or the ranks do
+            not all see the same folder.
+    """
+    from scf.locking import FolderInUse, output_lock
+
+    run_dir = Path(run_dir)
+    with contextlib.ExitStack() as stack:
+        problem, probe = None, None
+        if state.is_main:
+            try:
+                stack.enter_context(output_lock(run_dir, command))
+                if state.distributed:
+                    probe = run_dir / f"{SHARED_PROBE_PREFIX}{uuid.uuid4().hex}"
+                    probe.write_text(socket.gethostname(), encoding="utf-8")
+                    stack.callback(probe.unlink, missing_ok=True)
+            except FolderInUse as err:
+                problem = str(err)
+            except OSError as err:  # the probe: a folder that took the lock but cannot be written
+                problem = f"{run_dir}: cannot write to this folder ({err.strerror or err})"
+        problem, probe = broadcast_object(state, (problem, probe))
+        if problem:
+            raise FolderInUse(problem)
+        if state.distributed:
+            seen = _wait_for(Path(probe)) if not state.is_main else True
+            views = gather_lists(state, [(state.rank, socket.gethostname(), seen)])
+            if state.is_main:  # every rank has looked
+                Path(probe).unlink(missing_ok=True)
+            blind = [(rank, host) for rank, host, ok in views if not ok]
+            if blind:
+                hosts = sorted({host for _, host in blind})
+                raise FolderInUse(
+                    f"{run_dir} is not the same folder on every process: rank(s) "
+                    f"{', '.join(str(r) for r, _ in blind[:8])}{' ...' if len(blind) > 8 else ''} (on "
+                    f"{', '.join(hosts[:4])}) do not see the file rank 0 (on {views[0][1]}) wrote there; a run on "
+                    "several nodes needs --output on a file system that every node shares")
+        yield
+
+
+def _wait_for(path: Path, seconds: float = 5.0) -> bool:
+    """Whether ``path`` exists, looking again for a few seconds (a network file system may show it late)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if path.is_file():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)

@@ -114,6 +114,21 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def ddp_find_unused_parameters(model: torch.nn.Module, config: TrainConfig) -> bool:
+    """Whether DDP must look for trainable parameters that a step leaves unused (``find_unused_parameters``).
+
+    In every mode every trainable parameter of I-FAS takes part in every forward pass: the GAC's global path or
+    its extra queries (``--no-gac``), the projection, and the LLM's weights (``full``) or adapters on the
+    attention projections (``lora``/``qlora``); ``frozen`` trains only the connector and projection
+    (tests/ifas_model/test_train_loop.py checks each mode). So the search is off, which spares a traversal of
+    the autograd graph per step and torch's warning that it found nothing. It stays on for ``full`` with an
+    LLM other than OPT (``--language-model``), whose every weight may not be used (DDP would otherwise stop at
+    the next step with an error).
+    """
+    text_config = getattr(getattr(model, "config", None), "text_config", None)
+    return config.llm == "full" and getattr(text_config, "model_type", "opt") != "opt"
+
+
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """Trainable and frozen parameter counts (bitsandbytes 4-bit weights pack two values per uint8 element)."""
     import torch
@@ -243,7 +258,7 @@ class Trainer:
 
         from ifas_model.adapters import set_training_dtypes
 
-        self.dist: DistState = init_distributed()
+        self.dist: DistState = init_distributed(config.dist_timeout_min)
         config = apply_global_batch(config, self.dist.world_size)  # batch_size / grad_accum for this world
         self.config = config
         self.console = console or Console(stderr=True)
@@ -289,7 +304,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids,
+                                               find_unused_parameters=ddp_find_unused_parameters(self.model, config))
 
         # -- order, loaders, schedule ---------------------------------------------------------------------
         self.sampler = ResumableBatchSampler(len(self.train_set), config.batch_size, seed=config.seed,
@@ -309,6 +325,7 @@ class Trainer:
         self.skipped_local = 0  # this rank's count in this session
         self.last_eval: dict[str, Any] | None = None
         self.placeholder: Batch | None = None
+        self.eval_loader: Any = None  # built at the first evaluation
         # losses of the micro-batches since the last train log line (this rank's; saved summed over ranks)
         self.window: dict[str, Any] = {"loss": 0.0, "loss_judgment": 0.0, "loss_interpretation": 0.0, "n": 0,
                                        "samples": 0}
@@ -320,10 +337,13 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         # Its own generator: creating an iterator must not draw from the global RNG, or resuming mid-epoch
-        # would shift every later dropout mask.
-        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate,
-                          num_workers=self.config.num_workers, generator=torch.Generator().manual_seed(0),
-                          persistent_workers=False)
+        # would shift every later dropout mask. Persistent workers: started once per loader, not at every epoch
+        # and evaluation (under the spawn start method, macOS' default, each start re-imports torch and
+        # transformers in every worker). The batch sampler stays in this process, so `set_epoch` before each
+        # ``iter(loader)`` still selects the order; the workers only decode the rows they are sent.
+        workers = self.config.num_workers
+        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=workers,
+                          generator=torch.Generator().manual_seed(0), persistent_workers=workers > 0)
 
     @property
     def effective_batch(self) -> int:
@@ -700,9 +720,11 @@ class Trainer:
             return None
         from ifas_model.metrics import flip_metrics
 
-        sampler = ResumableBatchSampler(len(self.eval_set), self.config.batch_size, shuffle=False,
-                                        rank=self.dist.rank, world_size=self.dist.world_size)
-        loader = self._loader(self.eval_set, sampler, VQACollator(self.processor, with_prompts=True))
+        if self.eval_loader is None:  # one loader for every evaluation of the run (its workers persist)
+            sampler = ResumableBatchSampler(len(self.eval_set), self.config.batch_size, shuffle=False,
+                                            rank=self.dist.rank, world_size=self.dist.world_size)
+            self.eval_loader = self._loader(self.eval_set, sampler, VQACollator(self.processor, with_prompts=True))
+        loader = self.eval_loader
         self.model.eval()
         loss_sum, loss_n, rows, skipped = 0.0, 0, [], 0
         with torch.no_grad(), torch.autocast(self.dist.device.type, dtype=self.autocast_dtype or torch.float32,
