@@ -103,3 +103,64 @@ def test_without_flock_a_dead_owners_file_on_this_host_is_taken_over(tmp_path, n
                                                 "host": "another-node", "since": "x"}))
     with pytest.raises(FolderInUse, match=rf"pid {dead.pid} on another-node"), output_lock(out, "ifas-train"):
         pass
+
+
+def test_lock_files_follow_the_umask_so_a_group_shared_folder_stays_usable(tmp_path, monkeypatch):
+    """Review 17 H1: .lock was created 0644 whatever the umask, so a second member of a group-shared folder
+    (umask 002) could not open it and every command said it could not write the folder."""
+    old = os.umask(0o002)
+    try:
+        with output_lock(tmp_path / "a", "ifas-train") as lock:
+            assert lock.stat().st_mode & 0o777 == 0o664
+        def flock(fd, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+        monkeypatch.setattr(locking.fcntl, "flock", flock)
+        with output_lock(tmp_path / "b", "ifas-train") as lock:
+            assert lock.name == ".lock.excl" and lock.stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
+
+
+def test_another_users_read_only_lock_file_is_still_locked(tmp_path, monkeypatch):
+    """A .lock that this user may read but not write (made by a colleague under umask 022) is flocked through a
+    read-only open; the folder is still held exclusively."""
+    out = tmp_path / "run"
+    with output_lock(out, "scf caption"):  # the colleague's earlier run
+        pass
+    real_open = os.open
+
+    def open_(path, flags, *args, **kw):
+        if str(path).endswith(".lock") and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(locking.os, "open", open_)
+    with output_lock(out, "ifas-eval"):
+        monkeypatch.setattr(locking.os, "open", real_open)
+        with pytest.raises(FolderInUse, match="is in use by scf caption"), output_lock(out, "ifas-eval"):
+            pass  # the record still names the last writer: documented
+
+
+def test_without_flock_an_empty_lock_file_of_a_run_that_died_is_taken_over_after_a_minute(tmp_path, no_flock):
+    """Review 17 M1: a run that died between creating .lock.excl and writing its owner left a folder locked
+    for good; a lock from another node names the file to delete."""
+    out = tmp_path / "run"
+    out.mkdir()
+    excl = out / ".lock.excl"
+    excl.write_text("")
+    with pytest.raises(FolderInUse, match=rf"delete {excl}\)$"), output_lock(out, "ifas-train"):
+        pass  # a fresh empty file may be a run writing its record right now
+    os.utime(excl, (time.time() - 120, time.time() - 120))
+    with output_lock(out, "ifas-train"):
+        assert json.loads(excl.read_text())["pid"] == os.getpid()
+    assert not excl.exists()
+
+
+def test_without_flock_a_failed_owner_write_leaves_no_lock_behind(tmp_path, no_flock, monkeypatch):
+    def dump(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(locking.json, "dump", dump)
+    out = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left"), output_lock(out, "ifas-train"):
+        pass
+    assert not (out / ".lock.excl").exists()

@@ -7,8 +7,12 @@ one ``--output``/``--out``) interleave their files and both report success. Each
 The lock is an advisory ``flock`` on ``.lock``, released by the kernel when the process ends, so a crash or a
 ``kill -9`` never leaves a stale lock and the file itself may stay. Where ``flock`` is unavailable (some network
 file systems, Windows) a ``.lock.excl`` file created with ``O_CREAT | O_EXCL`` holds the owner instead; it is
-removed on exit, and one left by a dead process on the same host is taken over. In a distributed run only one
-process (rank 0) takes the lock.
+removed on exit, and one left by a dead process on the same host is taken over (one left on another node must be
+deleted by hand: the message says which file). In a distributed run only one process (rank 0) takes the lock.
+
+The lock files are created with mode 0666 less the umask, so in a group-shared folder (umask 002) every member
+can take them; a ``.lock`` another user created read-only for others is still locked through a read-only open
+(its owner record then keeps the previous holder's name).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,13 +56,14 @@ def _read_owner(path: Path) -> dict[str, object]:
     return owner if isinstance(owner, dict) else {}
 
 
-def _in_use(folder: Path, owner: dict[str, object]) -> FolderInUse:
+def _in_use(folder: Path, owner: dict[str, object], excl: bool = False) -> FolderInUse:
     if owner.get("pid"):
         who = (f"{owner.get('command', 'another run')} (pid {owner['pid']} on {owner.get('host', '?')}, "
                f"since {owner.get('since', '?')})")
     else:
         who = "another run"
-    return FolderInUse(f"{folder} is in use by {who}; wait for it to end or choose another folder")
+    hint = f" (if that run has ended, e.g. on another node, delete {folder / EXCL_NAME})" if excl else ""
+    return FolderInUse(f"{folder} is in use by {who}; wait for it to end or choose another folder{hint}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -77,25 +83,37 @@ def _excl_lock(folder: Path, owner: dict[str, object]) -> Iterator[Path]:
     path = folder / EXCL_NAME
     for attempt in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             break
         except FileExistsError:
             held = _read_owner(path)
-            pid = held.get("pid")
-            stale = (held.get("host") == owner["host"] and isinstance(pid, int) and not _pid_alive(pid))
-            if attempt == 0 and stale:
-                logger.warning("%s: taking over the lock of pid %s, which has ended", folder, pid)
+            if attempt == 0 and _stale(path, held, owner):
+                logger.warning("%s: taking over %s, whose run has ended", folder, path.name)
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
-            raise _in_use(folder, held) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(owner, f)
+            raise _in_use(folder, held, excl=True) from None
+        except OSError as e:
+            raise FolderInUse(f"{folder}: cannot create or write to this folder ({e.strerror or e})") from None
     try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # inside the guard: a full disk leaves no empty lock
+            json.dump(owner, f)
         yield path
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def _stale(path: Path, held: dict[str, object], owner: dict[str, object]) -> bool:
+    """An exclusive lock file whose run has ended: its pid is dead on this host, or it holds no owner record
+    (a run that died between creating and writing it) and is older than a minute."""
+    pid = held.get("pid")
+    if isinstance(pid, int):
+        return held.get("host") == owner["host"] and not _pid_alive(pid)
+    try:
+        return time.time() - path.stat().st_mtime > 60
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -114,11 +132,21 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
             time), or the folder cannot be created or written (the message names it and the reason).
     """
     folder = Path(folder)
+    lock = folder / LOCK_NAME
+    writable = True
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides (002: the group shares it)
+        except PermissionError:
+            if not lock.is_file():
+                raise
+            fd = os.open(lock, os.O_RDONLY)  # another user's .lock without group write: flock works read-only
+            writable = False
     except OSError as e:
-        raise FolderInUse(f"{folder}: cannot create or write to this folder ({e.strerror or e})") from None
+        where = lock if lock.exists() and os.access(folder, os.W_OK) else folder
+        raise FolderInUse(f"{where}: cannot create or write to this {'file' if where == lock else 'folder'} "
+                          f"({e.strerror or e})") from None
     owner = _owner(command)
     try:
         flocked = False
@@ -127,15 +155,16 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 flocked = True
             except BlockingIOError:
-                raise _in_use(folder, _read_owner(folder / LOCK_NAME)) from None
+                raise _in_use(folder, _read_owner(lock)) from None
             except OSError as e:
                 if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise
                 logger.info("%s: flock unsupported here (%s); using %s", folder, e.strerror, EXCL_NAME)
         if flocked:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
-            yield folder / LOCK_NAME
+            if writable:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+            yield lock
         else:
             with _excl_lock(folder, owner) as path:
                 yield path
