@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +28,29 @@ for _var, _prefix in (("IFAS_EVAL_CACHE", "ifas-eval-cache-"), ("HF_DATASETS_CAC
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for folder in _OWN_CACHES:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def hold_folder() -> Iterator[Callable[[str | Path, str], subprocess.Popen]]:
+    """``hold(folder, command)``: a separate process holding ``folder`` with `scf.locking.output_lock`, as a
+    running ``command`` does; returned once the lock is taken. Kill it (``.kill(); .wait()``) to release the
+    folder as a crash would; any holder still alive is killed at teardown."""
+    holders: list[subprocess.Popen] = []
+
+    def hold(folder: str | Path, command: str) -> subprocess.Popen:
+        code = ("import sys, time\nfrom scf.locking import output_lock\n"
+                "with output_lock(sys.argv[1], sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(folder), command], stdout=subprocess.PIPE,
+                                text=True)
+        holders.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in holders:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

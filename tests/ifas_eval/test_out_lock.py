@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 from click.testing import CliRunner
 
@@ -48,16 +46,12 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tiny_ckpt,
     assert [r["setting"] for r in json.loads((out / "results.json").read_text())["results"]] == ["sample-domain-a"]
 
 
-def test_a_lock_held_by_another_process_refuses_both_modes(tmp_path):
+def test_a_lock_held_by_another_process_refuses_both_modes(tmp_path, hold_folder):
     from ifas_eval.cli import main
 
     out = tmp_path / "eval"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom scf.locking import output_lock\n"
-         "with output_lock(sys.argv[1], 'ifas-eval'):\n    print('held', flush=True)\n    time.sleep(60)\n", str(out)],
-        stdout=subprocess.PIPE, text=True)
+    holder = hold_folder(out, "ifas-eval")
     try:
-        assert holder.stdout.readline().strip() == "held"
         scores = tmp_path / "s.csv"
         scores.write_text("video_id,label,score\nv1,1,0.9\nv2,0,0.2\n")
         res = CliRunner().invoke(main, ["--scores", str(scores), "--out", str(out)])

@@ -38,18 +38,9 @@ def _error_line(output: str) -> str:
     return " ".join(errors[0].split())
 
 
-def _hold(folder):
-    """A separate process holding ``folder`` as ifas-train does; returns it once the lock is taken."""
-    code = ("import sys, time; from scf.locking import output_lock\n"
-            "with output_lock(sys.argv[1], 'ifas-train'):\n    print('held', flush=True); time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
-def test_a_second_run_on_a_held_output_is_refused_in_one_line_before_the_model_is_built(corpus, tmp_path):
+def test_a_second_run_on_a_held_output_is_refused_in_one_line_before_the_model_is_built(corpus, tmp_path, hold_folder):
     out = tmp_path / "run"
-    holder = _hold(out)
+    holder = hold_folder(out, "ifas-train")
     try:
         started = time.perf_counter()
         result = _invoke(*_args(corpus, out))
@@ -65,11 +56,11 @@ def test_a_second_run_on_a_held_output_is_refused_in_one_line_before_the_model_i
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the run was written
 
 
-def test_a_run_killed_while_holding_the_folder_blocks_nothing_and_the_rerun_resumes(corpus, tmp_path):
+def test_a_run_killed_while_holding_the_folder_blocks_nothing_and_the_rerun_resumes(corpus, tmp_path, hold_folder):
     out = tmp_path / "run"
     first = _invoke(*_args(corpus, out, "--stop-after-steps", "2"))
     assert first.exit_code == 0, first.output
-    holder = _hold(out)  # a later session of the run, killed (-9) while it holds the folder
+    holder = hold_folder(out, "ifas-train")  # a later session of the run, killed (-9) while it holds the folder
     assert _invoke(*_args(corpus, out)).exit_code == 1
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
@@ -98,9 +89,9 @@ def _torchrun(script_args, *, cwd=None, timeout=300):
 
 
 @pytest.mark.slow
-def test_under_torchrun_every_rank_exits_with_the_line_when_the_folder_is_held(corpus, tmp_path):
+def test_under_torchrun_every_rank_exits_with_the_line_when_the_folder_is_held(corpus, tmp_path, hold_folder):
     out = tmp_path / "run"
-    holder = _hold(out)
+    holder = hold_folder(out, "ifas-train")
     try:
         started = time.perf_counter()
         proc = _torchrun(["-m", "ifas_model.cli", *map(str, _args(corpus, out))])

@@ -840,20 +840,7 @@ def test_the_python_api_snippet_of_the_docs_runs_as_written(tmp_path, monkeypatc
     assert len(load_table(str(tmp_path / "runs/scf-api/corpus"), "vqa")["train"]) == 168
 
 
-def _hold(folder, command="scf caption"):
-    """Another process holding ``folder`` (as a running ``scf caption`` does) until it is killed."""
-    import subprocess
-    import sys
-
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom scf.locking import output_lock\n"
-         f"with output_lock({str(folder)!r}, {command!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
-def test_a_second_run_on_a_held_out_is_refused_in_one_line_and_a_killed_run_leaves_no_lock(tmp_path):
+def test_a_second_run_on_a_held_out_is_refused_in_one_line_and_a_killed_run_leaves_no_lock(tmp_path, hold_folder):
     """Review 16 M1: two `scf caption` on one --out interleaved their shards (376 caption rows for 288 keys)."""
     import signal
 
@@ -867,7 +854,7 @@ def test_a_second_run_on_a_held_out_is_refused_in_one_line_and_a_killed_run_leav
     out = tmp_path / "out"
     args = ["caption", "--preset", "tiny", "--split", "real", "--out", str(out), "--dataset", str(tmp_path / "bench"),
             "--max-new-tokens", "3", "--min-new-tokens", "1", "--no-progress"]
-    holder = _hold(out)
+    holder = hold_folder(out, "scf caption")
     try:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1
@@ -893,7 +880,7 @@ def test_a_second_run_on_a_held_out_is_refused_in_one_line_and_a_killed_run_leav
 
 
 @pytest.mark.slow
-def test_every_rank_stops_in_one_line_when_rank0_finds_the_out_held(tmp_path):
+def test_every_rank_stops_in_one_line_when_rank0_finds_the_out_held(tmp_path, hold_folder):
     """Only rank 0 takes the lock; the other ranks get its refusal and exit too instead of waiting at a barrier."""
     import os
     import signal
@@ -904,7 +891,7 @@ def test_every_rank_stops_in_one_line_when_rank0_finds_the_out_held(tmp_path):
 
     toy_dataset(n=1).save_to_disk(str(tmp_path / "bench"))
     out = tmp_path / "out"
-    holder = _hold(out)
+    holder = hold_folder(out, "scf caption")
     bindir = Path(sys.executable).parent
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(tmp_path / "cache"))
     cmd = [str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2", "--no-python", str(bindir / "scf"),

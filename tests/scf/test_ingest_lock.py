@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from ingest_cli import ingest, rows, write_image
-
-
-def _hold(folder: Path, command: str = "scf ingest") -> subprocess.Popen:
-    """Another process holding ``folder`` (as a running ``scf ingest`` does) until it is killed."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom scf.locking import output_lock\n"
-         f"with output_lock({str(folder)!r}, {command!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def _kill(holder: subprocess.Popen) -> None:
@@ -34,12 +23,12 @@ def _project(tmp_path: Path, face) -> tuple[Path, Path]:
     return root, manifest
 
 
-def test_a_second_ingest_into_a_held_config_folder_is_refused_and_a_killed_one_leaves_no_lock(tmp_path, face):
+def test_a_second_ingest_into_a_held_config_folder_is_refused_and_a_killed_one_leaves_no_lock(tmp_path, face, hold_folder):
     """Two ingests into one folder at once: one died in a traceback (a shard's temporary renamed away)."""
     root, manifest = _project(tmp_path, face)
     out = tmp_path / "bench"
     args = ("--source", "csv", "--root", str(root), "--list", str(manifest), "--out", str(out), "--config", "mine")
-    holder = _hold(out / "mine")
+    holder = hold_folder(out / "mine", "scf ingest")
     try:
         r = ingest(*args)
         assert r.exit_code == 1
@@ -63,7 +52,7 @@ def test_a_second_ingest_into_a_held_config_folder_is_refused_and_a_killed_one_l
     assert ".lock" not in (out / "mine" / "README.md").read_text(encoding="utf-8")
     assert ".lock" not in (out / "README.md").read_text(encoding="utf-8")
     before = _local_cache_dir(out / "mine")
-    holder = _hold(out / "mine")  # a held folder can be read (training on a dataset another ingest extends)
+    holder = hold_folder(out / "mine", "scf ingest")  # a held folder can be read (training on a dataset another ingest extends)
     try:
         assert _local_cache_dir(out / "mine") == before
         assert sum(len(split) for split in load_table(out, "benchmark").values()) == 6

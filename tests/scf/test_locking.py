@@ -31,14 +31,10 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path):
         assert json.loads((out / ".lock").read_text())["command"] == "ifas-eval"
 
 
-def test_another_process_holding_the_folder_blocks_and_its_kill_releases_it(tmp_path):
+def test_another_process_holding_the_folder_blocks_and_its_kill_releases_it(tmp_path, hold_folder):
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom scf.locking import output_lock\n"
-         f"with output_lock({str(out)!r}, 'scf caption'):\n    print('held', flush=True)\n    time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
+    holder = hold_folder(out, "scf caption")
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(FolderInUse, match=rf"in use by scf caption \(pid {holder.pid} on "):
             with output_lock(out, "scf caption"):
                 pass
