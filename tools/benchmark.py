@@ -944,15 +944,19 @@ def print_table(results: dict[str, Any]) -> None:
     for col in ("measurement", "value", "anchor", "ratio", "of matmul", "anchor of matmul", "peak GiB", "target",
                 "met"):
         table.add_column(col, justify="left" if col in ("measurement", "target") else "right")
-    for row in results["comparison"]:
+    for row in results.get("comparison") or ():
         table.add_row(row["label"], _fmt(row["value"]), _fmt(row["anchor_value"]), _fmt(row["ratio_to_anchor"], ".2f"),
                       _fmt(row["fraction_of_matmul"], ".1%"), _fmt(row["anchor_fraction_of_matmul"], ".1%"),
                       _fmt(row["peak_memory_gib"], ".1f"), row["target"] or "", _fmt(row["target_met"]))
     console = Console(width=200)
-    ended = run_status_line(results)
-    if ended:
-        console.print(ended, markup=False)
-    console.print(table)
+    for line in (gpu_figures_line(meta), run_status_line(results)):
+        if line:
+            console.print(line, markup=False)
+    if not measured_anything(results):
+        console.print(nothing_measured_line(results), markup=False)
+        return
+    if results.get("comparison"):
+        console.print(table)
     for line in (anchor_line(results), pipeline_line(results)):
         if line:
             console.print(line, markup=False)
@@ -1047,7 +1051,9 @@ def pipeline_line(results: dict[str, Any]) -> str:
     if not p:
         return ""
     score = (results.get("ifas") or {}).get("score") or {}
-    versus = (f"; GPU scoring needs {_fmt(score['value'])} images/s "
+    device = str((results.get("meta") or {}).get("device") or "")
+    scoring = "GPU scoring" if device.startswith("cuda") else f"scoring on {device or 'this device'}"
+    versus = (f"; {scoring} needs {_fmt(score['value'])} images/s "
               f"({'kept up with' if p['images_per_s'] >= score['value'] else 'NOT kept up with'})"
               if score.get("value") else "")
     return (f"CPU image pipeline (PNG decoding + CLIP preprocessing, batches of {p['batch']}): "
@@ -1067,19 +1073,26 @@ def results_markdown(results: dict[str, Any]) -> str:
                 if meta.get("carried_bitsandbytes_error") else "")
              + (f"; commit {meta['git_commit']}" if meta.get("git_commit") else "") + ".", "",
              f"Command: `{meta['command']}`", ""]
-    if meta["mode"] == "tiny":
-        lines += ["**CPU smoke run of the tiny configs: these figures say nothing about performance.**", ""]
+    gpu_state = gpu_figures_line(meta)
+    if gpu_state:
+        lines += [f"**{gpu_state}**", ""]
     ended = run_status_line(results)
     if ended:
         lines += [f"**{ended}**", ""]
+    if not measured_anything(results):
+        lines.append(nothing_measured_line(results))
+        return "\n".join(lines) + "\n"
     if mm:
         lines += [f"Measured matmul ceiling ({mm.get('dtype')} {mm.get('n')}^3): {_fmt(mm.get('tflops'), '.4g')} "
                   f"TFLOP/s; copy bandwidth {_fmt(mm.get('copy_tb_per_s'), '.3g')} TB/s.", ""]
     else:
         lines += ["No matmul ceiling measured in this run: the fractions of matmul are blank.", ""]
-    lines += ["| measurement | value | anchor (same run) | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
-              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for row in results["comparison"]:
+    if results.get("comparison"):
+        lines += ["| measurement | value | anchor (same run) | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    else:
+        lines += ["No I-FAS or BLIP-2 figure in this run (each requested one is listed below with why)."]
+    for row in results.get("comparison") or ():
         lines.append(f"| {row['label']} | {_fmt(row['value'])} | {_fmt(row['anchor_value'])} | "
                      f"{_fmt(row['ratio_to_anchor'], '.2f')} | {_fmt(row['fraction_of_matmul'], '.1%')} | "
                      f"{_fmt(row['anchor_fraction_of_matmul'], '.1%')} | {_fmt(row['peak_memory_gib'], '.1f')} | "
@@ -1105,6 +1118,41 @@ def results_markdown(results: dict[str, Any]) -> str:
     for name, err in _unlisted(results, "errors"):
         lines += ["", f"Error in `{name}`: `{err.splitlines()[0]}`."]
     return "\n".join(lines) + "\n"
+
+
+def gpu_figures_line(meta: dict[str, Any]) -> str:
+    """The sentence saying this run's figures are not GPU figures (a CPU run, or tiny configs); empty for a
+    full-size run on CUDA. docs/benchmarks.md says whether GPU figures exist only through this line, inside the
+    rendered block, so a GPU run's block never sits under a stale "none measured yet"."""
+    on_gpu = str(meta.get("device") or "").startswith("cuda")
+    if meta.get("mode") == "tiny" and on_gpu:
+        return (f"No GPU performance figures: a smoke run of the tiny configs on {meta.get('card') or 'a GPU'}; "
+                "these figures say nothing about performance.")
+    if meta.get("mode") == "tiny":
+        return "No GPU figures measured: a CPU smoke run of the tiny configs; these figures say nothing about performance."
+    if not on_gpu:
+        return (f"No GPU figures measured: this run was on {meta.get('card') or 'the CPU'} (full-size configs); "
+                "its figures say nothing about the GPU targets.")
+    return ""
+
+
+def measured_anything(results: dict[str, Any]) -> bool:
+    """Whether the run has any figure at all (matmul, pipeline, anchor, I-FAS or BLIP-2)."""
+    return bool(results.get("matmul") or results.get("pipeline")
+                or any((results.get(g) or {}).values() for g in ("anchor", "ifas", "blip2")))
+
+
+def nothing_measured_line(results: dict[str, Any]) -> str:
+    """One sentence for a run without a single figure: every requested figure with why, grouped by reason."""
+    groups: dict[str, list[str]] = {}
+    for key, why in not_measured(results):
+        groups.setdefault(why, []).append(key)
+    for name, why in _unlisted(results, "skipped"):
+        groups.setdefault(f"skipped: {why}", []).append(name)
+    for name, err in _unlisted(results, "errors"):
+        groups.setdefault(f"failed: {err.splitlines()[0]}", []).append(name)
+    reasons = "; ".join(f"{', '.join(f'`{k}`' for k in keys)}: {why}" for why, keys in groups.items())
+    return f"Nothing measured: {reasons or 'no section was requested'}."
 
 
 def update_docs(path: Path, results: dict[str, Any]) -> None:

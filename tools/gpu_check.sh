@@ -60,8 +60,11 @@ bench_timeout=${BENCH_TIMEOUT:-$((LIMIT - SECONDS - RENDER_MARGIN_S))}
 budget=$((bench_timeout - BUDGET_MARGIN_S))
 if [ "$budget" -lt 1 ]; then budget=1; fi
 echo "benchmark: budget ${budget} s, killed after ${bench_timeout} s"
-timeout -k 10 "$bench_timeout" "$PY" tools/benchmark.py --mode full --budget-s "$budget" --out "$OUT/benchmark.json" \
-  "$@" >"$OUT/benchmark.log" 2>&1
+# --mode full unless the arguments choose a mode (the recorded command then names one mode, not two)
+mode_args=(--mode full)
+for arg in "$@"; do case "$arg" in --mode|--mode=*) mode_args=() ;; esac; done
+timeout -k 10 "$bench_timeout" "$PY" tools/benchmark.py ${mode_args[@]+"${mode_args[@]}"} --budget-s "$budget" \
+  --out "$OUT/benchmark.json" "$@" >"$OUT/benchmark.log" 2>&1
 status=$?
 tail -n 40 "$OUT/benchmark.log"
 [ "$status" -eq 0 ] || echo "benchmark exited with status $status (124 = cut off by the time limit)"

@@ -314,10 +314,13 @@ def test_budget_skips_a_section_that_would_not_fit_and_says_why(tmp_path, monkey
                       budget_s=0)
     assert set(spent["skipped"]) == {"matmul", "anchor.build", "ifas.build"} and spent["ifas"] == {}
     text = bench.results_markdown(spent)
-    assert "- `matmul`: skipped: not started: 0 s left of the 0 s budget" in text
-    assert "- `ifas.score`: `ifas.build` skipped: not started" in text
-    assert "- `anchor.score`: `anchor.build` skipped: not started" in text
-    assert "Skipped `" not in text  # each reason once, beside the figure it cost
+    # review17 L1: nothing measured -> one line with every reason, no empty table header
+    (line,) = [x for x in text.splitlines() if x.startswith("Nothing measured: ")]
+    assert "`matmul`: skipped: not started: 0 s left of the 0 s budget" in line
+    assert "`ifas.score`: `ifas.build` skipped: not started" in line
+    assert "`anchor.score`: `anchor.build` skipped: not started" in line
+    assert "| measurement |" not in text and "No matmul ceiling" not in text
+    assert "Skipped `" not in text and "\n- `" not in text  # each reason once, in that line
 
 
 def test_cut_off_run_renders_what_it_lacks_and_the_anchor_figures(tmp_path):
@@ -464,6 +467,7 @@ def test_gpu_check_leaves_a_broken_carried_bitsandbytes_off_the_path(tmp_path):
     assert "peft" not in reason.split("(")[0]  # peft imports fine: it is not blamed
     assert results["meta"]["carried_bitsandbytes_error"].startswith("RuntimeError: simulated")
     assert results["meta"]["budget_s"] > 0
+    assert results["meta"]["command"].split().count("--mode") == 1  # review17 L1: the caller's mode, once
     rendered = (out / "benchmarks.md").read_text()
     assert "the carried copy does not import: RuntimeError: simulated" in rendered
 
@@ -489,3 +493,67 @@ def test_greedy_agreement_reuses_the_timed_fast_batch(tmp_path, monkeypatch):
     assert fig["greedy_rows_compared"] == 2 and fig["greedy_rows_identical_to_reference"] == 1.0  # fp32: exact
     assert fig["compile_s"] >= 0 and fig["warmup_calls"] == 2
     assert "identical to plain `generate` on 100.0% of the 2 rows compared" in bench.results_markdown(results)
+
+
+def _gpu_like_results(bench):
+    """A results dict shaped like a full-size CUDA run's. A FIXTURE OF THE RENDERER ONLY: these numbers were not
+    measured by anyone and must never be copied into the docs; they only exercise results_markdown/update_docs."""
+    meta = {"mode": "full", "device": "cuda:0", "card": "NVIDIA H200 (renderer test fixture)", "card_memory_gib": 139.8,
+            "cuda": "13.0", "date": "fixture", "python": "3.12", "torch": "2.11", "transformers": "5.17",
+            "peft": "0.17", "bitsandbytes": None, "git_commit": "fixture", "command": "fixture", "finished": True,
+            "requested": ["matmul", "pipeline", "anchor.score", "ifas.score"]}
+    results = {"meta": meta, "matmul": {"n": 8192, "dtype": "bfloat16", "tflops": 700.0, "copy_tb_per_s": 4.0},
+               "pipeline": {"batch": 256, "threads": 8, "cpu_count": 16, "images_per_s": 3000.0,
+                            "images_per_s_one_thread": 400.0},
+               "anchor": {"score": {"value": 1000.0, "unit": "images/s", "batch": 256, "fraction_of_matmul": 0.5,
+                                    "peak_memory_gib": 20.0}},
+               "ifas": {"score": {"value": 1500.0, "unit": "images/s", "batch": 256, "fraction_of_matmul": 0.8,
+                                  "peak_memory_gib": 21.0}},
+               "blip2": {}, "skipped": {}, "errors": {}}
+    results["comparison"] = bench.compare(results)
+    return results
+
+
+NO_GPU_SENTENCE = ("no gpu figures", "measured yet", "no gpu run", "no gpu performance")
+
+
+def test_whether_gpu_figures_exist_is_said_only_inside_the_rendered_block(tmp_path):
+    """review17 M2: docs/benchmarks.md says whether GPU figures exist only inside the block the renderer
+    rewrites: a GPU run's block leaves no "none measured" sentence anywhere in the page; a CPU or tiny run's
+    block says so itself."""
+    bench = _load("benchmark")
+    page = (TOOLS.parent / "docs" / "benchmarks.md").read_text()
+    head, rest = page.split(bench.RESULTS_BEGIN, 1)
+    outside = (head + rest.split(bench.RESULTS_END, 1)[1]).lower()
+    assert not [s for s in NO_GPU_SENTENCE if s in outside]
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(page)
+    bench.update_docs(docs, _gpu_like_results(bench))
+    text = docs.read_text()
+    assert "NVIDIA H200 (renderer test fixture)" in text and "| scoring (images/s) | 1.5e+03 |" in text
+    assert [s for s in NO_GPU_SENTENCE if s in text.lower()] == []
+    assert "GPU scoring needs 1.5e+03 images/s (kept up with)" in text
+
+    cpu = _gpu_like_results(bench)
+    cpu["meta"].update(device="cpu", card="CPU (x86_64)")
+    bench.update_docs(docs, cpu)
+    text = docs.read_text()
+    assert text.count("No GPU figures measured: this run was on CPU (x86_64) (full-size configs)") == 1
+    assert "scoring on cpu needs" in text and "GPU scoring" not in text  # review17 L1
+    cpu["meta"]["mode"] = "tiny"
+    assert "No GPU figures measured: a CPU smoke run of the tiny configs" in bench.results_markdown(cpu)
+
+
+def test_a_run_without_i_fas_figures_renders_no_empty_table(tmp_path):
+    """review17 L1: figures but no comparison row (only the anchor measured): no table header, a line instead."""
+    bench = _load("benchmark")
+    results = _gpu_like_results(bench)
+    results["ifas"] = {}
+    results["skipped"]["ifas.build"] = "not started: 10 s left of the 280 s budget, it needs about 30 s"
+    results["comparison"] = bench.compare(results)
+    text = bench.results_markdown(results)
+    assert "| measurement |" not in text and "No I-FAS or BLIP-2 figure in this run" in text
+    assert "Anchor, same run: scoring 1e+03 images/s at batch 256" in text
+    assert "- `ifas.score`: `ifas.build` skipped: not started: 10 s left" in text
+    assert "Nothing measured" not in text
