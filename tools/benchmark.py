@@ -82,15 +82,16 @@ TARGETS = {
 NEED_S = {
     "full": {"matmul": 15, "pipeline": 30, "anchor.build": 30, "anchor.train": 20, "anchor.score": 15,
              "anchor.caption": 30, "ifas.build": 30, "ifas.score": 15, "ifas.train_frozen": 30,
-             "ifas.train_full": 40, "ifas.train_lora": 30, "ifas.train_qlora": 90, "blip2.caption": 45,
-             "blip2.caption_fast": 90},
+             "ifas.train_full": 40, "ifas.train_lora": 30, "ifas.train_qlora": 90, "blip2.caption": 25,
+             "blip2.caption_reference": 20, "blip2.caption_fast": 90},
     "tiny": {},
 }
 """Seconds a section is expected to need (an H200 estimate from review14, generous), by mode. With a budget
 (``--budget-s``), a section starts only when at least this much time is left; otherwise it is skipped and the
-reason recorded, rather than killed mid-way by the caller's time limit. ``blip2.caption_fast`` is the fast
-captioning path inside ``blip2.caption`` (its first calls compile the decoding step on CUDA). Tiny runs need
-nothing (0 s): only an exhausted budget skips their sections."""
+reason recorded, rather than killed mid-way by the caller's time limit. ``blip2.caption`` is building the BLIP-2
+model; ``blip2.caption_reference`` (plain ``generate``) and ``blip2.caption_fast`` (the fast path, whose first
+calls compile the decoding step on CUDA) are its two figures, planned together before the build (`caption_plan`).
+Tiny runs need nothing (0 s): only an exhausted budget skips their sections."""
 
 SECTION_FIGURES: dict[str, tuple[tuple[str, str | None], ...]] = {
     "matmul": (("matmul", None),), "pipeline": (("pipeline", None),),
@@ -128,6 +129,7 @@ class Sizes:
     score_batch: int = 256
     caption_batch: int = 256
     anchor_caption_batch: int = 64
+    caption_check_rows: int = 16
     text_tokens: int = 40
     answer_tokens: int = 28
     prompt_tokens: int = 12
@@ -139,6 +141,7 @@ class Sizes:
 
 
 TINY_SIZES = Sizes(train_batch=4, qlora_batch=2, score_batch=8, caption_batch=8, anchor_caption_batch=4,
+                   caption_check_rows=2,
                    text_tokens=12, answer_tokens=6, prompt_tokens=6, caption_prompt_tokens=3, new_tokens=5,
                    warmup=1, iters=2, matmul_n=256)
 
@@ -747,15 +750,54 @@ def _cast_like_from_pretrained(model: Any, dtype: Any) -> Any:
     return model
 
 
-def measure_caption(r: Runner) -> None:
-    """SCF captioning with the BLIP-2 architecture: plain ``generate`` (the reference), then the library's default
-    (fast) path, and whether their greedy tokens agree.
+def caption_plan(r: Runner, parts: frozenset[str] = frozenset({"reference", "fast"})) -> tuple[bool, bool]:
+    """Which captioning figures (plain ``generate`` reference, fast path) to measure in the time left.
 
-    The agreement is checked on the rows of the last timed fast batch that the reference batch also holds (the
-    first ``anchor_caption_batch`` rows; same inputs), so the compiled decoding step is never called at a second
-    batch size (a recompile and a new CUDA graph that would cost about as much as the first compile).
-    ``compile_s`` is the warm-up time less its calls' steady time: on CUDA, compiling the decoding step.
-    The compiler's caches and CUDA graphs are released at the end (``torch._dynamo.reset``), so they do not
+    Both are checked up front against their combined estimate (`NEED_S`: the build, plus each figure), before
+    the model is built: both when both fit; else the fast path alone (the target; its greedy tokens are then
+    checked against plain ``generate`` on a small batch, ``Sizes.caption_check_rows``); else the reference alone;
+    else nothing (`BudgetSkip`). A figure left out is recorded under ``skipped`` with the reason. ``parts`` are
+    the figures still wanted (a resumed run asks only for those an earlier run lacks).
+
+    Returns:
+        (measure the reference figure, measure the fast path).
+    """
+    left = r.seconds_left()
+    build, ref_s, fast_s = (float(r.needs.get(k, 0.0)) for k in
+                            ("blip2.caption", "blip2.caption_reference", "blip2.caption_fast"))
+    want_ref, want_fast = "reference" in parts, "fast" in parts
+    if left is None:
+        return want_ref, want_fast
+    have = f"{max(left, 0.0):.0f} s left of the {r.budget_s:g} s budget"
+    if left > 0 and want_ref and want_fast and left >= build + ref_s + fast_s:
+        return True, True
+    if left > 0 and want_fast and left >= build + fast_s:
+        if want_ref:
+            r.results["skipped"]["blip2.caption_reference"] = (
+                f"not started: {have} fits the fast path (the target, about {build + fast_s:.0f} s) but not also "
+                f"this figure (about {build + ref_s + fast_s:.0f} s for both); the fast path's greedy tokens were "
+                f"checked against plain generate on {r.sizes.caption_check_rows} rows instead")
+        return False, True
+    if left > 0 and want_ref and left >= build + ref_s:
+        if want_fast:
+            r.results["skipped"]["blip2.caption_fast"] = (
+                f"not started: {have}, it needs about {build + fast_s:.0f} s (the reference figure, about "
+                f"{build + ref_s:.0f} s, was measured instead)")
+        return True, False
+    need = build + min([x for x, w in ((ref_s, want_ref), (fast_s, want_fast)) if w] or [0.0])
+    raise BudgetSkip("blip2.caption", f"not started: {have}, it needs about {need:.0f} s")
+
+
+def measure_caption(r: Runner, parts: frozenset[str] = frozenset({"reference", "fast"})) -> None:
+    """SCF captioning with the BLIP-2 architecture: plain ``generate`` (the reference), then the library's default
+    (fast) path, and whether their greedy tokens agree; `caption_plan` first decides which fit the time left.
+
+    With both, the agreement is checked on the rows of the last timed fast batch that the reference batch also
+    holds (the first ``anchor_caption_batch`` rows; same inputs), so the compiled decoding step is never called
+    at a second batch size (a recompile and a new CUDA graph that would cost about as much as the first compile).
+    With the fast path alone, plain ``generate`` runs once, untimed, on the first ``caption_check_rows`` rows of
+    that batch. ``compile_s`` is the warm-up time less its calls' steady time: on CUDA, compiling the decoding
+    step. The compiler's caches and CUDA graphs are released at the end (``torch._dynamo.reset``), so they do not
     stay in the memory of whatever runs next.
     """
     import torch
@@ -763,7 +805,9 @@ def measure_caption(r: Runner) -> None:
 
     from scf.captioning.captioner import DecodingConfig, generate_caption_ids
 
-    r.require_time()
+    with_ref, with_fast = caption_plan(r, parts)
+    if not (with_ref or with_fast):
+        return
     config = blip2_config(r.tiny)
     model = r.build(lambda: Blip2ForConditionalGeneration(config))
     _cast_like_from_pretrained(model, r.dtype).eval()
@@ -785,17 +829,21 @@ def measure_caption(r: Runner) -> None:
         with torch.inference_mode():
             fast_in = inputs(s.caption_batch)
             rows = min(s.anchor_caption_batch, s.caption_batch)
-            ref_in = {k: v[:rows] for k, v in fast_in.items()}
-            # Plain generate first, so that its figure stands even if the fast path fails on this machine.
-            r.reset_memory()
             ref_ids: list[Any] = []
-            timing = r.time_it(lambda: ref_ids.append(generate_caption_ids(model, **ref_in, decoding=decoding,
-                                                                           fast=False)), warmup=1, iters=2)
-            r.results["blip2"]["caption_reference"] = r.figure(
-                rows / timing["seconds"], "images/s", flops, rows,
-                new_tokens=s.new_tokens, note="plain generate (dynamic cache), the reference path", **timing)
-            r.save()
-            r.require_time("blip2.caption_fast")
+            if with_ref:
+                # Plain generate first, so that its figure stands even if the fast path fails on this machine.
+                ref_in = {k: v[:rows] for k, v in fast_in.items()}
+                r.reset_memory()
+                timing = r.time_it(lambda: ref_ids.append(generate_caption_ids(model, **ref_in, decoding=decoding,
+                                                                               fast=False)), warmup=1, iters=2)
+                r.results["blip2"]["caption_reference"] = r.figure(
+                    rows / timing["seconds"], "images/s", flops, rows,
+                    new_tokens=s.new_tokens, note="plain generate (dynamic cache), the reference path", **timing)
+                r.save()
+            if not with_fast:
+                return
+            if with_ref:
+                r.require_time("blip2.caption_fast")  # the reference may have overrun its estimate
             r.reset_memory()
             fast_ids: list[Any] = []
 
@@ -807,6 +855,10 @@ def measure_caption(r: Runner) -> None:
                            new_tokens=s.new_tokens, note="warmup_s includes compiling the decoding step on CUDA",
                            compile_s=max(0.0, timing["warmup_s"] - timing["warmup_calls"] * timing["seconds"]),
                            **timing)
+            if not with_ref:  # the greedy check on a small batch of plain generate, untimed
+                rows = min(s.caption_check_rows, s.caption_batch)
+                ref_ids.append(generate_caption_ids(model, **{k: v[:rows] for k, v in fast_in.items()},
+                                                    decoding=decoding, fast=False))
             same = (fast_ids[0][:rows] == ref_ids[-1]).all(dim=1)
             fig["greedy_rows_identical_to_reference"] = same.float().mean().item()
             fig["greedy_rows_compared"] = rows

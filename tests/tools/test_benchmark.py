@@ -557,3 +557,41 @@ def test_a_run_without_i_fas_figures_renders_no_empty_table(tmp_path):
     assert "Anchor, same run: scoring 1e+03 images/s at batch 256" in text
     assert "- `ifas.score`: `ifas.build` skipped: not started: 10 s left" in text
     assert "Nothing measured" not in text
+
+
+def test_caption_budget_prefers_the_fast_path_when_only_one_figure_fits(tmp_path, monkeypatch):
+    """review17 L2: both captioning figures are planned up front against their combined estimate; when the time
+    left fits only one, the fast path (the target) runs, with its greedy tokens checked against plain generate
+    on a small batch, and the reference figure is skipped with the reason; with too little for either, the
+    model is not even built."""
+    import scf.captioning.captioner as captioner
+
+    bench = _load("benchmark")
+    real, calls = captioner.generate_caption_ids, []
+
+    def spy(model, pixel_values, input_ids, attention_mask, decoding, fast=True):
+        calls.append((pixel_values.shape[0], fast))
+        return real(model, pixel_values, input_ids, attention_mask, decoding=decoding, fast=fast)
+
+    monkeypatch.setattr(captioner, "generate_caption_ids", spy)
+    # 40 s build + 100 s fast path fit the 500 s budget; with the 1,000 s reference they would not
+    monkeypatch.setitem(bench.NEED_S, "tiny", {"blip2.caption": 40, "blip2.caption_reference": 1_000,
+                                               "blip2.caption_fast": 100})
+    sizes = _small(bench, caption_batch=4, anchor_caption_batch=4, caption_check_rows=2)
+    results = bench.run("tiny", "cpu", what=("caption",), out=tmp_path / "b.json", sizes=sizes, budget_s=500)
+    assert results["errors"] == {} and set(results["blip2"]) == {"caption_fast"}
+    assert {b for b, fast in calls if fast} == {4} and [b for b, fast in calls if not fast] == [2]  # one check call
+    fig = results["blip2"]["caption_fast"]
+    assert fig["greedy_rows_compared"] == 2 and fig["greedy_rows_identical_to_reference"] == 1.0
+    reason = results["skipped"]["blip2.caption_reference"]
+    assert reason.startswith("not started: ") and "fits the fast path (the target, about 140 s)" in reason
+    assert "about 1140 s for both" in reason and "on 2 rows instead" in reason
+    assert f"- `blip2.caption_reference`: skipped: {reason}" in bench.results_markdown(results)
+
+    # too little for either: skipped before the (slow, on a GPU) build, with what it would need
+    calls.clear()
+    built = []
+    monkeypatch.setattr(bench, "blip2_config", lambda tiny: built.append(1))
+    results = bench.run("tiny", "cpu", what=("caption",), out=tmp_path / "c.json", sizes=sizes, budget_s=100)
+    assert built == [] and calls == [] and results["blip2"] == {}
+    assert "100 s budget, it needs about 140 s" in results["skipped"]["blip2.caption"]
