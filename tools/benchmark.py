@@ -20,9 +20,11 @@ connector), with SDPA attention, and measures in one run:
 * ``pipeline``: the CPU image pipeline of ``ifas-eval`` (PNG decoding + CLIP preprocessing in threads), images/s,
   to compare with the scoring rate (the GPU figures start from tensors already on the device).
 
-They run in the order matmul, pipeline, anchor, score, train, qlora, caption (captioning last: its compile
-time is the one that cannot be foreseen); with ``--budget-s`` a section that would not fit in the time left is skipped with the reason, and a run that is cut
-off anyway renders what it measured and which requested figures it lacks, and why.
+They run in the order matmul, score, train, qlora (issue 8's targets first), anchor, caption (its compile time
+is the one that cannot be foreseen), pipeline; with ``--budget-s`` a section that would not fit in the time left
+is skipped with the reason, and a run that is cut off anyway renders what it measured and which requested
+figures it lacks, and why. ``--resume-from JSON`` completes an earlier run: it measures only the requested
+sections that run lacks and writes the two merged (tools/gpu_check.sh ``--resume``).
 
 Each figure comes with its FLOPs per sample (``tools/flops.py``), the achieved TFLOP/s, the fraction of the
 measured matmul rate, the peak memory (``torch.cuda.max_memory_allocated``) and its ratio to the anchor.
@@ -31,7 +33,8 @@ about performance). Usage (see docs/benchmarks.md)::
 
     python tools/benchmark.py --mode full --out bench.json --docs docs/benchmarks.md
     python tools/benchmark.py --mode tiny --device cpu --what train,score,caption,anchor,matmul
-    python tools/benchmark.py --mode full --budget-s 500 --out bench.json   # as tools/gpu_check.sh runs it
+    python tools/benchmark.py --mode full --budget-s 280 --out bench.json   # as tools/gpu_check.sh runs it
+    python tools/benchmark.py --mode full --resume-from bench.json --out bench.json   # the figures it lacks
 
 Only torch and transformers are needed (plus the workspace packages' ``src`` folders on PYTHONPATH);
 ``peft`` is imported for LoRA and ``bitsandbytes`` for QLoRA only, each measurement skipped with its reason
@@ -282,6 +285,8 @@ class Runner:
         self.deadline = None if budget_s is None else self.started + budget_s
         self.needs = NEED_S.get(mode, {})
         self._running: list[str] = []
+        self.previous: dict[str, Any] | None = None  # the earlier run being completed (--resume-from)
+        self.attempted: list[str] = []  # the sections this run measures when resuming
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         if dtype == "auto":
@@ -379,11 +384,21 @@ class Runner:
         out.update(extra)
         return out
 
+    def merged(self) -> dict[str, Any]:
+        """This run's results, merged into the earlier run's when resuming (`merge_results`)."""
+        if self.previous is None:
+            return self.results
+        return merge_results(self.previous, self.results, self.attempted)
+
     def save(self) -> None:
+        """Rewrite ``out`` (atomically) with the results so far, merged with the earlier run's when resuming."""
+        self.write(self.merged())
+
+    def write(self, results: dict[str, Any]) -> None:
         if self.out is not None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.results, indent=2, default=str))
+            tmp.write_text(json.dumps(results, indent=2, default=str))
             tmp.replace(self.out)
 
     @contextlib.contextmanager
@@ -624,8 +639,9 @@ def _optimizer(r: Runner, params: list[Any]) -> Any:
     return torch.optim.AdamW(params, lr=1e-5, weight_decay=0.05, fused=r.cuda or None)
 
 
-def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> None:
-    """I-FAS scoring, then training with the LLM frozen / full / LoRA (one model, adapted in that order)."""
+def measure_ifas(r: Runner, sections: set[str]) -> None:
+    """I-FAS scoring, then training with the LLM frozen / full / LoRA (one model, adapted in that order), as far as
+    ``sections`` (``ifas.score``, ``ifas.train_<mode>``) ask."""
     import torch
 
     from ifas_model.adapters import apply_llm_training
@@ -635,7 +651,7 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
     model = r.build(lambda: IFASForConditionalGeneration(config))
     s = r.sizes
     r.results["meta"]["ifas_attn_implementation"] = getattr(model.language_model.config, "_attn_implementation", None)
-    if "score" in what:
+    if "ifas.score" in sections:
         with r.section("ifas.score"):
             r.require_time()
             model.eval()
@@ -650,9 +666,7 @@ def measure_ifas(r: Runner, what: set[str], train_modes: tuple[str, ...]) -> Non
                 s.score_batch / timing["seconds"], "images/s", F.ifas_score_sample(config, s.prompt_tokens),
                 s.score_batch, prompt_tokens=s.prompt_tokens, llm_tokens=config.image_token_count + s.prompt_tokens,
                 **timing)
-    if "train" not in what:
-        return
-    order = [m for m in ("frozen", "full", "lora") if m in train_modes]  # LoRA last: it changes the model
+    order = [m for m in ("frozen", "full", "lora") if f"ifas.train_{m}" in sections]  # LoRA last: it changes the model
     for llm in order:
         with r.section(f"ifas.train_{llm}"):
             r.require_time()
@@ -867,15 +881,16 @@ def measure_caption(r: Runner, parts: frozenset[str] = frozenset({"reference", "
         torch._dynamo.reset()  # compiled graphs and CUDA-graph pools; the section's end empties the cache
 
 
-def measure_anchor(r: Runner, what: set[str]) -> None:
-    """The anchor: training step (batch 32), scoring (batch 256), ``generate`` captioning (batch 64)."""
+def measure_anchor(r: Runner, sections: set[str]) -> None:
+    """The anchor: training step (batch 32), scoring (batch 256), ``generate`` captioning (batch 64), as far as
+    ``sections`` (``anchor.train``, ``anchor.score``, ``anchor.caption``) ask."""
     import torch
 
     model = r.build(lambda: build_anchor(r.tiny))
     vision_cfg, qformer_cfg, text_cfg = model.configs
     q, s = model.num_queries, r.sizes
     size = vision_cfg.image_size
-    if "train" in what:
+    if "anchor.train" in sections:
         with r.section("anchor.train"):
             r.require_time()
             model.train()
@@ -897,7 +912,7 @@ def measure_anchor(r: Runner, what: set[str]) -> None:
                 llm_tokens=q + s.text_tokens, **timing)
             optimizer = None
     model.eval()
-    if "score" in what:
+    if "anchor.score" in sections:
         with r.section("anchor.score"), torch.inference_mode():
             r.require_time()
             ids = r.ids(s.score_batch, s.prompt_tokens, text_cfg.vocab_size, text_cfg.bos_token_id)
@@ -908,7 +923,7 @@ def measure_anchor(r: Runner, what: set[str]) -> None:
                 s.score_batch / timing["seconds"], "images/s",
                 F.anchor_score_sample(vision_cfg, qformer_cfg, text_cfg, q, s.prompt_tokens), s.score_batch,
                 llm_tokens=q + s.prompt_tokens, **timing)
-    if "caption" in what:
+    if "anchor.caption" in sections:
         with r.section("anchor.caption"), torch.inference_mode():
             r.require_time()
             b = s.anchor_caption_batch
@@ -1001,7 +1016,7 @@ def print_table(results: dict[str, Any]) -> None:
                       _fmt(row["fraction_of_matmul"], ".1%"), _fmt(row["anchor_fraction_of_matmul"], ".1%"),
                       _fmt(row["peak_memory_gib"], ".1f"), row["target"] or "", _fmt(row["target_met"]))
     console = Console(width=200)
-    for line in (gpu_figures_line(meta), run_status_line(results)):
+    for line in (gpu_figures_line(meta), runs_line(results), run_status_line(results)):
         if line:
             console.print(line, markup=False)
     if not measured_anything(results):
@@ -1050,6 +1065,8 @@ def _why_missing(results: dict[str, Any], key: str, section: str) -> tuple[str, 
             return "cut off: the run ended while this section was running", None
         where = f"inside `{meta['running']}`" if meta.get("running") else "between two sections"
         return f"not reached: the run ended {where}", None
+    if meta.get("runs"):
+        return "not measured: the run that asked for it did not reach it, and no later run asked again", None
     return "no figure and no reason recorded", None
 
 
@@ -1128,19 +1145,24 @@ def results_markdown(results: dict[str, Any]) -> str:
     gpu_state = gpu_figures_line(meta)
     if gpu_state:
         lines += [f"**{gpu_state}**", ""]
+    if runs_line(results):
+        lines += [runs_line(results), ""]
     ended = run_status_line(results)
     if ended:
         lines += [f"**{ended}**", ""]
     if not measured_anything(results):
         lines.append(nothing_measured_line(results))
         return "\n".join(lines) + "\n"
+    merged = len(meta.get("runs") or ()) > 1
     if mm:
-        lines += [f"Measured matmul ceiling ({mm.get('dtype')} {mm.get('n')}^3): {_fmt(mm.get('tflops'), '.4g')} "
+        lines += [f"Measured matmul ceiling{' of run 1' if merged else ''} ({mm.get('dtype')} {mm.get('n')}^3): "
+                  f"{_fmt(mm.get('tflops'), '.4g')} "
                   f"TFLOP/s; copy bandwidth {_fmt(mm.get('copy_tb_per_s'), '.3g')} TB/s.", ""]
     else:
         lines += ["No matmul ceiling measured in this run: the fractions of matmul are blank.", ""]
     if results.get("comparison"):
-        lines += ["| measurement | value | anchor (same run) | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
+        anchor_col = "anchor" if merged else "anchor (same run)"
+        lines += [f"| measurement | value | {anchor_col} | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
                   "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     else:
         lines += ["No I-FAS or BLIP-2 figure in this run (each requested one is listed below with why)."]
@@ -1226,25 +1248,148 @@ def update_docs(path: Path, results: dict[str, Any]) -> None:
 
 # --- entry point -----------------------------------------------------------------------------------------
 
+RUN_ORDER = ("matmul", "ifas.score", "ifas.train_frozen", "ifas.train_full", "ifas.train_lora", "ifas.train_qlora",
+             "anchor.train", "anchor.score", "anchor.caption", "blip2.caption", "pipeline")
+"""The measuring sections in the order they run: the matmul ceiling (every fraction needs it), then issue 8's
+targets (I-FAS scoring, training LLM frozen and full at batch 32, QLoRA at batch 8; LoRA shares the I-FAS model
+and comes after full), the anchor (its captioning figure is the captioning target's denominator), captioning
+(its compile time is the one that cannot be foreseen), and the CPU image pipeline, which no target needs."""
+
+
 def requested_sections(what: set[str], train_modes: tuple[str, ...]) -> list[str]:
-    """The measuring sections (keys of `SECTION_FIGURES`) that ``what`` and ``train_modes`` ask for, in run order."""
-    out = [name for name in ("matmul", "pipeline") if name in what]
+    """The measuring sections (keys of `SECTION_FIGURES`) that ``what`` and ``train_modes`` ask for, in run order.
+
+    ``anchor`` alone names no section: its figures are those of ``train``, ``score`` and ``caption`` asked too.
+    """
+    wanted = {name for name in ("matmul", "pipeline") if name in what}
     if "anchor" in what:
-        out += [f"anchor.{w}" for w in ("train", "score", "caption") if w in what]
+        wanted |= {f"anchor.{w}" for w in ("train", "score", "caption") if w in what}
     if "score" in what:
-        out.append("ifas.score")
+        wanted.add("ifas.score")
     if "train" in what:
-        out += [f"ifas.train_{m}" for m in ("frozen", "full", "lora") if m in train_modes]
+        wanted |= {f"ifas.train_{m}" for m in train_modes}
     if "qlora" in what:
-        out.append("ifas.train_qlora")
+        wanted.add("ifas.train_qlora")
     if "caption" in what:
-        out.append("blip2.caption")
-    return out
+        wanted.add("blip2.caption")
+    return [name for name in RUN_ORDER if name in wanted]
+
+
+def _has_figure(results: dict[str, Any], group: str, key: str | None) -> bool:
+    return bool(results.get(group) if key is None else (results.get(group) or {}).get(key))
+
+
+def measured_sections(results: dict[str, Any]) -> set[str]:
+    """The sections of ``results`` whose every figure is there (what a resumed run need not measure again)."""
+    return {name for name, figures in SECTION_FIGURES.items() if all(_has_figure(results, g, k) for g, k in figures)}
+
+
+RESUME_SIZES_IGNORED = ("iters", "warmup")
+"""`Sizes` fields a resumed run may change (repetitions); every other size must match the earlier run's."""
+
+
+def load_previous(path: Path) -> dict[str, Any]:
+    """An earlier run's JSON for ``--resume-from``.
+
+    Raises:
+        ValueError: the file cannot be read, is not JSON, or is not a results file of this tool (one line).
+    """
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--resume-from {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from e
+    if not isinstance(previous, dict) or not isinstance(previous.get("meta"), dict) or "mode" not in previous["meta"]:
+        raise ValueError(f"--resume-from {path}: not a results file of tools/benchmark.py (no meta.mode)")
+    return previous
+
+
+def check_resumable(previous: dict[str, Any], meta: dict[str, Any], source: str) -> None:
+    """Refuse to merge figures measured under different conditions: another mode, device type, card or sizes.
+
+    Raises:
+        ValueError: one line naming ``source`` and what differs.
+    """
+    pm = previous["meta"]
+    if pm.get("mode") != meta["mode"]:
+        raise ValueError(f"--resume-from {source}: a --mode {pm.get('mode')} run cannot be completed by a "
+                         f"--mode {meta['mode']} run")
+    kind = str(pm.get("device") or "").split(":")[0]
+    if kind != meta["device"].split(":")[0] or pm.get("card") != meta["card"]:
+        raise ValueError(f"--resume-from {source}: measured on {pm.get('card')} ({pm.get('device')}), this run is on "
+                         f"{meta['card']} ({meta['device']}): merge only runs on the same kind of card")
+    mine = {k: v for k, v in meta["sizes"].items() if k not in RESUME_SIZES_IGNORED}
+    theirs = {k: v for k, v in (pm.get("sizes") or {}).items() if k not in RESUME_SIZES_IGNORED}
+    if theirs != mine:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(f"--resume-from {source}: its sizes differ from this run's ({', '.join(diff)})")
+
+
+def run_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """One run's entry of ``meta.runs`` in a merged file: when, where, what it measured and its matmul ceiling."""
+    meta = results["meta"]
+    figures = [f"{g}.{k}" for g in ("ifas", "blip2", "anchor") for k in (results.get(g) or {})]
+    figures += [g for g in ("matmul", "pipeline") if results.get(g)]
+    return {"date": meta.get("date"), "card": meta.get("card"), "git_commit": meta.get("git_commit"),
+            "command": meta.get("command"), "budget_s": meta.get("budget_s"), "finished": meta.get("finished"),
+            "running": meta.get("running"), "matmul_tflops": (results.get("matmul") or {}).get("tflops"),
+            "requested": meta.get("requested"), "measured": sorted(figures),
+            "section_seconds": meta.get("section_seconds")}
+
+
+def merge_results(previous: dict[str, Any], current: dict[str, Any], attempted: list[str]) -> dict[str, Any]:
+    """``previous`` completed by ``current`` (a ``--resume-from`` run that measured the ``attempted`` sections).
+
+    Figures: the earlier ones, plus the new ones (a resumed run measures only what the earlier run lacks); the
+    top-level ``matmul`` stays the earlier run's when it has one (each figure keeps the fraction of matmul of the
+    run that measured it). ``skipped``/``errors``: the earlier entries for the attempted sections (and the
+    builds they run in) are replaced by what this run recorded. ``meta`` is the first run's, with ``runs`` (one
+    `run_summary` per run), ``requested`` (the union) and the state (``finished``, ``running``) of this run.
+    """
+    import copy
+
+    merged = copy.deepcopy(previous)
+    merged.pop("comparison", None)
+    meta = merged["meta"]
+    runs = meta.get("runs") or [run_summary(previous)]
+    meta["runs"] = [*runs, run_summary(current)]
+    cm = current["meta"]
+    asked = set(meta.get("requested") or ()) | set(cm.get("requested") or ())
+    meta["requested"] = [name for name in RUN_ORDER if name in asked]
+    meta.update(finished=cm.get("finished"), running=cm.get("running"))
+    for key in ("section_start_s", "section_seconds", "memory_at_start_gib"):
+        meta[key] = {**(meta.get(key) or {}), **(cm.get(key) or {})}
+    for group in ("ifas", "blip2", "anchor"):
+        merged[group] = {**(previous.get(group) or {}), **(current.get(group) or {})}
+    merged["matmul"] = previous.get("matmul") or current.get("matmul")
+    merged["pipeline"] = current.get("pipeline") or previous.get("pipeline")
+    replaced = set(attempted) | {PARENT_SECTION.get(name) for name in attempted}
+    replaced |= {g if k is None else f"{g}.{k}" for name in attempted for g, k in SECTION_FIGURES.get(name, ())}
+    for kind in ("skipped", "errors"):
+        merged[kind] = {**{k: v for k, v in (previous.get(kind) or {}).items() if k not in replaced},
+                        **(current.get(kind) or {})}
+    return merged
+
+
+def runs_line(results: dict[str, Any]) -> str:
+    """For a merged file (``--resume-from``), one paragraph naming each run and what it measured; else empty."""
+    runs = results["meta"].get("runs") or []
+    if len(runs) < 2:
+        return ""
+    parts = []
+    for i, one in enumerate(runs, 1):
+        state = "" if one.get("finished") is not False else f", did not finish (ended in `{one.get('running')}`)"
+        ceiling = f", matmul {_fmt(one.get('matmul_tflops'), '.4g')} TFLOP/s" if one.get("matmul_tflops") else ""
+        parts.append(f"run {i} of {one.get('date')} on {one.get('card')}{ceiling}{state} measured "
+                     f"{', '.join(f'`{k}`' for k in one.get('measured') or ()) or 'nothing'}")
+    return (f"Merged from {len(runs)} runs (`--resume-from`: each later run measured only what the earlier ones "
+            f"lacked): {'; '.join(parts)}. Each figure's fraction of matmul uses the ceiling of the run that "
+            "measured it; a ratio to the anchor may compare two runs on two machines of the same kind.")
 
 
 def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = WHAT,
         train_modes: tuple[str, ...] = TRAIN_MODES, out: Path | None = None, sizes: Sizes | None = None,
-        dtype: str = "auto", budget_s: float | None = None, started: float | None = None) -> dict[str, Any]:
+        dtype: str = "auto", budget_s: float | None = None, started: float | None = None,
+        resume_from: Path | None = None) -> dict[str, Any]:
     """Run the benchmark and return its results (also written to ``out`` after every section).
 
     Args:
@@ -1258,10 +1403,17 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
         budget_s: seconds the whole run may take, counted from ``started``; a section that `NEED_S` says
             would not fit in what is left is skipped, with the reason under ``skipped`` (None: no limit).
         started: ``time.monotonic()`` the budget counts from (default: now; the CLI passes its process start).
+        resume_from: an earlier run's JSON (same mode, card and sizes): only the requested sections it lacks
+            are measured (and the matmul ceiling again, for their fractions), and the results returned and
+            written are that file merged with this run's (`merge_results`). ``out`` may be the same file.
 
-    The order is matmul, pipeline, anchor, I-FAS scoring and training, QLoRA, captioning: captioning, whose
-    compile time is the least predictable, comes last, so that a slow compile cannot cost the other figures.
-    ``meta.requested`` lists the sections asked for, so that a cut-off run's report names what it lacks.
+    Raises:
+        ValueError: an unknown section or mode, or a ``resume_from`` that cannot be read or merged (one line).
+
+    The order is `RUN_ORDER`: matmul, I-FAS scoring and training, QLoRA (issue 8's targets first), the anchor,
+    captioning (whose compile time is the least predictable, so a slow compile cannot cost the figures before
+    it), the CPU image pipeline. ``meta.requested`` lists the sections asked for, so that a cut-off run's report
+    names what it lacks.
     """
     import torch
 
@@ -1270,42 +1422,55 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
         raise ValueError(f"unknown --what {sorted(unknown)}; choose from {', '.join(WHAT)}")
     if set(train_modes) - set(TRAIN_MODES):
         raise ValueError(f"unknown --train-modes {sorted(set(train_modes) - set(TRAIN_MODES))}")
+    previous = load_previous(resume_from) if resume_from is not None else None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = sizes or (TINY_SIZES if mode == "tiny" else Sizes())
     r = Runner(mode, device, out, sizes, dtype, budget_s=budget_s, started=started)
-    what_set = set(what)
-    r.results["meta"]["requested"] = requested_sections(what_set, train_modes)
+    requested = requested_sections(set(what), train_modes)
+    r.results["meta"]["requested"] = requested
+    todo = list(requested)
+    caption_parts = frozenset({"reference", "fast"})
+    if previous is not None:
+        check_resumable(previous, r.results["meta"], str(resume_from))
+        done = measured_sections(previous)
+        todo = [name for name in requested if name not in done]
+        caption_parts = frozenset(p for p in ("reference", "fast") if not _has_figure(previous, "blip2", f"caption_{p}"))
+        if set(todo) - {"matmul", "pipeline"} and "matmul" not in todo:
+            todo.insert(0, "matmul")  # the ceiling of the new figures' fractions, measured on this machine
+        logger.info("resuming %s: %s already measured; measuring %s", resume_from,
+                    ", ".join(sorted(done & set(requested))) or "nothing", ", ".join(todo) or "nothing")
+        r.previous, r.attempted = previous, todo
     torch.manual_seed(0)
     if r.cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
-    if "matmul" in what_set:
+    if "matmul" in todo:
         with r.section("matmul"):
             r.require_time()
             measure_matmul(r)
-    if "pipeline" in what_set:
+    if any(name.startswith("ifas.") and name != "ifas.train_qlora" for name in todo):
+        with r.section("ifas.build"):
+            r.require_time()
+            measure_ifas(r, set(todo))
+    if "ifas.train_qlora" in todo:
+        with r.section("ifas.train_qlora"):
+            measure_qlora(r)
+    if any(name.startswith("anchor.") for name in todo):
+        with r.section("anchor.build"):
+            r.require_time()
+            measure_anchor(r, set(todo))
+    if "blip2.caption" in todo:  # after the targets' other figures: its length (a compile) is open-ended
+        with r.section("blip2.caption"):
+            measure_caption(r, caption_parts)
+    if "pipeline" in todo:
         with r.section("pipeline"):
             r.require_time()
             measure_pipeline(r)
-    # The anchor first: every ratio needs it, and a run cut off by a time limit keeps what it measured.
-    if "anchor" in what_set:
-        with r.section("anchor.build"):
-            r.require_time()
-            measure_anchor(r, what_set)
-    if what_set & {"score", "train"}:
-        with r.section("ifas.build"):
-            r.require_time()
-            measure_ifas(r, what_set, train_modes)
-    if "qlora" in what_set:
-        with r.section("ifas.train_qlora"):
-            measure_qlora(r)
-    if "caption" in what_set:  # last: the one section whose length (a compile) is open-ended
-        with r.section("blip2.caption"):
-            measure_caption(r)
     r.results["meta"]["finished"] = True
-    r.results["comparison"] = compare(r.results)
-    r.results["targets"] = TARGETS
-    r.save()
-    return r.results
+    results = r.merged()
+    results["comparison"] = compare(results)
+    results["targets"] = TARGETS
+    r.write(results)
+    return results
 
 
 def _write_docs(path: Path | None, results: dict[str, Any]) -> int:
@@ -1335,6 +1500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds the whole run may take from its start (gpu_check.sh sets it below its own "
                              "time limit): a section that would not fit is skipped with the reason, not cut off")
+    parser.add_argument("--resume-from", type=Path, default=None,
+                        help="an earlier run's JSON (same mode, card, sizes): measure only the requested sections it "
+                             "lacks and write it merged with them (--out may be the same file)")
     parser.add_argument("--render", type=Path, default=None,
                         help="measure nothing: print the table of this JSON (a finished or cut-off run) and "
                              "regenerate --docs from it")
@@ -1355,7 +1523,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run(args.mode, args.device, tuple(w for w in args.what.split(",") if w),
                       tuple(m for m in args.train_modes.split(",") if m), args.out, sizes, args.dtype,
-                      budget_s=args.budget_s, started=_PROCESS_START)
+                      budget_s=args.budget_s, started=_PROCESS_START, resume_from=args.resume_from)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -335,9 +335,9 @@ def test_cut_off_run_renders_what_it_lacks_and_the_anchor_figures(tmp_path):
         "import os, signal, sys\n"
         "sys.path.insert(0, 'tools')\n"
         "import benchmark\n"
-        "benchmark.measure_ifas = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed inside ifas.build\n"
-        f"benchmark.main(['--mode', 'tiny', '--device', 'cpu', '--iters', '1', '--what', 'matmul,anchor,train,caption',"
-        f" '--train-modes', 'frozen', '--out', {str(out)!r}])\n"
+        "benchmark.measure_caption = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed inside blip2.caption\n"
+        f"benchmark.main(['--mode', 'tiny', '--device', 'cpu', '--iters', '1', '--what', 'matmul,anchor,caption,pipeline',"
+        f" '--out', {str(out)!r}])\n"
     )
     src = [str(root / "packages" / p / "src") for p in ("scf", "ifas-model", "ifas-eval")]
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(src), "HF_HUB_OFFLINE": "1"}
@@ -345,19 +345,20 @@ def test_cut_off_run_renders_what_it_lacks_and_the_anchor_figures(tmp_path):
                           timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     cut = json.loads(out.read_text())
-    assert cut["meta"]["finished"] is False and cut["meta"]["running"] == "ifas.build"
-    assert "train" in cut["anchor"] and "comparison" not in cut
+    assert cut["meta"]["finished"] is False and cut["meta"]["running"] == "blip2.caption"
+    assert "caption" in cut["anchor"] and "comparison" not in cut
 
     docs = tmp_path / "benchmarks.md"
     docs.write_text(f"# t\n\n{bench.RESULTS_BEGIN}\nold\n{bench.RESULTS_END}\n")
     assert bench.main(["--render", str(out), "--docs", str(docs)]) == 0
     text = docs.read_text()
-    assert "**This run did not finish: it ended inside `ifas.build`" in text
-    assert "Anchor, same run: training " in text and "samples/s at batch 4" in text  # no I-FAS row to sit beside
-    assert "- `ifas.train_frozen`: not reached: the run ended inside `ifas.build`" in text
-    assert "- `ifas.train_frozen_reference`: not reached" in text
-    assert "- `blip2.caption_reference`: not reached" in text and "- `blip2.caption_fast`: not reached" in text
-    assert "- `matmul`" not in text and "- `anchor.train`" not in text  # measured, so not listed
+    assert "**This run did not finish: it ended inside `blip2.caption`" in text
+    assert "Anchor, same run: captioning with `generate` " in text and "images/s at batch 4" in text  # no row
+    assert "| measurement |" not in text  # no I-FAS or BLIP-2 figure: no empty table (review17 L1)
+    assert "- `blip2.caption_reference`: cut off: the run ended while this section was running" in text
+    assert "- `blip2.caption_fast`: cut off" in text
+    assert "- `pipeline`: not reached: the run ended inside `blip2.caption`" in text
+    assert "- `matmul`" not in text and "- `anchor.caption`" not in text  # measured, so not listed
     assert bench.main(["--render", str(out), "--docs", str(tmp_path / "nope.md")]) == 2  # one line, no traceback
 
 
@@ -452,7 +453,7 @@ def test_gpu_check_leaves_a_broken_carried_bitsandbytes_off_the_path(tmp_path):
     python.chmod(0o755)
     out = tmp_path / "out"
     env = {"PATH": os.environ["PATH"], "OUT": str(out), "PYTHON": str(python), "BNB_DIR": str(bnb.parent),
-           "HOME": str(tmp_path)}
+           "HOME": str(tmp_path), "GPU_CHECK_PREVIOUS": str(tmp_path / "previous.json")}
     proc = subprocess.run(["bash", "tools/gpu_check.sh", "--mode", "tiny", "--device", "cpu", "--iters", "1",
                            "--what", "train,qlora", "--train-modes", "lora"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -595,3 +596,105 @@ def test_caption_budget_prefers_the_fast_path_when_only_one_figure_fits(tmp_path
     results = bench.run("tiny", "cpu", what=("caption",), out=tmp_path / "c.json", sizes=sizes, budget_s=100)
     assert built == [] and calls == [] and results["blip2"] == {}
     assert "100 s budget, it needs about 140 s" in results["skipped"]["blip2.caption"]
+
+
+def test_resume_measures_only_what_the_earlier_run_lacks_and_merges(tmp_path, monkeypatch):
+    """review17 L3: --resume-from completes an earlier run (the second device call): the sections it measured
+    are not run again, the missing ones are (with the matmul ceiling again, for their fractions), and one JSON and
+    one results block hold both runs' figures. Runs of another mode or card are refused in one line."""
+    import scf.captioning.captioner as captioner
+
+    bench = _load("benchmark")
+    # the order of a full run: issue 8's targets first, captioning after the anchor it is compared with
+    assert bench.requested_sections(set(bench.WHAT), bench.TRAIN_MODES) == [
+        "matmul", "ifas.score", "ifas.train_frozen", "ifas.train_full", "ifas.train_lora", "ifas.train_qlora",
+        "anchor.train", "anchor.score", "anchor.caption", "blip2.caption", "pipeline"]
+    sizes = _small(bench, caption_batch=4, anchor_caption_batch=4, caption_check_rows=2)
+    out = tmp_path / "bench.json"
+    # run 1: the fast captioning path does not fit its budget (skipped, with the reason); scoring is measured
+    monkeypatch.setitem(bench.NEED_S, "tiny", {"blip2.caption_fast": 10_000})
+    first = bench.run("tiny", "cpu", what=("matmul", "score", "caption"), out=out, sizes=sizes, budget_s=5_000)
+    assert "blip2.caption_fast" in first["skipped"] and set(first["blip2"]) == {"caption_reference"}
+
+    monkeypatch.setitem(bench.NEED_S, "tiny", {})
+    real_ifas, real_gen, ifas_sections, calls = bench.measure_ifas, captioner.generate_caption_ids, [], []
+    monkeypatch.setattr(bench, "measure_ifas", lambda r, sections: (ifas_sections.append(set(sections)),
+                                                                    real_ifas(r, sections)))
+
+    def spy(model, pixel_values, input_ids, attention_mask, decoding, fast=True):
+        calls.append((pixel_values.shape[0], fast))
+        return real_gen(model, pixel_values, input_ids, attention_mask, decoding=decoding, fast=fast)
+
+    monkeypatch.setattr(captioner, "generate_caption_ids", spy)
+    merged = bench.run("tiny", "cpu", what=("matmul", "score", "train", "caption"), train_modes=("frozen",),
+                       out=out, sizes=sizes, resume_from=out)
+    assert merged["errors"] == {}
+    assert ifas_sections == [{"matmul", "ifas.train_frozen", "blip2.caption"}]  # not ifas.score: measured
+    assert [b for b, fast in calls if not fast] == [2] and {b for b, fast in calls if fast} == {4}  # fast + check
+    assert merged["ifas"]["score"] == first["ifas"]["score"] and merged["ifas"]["train_frozen"]["value"] > 0
+    assert merged["blip2"]["caption_reference"] == first["blip2"]["caption_reference"]
+    assert merged["blip2"]["caption_fast"]["greedy_rows_identical_to_reference"] == 1.0
+    assert merged["skipped"] == {} and merged["matmul"] == first["matmul"]  # the earlier skip is resolved
+    meta = merged["meta"]
+    assert meta["date"] == first["meta"]["date"] and meta["finished"] is True and len(meta["runs"]) == 2
+    assert meta["runs"][1]["measured"] == ["blip2.caption_fast", "ifas.train_frozen", "ifas.train_frozen_reference",
+                                           "matmul"]
+    assert meta["requested"] == ["matmul", "ifas.score", "ifas.train_frozen", "blip2.caption"]
+    assert json.loads(out.read_text())["ifas"].keys() == merged["ifas"].keys()  # --out may be the --resume-from file
+    text = bench.results_markdown(merged)
+    assert text.count("| measurement |") == 1 and "| scoring (images/s) |" in text
+    assert "| training, LLM frozen (samples/s) |" in text and "| captioning BLIP-2, fast path (images/s) |" in text
+    assert "Merged from 2 runs (`--resume-from`" in text and "Not measured" not in text
+
+    # nothing left: nothing is built or measured, the merged file gains an empty run
+    ifas_sections.clear()
+    again = bench.run("tiny", "cpu", what=("score", "train", "caption"), train_modes=("frozen",), out=out,
+                      sizes=sizes, resume_from=out)
+    assert ifas_sections == [] and again["ifas"] == merged["ifas"] and again["meta"]["runs"][2]["measured"] == []
+
+    other = tmp_path / "other.json"
+    data = json.loads(out.read_text())
+    data["meta"]["card"] = "NVIDIA H100 80GB HBM3"
+    other.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="measured on NVIDIA H100 80GB HBM3 .*same kind of card"):
+        bench.run("tiny", "cpu", what=("score",), sizes=sizes, resume_from=other)
+    data["meta"].update(card=merged["meta"]["card"], mode="full")
+    other.write_text(json.dumps(data))
+    assert bench.main(["--mode", "tiny", "--device", "cpu", "--what", "score", "--resume-from", str(other)]) == 2
+    assert bench.main(["--mode", "tiny", "--device", "cpu", "--resume-from", str(tmp_path / "none.json")]) == 2
+
+
+def test_gpu_check_resume_and_only_complete_a_previous_run_in_one_rendered_page(tmp_path):
+    """review17 L3: the second device call, `gpu_check.sh --resume --only ...`, measures only the sections the
+    previous results lack, merges, renders one page from both, and leaves the merged file for a further call."""
+    import os
+    import subprocess
+
+    bench = _load("benchmark")
+    previous = tmp_path / "runs" / "benchmark.json"
+    bench.run("tiny", "cpu", what=("matmul", "score"), out=previous)  # the sizes gpu_check.sh's tiny run uses
+    out = tmp_path / "out"
+    env = {"PATH": os.environ["PATH"], "OUT": str(out), "PYTHON": sys.executable, "HOME": str(tmp_path),
+           "GPU_CHECK_PREVIOUS": str(previous), "BNB_DIR": str(tmp_path / "no-bnb")}
+    root = TOOLS.parent
+    proc = subprocess.run(["bash", "tools/gpu_check.sh", "--mode", "tiny", "--device", "cpu", "--iters", "1",
+                           "--resume", "--only", "matmul,score,train", "--train-modes", "frozen"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == f"resuming {previous}: measuring only the sections it lacks"
+    merged = json.loads((out / "benchmark.json").read_text())
+    runs = merged["meta"]["runs"]
+    assert len(runs) == 2 and runs[1]["measured"] == ["ifas.train_frozen", "ifas.train_frozen_reference", "matmul"]
+    assert 0 < runs[1]["budget_s"] <= 330 - 15 - 20  # GPU_CHECK_LIMIT_S defaults to 330 s (review17 L3)
+    command = runs[1]["command"].split()
+    assert command.count("--mode") == 1 and "--what" in command and "--resume-from" in command
+    assert set(merged["ifas"]) == {"score", "train_frozen", "train_frozen_reference"}
+    page = (out / "benchmarks.md").read_text()
+    assert page.count(bench.RESULTS_BEGIN) == 1 and "Merged from 2 runs" in page
+    assert "| scoring (images/s) |" in page and "| training, LLM frozen (samples/s) |" in page
+    assert json.loads(previous.read_text())["meta"]["runs"] == runs  # kept for a further --resume
+
+    env["GPU_CHECK_PREVIOUS"] = str(tmp_path / "missing.json")
+    proc = subprocess.run(["bash", "tools/gpu_check.sh", "--resume"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"gpu_check.sh: --resume: no earlier results at {tmp_path}")
