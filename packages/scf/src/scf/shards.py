@@ -68,6 +68,22 @@ def write_parquet(table: pyarrow.Table, path: str | Path) -> None:
         pq.write_table(table, f)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a hidden temporary of this process renamed into place.
+
+    A kill never leaves the file torn, and two processes writing it at once each write a whole file (the last
+    rename wins). The temporary is removed when the write fails (a full disk).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class ShardWriter:
     """Buffers rows per split and writes complete parquet shards atomically; resumable by a key column.
 
@@ -238,10 +254,8 @@ class SkipLog:
             self._dirty = False
 
     def _rewrite(self, lines: Iterable[str]) -> None:
-        """Replace the file by ``lines`` atomically (a hidden temporary renamed into place)."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, self.path)
+        """Replace the file by ``lines`` atomically (`write_text_atomic`)."""
+        write_text_atomic(self.path, "".join(line + "\n" for line in lines))
 
     def reasons(self) -> dict[str, int]:
         """Number of skipped items per reason."""

@@ -303,9 +303,9 @@ def _read_d_s(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    from scf.shards import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _decode_batch(images_ds: datasets.Dataset, batch: Sequence[_Item]) -> tuple[list, tuple[_Item, Exception] | None]:

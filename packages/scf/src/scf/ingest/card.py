@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from scf.shards import write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
@@ -174,24 +175,12 @@ then needs a token with access to it (`HF_TOKEN` or `hf auth login`).
 """
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a hidden temporary of this process renamed into place: two ingests of different
-    configs finishing at once each write a whole parent card (never a torn one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_cards(config: IngestConfig, reader: Reader, summary: IngestSummary) -> None:
     """Write the dataset card, and the parent card when the source is one config of several."""
     data = summary.to_json()
-    _write_text_atomic(config.dataset_dir / "README.md", dataset_card(data, reader.license_note, reader.homepage))
+    write_text_atomic(config.dataset_dir / "README.md", dataset_card(data, reader.license_note, reader.homepage))
     if config.config_name:
-        _write_text_atomic(config.out / "README.md", parent_card(config.out))
+        write_text_atomic(config.out / "README.md", parent_card(config.out))
 
 
 def summary_table(summary: IngestSummary) -> Table:

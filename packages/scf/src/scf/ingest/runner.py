@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from scf import faces, schema
-from scf.shards import SKIPPED_FILE, ShardWriter, SkipLog
+from scf.shards import SKIPPED_FILE, ShardWriter, SkipLog, write_text_atomic
 
 from .base import IngestError, Item, ReaderOptions, Skip
 from .lists import POLARITIES
@@ -193,10 +193,8 @@ def _same_lists(old: Any, new: list[str], legacy: bool) -> bool:  # noqa: ANN401
 
 
 def _write_json(path: Path, obj: Any) -> None:  # noqa: ANN401 - JSON value
-    """Write a JSON file atomically (a hidden temporary renamed into place): a kill never leaves it torn."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write a JSON file atomically (`scf.shards.write_text_atomic`): a kill never leaves it torn."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _sha256(path: Path, size: int | None = None) -> str:
