@@ -271,9 +271,9 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
 
 def count_videos(ds: Any) -> tuple[int, int, int]:
     """Videos, real videos and fake videos of benchmark rows (a video is a (source, video_id) pair)."""
-    from ifas_eval.scoring import column_arrays
+    from ifas_eval.scoring import column_lists
 
-    cols = {k: v.to_pylist() for k, v in column_arrays(ds, ["video_id", "label", "source"]).items()}
+    cols = column_lists(ds, ["video_id", "label", "source"])
     labels: dict[tuple[str, str], int] = {}
     for source, video, label in zip(cols["source"], cols["video_id"], cols["label"], strict=True):
         labels.setdefault((source, video), int(label))
@@ -307,13 +307,13 @@ def check_test_sizes(jobs: list, notes: dict) -> None:
 def _apply_exclusions(jobs: list, exclusions: Sequence[ExclusionList], notes: dict) -> None:
     """Leave the listed videos out of every test set of ``jobs`` (in place); warn about lists matching nothing."""
     from ifas_eval.exclusion import exclude_videos
-    from ifas_eval.scoring import column_arrays
+    from ifas_eval.scoring import column_lists
 
     matched = {lst.label: 0 for lst in exclusions}
     examples: dict[str, str] = {}
     for setting, tests, rows, _ in jobs:
         for test in tests:
-            video_ids = column_arrays(rows[test.name].ds, ["video_id"])["video_id"].to_pylist()
+            video_ids = column_lists(rows[test.name].ds, ["video_id"])["video_id"]
             keep, counts = exclude_videos(video_ids, exclusions)
             if not keep:
                 raise ValueError(f"test set {test.name!r} of setting {setting.name}: --exclude-videos leaves no "

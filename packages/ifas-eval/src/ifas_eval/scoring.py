@@ -42,6 +42,11 @@ def column_arrays(ds: datasets.Dataset, names: list[str] | tuple[str, ...]) -> d
     return {name: table.column(name) for name in names}
 
 
+def column_lists(ds: datasets.Dataset, names: list[str] | tuple[str, ...]) -> dict[str, list]:
+    """Columns of ``ds`` as Python lists (`column_arrays`, then one conversion per column)."""
+    return {name: array.to_pylist() for name, array in column_arrays(ds, names).items()}
+
+
 @dataclass
 class RowSet:
     """Rows selected for a test (or dev) set, with where each came from.
@@ -733,8 +738,7 @@ def find_corrupt(rows: RowSet, progress: Any = None, what: str = "") -> list[int
 
 
 def _meta_rows(ds: datasets.Dataset) -> tuple[list[int], list[str], list[str], list[int], list[str]]:
-    cols = {k: v.to_pylist() for k, v in column_arrays(ds, ["label", "video_id", "attack_type", "frame_index",
-                                                            "path", "source"]).items()}
+    cols = column_lists(ds, ["label", "video_id", "attack_type", "frame_index", "path", "source"])
     videos = [f"{s}/{v}" if not v.startswith(f"{s}/") else v for s, v in zip(cols["source"], cols["video_id"],
                                                                              strict=True)]
     return cols["label"], videos, cols["attack_type"], cols["frame_index"], cols["path"]
