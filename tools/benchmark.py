@@ -967,7 +967,7 @@ def compare(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         comparable = anchor is not None and (target == "caption_ratio_to_anchor"
                                              or fig.get("batch") == anchor.get("batch"))
-        row = {"label": label, "key": f"{g}.{k}", "value": fig["value"], "unit": fig["unit"], "batch": fig.get("batch"),
+        row = {"label": label, "key": f"{g}.{k}", "anchor_key": f"{ag}.{ak}", "value": fig["value"], "unit": fig["unit"], "batch": fig.get("batch"),
                "fraction_of_matmul": fig.get("fraction_of_matmul"), "peak_memory_gib": fig.get("peak_memory_gib"),
                "anchor_value": anchor["value"] if anchor else None,
                "anchor_fraction_of_matmul": anchor.get("fraction_of_matmul") if anchor else None,
@@ -1100,8 +1100,10 @@ def _unlisted(results: dict[str, Any], kind: str) -> list[tuple[str, str]]:
 
 
 def anchor_line(results: dict[str, Any]) -> str:
-    """The anchor's own figures of this run in one sentence (shown even when an I-FAS counterpart is missing)."""
+    """The anchor's own figures in one sentence (shown even when an I-FAS counterpart is missing): "same run"
+    for one run's file; in a merged file each figure names the run that measured it."""
     anchor = results.get("anchor") or {}
+    merged = len(results["meta"].get("runs") or ()) > 1
     parts = []
     for key, what in (("train", "training"), ("score", "scoring"), ("caption", "captioning with `generate`")):
         fig = anchor.get(key)
@@ -1110,8 +1112,12 @@ def anchor_line(results: dict[str, Any]) -> str:
         extra = [f"{_fmt(fig.get('fraction_of_matmul'), '.1%')} of matmul"]
         if fig.get("peak_memory_gib") is not None:
             extra.append(f"peak {_fmt(fig['peak_memory_gib'], '.1f')} GiB")
+        if merged:
+            extra.insert(0, f"run {run_of(results, f'anchor.{key}') or '?'}")
         parts.append(f"{what} {_fmt(fig['value'])} {fig['unit']} at batch {fig.get('batch')} ({', '.join(extra)})")
-    return f"Anchor, same run: {'; '.join(parts)}." if parts else ""
+    if not parts:
+        return ""
+    return f"Anchor{' (each figure with the run that measured it)' if merged else ', same run'}: {'; '.join(parts)}."
 
 
 def pipeline_line(results: dict[str, Any]) -> str:
@@ -1140,7 +1146,9 @@ def results_markdown(results: dict[str, Any]) -> str:
              f"peft {meta.get('peft') or 'not installed'}, bitsandbytes {meta.get('bitsandbytes') or 'not installed'}"
              + (f" (the carried copy does not import: {meta['carried_bitsandbytes_error']})"
                 if meta.get("carried_bitsandbytes_error") else "")
-             + (f"; commit {meta['git_commit']}" if meta.get("git_commit") else "") + ".", "",
+             + (f"; commit {meta['git_commit']}" if meta.get("git_commit") else "")
+             + (" (run 1; each run's below)" if meta.get("git_commit") and len(meta.get("runs") or ()) > 1 else "")
+             + ".", "",
              f"Command: `{meta['command']}`", ""]
     gpu_state = gpu_figures_line(meta)
     if gpu_state:
@@ -1155,22 +1163,38 @@ def results_markdown(results: dict[str, Any]) -> str:
         return "\n".join(lines) + "\n"
     merged = len(meta.get("runs") or ()) > 1
     if mm:
-        lines += [f"Measured matmul ceiling{' of run 1' if merged else ''} ({mm.get('dtype')} {mm.get('n')}^3): "
+        which = matmul_run(results)
+        of_run = f" of run {which}" if which else ""
+        own = " (each figure's fraction of matmul uses its own run's ceiling)" if merged else ""
+        lines += [f"Measured matmul ceiling{of_run} ({mm.get('dtype')} {mm.get('n')}^3): "
                   f"{_fmt(mm.get('tflops'), '.4g')} "
-                  f"TFLOP/s; copy bandwidth {_fmt(mm.get('copy_tb_per_s'), '.3g')} TB/s.", ""]
+                  f"TFLOP/s; copy bandwidth {_fmt(mm.get('copy_tb_per_s'), '.3g')} TB/s{own}.", ""]
     else:
         lines += ["No matmul ceiling measured in this run: the fractions of matmul are blank.", ""]
     if results.get("comparison"):
-        anchor_col = "anchor" if merged else "anchor (same run)"
-        lines += [f"| measurement | value | {anchor_col} | ratio | of matmul | anchor of matmul | peak GiB | target | met |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+        anchor_col, run_col, rule = "anchor (same run)", "", ""
+        if merged:
+            anchor_col, run_col, rule = "anchor", " runs (figure / anchor) |", "---|"
+        lines += [f"| measurement | value | {anchor_col} | ratio | of matmul | anchor of matmul | peak GiB | target | met"
+                  f" |{run_col}", f"|---|---:|---:|---:|---:|---:|---:|---|---|{rule}"]
     else:
         lines += ["No I-FAS or BLIP-2 figure in this run (each requested one is listed below with why)."]
+    across = False
     for row in results.get("comparison") or ():
+        ratio, runs = _fmt(row["ratio_to_anchor"], ".2f"), ""
+        if merged:
+            fig_run = run_of(results, row["key"])
+            anchor_run = run_of(results, row["anchor_key"]) if row.get("anchor_value") is not None else None
+            runs = f" {fig_run or '?'} / {anchor_run or '-'} |"
+            if row["ratio_to_anchor"] is not None and fig_run != anchor_run:
+                ratio, across = f"{ratio}*", True
         lines.append(f"| {row['label']} | {_fmt(row['value'])} | {_fmt(row['anchor_value'])} | "
-                     f"{_fmt(row['ratio_to_anchor'], '.2f')} | {_fmt(row['fraction_of_matmul'], '.1%')} | "
+                     f"{ratio} | {_fmt(row['fraction_of_matmul'], '.1%')} | "
                      f"{_fmt(row['anchor_fraction_of_matmul'], '.1%')} | {_fmt(row['peak_memory_gib'], '.1f')} | "
-                     f"{row['target'] or ''} | {_fmt(row['target_met'])} |")
+                     f"{row['target'] or ''} | {_fmt(row['target_met'])} |{runs}")
+    if across:
+        lines += ["", "`*` the figure and its anchor were measured in different runs (the runs column): the ratio "
+                  "compares two runs, possibly on two machines of the same kind."]
     for line in (anchor_line(results), pipeline_line(results)):
         if line:
             lines += ["", line]
@@ -1304,7 +1328,8 @@ def load_previous(path: Path) -> dict[str, Any]:
 
 
 def check_resumable(previous: dict[str, Any], meta: dict[str, Any], source: str) -> None:
-    """Refuse to merge figures measured under different conditions: another mode, device type, card or sizes.
+    """Refuse to merge figures measured under different conditions: another mode, device type, card, dtype
+    (``--dtype``: bf16 and fp32 figures differ several-fold) or sizes.
 
     Raises:
         ValueError: one line naming ``source`` and what differs.
@@ -1317,6 +1342,9 @@ def check_resumable(previous: dict[str, Any], meta: dict[str, Any], source: str)
     if kind != meta["device"].split(":")[0] or pm.get("card") != meta["card"]:
         raise ValueError(f"--resume-from {source}: measured on {pm.get('card')} ({pm.get('device')}), this run is on "
                          f"{meta['card']} ({meta['device']}): merge only runs on the same kind of card")
+    if pm.get("dtype") != meta["dtype"]:
+        raise ValueError(f"--resume-from {source}: measured in {pm.get('dtype')}, this run is in {meta['dtype']}: "
+                         "merge only runs in the same dtype (pass the earlier run's --dtype)")
     mine = {k: v for k, v in meta["sizes"].items() if k not in RESUME_SIZES_IGNORED}
     theirs = {k: v for k, v in (pm.get("sizes") or {}).items() if k not in RESUME_SIZES_IGNORED}
     if theirs != mine:
@@ -1329,8 +1357,8 @@ def run_summary(results: dict[str, Any]) -> dict[str, Any]:
     meta = results["meta"]
     figures = [f"{g}.{k}" for g in ("ifas", "blip2", "anchor") for k in (results.get(g) or {})]
     figures += [g for g in ("matmul", "pipeline") if results.get(g)]
-    return {"date": meta.get("date"), "card": meta.get("card"), "git_commit": meta.get("git_commit"),
-            "command": meta.get("command"), "budget_s": meta.get("budget_s"), "finished": meta.get("finished"),
+    return {"date": meta.get("date"), "card": meta.get("card"), "device": meta.get("device"),
+            "dtype": meta.get("dtype"), "git_commit": meta.get("git_commit"), "command": meta.get("command"), "budget_s": meta.get("budget_s"), "finished": meta.get("finished"),
             "running": meta.get("running"), "matmul_tflops": (results.get("matmul") or {}).get("tflops"),
             "requested": meta.get("requested"), "measured": sorted(figures),
             "section_seconds": meta.get("section_seconds")}
@@ -1379,11 +1407,35 @@ def runs_line(results: dict[str, Any]) -> str:
     for i, one in enumerate(runs, 1):
         state = "" if one.get("finished") is not False else f", did not finish (ended in `{one.get('running')}`)"
         ceiling = f", matmul {_fmt(one.get('matmul_tflops'), '.4g')} TFLOP/s" if one.get("matmul_tflops") else ""
-        parts.append(f"run {i} of {one.get('date')} on {one.get('card')}{ceiling}{state} measured "
+        where = ", ".join(x for x in (f"commit {one['git_commit']}" if one.get("git_commit") else "",
+                                      one.get("dtype") or "") if x)
+        parts.append(f"run {i} of {one.get('date')} on {one.get('card')}{f' ({where})' if where else ''}"
+                     f"{ceiling}{state} measured "
                      f"{', '.join(f'`{k}`' for k in one.get('measured') or ()) or 'nothing'}")
     return (f"Merged from {len(runs)} runs (`--resume-from`: each later run measured only what the earlier ones "
             f"lacked): {'; '.join(parts)}. Each figure's fraction of matmul uses the ceiling of the run that "
-            "measured it; a ratio to the anchor may compare two runs on two machines of the same kind.")
+            "measured it; a ratio to the anchor whose two figures come from different runs (marked `*` in the table) "
+            "compares two runs, possibly on two machines of the same kind.")
+
+
+def run_of(results: dict[str, Any], key: str) -> int | None:
+    """For a merged file, the 1-based index of the run that measured figure ``key`` (e.g. ``"anchor.score"``):
+    the last run listing it, as `merge_results` lets a later run's figure replace an earlier one; None when
+    the file is not merged or no run lists it."""
+    runs = results["meta"].get("runs") or []
+    if len(runs) < 2:
+        return None
+    found = [i for i, one in enumerate(runs, 1) if key in (one.get("measured") or ())]
+    return found[-1] if found else None
+
+
+def matmul_run(results: dict[str, Any]) -> int | None:
+    """For a merged file, the 1-based index of the run whose matmul ceiling is the top-level ``matmul``: the
+    first run that measured one (`merge_results` keeps the earliest); None when not merged or none did."""
+    runs = results["meta"].get("runs") or []
+    if len(runs) < 2:
+        return None
+    return next((i for i, one in enumerate(runs, 1) if one.get("matmul_tflops")), None)
 
 
 def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = WHAT,

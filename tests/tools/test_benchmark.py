@@ -698,3 +698,48 @@ def test_gpu_check_resume_and_only_complete_a_previous_run_in_one_rendered_page(
     proc = subprocess.run(["bash", "tools/gpu_check.sh", "--resume"], cwd=root, env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith(f"gpu_check.sh: --resume: no earlier results at {tmp_path}")
+
+
+def test_resume_refuses_another_dtype_or_device_kind_and_labels_each_figure_with_its_run(tmp_path, capsys):
+    """review18 M2 and L1: an fp32 run is not completed by a bf16 one (nor a CPU run by a CUDA one): one line,
+    rc 2, the earlier file unchanged; each run's dtype and commit are recorded and shown. On the merged page the
+    matmul ceiling names the run that measured it (not "run 1" when run 1 measured none), the anchor's figures
+    name their run, and a ratio whose figure and anchor come from different runs is marked."""
+    bench = _load("benchmark")
+    sizes, out = _small(bench), tmp_path / "bench.json"
+    first = bench.run("tiny", "cpu", what=("score",), out=out, sizes=sizes, dtype="fp32")  # no matmul, no anchor
+    assert first["matmul"] is None or first["matmul"] == {}
+    before = out.read_text()
+    with pytest.raises(ValueError, match=r"measured in float32, this run is in bfloat16: merge only runs in the same "
+                                         r"dtype \(pass the earlier run's --dtype\)"):
+        bench.run("tiny", "cpu", what=("score",), sizes=sizes, dtype="bf16", resume_from=out)
+    rc = bench.main(["--mode", "tiny", "--device", "cpu", "--dtype", "bf16", "--what", "score", "--resume-from",
+                     str(out), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "measured in float32, this run is in bfloat16" in err[0]
+    assert out.read_text() == before
+    cuda = json.loads(before)
+    cuda["meta"]["device"] = "cuda:0"
+    (tmp_path / "cuda.json").write_text(json.dumps(cuda))
+    with pytest.raises(ValueError, match="merge only runs on the same kind of card"):
+        bench.run("tiny", "cpu", what=("score",), sizes=sizes, resume_from=tmp_path / "cuda.json")
+
+    merged = bench.run("tiny", "cpu", what=("score", "anchor"), out=out, sizes=sizes, dtype="fp32", resume_from=out)
+    runs = merged["meta"]["runs"]
+    assert [r["dtype"] for r in runs] == ["float32", "float32"] and runs[0]["matmul_tflops"] is None
+    assert runs[1]["measured"] == ["anchor.score", "matmul"] and all(r["git_commit"] for r in runs)
+    page = bench.results_markdown(merged)
+    assert "Measured matmul ceiling of run 2 (" in page and "of run 1" not in page
+    assert "each figure's fraction of matmul uses its own run's ceiling" in page
+    assert "same run" not in page
+    assert "Anchor (each figure with the run that measured it): scoring " in page and "(run 2, " in page
+    row = next(line for line in page.splitlines() if line.startswith("| scoring (images/s) |"))
+    assert row.endswith("| 1 / 2 |") and row.split(" | ")[3].endswith("*")  # ratio of run 1 to run 2, marked
+    assert "`*` the figure and its anchor were measured in different runs" in page
+    assert f"run 1 of {runs[0]['date']} on {runs[0]['card']} (commit {runs[0]['git_commit']}, float32) " in page
+    assert f"(commit {runs[1]['git_commit']}, float32), matmul " in page
+
+    # one run's page keeps its labels: "same run", no runs column, no marks
+    single = bench.results_markdown(bench.run("tiny", "cpu", what=("matmul", "score", "anchor"), sizes=sizes))
+    assert "anchor (same run)" in single and "Anchor, same run: scoring" in single and "runs (figure" not in single
+    assert "Measured matmul ceiling (" in single and "*" not in single.split("| scoring (images/s) |")[1].split("|")[3]
