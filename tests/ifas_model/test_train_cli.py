@@ -163,3 +163,21 @@ def test_global_batch_size_sets_micro_batch_and_accumulation(corpus, tmp_path):
     bad = _invoke("--dataset", str(corpus), "--preset", "tiny", "--output", str(tmp_path / "r2"),
                   "--global-batch-size", "8", "--grad-accum", "2")
     assert bad.exit_code == 1 and "give grad_accum or global_batch_size, not both" in bad.output
+
+
+def test_stop_after_steps_says_where_it_stopped_and_the_same_command_continues(corpus, tmp_path):
+    """review18 L3: --stop-after-steps ended with the progress bar only; it now says so in one line."""
+    out = tmp_path / "run"
+    args = ("--dataset", str(corpus), "--preset", "tiny", "--output", str(out), "--max-steps", "4",
+            "--save-every", "0", "--eval-split", "none", "--llm", "lora", "--stop-after-steps", "2")
+    first = _invoke(*args)
+    assert first.exit_code == 0, first.output
+    output = " ".join(first.output.split())
+    assert (f"stopped at step 2 of 4 by --stop-after-steps, checkpoint {out / 'checkpoints' / 'step-00000002'}; "
+            "rerun the same command to continue from there") in output
+    assert first.output.rstrip().splitlines()[-1].startswith("stopped at step 2 of 4")  # after the bar
+    assert "done:" not in output and not (out / "final").exists()
+    second = _invoke(*args)  # the very same command resumes and finishes
+    assert second.exit_code == 0, second.output
+    output = " ".join(second.output.split())
+    assert "resumed from" in output and "done: 4 steps" in output and "stopped at" not in output

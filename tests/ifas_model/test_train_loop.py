@@ -209,3 +209,30 @@ def test_persistent_loader_workers_keep_the_epoch_order_evaluations_and_exact_re
         return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["split"] == "eval"]
 
     assert evals("workers") == evals("straight") and [s for s, _ in evals("straight")] == [3, 6, 7]
+
+
+def test_qlora_on_the_cpu_trains_again_after_an_evaluation(small_corpus, tmp_path):
+    """review18 M1: an evaluation (eval mode, no grad) made bitsandbytes repack the 4-bit weights for its
+    inference-only AVX512-BF16 CPU kernel, and the next training step failed inside bitsandbytes. The crash
+    could happen only on a CPU with AVX512-BF16 (this test proves the fix there; elsewhere it still checks the
+    run goes through)."""
+    import torch
+
+    try:
+        import bitsandbytes as bnb
+
+        layer = bnb.nn.Linear4bit(64, 8, compute_dtype=torch.float32, quant_type="nf4").to("cpu")  # quantizes
+        layer(torch.zeros(1, 64))
+    except Exception as err:  # noqa: BLE001 - any failure means the 4-bit CPU path is unusable here
+        pytest.skip(f"bitsandbytes' 4-bit CPU path is unavailable here: {err}")
+    from ifas_model.training.trainer import Trainer
+
+    trainer = Trainer(_config(small_corpus, tmp_path / "run", llm="qlora", eval_split="holdout", eval_every=2,
+                              max_steps=4, save_every=0))
+    layers = [m for m in trainer.model.modules() if type(m) is bnb.nn.Linear4bit]
+    assert layers and not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in layers)
+    summary = trainer.fit()  # steps 1-2, an evaluation, steps 3-4 (training after the evaluation), final eval
+    assert summary["steps"] == 4 and trainer.step == 4
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    evals = [r["step"] for r in map(json.loads, lines) if r["split"] == "eval"]
+    assert evals == [2, 4]

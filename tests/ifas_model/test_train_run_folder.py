@@ -113,6 +113,8 @@ WRAPPER = """import os, sys
 # each rank in its own working folder: a relative --output names a different folder per rank, as a node-local
 # --output does on several nodes
 os.chdir(os.path.join(sys.argv.pop(1), "rank" + os.environ["RANK"]))
+import ifas_model.training.distributed as distributed
+distributed.SHARED_PROBE_WAIT_S = 2.0  # not the minute a refused start waits for a slow NFS
 from ifas_model.cli import main
 main()
 """
@@ -131,6 +133,30 @@ def test_under_torchrun_ranks_that_see_different_folders_are_refused(corpus, tmp
     assert len(lines) == 1, output
     line = lines.pop()
     assert line.startswith("Error: run is not the same folder on every process: rank(s) 1 (on ")
+    assert "wrote there (looked for 2 s); " in line
     assert line.endswith("a run on several nodes needs --output on a file system that every node shares")
     assert "built model" not in output
     assert not list((tmp_path / "rank0" / "run").glob(".ifas-train-shared-*"))  # the probe is removed
+
+
+def test_the_shared_folder_probe_lists_the_folder_before_each_new_look(tmp_path, monkeypatch):
+    """review18 L2: a file another node wrote may show up only after the folder is listed again (NFS keeps a
+    cached "no such file" up to 60 s): each retry lists the folder; a missing file is reported after the wait."""
+    from ifas_model.training import distributed
+
+    assert distributed.SHARED_PROBE_WAIT_S >= 60  # longer than NFS's acdirmax default
+    probe = tmp_path / ".ifas-train-shared-x"
+    listed = []
+
+    def listdir(path):
+        listed.append(path)
+        if len(listed) == 2:  # the second listing "revalidates" the folder: the file is now visible
+            probe.write_text("node1", encoding="utf-8")
+        return []
+
+    monkeypatch.setattr(distributed.os, "listdir", listdir)
+    assert distributed._wait_for(probe, seconds=30) is True
+    assert listed == [tmp_path, tmp_path]
+    started = time.monotonic()
+    assert distributed._wait_for(tmp_path / "never", seconds=0.6) is False
+    assert 0.5 <= time.monotonic() - started < 5

@@ -142,6 +142,12 @@ def _quantize_4bit(module: torch.nn.Module, compute_dtype: torch.dtype) -> int:
             )
             if child.bias is not None:
                 q.bias = torch.nn.Parameter(child.bias.data.to(compute_dtype), requires_grad=False)
+            if hasattr(q, "support_avx512bf16_for_cpu"):
+                # recent bitsandbytes (0.50) on a CPU with AVX512-BF16: an eval-mode no-grad forward repacks the
+                # weight for its inference-only CPU kernel, and every later forward (training included) then
+                # takes that path, which has no autograd and fails at the first training step after an
+                # evaluation. Training needs the plain path; older versions lack the attribute and the packing.
+                q.support_avx512bf16_for_cpu = False
             setattr(parent, child_name, q.to(device))  # moving the Params4bit quantizes it
             count += 1
     return count

@@ -177,17 +177,34 @@ def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-
                 raise FolderInUse(
                     f"{run_dir} is not the same folder on every process: rank(s) "
                     f"{', '.join(str(r) for r, _ in blind[:8])}{' ...' if len(blind) > 8 else ''} (on "
-                    f"{', '.join(hosts[:4])}) do not see the file rank 0 (on {views[0][1]}) wrote there; a run on "
+                    f"{', '.join(hosts[:4])}) do not see the file rank 0 (on {views[0][1]}) wrote there (looked "
+                    f"for {SHARED_PROBE_WAIT_S:g} s); a run on "
                     "several nodes needs --output on a file system that every node shares")
         yield
 
 
-def _wait_for(path: Path, seconds: float = 5.0) -> bool:
-    """Whether ``path`` exists, looking again for a few seconds (a network file system may show it late)."""
-    deadline = time.monotonic() + seconds
+SHARED_PROBE_WAIT_S = 60.0
+"""Seconds a rank looks for rank 0's probe file before it reports that it does not see the run folder.
+
+A rank that sees the file (every correct start) stops looking at once, so only a refused start pays the wait. It
+is this long because NFS (default ``lookupcache=all``) keeps a cached "no such file" for a path that a node
+looked up before it existed (a job script's ``[ -d $OUT ]``, an earlier refused attempt) until the parent
+folder's attribute cache expires: 30 s (``acdirmin``) up to 60 s (``acdirmax``)."""
+
+
+def _wait_for(path: Path, seconds: float | None = None) -> bool:
+    """Whether ``path`` exists, looking again for up to ``seconds`` (default `SHARED_PROBE_WAIT_S`).
+
+    Before each new look the parent folder is listed (``os.listdir``), which makes a network file system
+    revalidate its cached view of the folder, so a file written on another node shows up as soon as it can.
+    """
+    deadline = time.monotonic() + (SHARED_PROBE_WAIT_S if seconds is None else seconds)
+    start = time.monotonic()
     while True:
         if path.is_file():
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.25)
+        time.sleep(0.25 if time.monotonic() - start < 5 else 1.0)
+        with contextlib.suppress(OSError):
+            os.listdir(path.parent)

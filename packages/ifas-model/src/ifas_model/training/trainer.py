@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import write_text_atomic
+from .checkpoint import checkpoint_dir, write_text_atomic
 from .config import CONFIG_END, TrainConfig, apply_global_batch, resume_differences, write_config
 from .data import (
     Batch,
@@ -610,6 +610,12 @@ class Trainer:
                     if last or (self.config.save_every and self.step % self.config.save_every == 0):
                         self.save()
                     if self.step == stop_after and self.step < self.total_steps:
+                        progress.stop()  # the line below comes after the bar, as the run's last line
+                        if self.dist.is_main:
+                            self.console.print(
+                                f"[bold yellow]stopped[/] at step {self.step} of {self.total_steps} by "
+                                f"--stop-after-steps, checkpoint {checkpoint_dir(self.run_dir, self.step)}; "
+                                "rerun the same command to continue from there", soft_wrap=True)
                         return {"stopped_at": self.step}
                 del batches
         return self.finish()
