@@ -64,3 +64,18 @@ def build_corpus(out: Path, *, corrupt_every: int = 0, splits: tuple[str, ...] =
         out_splits[split] = datasets.Dataset.from_list(rows, features=vqa_features())
     datasets.DatasetDict(out_splits).save_to_disk(str(out))
     return out
+
+
+def invoke_train(*args):
+    """``ifas-train ARGS`` through click's test runner (exceptions propagate)."""
+    from click.testing import CliRunner
+
+    from ifas_model.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def tiny_run_args(corpus, out, *more) -> list:
+    """The arguments of a 4-step tiny run on ``corpus`` into ``out`` that saves a checkpoint at every step."""
+    return ["--dataset", corpus, "--preset", "tiny", "--out", out, "--max-steps", "4", "--batch-size", "4",
+            "--eval-split", "none", "--save-every", "1", "--log-every", "1", *more]

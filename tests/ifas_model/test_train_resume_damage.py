@@ -8,23 +8,13 @@ import json
 
 import pytest
 from _train_corpus import build_corpus
-from click.testing import CliRunner
+from _train_corpus import invoke_train as _invoke
+from _train_corpus import tiny_run_args as _args
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return build_corpus(tmp_path_factory.mktemp("corpus") / "vqa", splits=("train",), max_rows=16)
-
-
-def _invoke(*args):
-    from ifas_model.cli import main
-
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _args(corpus, out, *more):
-    return ["--dataset", corpus, "--preset", "tiny", "--out", out, "--max-steps", "4", "--batch-size", "4",
-            "--eval-split", "none", "--save-every", "1", "--log-every", "1", *more]
 
 
 def _half(path):

@@ -473,12 +473,10 @@ def test_gpu_check_leaves_a_broken_carried_bitsandbytes_off_the_path(tmp_path):
     assert "the carried copy does not import: RuntimeError: simulated" in rendered
 
 
-def test_greedy_agreement_reuses_the_timed_fast_batch(tmp_path, monkeypatch):
-    """review14 #2: the fast path runs at one batch size only (a second size would recompile the decoding step
-    on CUDA); its greedy tokens are compared with the reference on the rows both batches hold."""
+def _spy_caption_calls(monkeypatch) -> list[tuple[int, bool]]:
+    """Record (batch size, fast) of every `generate_caption_ids` call the benchmark makes."""
     import scf.captioning.captioner as captioner
 
-    bench = _load("benchmark")
     real, calls = captioner.generate_caption_ids, []
 
     def spy(model, pixel_values, input_ids, attention_mask, decoding, fast=True):
@@ -486,6 +484,14 @@ def test_greedy_agreement_reuses_the_timed_fast_batch(tmp_path, monkeypatch):
         return real(model, pixel_values, input_ids, attention_mask, decoding=decoding, fast=fast)
 
     monkeypatch.setattr(captioner, "generate_caption_ids", spy)
+    return calls
+
+
+def test_greedy_agreement_reuses_the_timed_fast_batch(tmp_path, monkeypatch):
+    """review14 #2: the fast path runs at one batch size only (a second size would recompile the decoding step
+    on CUDA); its greedy tokens are compared with the reference on the rows both batches hold."""
+    bench = _load("benchmark")
+    calls = _spy_caption_calls(monkeypatch)
     results = bench.run("tiny", "cpu", what=("caption",), out=tmp_path / "b.json",
                         sizes=_small(bench, caption_batch=4, anchor_caption_batch=2))
     assert results["errors"] == {}
@@ -565,16 +571,8 @@ def test_caption_budget_prefers_the_fast_path_when_only_one_figure_fits(tmp_path
     left fits only one, the fast path (the target) runs, with its greedy tokens checked against plain generate
     on a small batch, and the reference figure is skipped with the reason; with too little for either, the
     model is not even built."""
-    import scf.captioning.captioner as captioner
-
     bench = _load("benchmark")
-    real, calls = captioner.generate_caption_ids, []
-
-    def spy(model, pixel_values, input_ids, attention_mask, decoding, fast=True):
-        calls.append((pixel_values.shape[0], fast))
-        return real(model, pixel_values, input_ids, attention_mask, decoding=decoding, fast=fast)
-
-    monkeypatch.setattr(captioner, "generate_caption_ids", spy)
+    calls = _spy_caption_calls(monkeypatch)
     # 40 s build + 100 s fast path fit the 500 s budget; with the 1,000 s reference they would not
     monkeypatch.setitem(bench.NEED_S, "tiny", {"blip2.caption": 40, "blip2.caption_reference": 1_000,
                                                "blip2.caption_fast": 100})
