@@ -1449,7 +1449,7 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
         device: torch device; default CUDA when available, else CPU.
         what: sections to run, a subset of `WHAT`.
         train_modes: LLM training modes to measure, a subset of `TRAIN_MODES`.
-        out: JSON path, rewritten after every section (a crash or timeout keeps what was measured).
+        out: JSON path, rewritten at the start and end of every section (a crash or timeout keeps what was measured and where it stopped).
         sizes: batch sizes and lengths; default `Sizes()` for full, `TINY_SIZES` for tiny.
         dtype: "auto" (bf16 on CUDA, fp32 on CPU), "bf16" or "fp32" (bf16 on CPU checks the GPU's dtype paths).
         budget_s: seconds the whole run may take, counted from ``started``; a section that `NEED_S` says
@@ -1543,7 +1543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--what", default=",".join(WHAT), help=f"comma-separated sections: {', '.join(WHAT)}")
     parser.add_argument("--train-modes", default=",".join(TRAIN_MODES), help="LLM modes to train: frozen,lora,full")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (rewritten after every section)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (rewritten at the start and end of every section)")
     parser.add_argument("--docs", type=Path, default=None,
                         help="markdown file whose results block is regenerated (docs/benchmarks.md)")
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
