@@ -71,9 +71,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, another user's
-        return True
-    except OSError:
+    except OSError:  # PermissionError: alive, another user's
         return True
     return True
 
