@@ -130,9 +130,7 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
         with hold_run_folder(config.output_dir, init_distributed(config.dist_timeout_min)):
             trainer = Trainer(config)
             return trainer.fit(stop_after=stop_after)
-    except FolderInUse as err:
-        raise click.ClickException(str(err)) from err
-    except (SchemaError, ResumeError, NonFiniteLossError, PushError, FileNotFoundError) as err:
+    except (FolderInUse, SchemaError, ResumeError, NonFiniteLossError, PushError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     except (ValueError, OSError) as err:  # a missing model path, an unloadable corpus, a bad setting
         logging.getLogger(__name__).debug("details", exc_info=True)
