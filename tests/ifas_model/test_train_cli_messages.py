@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from _train_corpus import build_corpus
-from click.testing import CliRunner
+from _train_corpus import invoke_train as _invoke
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,6 @@ def no_model(monkeypatch):
         raise AssertionError("the model was built before the refusal")
 
     monkeypatch.setattr(trainer, "build_for_training", refuse)
-
-
-def _invoke(*args):
-    from ifas_model.cli import main
-
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def _flat(text: str) -> str:

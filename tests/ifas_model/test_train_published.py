@@ -10,7 +10,7 @@ from importlib.metadata import version
 
 import pytest
 from _train_corpus import build_corpus
-from click.testing import CliRunner
+from _train_corpus import invoke_train as _invoke
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,6 @@ def parts(tmp_path_factory):
     processor.tokenizer.save_pretrained(root / "text")
     processor.tokenizer.save_pretrained(root / "bin" / "text")
     return root
-
-
-def _invoke(*args):
-    from ifas_model.cli import main
-
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def _args(corpus, out, vision, text, *more):
