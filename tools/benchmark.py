@@ -1045,8 +1045,10 @@ def run_status_line(results: dict[str, Any]) -> str:
             "are the ones it measured before; the sections it did not measure are listed below the table.")
 
 
-def _figure_keys(section: str) -> list[tuple[str, str | None]]:
-    return list(SECTION_FIGURES.get(section, ()))
+def _missing_figures(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(figure key, section) for each figure of a requested section that ``results`` lacks, in request order."""
+    return [(g if k is None else f"{g}.{k}", section) for section in results["meta"].get("requested") or ()
+            for g, k in SECTION_FIGURES.get(section, ()) if not _has_figure(results, g, k)]
 
 
 def _why_missing(results: dict[str, Any], key: str, section: str) -> tuple[str, str | None]:
@@ -1077,25 +1079,12 @@ def not_measured(results: dict[str, Any]) -> list[tuple[str, str]]:
     error's first line), not run because the section building its model was skipped or failed, cut off while
     running, or not reached. Runs written before ``meta.requested`` existed give an empty list.
     """
-    out = []
-    for section in results["meta"].get("requested") or ():
-        for g, k in _figure_keys(section):
-            have = results.get(g) if k is None else (results.get(g) or {}).get(k)
-            if have:
-                continue
-            key = g if k is None else f"{g}.{k}"
-            out.append((key, _why_missing(results, key, section)[0]))
-    return out
+    return [(key, _why_missing(results, key, section)[0]) for key, section in _missing_figures(results)]
 
 
 def _unlisted(results: dict[str, Any], kind: str) -> list[tuple[str, str]]:
     """Entries of ``results[kind]`` ("skipped" or "errors") that no `not_measured` line already gives."""
-    used = set()
-    for section in results["meta"].get("requested") or ():
-        for g, k in _figure_keys(section):
-            have = results.get(g) if k is None else (results.get(g) or {}).get(k)
-            if not have:
-                used.add(_why_missing(results, g if k is None else f"{g}.{k}", section)[1])
+    used = {_why_missing(results, key, section)[1] for key, section in _missing_figures(results)}
     return [(name, why) for name, why in (results.get(kind) or {}).items() if name not in used]
 
 
