@@ -133,6 +133,15 @@ SHARED_PROBE_PREFIX = ".ifas-train-shared-"
 """Name prefix of the short-lived file by which the ranks check that they see one run folder."""
 
 
+SHARED_PROBE_WAIT_S = 60.0
+"""Seconds a rank looks for rank 0's probe file before it reports that it does not see the run folder.
+
+A rank that sees the file (every correct start) stops looking at once, so only a refused start pays the wait. It
+is this long because NFS (default ``lookupcache=all``) keeps a cached "no such file" for a path that a node
+looked up before it existed (a job script's ``[ -d $OUT ]``, an earlier refused attempt) until the parent
+folder's attribute cache expires: 30 s (``acdirmin``) up to 60 s (``acdirmax``)."""
+
+
 @contextlib.contextmanager
 def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-train") -> Iterator[None]:
     """Hold the run folder for the whole run (`scf.locking.output_lock`, rank 0) and check every rank sees it.
@@ -181,15 +190,6 @@ def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-
                     f"for {SHARED_PROBE_WAIT_S:g} s); a run on "
                     "several nodes needs --output on a file system that every node shares")
         yield
-
-
-SHARED_PROBE_WAIT_S = 60.0
-"""Seconds a rank looks for rank 0's probe file before it reports that it does not see the run folder.
-
-A rank that sees the file (every correct start) stops looking at once, so only a refused start pays the wait. It
-is this long because NFS (default ``lookupcache=all``) keeps a cached "no such file" for a path that a node
-looked up before it existed (a job script's ``[ -d $OUT ]``, an earlier refused attempt) until the parent
-folder's attribute cache expires: 30 s (``acdirmin``) up to 60 s (``acdirmax``)."""
 
 
 def _wait_for(path: Path, seconds: float | None = None) -> bool:
