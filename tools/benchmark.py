@@ -1092,7 +1092,7 @@ def anchor_line(results: dict[str, Any]) -> str:
     """The anchor's own figures in one sentence (shown even when an I-FAS counterpart is missing): "same run"
     for one run's file; in a merged file each figure names the run that measured it."""
     anchor = results.get("anchor") or {}
-    merged = len(results["meta"].get("runs") or ()) > 1
+    merged = bool(merged_runs(results))
     parts = []
     for key, what in (("train", "training"), ("score", "scoring"), ("caption", "captioning with `generate`")):
         fig = anchor.get(key)
@@ -1136,21 +1136,22 @@ def results_markdown(results: dict[str, Any]) -> str:
              + (f" (the carried copy does not import: {meta['carried_bitsandbytes_error']})"
                 if meta.get("carried_bitsandbytes_error") else "")
              + (f"; commit {meta['git_commit']}" if meta.get("git_commit") else "")
-             + (" (run 1; each run's below)" if meta.get("git_commit") and len(meta.get("runs") or ()) > 1 else "")
+             + (" (run 1; each run's below)" if meta.get("git_commit") and merged_runs(results) else "")
              + ".", "",
              f"Command: `{meta['command']}`", ""]
     gpu_state = gpu_figures_line(meta)
     if gpu_state:
         lines += [f"**{gpu_state}**", ""]
-    if runs_line(results):
-        lines += [runs_line(results), ""]
+    merged_line = runs_line(results)
+    if merged_line:
+        lines += [merged_line, ""]
     ended = run_status_line(results)
     if ended:
         lines += [f"**{ended}**", ""]
     if not measured_anything(results):
         lines.append(nothing_measured_line(results))
         return "\n".join(lines) + "\n"
-    merged = len(meta.get("runs") or ()) > 1
+    merged = bool(merged_runs(results))
     if mm:
         which = matmul_run(results)
         of_run = f" of run {which}" if which else ""
@@ -1387,10 +1388,16 @@ def merge_results(previous: dict[str, Any], current: dict[str, Any], attempted: 
     return merged
 
 
+def merged_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """``meta.runs`` of a merged file (``--resume-from``: two runs or more); empty for one run's file."""
+    runs = results["meta"].get("runs") or []
+    return runs if len(runs) > 1 else []
+
+
 def runs_line(results: dict[str, Any]) -> str:
     """For a merged file (``--resume-from``), one paragraph naming each run and what it measured; else empty."""
-    runs = results["meta"].get("runs") or []
-    if len(runs) < 2:
+    runs = merged_runs(results)
+    if not runs:
         return ""
     parts = []
     for i, one in enumerate(runs, 1):
@@ -1411,9 +1418,7 @@ def run_of(results: dict[str, Any], key: str) -> int | None:
     """For a merged file, the 1-based index of the run that measured figure ``key`` (e.g. ``"anchor.score"``):
     the last run listing it, as `merge_results` lets a later run's figure replace an earlier one; None when
     the file is not merged or no run lists it."""
-    runs = results["meta"].get("runs") or []
-    if len(runs) < 2:
-        return None
+    runs = merged_runs(results)
     found = [i for i, one in enumerate(runs, 1) if key in (one.get("measured") or ())]
     return found[-1] if found else None
 
@@ -1421,9 +1426,7 @@ def run_of(results: dict[str, Any], key: str) -> int | None:
 def matmul_run(results: dict[str, Any]) -> int | None:
     """For a merged file, the 1-based index of the run whose matmul ceiling is the top-level ``matmul``: the
     first run that measured one (`merge_results` keeps the earliest); None when not merged or none did."""
-    runs = results["meta"].get("runs") or []
-    if len(runs) < 2:
-        return None
+    runs = merged_runs(results)
     return next((i for i, one in enumerate(runs, 1) if one.get("matmul_tflops")), None)
 
 
