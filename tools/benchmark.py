@@ -1560,7 +1560,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         results["comparison"] = compare(results)  # a run cut off before its end has none yet
         print_table(results)
-        return _write_docs(args.docs, results) or 0
+        return _write_docs(args.docs, results)
     sizes = TINY_SIZES if args.mode == "tiny" else Sizes()
     if args.iters:
         sizes = Sizes(**{**sizes.__dict__, "iters": args.iters})
