@@ -72,6 +72,14 @@ def test_an_output_that_cannot_be_created_is_one_line_before_the_model_is_built(
     assert "built model" not in result.output
 
 
+def test_a_run_refused_for_a_mistyped_dataset_leaves_no_new_folder(corpus, tmp_path):
+    out = tmp_path / "run"
+    result = _invoke(*_args(tmp_path / "no-such-corpus", out))
+    assert result.exit_code == 1
+    assert "no-such-corpus" in _error_line(result.output)
+    assert not out.exists()  # the folder it created held only its .lock: removed again
+
+
 def _torchrun(script_args, *, cwd=None, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", *script_args]

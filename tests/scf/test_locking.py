@@ -121,6 +121,7 @@ def test_another_users_read_only_lock_file_is_still_locked(tmp_path, monkeypatch
     """A .lock that this user may read but not write (made by a colleague under umask 022) is flocked through a
     read-only open; the folder is still held exclusively."""
     out = tmp_path / "run"
+    out.mkdir()
     with output_lock(out, "scf caption"):  # the colleague's earlier run
         pass
     real_open = os.open
@@ -160,3 +161,23 @@ def test_without_flock_a_failed_owner_write_leaves_no_lock_behind(tmp_path, no_f
     with pytest.raises(OSError, match="No space left"), output_lock(out, "ifas-train"):
         pass
     assert not (out / ".lock.excl").exists()
+
+
+def test_a_folder_the_lock_created_is_removed_when_the_run_wrote_nothing(tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(ValueError), output_lock(out, "ifas-train"):  # a run refused at once (bad input)
+        raise ValueError("mistyped --dataset")
+    assert not out.exists() and (tmp_path / "new").is_dir()
+    with output_lock(out, "ifas-train"):  # a run that wrote something keeps its folder
+        (out / "trainer_state.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "trainer_state.json"]
+    with output_lock(out, "ifas-train"):  # a folder that existed before is never removed, even left empty
+        (out / "trainer_state.json").unlink()
+    assert [p.name for p in out.iterdir()] == [".lock"]
+
+
+def test_without_flock_a_folder_the_lock_created_is_removed_too(tmp_path, no_flock):
+    out = tmp_path / "run"
+    with output_lock(out, "scf caption"):
+        assert (out / ".lock.excl").is_file()
+    assert not out.exists()

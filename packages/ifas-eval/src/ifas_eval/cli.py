@@ -248,7 +248,7 @@ def _output_folders(*folders: Path | None) -> Iterator[None]:
     holder, before it loads anything: two runs writing one folder would each rewrite ``results.*``,
     ``run.json`` and ``report/`` with their own settings only. A folder nested in one already held is not
     locked again. A folder this run created and leaves holding nothing but the lock file (a run stopped by a
-    mistyped ``--data``) is removed again.
+    mistyped ``--data``) is removed again (`scf.locking.output_lock` does it).
     """
     from scf.locking import FolderInUse, output_lock
 
@@ -257,27 +257,13 @@ def _output_folders(*folders: Path | None) -> Iterator[None]:
         for folder in folders:
             if folder is None or any(folder.resolve().is_relative_to(h.resolve()) for h in held):
                 continue
-            existed = folder.exists()
             try:
                 stack.enter_context(output_lock(folder, "ifas-eval"))
             except FolderInUse as e:
                 hint = f" ({SEVERAL_GPUS_HINT})" if "in use" in str(e) else ""
                 raise click.ClickException(f"{_one_line(e)}{hint}") from None
             held.append(folder)
-            if not existed:
-                stack.callback(_remove_if_only_lock, folder)  # runs before the lock is released
         yield
-
-
-def _remove_if_only_lock(folder: Path) -> None:
-    from scf.locking import is_lock_file
-
-    with contextlib.suppress(OSError):
-        entries = list(folder.iterdir())
-        if all(is_lock_file(e) for e in entries):
-            for e in entries:
-                e.unlink()
-            folder.rmdir()
 
 
 def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None,

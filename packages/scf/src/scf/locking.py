@@ -118,6 +118,9 @@ def _stale(path: Path, held: dict[str, object], owner: dict[str, object]) -> boo
 def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
     """Hold ``folder`` for one run; the folder is created when missing.
 
+    A folder the lock created that holds nothing but the lock files when it is released (a run refused at
+    once, e.g. for a mistyped input) is removed again, so a failed start leaves no empty run folder behind.
+
     Args:
         folder: the run's output folder.
         command: who holds it, shown to a second run (e.g. ``"ifas-train"``).
@@ -132,6 +135,7 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
     folder = Path(folder)
     lock = folder / LOCK_NAME
     writable = True
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -158,16 +162,30 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
                 if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise
                 logger.info("%s: flock unsupported here (%s); using %s", folder, e.strerror, EXCL_NAME)
-        if flocked:
-            if writable:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
-            yield lock
-        else:
-            with _excl_lock(folder, owner) as path:
-                yield path
+        try:
+            if flocked:
+                if writable:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+                yield lock
+            else:
+                with _excl_lock(folder, owner) as path:
+                    yield path
+        finally:
+            if created:
+                _remove_if_only_lock(folder)  # the flock is still held: no other run can have started in it
     finally:
         os.close(fd)  # releases the flock
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    """Remove ``folder`` when it holds nothing but lock files (best effort: a folder in use stays)."""
+    with contextlib.suppress(OSError):
+        entries = list(folder.iterdir())
+        if all(is_lock_file(e) for e in entries):
+            for e in entries:
+                e.unlink()
+            folder.rmdir()
 
 
 def is_lock_file(path: str | Path) -> bool:
