@@ -267,6 +267,44 @@ def test_finetune_resumes_after_an_interruption_exactly(tmp_path):
         assert torch.allclose(a, b, atol=5e-3), n
 
 
+def test_a_resumed_finetune_with_dropout_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """The RNG states are in each checkpoint: after a kill, the rerun draws the same dropout masks, so the
+    losses and the final weights are those of a run that was never interrupted (bit for bit on CPU)."""
+    import torch
+
+    from scf.captioning.finetune import FinetuneConfig, finetune_captioner
+    from scf.presets import build_tiny_captioner
+
+    images = _images(4)
+    config = FinetuneConfig(learning_rate=1e-3, warmup_steps=2, epochs=2, batch_size=2, checkpoint_every=2)
+    ref, processor = build_tiny_captioner(seed=0)
+    assert any(m.p > 0 for m in ref.modules() if isinstance(m, torch.nn.Dropout))  # dropout is on
+    torch.manual_seed(1)
+    finetune_captioner(ref, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config, tmp_path / "ref",
+                       show_progress=False)
+
+    def dies_at_step_3(idx, calls=[]):  # noqa: B006 - a call counter
+        calls.append(idx)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return [images[i] for i in idx]
+
+    model, processor = build_tiny_captioner(seed=0)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_captioner(model, processor, dies_at_step_3, CAPTIONS, config, tmp_path / "run", show_progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "step-00000002" / "rng.safetensors").is_file()
+    fresh, processor = build_tiny_captioner(seed=0)
+    torch.manual_seed(12345)  # a new process whose RNG is somewhere else: the checkpoint's state is restored
+    finetune_captioner(fresh, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config, tmp_path / "run",
+                       show_progress=False)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+              for d in ("ref", "run")]
+    assert losses[0] == losses[1]
+    for (n, a), b in zip(ref.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+
+
 def test_push_captioner_uploads_a_copy_without_local_paths(tmp_path, monkeypatch):
     """Review 10 #6: scf_finetune.json names the local --captioner; the pushed copy does not."""
     from pathlib import Path
@@ -388,8 +426,8 @@ def test_the_optimizer_state_is_safetensors_and_json_and_resumes_the_same(tmp_pa
         optimizer.zero_grad()
     _save_checkpoint(tmp_path, 2, model, optimizer, [1.5, 1.25])
     folder = tmp_path / "step-00000002"
-    assert sorted(p.name for p in folder.iterdir()) == ["optimizer.json", "optimizer.safetensors", "state.json",
-                                                        "trainable.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["optimizer.json", "optimizer.safetensors", "rng.json",
+                                                        "rng.safetensors", "state.json", "trainable.safetensors"]
     saved = optimizer.state_dict()
     model2, optimizer2, _ = fresh()
     assert _load_checkpoint(folder, model2, optimizer2) == (2, [1.5, 1.25])
@@ -405,7 +443,7 @@ def test_the_optimizer_state_is_safetensors_and_json_and_resumes_the_same(tmp_pa
         assert torch.equal(a, b), n
 
 
-@pytest.mark.parametrize("damage", ["optimizer.json", "optimizer.safetensors"])
+@pytest.mark.parametrize("damage", ["optimizer.json", "optimizer.safetensors", "rng.json", "rng.safetensors"])
 def test_a_damaged_optimizer_state_gives_the_one_line_to_delete_the_folder(tmp_path, damage):
     from scf.captioning.finetune import FinetuneCheckpointError, finetune_captioner
     from scf.presets import build_tiny_captioner

@@ -1,15 +1,19 @@
-"""Nested tensors and plain values saved as ``<stem>.safetensors`` + ``<stem>.json``: nothing is pickled."""
+"""Nested tensors and plain values saved as ``<stem>.safetensors`` + ``<stem>.json``: nothing is pickled.
+
+Also the RNG state of a training process as such a tree (`rng_state` / `set_rng_state`), so that a resumed
+run draws the same dropout masks and shuffles as an uninterrupted one."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["join_tree", "load_tree", "save_tree", "split_tree"]
+__all__ = ["join_tree", "load_tree", "rng_state", "save_tree", "set_rng_state", "split_tree"]
 
 
 def split_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401 - a JSON-able tree
@@ -135,3 +139,33 @@ def load_tree(stem: Path) -> Any:  # noqa: ANN401 - what save_tree saved
     tensor_file, json_file = _files(stem)
     tensors = load_file(str(tensor_file))
     return join_tree(json.loads(json_file.read_text(encoding="utf-8")), tensors)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step draws from (torch CPU and CUDA, numpy, Python), as a tree for `save_tree`."""
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned (the CUDA states only where CUDA is available)."""
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))

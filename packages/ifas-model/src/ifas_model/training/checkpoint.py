@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scf.tensortree import join_tree, save_tree
+from scf.tensortree import join_tree, rng_state, save_tree, set_rng_state
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -153,38 +152,6 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # noqa: BLE001 - SafetensorError is neither OSError nor ValueError
         raise CheckpointError(f"{file}: unreadable ({err}); delete {file.parent} to resume from the previous "
                               "checkpoint") from err
-
-
-# --- RNG -----------------------------------------------------------------------------------------------
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG the training step draws from (torch CPU and CUDA, numpy, Python)."""
-    import numpy as np
-    import torch
-
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned."""
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
 # --- whole checkpoints ---------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ METRICS_FILE = "metrics.jsonl"
 FINETUNE_RECORD = "scf_finetune.json"
 OPTIMIZER_STEM = "optimizer"
 """In each checkpoint: ``optimizer.safetensors`` (the optimizer's tensors) and ``optimizer.json`` (the rest)."""
+RNG_STEM = "rng"
+"""In each checkpoint: ``rng.safetensors`` + ``rng.json``, the torch/numpy/Python RNG states (`scf.tensortree`)."""
 LEGACY_OPTIMIZER = "optimizer.pt"
 """The pickled optimizer state of checkpoints written by earlier scf versions: refused, never read."""
 
@@ -195,7 +197,7 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
                      losses: list[float]) -> None:
     from safetensors.torch import save_file
 
-    from ..tensortree import save_tree
+    from ..tensortree import rng_state, save_tree
 
     final = folder / f"step-{step:08d}"
     tmp = folder / f".tmp-step-{step:08d}"
@@ -203,6 +205,7 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
     tmp.mkdir(parents=True)
     save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
     save_tree(optimizer.state_dict(), tmp / OPTIMIZER_STEM)
+    save_tree(rng_state(), tmp / RNG_STEM)  # dropout masks after a resume are those of an uninterrupted run
     (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -220,7 +223,7 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..tensortree import load_tree
+    from ..tensortree import load_tree, set_rng_state
 
     if (path / LEGACY_OPTIMIZER).exists() and not (path / f"{OPTIMIZER_STEM}.json").exists():
         raise FinetuneCheckpointError(
@@ -242,6 +245,8 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
             raise ValueError(f"{OPTIMIZER_STEM}.json holds no optimizer state")
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
         step, losses = int(meta["step"]), list(meta["losses"])
+        # Checkpoints of scf 0.1.0 before RNG states were saved resume without it (only dropout then differs).
+        rng = load_tree(path / RNG_STEM) if (path / f"{RNG_STEM}.json").exists() else None
     except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, EOFError) as e:
         # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise unreadable(e) from e
@@ -257,6 +262,11 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
+    if rng is not None:
+        try:
+            set_rng_state(rng)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as e:
+            raise unreadable(e) from e
     return step, losses
 
 
