@@ -141,6 +141,7 @@ def test_the_shared_folder_probe_lists_the_folder_before_each_new_look(tmp_path,
     """review18 L2: a file another node wrote may show up only after the folder is listed again (NFS keeps a
     cached "no such file" up to 60 s): each retry lists the folder; a missing file is reported after the wait."""
     from ifas_model.training import distributed
+    from scf import locking
 
     assert distributed.SHARED_PROBE_WAIT_S >= 60  # longer than NFS's acdirmax default
     probe = tmp_path / ".ifas-train-shared-x"
@@ -152,9 +153,9 @@ def test_the_shared_folder_probe_lists_the_folder_before_each_new_look(tmp_path,
             probe.write_text("node1", encoding="utf-8")
         return []
 
-    monkeypatch.setattr(distributed.os, "listdir", listdir)
-    assert distributed._wait_for(probe, seconds=30) is True
+    monkeypatch.setattr(locking.os, "listdir", listdir)
+    assert locking.wait_for_file(probe, seconds=30) is True
     assert listed == [tmp_path, tmp_path]
     started = time.monotonic()
-    assert distributed._wait_for(tmp_path / "never", seconds=0.6) is False
+    assert locking.wait_for_file(tmp_path / "never", seconds=0.6) is False
     assert 0.5 <= time.monotonic() - started < 5

@@ -909,3 +909,43 @@ def test_every_rank_stops_in_one_line_when_rank0_finds_the_out_held(tmp_path, ho
     assert (proc.stdout + proc.stderr).count(line) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]  # both ranks
     assert elapsed < 200
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+SPLIT_OUT_WRAPPER = """import os, sys
+# each rank in its own working folder: a relative --out names a different folder per rank, as a node-local
+# --out does on several nodes
+os.chdir(os.path.join(sys.argv.pop(1), "rank" + os.environ["RANK"]))
+import scf.locking
+scf.locking.SHARED_PROBE_WAIT_S = 2.0  # not the minute a refused start waits for a slow NFS
+from scf.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_see_different_out_folders_are_refused_before_captioning(tmp_path):
+    """A multi-node run with a node-local --out used to caption each node's share into its own folder and stop
+    at the corpus stage, hours later, with captions "missing": now every rank stops at the start in one line."""
+    import os
+    import subprocess
+    import sys
+
+    toy_dataset(n=1).save_to_disk(str(tmp_path / "bench"))
+    for rank in (0, 1):
+        (tmp_path / f"rank{rank}").mkdir()
+    script = tmp_path / "wrap.py"
+    script.write_text(SPLIT_OUT_WRAPPER, encoding="utf-8")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path), "caption", "--dataset", str(tmp_path / "bench"), "--preset", "tiny", "--out", "out",
+           "--split", "real", "--max-new-tokens", "3", "--min-new-tokens", "1", "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    lines = [" ".join(line.split()) for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 2 and len(set(lines)) == 1, output[-3000:]  # both ranks, the same line
+    assert lines[0].startswith("Error: out is not the same folder on every process: rank(s) 1 (on ")
+    assert "wrote there (looked for 2 s); " in lines[0]
+    assert lines[0].endswith("captioning on several nodes needs --out on a file system that every node shares")
+    assert not (tmp_path / "rank0" / "out").exists()  # the probe removed, then the folder it created
+    assert not (tmp_path / "rank1" / "out").exists()

@@ -188,9 +188,38 @@ def _remove_if_only_lock(folder: Path) -> None:
             folder.rmdir()
 
 
+SHARED_PROBE_WAIT_S = 60.0
+"""Seconds a process of a distributed run looks for the probe file rank 0 wrote into the output folder before it
+reports that it does not see that folder (a node-local folder on a multi-node run): `wait_for_file`.
+
+A process that sees the file (every correct start) stops looking at once, so only a refused start pays the wait.
+It is this long because NFS (default ``lookupcache=all``) keeps a cached "no such file" for a path that a node
+looked up before it existed (a job script's ``[ -d $OUT ]``, an earlier refused attempt) until the parent
+folder's attribute cache expires: 30 s (``acdirmin``) up to 60 s (``acdirmax``)."""
+
+
+def wait_for_file(path: Path, seconds: float) -> bool:
+    """Whether ``path`` exists, looking again for up to ``seconds``.
+
+    Before each new look the parent folder is listed (``os.listdir``), which makes a network file system
+    revalidate its cached view of the folder, so a file written on another node shows up as soon as it can.
+    """
+    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    while True:
+        if path.is_file():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25 if time.monotonic() - start < 5 else 1.0)
+        with contextlib.suppress(OSError):
+            os.listdir(path.parent)
+
+
 def is_lock_file(path: str | Path) -> bool:
     """True for the lock files of `output_lock` (to leave out of listings and uploads)."""
     return Path(path).name in (LOCK_NAME, EXCL_NAME)
 
 
-__all__ = ["EXCL_NAME", "LOCK_NAME", "FolderInUse", "is_lock_file", "output_lock"]
+__all__ = ["EXCL_NAME", "LOCK_NAME", "SHARED_PROBE_WAIT_S", "FolderInUse", "is_lock_file", "output_lock",
+           "wait_for_file"]

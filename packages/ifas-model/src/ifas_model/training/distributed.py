@@ -12,12 +12,13 @@ import datetime
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scf.locking import SHARED_PROBE_WAIT_S, wait_for_file  # the minute a rank looks for the probe (NFS)
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +134,6 @@ SHARED_PROBE_PREFIX = ".ifas-train-shared-"
 """Name prefix of the short-lived file by which the ranks check that they see one run folder."""
 
 
-SHARED_PROBE_WAIT_S = 60.0
-"""Seconds a rank looks for rank 0's probe file before it reports that it does not see the run folder.
-
-A rank that sees the file (every correct start) stops looking at once, so only a refused start pays the wait. It
-is this long because NFS (default ``lookupcache=all``) keeps a cached "no such file" for a path that a node
-looked up before it existed (a job script's ``[ -d $OUT ]``, an earlier refused attempt) until the parent
-folder's attribute cache expires: 30 s (``acdirmin``) up to 60 s (``acdirmax``)."""
-
-
 @contextlib.contextmanager
 def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-train") -> Iterator[None]:
     """Hold the run folder for the whole run (`scf.locking.output_lock`, rank 0) and check every rank sees it.
@@ -176,7 +168,7 @@ def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-
         if problem:
             raise FolderInUse(problem)
         if state.distributed:
-            seen = _wait_for(Path(probe)) if not state.is_main else True
+            seen = wait_for_file(Path(probe), SHARED_PROBE_WAIT_S) if not state.is_main else True
             views = gather_lists(state, [(state.rank, socket.gethostname(), seen)])
             if state.is_main:  # every rank has looked
                 Path(probe).unlink(missing_ok=True)
@@ -192,19 +184,3 @@ def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-
         yield
 
 
-def _wait_for(path: Path, seconds: float | None = None) -> bool:
-    """Whether ``path`` exists, looking again for up to ``seconds`` (default `SHARED_PROBE_WAIT_S`).
-
-    Before each new look the parent folder is listed (``os.listdir``), which makes a network file system
-    revalidate its cached view of the folder, so a file written on another node shows up as soon as it can.
-    """
-    deadline = time.monotonic() + (SHARED_PROBE_WAIT_S if seconds is None else seconds)
-    start = time.monotonic()
-    while True:
-        if path.is_file():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.25 if time.monotonic() - start < 5 else 1.0)
-        with contextlib.suppress(OSError):
-            os.listdir(path.parent)

@@ -476,6 +476,51 @@ class CaptionPipeline:
         if refused:
             raise PipelineError(refused)
         self._held = True
+        if self.dist.world_size > 1:
+            try:
+                self._check_shared_out()
+            except BaseException:
+                self.close()
+                raise
+
+    def _check_shared_out(self) -> None:
+        """Check that every rank sees the same ``--out`` (a collective, several processes only).
+
+        Rank 0 writes a probe file with a fresh random name there and every other rank looks for it (up to
+        `scf.locking.SHARED_PROBE_WAIT_S`): a rank that does not find it has a node-local folder under the same
+        path, and would caption its share into a folder rank 0 never reads (the corpus stage then stops, hours
+        later, with captions "missing"). Every rank raises the same one line naming those ranks.
+        """
+        import socket
+        import uuid
+
+        import torch.distributed as dist
+
+        from scf.locking import SHARED_PROBE_WAIT_S, wait_for_file
+
+        probe, problem = f".scf-caption-shared-{uuid.uuid4().hex}", ""
+        if self.dist.is_main:
+            try:
+                (self.out / probe).write_text(socket.gethostname(), encoding="utf-8")
+            except OSError as e:
+                problem = f"{self.out}: cannot write to this folder ({e.strerror or e})"
+        probe, problem = json.loads(self.dist.from_main(json.dumps([probe, problem])))
+        if problem:
+            raise PipelineError(problem)
+        seen = self.dist.is_main or wait_for_file(self.out / probe, SHARED_PROBE_WAIT_S)
+        views: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(views, (self.dist.rank, socket.gethostname(), seen))
+        if self.dist.is_main:
+            (self.out / probe).unlink(missing_ok=True)
+        blind = [(rank, host) for rank, host, ok in views if not ok]
+        if blind:
+            hosts = sorted({host for _, host in blind})
+            raise PipelineError(
+                f"{self.out} is not the same folder on every process: rank(s) "
+                f"{', '.join(str(r) for r, _ in blind[:8])}{' ...' if len(blind) > 8 else ''} (on "
+                f"{', '.join(hosts[:4])}) do not see the file rank 0 (on {views[0][1]}) wrote there (looked for "
+                f"{SHARED_PROBE_WAIT_S:g} s); captioning on several nodes needs --out on a file system that every "
+                "node shares")
 
     def close(self) -> None:
         """Release the output folder (`run` does so when it ends); the pipeline cannot run afterwards."""
