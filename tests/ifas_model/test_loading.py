@@ -56,3 +56,39 @@ def test_a_saved_checkpoint_still_loads_by_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert IFASForConditionalGeneration.from_pretrained("run/final").config.model_type == "ifas"
     assert IFASProcessor.from_pretrained("./run/final").judgment_token_ids == processor.judgment_token_ids
+
+
+@pytest.mark.parametrize("lost", ["tokenizer_config.json", "tokenizer.json"])
+def test_a_checkpoint_missing_a_tokenizer_file_names_it(tmp_path, lost):
+    """review20 L1: without tokenizer_config.json transformers' tokenizer had no eos_token ("the tokenizer has no
+    eos_token"); without tokenizer.json it asked for sentencepiece or tiktoken. Now the missing file is named."""
+    from ifas_model.presets import build_model
+    from ifas_model.processing import IFASProcessor
+
+    _, processor = build_model("tiny")
+    processor.save_pretrained(tmp_path / "final")
+    assert IFASProcessor.from_pretrained(tmp_path / "final").eos_token_id == processor.eos_token_id
+    (tmp_path / "final" / lost).unlink()
+    with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'final'}: no {lost}( \(or vocab.json \+ merges.txt\))?: "
+                                                 "the checkpoint's tokenizer is incomplete"):
+        IFASProcessor.from_pretrained(tmp_path / "final")
+
+
+def test_loading_the_processor_first_gives_no_model_type_warning(tmp_path):
+    """review20 L4: IFASProcessor.from_pretrained before anything imported ifas_model.modeling printed
+    transformers' "You are using a model of type `ifas` to instantiate a model of type ``" (AutoTokenizer reads
+    config.json through AutoConfig, which did not know "ifas" yet)."""
+    import subprocess
+    import sys
+
+    from ifas_model.presets import build_model
+
+    model, processor = build_model("tiny")
+    model.save_pretrained(tmp_path / "final")
+    processor.save_pretrained(tmp_path / "final")
+    code = ("from ifas_model.processing import IFASProcessor; "
+            f"print(IFASProcessor.from_pretrained({str(tmp_path / 'final')!r}).eos_token_id)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(processor.eos_token_id)
+    assert "model of type" not in proc.stderr, proc.stderr

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from transformers import CLIPVisionConfig, OPTConfig, PretrainedConfig
+from transformers import AutoConfig, CLIPVisionConfig, OPTConfig, PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -270,3 +270,9 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str
                 f"model settings: {', '.join(top_keys)}"
             )
     return connector, top
+
+
+# Registered here, not only with the model: `IFASProcessor.from_pretrained` reads config.json through AutoConfig
+# (AutoTokenizer does), and an unregistered "ifas" made transformers warn about a model of type ``.
+AutoConfig.register(IFASConfig.model_type, IFASConfig, exist_ok=True)
+AutoConfig.register(GACConfig.model_type, GACConfig, exist_ok=True)

@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     CLIPVisionModel,
@@ -502,8 +501,6 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=full_mask, **generate_kwargs)
 
 
-AutoConfig.register(IFASConfig.model_type, IFASConfig, exist_ok=True)
-AutoConfig.register(GACConfig.model_type, GACConfig, exist_ok=True)
 AutoModel.register(IFASConfig, IFASForConditionalGeneration, exist_ok=True)
 try:  # the image-text-to-text auto class, where this transformers version has it
     from transformers import AutoModelForImageTextToText

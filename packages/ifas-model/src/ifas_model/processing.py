@@ -310,12 +310,14 @@ class IFASProcessor:
         """
         from transformers import AutoTokenizer
 
+        from . import configuration  # noqa: F401 - registers "ifas" with AutoConfig, which AutoTokenizer reads
         from ._loading import check_local, loading, no_remote_code, refuse_remote_code
 
         check_local(pretrained, "checkpoint folder")
         kwargs = no_remote_code(kwargs)
         refuse_remote_code(pretrained, "checkpoint")
         settings = _read_processor_config(pretrained, **kwargs)
+        _check_tokenizer_files(pretrained)
         with loading("processor", pretrained):
             image_processor = _image_processor_class().from_pretrained(pretrained, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(pretrained, **kwargs)
@@ -363,6 +365,22 @@ class IFASProcessor:
         with loading("tokenizer", text):
             tokenizer = AutoTokenizer.from_pretrained(text, trust_remote_code=False)
         return cls(build_image_processor(image_size), tokenizer, **kwargs)
+
+
+def _check_tokenizer_files(pretrained: str | os.PathLike) -> None:
+    """Refuse a local checkpoint folder without the tokenizer's files, naming them (transformers would say
+    "the tokenizer has no eos_token" or ask for sentencepiece/tiktoken instead)."""
+    folder = Path(pretrained)
+    if not folder.is_dir():
+        return  # a Hub id: transformers names what it cannot download
+    have = {p.name for p in folder.iterdir()}
+    missing = [] if "tokenizer_config.json" in have else ["tokenizer_config.json"]
+    if "tokenizer.json" not in have and not {"vocab.json", "merges.txt"} <= have:
+        missing.append("tokenizer.json (or vocab.json + merges.txt)")
+    if missing:
+        raise FileNotFoundError(f"{folder}: no {' and no '.join(missing)}: the checkpoint's tokenizer is incomplete "
+                                "(IFASProcessor.save_pretrained writes these files; copy them from the run's final/ "
+                                "folder)")
 
 
 def _read_processor_config(pretrained: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
