@@ -375,7 +375,12 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
               help="Frames per video, spread evenly (default: FLIP/SSDG's two frames, 6 and 6 + n // 2).")
 @click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
               help=NORMALIZE_HELP)
-@click.option("--no-face-detection", is_flag=True, help="Inputs are face crops already: use the whole image.")
+@click.option("--margin", type=click.FloatRange(0.0), default=None,
+              help="Crop margin, fraction of the face box side added on every side [default: scf ingest's "
+                   "--margin default, 0.2]. Use the --margin the model's training data was ingested with.")
+@click.option("--no-detect", "--no-face-detection", "no_face_detection", is_flag=True,
+              help="Inputs are face crops already: use the whole image, squared (as scf ingest --no-detect; "
+                   "for a model trained on pre-cropped faces such as FLIP's MCIO crops).")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=40, show_default=True,
               help="Generation budget of the explanation.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
@@ -383,15 +388,19 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
               help=DTYPE_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None, threshold: float,
-            num_frames: int | None, normalize: str, no_face_detection: bool, max_new_tokens: int, device: str,
-            dtype: str, verbose: bool) -> None:
+            num_frames: int | None, normalize: str, margin: float | None, no_face_detection: bool,
+            max_new_tokens: int, device: str, dtype: str, verbose: bool) -> None:
     """Judge images, folders or videos with an I-FAS checkpoint; one JSON line per input on stdout.
 
     \b
     Each line: {"input", "p_real", "judgment" ("real"/"fake" at --threshold), "threshold", "normalize",
-    "answer" (the generated Yes/No), "explanation", "face_box" ([x, y, w, h] or null)}; "face_found": false
-    when no face was found (the whole image was judged). Videos add "best_frame" (the frame number whose answer,
-    explanation and face_box are shown) and "frames" (per frame: index, p_real, face_box, answer, explanation).
+    "answer" (the generated Yes/No), "explanation", "face_box" ([x, y, w, h] or null), "faces" (faces found),
+    "crop" ({detect, margin, size}: must match the training data's crop)}; "face_found": false when a judged
+    picture had no face (the whole image was judged); "warnings" for an input too small for the detector.
+    Videos: frames are picked as scf ingest picks them (a sampled frame without a face is replaced by the
+    nearest of 3 neighbours each side with one); they add "best_frame" (the frame number whose answer,
+    explanation and face_box are shown), "frames_without_face" and "frames" (per frame: index, sampled,
+    p_real, face_box, faces, answer, explanation).
     An unreadable input gives a line with "error"; the rest are still processed and the exit status is 1 at
     the end. From Python: ifas_eval.predict.judge(model, processor, path) returns the same record.
     """
@@ -403,7 +412,7 @@ def predict(inputs: tuple[str, ...], checkpoint: str | None, preset: str | None,
         failures = 0
         for record in predict_inputs(model, processor, expand_inputs(inputs), threshold=threshold,
                                      detect_faces=not no_face_detection, max_new_tokens=max_new_tokens,
-                                     num_frames=num_frames, normalize=normalize):
+                                     num_frames=num_frames, normalize=normalize, margin=margin):
             failures += "error" in record
             click.echo(json.dumps(record))
             sys.stdout.flush()
@@ -455,12 +464,16 @@ def _tiny_model(device: str) -> tuple[object, object]:
               help="Address to serve on. 0.0.0.0 exposes the model and every uploaded face to the network "
                    "(no authentication): see docs/demo.md.")
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
+@click.option("--margin", type=click.FloatRange(0.0), default=None,
+              help="Crop margin, as ifas-predict --margin [default: scf ingest's, 0.2].")
+@click.option("--no-detect", "no_detect", is_flag=True,
+              help="Uploads are face crops already: judge the whole image (as ifas-predict --no-detect).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
               help=DTYPE_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str, port: int,
-         device: str, dtype: str, verbose: bool) -> None:
+         margin: float | None, no_detect: bool, device: str, dtype: str, verbose: bool) -> None:
     """Serve the one-image web demo (Gradio): photo or webcam in; face, p_real, judgment, explanation out.
 
     Uploads and face crops go to a private temporary folder (mode 0700; inside $GRADIO_TEMP_DIR if you set
@@ -472,14 +485,16 @@ def demo(checkpoint: str | None, preset: str | None, threshold: float, normalize
     _setup_logging(verbose)
     previous_handlers = _exit_on_signals()
     try:
-        _serve_demo(checkpoint, preset, threshold, normalize, host, port, device, dtype)
+        _serve_demo(checkpoint, preset, threshold, normalize, host, port, device, dtype, margin=margin,
+                    detect_faces=not no_detect)
     finally:
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
 
 
 def _serve_demo(checkpoint: str | None, preset: str | None, threshold: float, normalize: str, host: str,
-                port: int, device: str, dtype: str) -> None:
+                port: int, device: str, dtype: str, *, margin: float | None = None,
+                detect_faces: bool = True) -> None:
     import contextlib
 
     from ifas_eval.demo import build_demo, launch, private_temp_dir, temp_parent
@@ -500,7 +515,8 @@ def _serve_demo(checkpoint: str | None, preset: str | None, threshold: float, no
             model, processor = _load_model(checkpoint, preset, device, dtype)
             note = (f"Checkpoint: {_shown_checkpoint(checkpoint)}" if checkpoint else
                     "This is a RANDOM, UNTRAINED tiny model built offline: its outputs are noise.")
-            app = build_demo(model, processor, threshold=threshold, model_note=note, normalize=normalize)
+            app = build_demo(model, processor, threshold=threshold, model_note=note, normalize=normalize,
+                             detect_faces=detect_faces, margin=margin)
         # an ImportError here is a library the model needs (Gradio was checked above): named as itself
         except (ImportError, *_user_errors()) as e:
             logger.debug("error", exc_info=True)

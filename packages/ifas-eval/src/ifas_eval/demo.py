@@ -3,7 +3,8 @@
 Upload a photo or take one with the webcam; the page shows the detected face crop (OpenCV Haar cascade,
 `scf.faces`), the model's one-pass P(real), the judgment at the threshold in use, and the generated
 interpretation (paper eq. 3). The threshold is a slider initialised from ``--threshold``; the judgment line
-always says which threshold produced it. The same code path as ``ifas-predict`` (`ifas_eval.predict.judge_frames`).
+always says which threshold produced it. The same code path as ``ifas-predict`` (`ifas_eval.predict.judge`):
+the same decoding (`scf.imaging.to_rgb`), crop and score, so the page and ``ifas-predict`` agree on a file.
 
 Uploaded photos and the face crops shown are files Gradio writes to its temporary folder. ``ifas-demo`` runs
 in a private one (`private_temp_dir`: mode 0700, inside the user's ``GRADIO_TEMP_DIR`` if set, removed when
@@ -22,8 +23,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -124,31 +123,46 @@ def answer_text(answer: str, explanation: str) -> str:
     return answer or explanation
 
 
-def judge_image(model: Any, processor: Any, image: np.ndarray | None, threshold: float, *,
-                detect_faces: bool = True, normalize: str = "vocab",
-                max_new_tokens: int = 40) -> tuple[Any, float | None, str, str]:
-    """Judge one RGB image for the page: (face crop, p_real, judgment line, explanation)."""
-    from ifas_eval.predict import judge_frames
+def judge_image(model: Any, processor: Any, image: Any, threshold: float, *,
+                detect_faces: bool = True, normalize: str = "vocab", max_new_tokens: int = 40,
+                margin: float | None = None) -> tuple[Any, float | None, str, str]:
+    """Judge one uploaded image for the page: (face crop, p_real, judgment line, explanation).
+
+    ``image`` is what the page's image component gives: a PIL image in its own mode (``image_mode=None``),
+    decoded by `ifas_eval.predict.judge` through `scf.imaging.to_rgb` exactly as ``ifas-predict`` and
+    ``scf ingest`` decode a file (16-bit greys scaled, transparency composited over white, palette and CMYK
+    converted, EXIF orientation applied), so the page's number equals ``ifas-predict``'s for the same file.
+    An RGB uint8 array is accepted too.
+    """
+    from ifas_eval.predict import judge_with_crops
 
     if image is None:
         return None, None, "No image: upload a photo or take one with the webcam.", ""
-    rgb = np.asarray(image)
-    if rgb.ndim == 2:
-        rgb = np.stack([rgb] * 3, axis=-1)
-    rgb = np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)
-    record, answers, _ = judge_frames(model, processor, [rgb], threshold=threshold, detect_faces=detect_faces,
-                                      max_new_tokens=max_new_tokens, normalize=normalize)
+    record, crops = judge_with_crops(model, processor, image, threshold=threshold, detect_faces=detect_faces,
+                                     max_new_tokens=max_new_tokens, normalize=normalize, margin=margin)
     verdict = "REAL (live person)" if record["judgment"] == "real" else "FAKE (presentation attack)"
-    face = "face detected" if record["face_box"] is not None else "no face found: the whole image was judged"
+    if not detect_faces:
+        face = "no face detection: the whole image was judged"
+    elif record["face_box"] is None:
+        face = "no face found: the whole image was judged"
+    else:
+        face = "face detected" + (f", the largest of {record['faces']}" if record["faces"] > 1 else "")
     line = f"{verdict}: p_real {record['p_real']:.4f} {'>=' if record['judgment'] == 'real' else '<'} " \
            f"threshold {threshold:.4f} ({face})"
+    for warning in record.get("warnings", []):
+        line += f". Warning: {warning}"
     explanation = answer_text(record["answer"], record["explanation"])
-    return answers[0]["crop"], record["p_real"], line, explanation
+    return crops[0], record["p_real"], line, explanation
 
 
 def build_demo(model: Any, processor: Any, *, threshold: float = 0.5, model_note: str = "",
-               normalize: str = "vocab", detect_faces: bool = True) -> Any:
+               normalize: str = "vocab", detect_faces: bool = True, margin: float | None = None) -> Any:
     """The Gradio `Blocks` app for ``model``; serve it with `launch`, inside `private_temp_dir`.
+
+    The photo component hands uploads over as PIL images in their own mode (``type="pil"``,
+    ``image_mode=None``): Gradio's own RGB conversion would clip 16-bit greys, drop transparency and give a
+    GIF's palette indices, so decoding is left to `judge_image` (`scf.imaging.to_rgb`, as ``ifas-predict``).
+    ``detect_faces`` and ``margin`` are ``ifas-predict``'s ``--no-detect`` and ``--margin``.
 
     Build it inside `private_temp_dir` (Gradio reads ``GRADIO_TEMP_DIR`` when the app is built); its
     temporary files older than 10 minutes are deleted every 10 minutes (`DELETE_CACHE`).
@@ -156,10 +170,10 @@ def build_demo(model: Any, processor: Any, *, threshold: float = 0.5, model_note
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the demo
     import gradio as gr
 
-    def run(image: np.ndarray | None, thr: float) -> tuple[Any, float | None, str, str]:
+    def run(image: Any, thr: float) -> tuple[Any, float | None, str, str]:
         try:
             return judge_image(model, processor, image, float(thr), detect_faces=detect_faces,
-                               normalize=normalize)
+                               normalize=normalize, margin=margin)
         except Exception:  # noqa: BLE001 - logged in full here; the browser gets our line, not server paths
             logger.exception("judging an uploaded image failed")
             raise gr.Error(ERROR_MESSAGE) from None
@@ -169,7 +183,8 @@ def build_demo(model: Any, processor: Any, *, threshold: float = 0.5, model_note
                     "and an interpretation." + (f"\n\n**{model_note}**" if model_note else ""))
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Photo", type="numpy", sources=["upload", "webcam"], elem_id="photo")
+                image = gr.Image(label="Photo", type="pil", image_mode=None, sources=["upload", "webcam"],
+                                 elem_id="photo")
                 thr = gr.Slider(0.0, 1.1, value=threshold, step=0.0001, label="Threshold (real iff p_real >= it)",
                                 elem_id="threshold")
                 button = gr.Button("Judge", variant="primary", elem_id="judge")
