@@ -33,7 +33,7 @@ class Example:
     test_set: str
     label: int
     attack_type: str
-    p_real: float
+    p_real: float  # the video's mean score (the one the metrics judge); for an image, its score
     judgment: str
     explanation: str
     correct: bool
@@ -110,16 +110,36 @@ def plot_curves(out: Path, name: str, curves: Sequence[tuple[str, ScoreSet]]) ->
     return files
 
 
-def pick_examples(ss: ScoreSet, threshold: float, per_kind: int) -> list[int]:
-    """Frame indices for the gallery: the ``per_kind`` most confident wrong and right judgments.
+def video_means(ss: ScoreSet) -> np.ndarray:
+    """Per frame, the mean score of its video: the score the metrics judge (frames of a video are averaged)."""
+    ids = np.asarray(ss.video_ids, dtype=object)
+    _, inverse = np.unique(ids, return_inverse=True)
+    sums = np.bincount(inverse, weights=ss.scores)
+    return (sums / np.bincount(inverse))[inverse]
 
-    Wrong = the judgment at ``threshold`` disagrees with the label; "confident" = far from the threshold.
+
+def pick_examples(ss: ScoreSet, threshold: float, per_kind: int) -> list[int]:
+    """Frame indices for the gallery: the ``per_kind`` most confident wrong and right judgments, per video.
+
+    Right and wrong are decided as the metrics decide them: on the video's mean score (frames of one video
+    are averaged), compared with ``threshold``; "confident" = the video mean far from the threshold. Each
+    video is shown once, by its frame most decisive in the direction of the video's judgment (as
+    ``ifas-predict`` shows a video), so a frame of a correctly judged video never appears among the wrong
+    ones. Images are videos of one frame.
     """
-    pred_real = ss.scores >= threshold
+    means = video_means(ss)
+    pred_real = means >= threshold
+    # one frame per video: the highest-scored frame of a video judged real, the lowest of one judged fake
+    video = np.unique(np.asarray(ss.video_ids, dtype=object), return_inverse=True)[1]
+    decisive = np.where(pred_real, -ss.scores, ss.scores)
+    first: dict[int, int] = {}
+    for i in np.lexsort((decisive, video)):  # by video, then most decisive first
+        first.setdefault(int(video[i]), int(i))
+    shown_idx = np.array(sorted(first.values()), dtype=int)
     correct = pred_real == (ss.labels == 1)
-    margin = np.abs(ss.scores - threshold)
-    wrong_idx = np.flatnonzero(~correct)
-    right_idx = np.flatnonzero(correct)
+    margin = np.abs(means - threshold)
+    wrong_idx = shown_idx[~correct[shown_idx]]
+    right_idx = shown_idx[correct[shown_idx]]
     wrong = wrong_idx[np.argsort(-margin[wrong_idx], kind="stable")][:per_kind]
     # right ones: mix of both classes so the page shows real and fake explanations
     right_real = [i for i in right_idx[np.argsort(-margin[right_idx], kind="stable")] if ss.labels[i] == 1]
@@ -151,13 +171,14 @@ def explain_examples(model: Any, processor: Any, ss: ScoreSet, images: Sequence[
     (out / "images").mkdir(parents=True, exist_ok=True)
     answers = explain_images(model, processor, list(images), max_new_tokens, normalize=normalize) if len(images) else []
     examples = []
+    means = video_means(ss)
     for k, (i, image, ans) in enumerate(zip(indices, images, answers, strict=True)):
         file = f"images/{safe_name(ss.name)}_{k:02d}.jpg"
         image.convert("RGB").save(out / file, quality=90)
         label = int(ss.labels[i])
-        examples.append(Example(file, ss.name, label, ss.attack_types[i], float(ss.scores[i]),
+        examples.append(Example(file, ss.name, label, ss.attack_types[i], float(means[i]),
                                 str(ans.get("judgment", "")), str(ans.get("explanation", "")),
-                                bool((ss.scores[i] >= threshold) == (label == 1))))
+                                bool((means[i] >= threshold) == (label == 1))))
     return examples
 
 
@@ -201,8 +222,10 @@ def write_html(out: Path, title: str, tables_html: str, figures: Sequence[tuple[
                                                          for f in files) + "</div>")
     if examples:
         parts.append("<h2>Generated explanations</h2><p class='cap'>Green: the judgment at the operating "
-                     "threshold is right; red: wrong. <i>p_real</i> is the one-pass score; the text is the "
-                     "model's generated answer (judgment and interpretation).</p>")
+                     "threshold is right; red: wrong, judged as the metrics judge: on <i>p_real</i>, the video's mean "
+                     "one-pass score (an image is a video of one frame). Each video is shown by its frame most "
+                     "decisive for that judgment; the text is the model's generated answer for that frame "
+                     "(judgment and interpretation).</p>")
         for name in dict.fromkeys(x.test_set for x in examples):
             parts.append(f"<h3>{e(name)}</h3><div class='gal'>")
             for x in (x for x in examples if x.test_set == name):

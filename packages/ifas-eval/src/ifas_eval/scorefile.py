@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +23,11 @@ OPTIONAL_COLUMNS = ("attack_type", "frame", "path")
 WRITE_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
+_LABEL = re.compile(r"[01](\.0*)?")
+"""Accepted labels: 0 or 1, also written as a float (``1.0``, as ``pandas.to_csv`` writes an int column that
+held a NaN), as the Python API (`ScoreSet`) accepts 0.0 / 1.0."""
+
+
 class ScoreFileError(ValueError):
     """A score file is malformed; the message names the file, the line and the column."""
 
@@ -32,6 +38,9 @@ def read_scores(path: str | Path, name: str | None = None) -> ScoreSet:
     Args:
         path: the CSV file.
         name: the test set's name (default: the file's stem).
+
+    The file may start with a UTF-8 byte order mark (Excel's "CSV UTF-8"); labels may be written ``1.0`` /
+    ``0.0``; scores and frames must be plain decimal numbers (Python-only forms such as ``0.9_0`` are refused).
 
     Raises:
         ScoreFileError: missing file or column, label not 0/1, score not a finite number in [0, 1],
@@ -48,7 +57,7 @@ def read_scores(path: str | Path, name: str | None = None) -> ScoreSet:
     attacks: list[str] = []
     frames: list[int] = []
     paths: list[str] = []
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
@@ -67,16 +76,18 @@ def read_scores(path: str | Path, name: str | None = None) -> ScoreSet:
             if not video:
                 raise bad("video_id", "empty")
             label_text = (row.get("label") or "").strip()
-            if label_text not in ("0", "1"):
+            if not _LABEL.fullmatch(label_text):  # 1.0 / 0.0: pandas writes an int column with a NaN so
                 raise bad("label", f"must be 0 (fake) or 1 (real), got {label_text!r}")
             score_text = (row.get("score") or "").strip()
             try:
+                if "_" in score_text or not score_text.isascii():  # Python-only forms: 0.9_0, non-ASCII digits
+                    raise ValueError(score_text)
                 score = float(score_text)
             except ValueError:
                 raise bad("score", f"not a number: {score_text!r}") from None
             if not math.isfinite(score) or not 0.0 <= score <= 1.0:
                 raise bad("score", f"must be P(real) in [0, 1], got {score_text!r}")
-            label = int(label_text)
+            label = int(float(label_text))
             attack = (row.get("attack_type") or "").strip() if has_attack else ""
             if attack and attack not in ATTACK_TYPES:
                 raise bad("attack_type", f"{attack!r} is not one of {', '.join(ATTACK_TYPES)}")
@@ -84,6 +95,8 @@ def read_scores(path: str | Path, name: str | None = None) -> ScoreSet:
                 raise bad("attack_type", f"{attack!r} disagrees with label {label} (real rows are 'live')")
             frame_text = (row.get("frame") or "0").strip() if has_frame else "0"
             try:
+                if "_" in frame_text or not frame_text.isascii():
+                    raise ValueError(frame_text)
                 frame = int(frame_text or "0")
             except ValueError:
                 raise bad("frame", f"not an integer: {frame_text!r}") from None
@@ -106,11 +119,15 @@ def write_header(path: Path) -> None:
 
 
 def append_rows(path: Path, rows: Iterable[tuple[str, int, float, str, int, str]]) -> None:
-    """Append ``(video_id, label, score, attack_type, frame, path)`` rows and flush (crash-safe progress)."""
+    """Append ``(video_id, label, score, attack_type, frame, path)`` rows and flush (crash-safe progress).
+
+    Scores are written as ``repr(float(score))``, the shortest text that reads back as the same float64, so a
+    float32 or float64 score round-trips exactly and the metrics from the file equal those from memory (files
+    written before with 8 significant digits still read)."""
     with path.open("a", newline="") as fh:
         writer = csv.writer(fh)
         for video, label, score, attack, frame, p in rows:
-            writer.writerow((video, int(label), f"{float(score):.8g}", attack, int(frame), p))
+            writer.writerow((video, int(label), repr(float(score)), attack, int(frame), p))
         fh.flush()
 
 

@@ -89,7 +89,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else None)
 
 
-def _fmt(mean: float, std: float | None) -> str:
+def _fmt(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -97,9 +99,14 @@ def aggregate(results: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Ge
               ) -> dict[str, Any]:
     """Mean ± std (percent) per (setting, test set) and the average row.
 
+    The average row is, per seed (checkpoint index), the mean over the rows, then mean ± std over the seeds
+    (the paper's convention). When the rows have different numbers of checkpoints (a seed failed or is still
+    running) it is not computed: its cells are None (printed "n/a"), ``n_seeds`` is None and ``note`` says
+    why (the tables print the note under the caption).
+
     Returns:
         ``{"rows": [{"setting", "test_set", "label", "n_checkpoints", "n_real", "n_fake", <column>: {"mean",
-        "std"}}], "average": {<column>: {"mean", "std"}, "n_seeds"}}``.
+        "std"}}], "average": {<column>: {"mean", "std"}, "n_seeds", "note" (only when n/a)}}``.
     """
     groups = group_rows(results)
     rows = []
@@ -116,11 +123,21 @@ def aggregate(results: Sequence[dict[str, Any]], columns: Sequence[tuple[str, Ge
             mean, std = _mean_std([get(r) for r in rs])
             row[name] = {"mean": mean, "std": std}
         rows.append(row)
-    n_seeds = min(len(rs) for _, rs in groups) if groups else 0
-    if groups and any(len(rs) != n_seeds for _, rs in groups):
-        logger.warning("settings have different numbers of checkpoints; the average uses the first %d of each",
-                       n_seeds)
-    average: dict[str, Any] = {"n_seeds": n_seeds}
+    counts = [len(rs) for _, rs in groups]
+    if groups and len(set(counts)) > 1:
+        # The Average row is the mean over test sets per seed, then mean ± std over seeds: with different
+        # numbers of checkpoints it has no meaning (a subset of the seeds would silently differ from the mean
+        # of the rows above), so it is not computed; the note says why, in every format.
+        shown = ", ".join(f"{row['label']} on {row['test_set']}: {n}" for row, n in zip(rows, counts, strict=True))
+        note = (f"Average: n/a, the settings have different numbers of checkpoints ({shown}); evaluate the "
+                "same number of seeds for every setting to get an Average.")
+        logger.warning("%s", note)
+        average: dict[str, Any] = {"n_seeds": None, "note": note}
+        for name, _ in columns:
+            average[name] = {"mean": None, "std": None}
+        return {"rows": rows, "average": average}
+    n_seeds = counts[0] if groups else 0
+    average = {"n_seeds": n_seeds}
     for name, get in columns:
         per_seed = [np.mean([get(rs[k]) for _, rs in groups]) for k in range(n_seeds)]
         mean, std = _mean_std(per_seed) if per_seed else (float("nan"), None)
@@ -143,6 +160,12 @@ def _table_cells(agg: dict[str, Any], columns: Sequence[tuple[str, Getter]], wit
     return header, body
 
 
+def _with_note(agg: dict[str, Any], extra_caption: str) -> str:
+    """The caption's extra text plus the average row's note (why it is n/a), when there is one."""
+    note = agg["average"].get("note") if len(agg["rows"]) > 1 else None
+    return f"{extra_caption} {note}".strip() if note else extra_caption
+
+
 def caption(conventions: Sequence[str], extra: str = "") -> str:
     """The caption naming the conventions a table's numbers follow."""
     text = " ".join(f"[{c}] {CONVENTION_CAPTIONS[c]}" for c in conventions)
@@ -156,6 +179,7 @@ def rich_table(agg: dict[str, Any], title: str, columns: Sequence[tuple[str, Get
     from rich.markup import escape
     from rich.table import Table
 
+    extra_caption = _with_note(agg, extra_caption)
     header, body = _table_cells(agg, columns, with_setting)
     table = Table(title=escape(title), caption=escape(caption(conventions, extra_caption)), caption_justify="left")
     for i, h in enumerate(header):
@@ -169,6 +193,7 @@ def markdown_table(agg: dict[str, Any], title: str, columns: Sequence[tuple[str,
                    conventions: Sequence[str] = (FLIP_CONVENTION,), with_setting: bool = True,
                    extra_caption: str = "") -> str:
     """The same table in Markdown, with its caption under it."""
+    extra_caption = _with_note(agg, extra_caption)
     header, body = _table_cells(agg, columns, with_setting)
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
