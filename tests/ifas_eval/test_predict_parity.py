@@ -99,6 +99,32 @@ def test_a_video_frame_judged_whole_is_flagged_at_the_top(tiny_checkpoint, tmp_p
     assert second["face_box"] is not None and "face_found" not in second
 
 
+def test_frames_takes_ingests_spellings_flip_or_a_number(tiny_checkpoint, tmp_path):
+    """review22 L1: `--frames flip` (scf ingest's default spelling) was refused; flip and K pick ingest's frames."""
+    clip = _video(tmp_path / "clip.avi")
+    _, (default,) = _predict(clip, "--checkpoint", tiny_checkpoint)
+    res, (flip,) = _predict(clip, "--checkpoint", tiny_checkpoint, "--frames", "flip")
+    assert res.exit_code == 0, res.output
+    assert [f["index"] for f in flip["frames"]] == [f["index"] for f in default["frames"]] == [6, 14]
+    _, (three,) = _predict(clip, "--checkpoint", tiny_checkpoint, "--frames", "3")
+    rows = _ingested_rows(clip, _settings(frames="3"))
+    assert [f["index"] for f in three["frames"]] == [r["frame_index"] for r in rows] and len(rows) == 3
+    bad = CliRunner().invoke(_predict_command(), [str(clip), "--frames", "0"])
+    assert bad.exit_code == 2 and "'0' is neither 'flip' nor a positive number of frames" in bad.output
+
+
+def _settings(**kw):
+    from scf.ingest.worker import WorkSettings
+
+    return WorkSettings(**kw)
+
+
+def _predict_command():
+    from ifas_eval.cli import predict
+
+    return predict
+
+
 def test_margin_and_no_detect_choose_the_crop_and_the_record_says_which(tiny_checkpoint, loaded, tmp_path):
     from PIL import Image
 

@@ -360,6 +360,23 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
                    + ("" if no_report else f"; report: {(report_dir or out / 'report') / 'index.html'}"))
 
 
+class _FramesType(click.ParamType):
+    """``flip`` (None: FLIP/SSDG's rule) or a positive number of frames, as ``scf ingest --frames`` takes."""
+
+    name = "flip|K"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or value == "flip":
+            return None
+        text = str(value)
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is neither 'flip' nor a positive number of frames", param, ctx)
+
+
+_FRAMES = _FramesType()
+
+
 @click.command(context_settings=_CONTEXT)
 @_version("ifas-predict")
 @click.argument("inputs", nargs=-1, required=True)
@@ -371,8 +388,9 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
                    "threshold). 0.5 is the model's own Yes-over-No choice only with --normalize yes_no (then "
                    "'judgment' agrees with the generated 'answer'); with vocab it is not. Written into every JSON "
                    "line.")
-@click.option("--frames", "num_frames", type=click.IntRange(1), default=None,
-              help="Frames per video, spread evenly (default: FLIP/SSDG's two frames, 6 and 6 + n // 2).")
+@click.option("--frames", "num_frames", type=_FRAMES, default="flip", show_default=True,
+              help="Video frames, as scf ingest's --frames: 'flip' (FLIP/SSDG's two frames, 6 and 6 + n // 2) "
+                   "or a number k of frames spread evenly.")
 @click.option("--normalize", type=click.Choice(["vocab", "yes_no"]), default="vocab", show_default=True,
               help=NORMALIZE_HELP)
 @click.option("--margin", type=click.FloatRange(0.0), default=None,
