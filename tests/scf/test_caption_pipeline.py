@@ -328,8 +328,8 @@ def test_cli_device_captioner_and_help_errors_are_one_line(tmp_path, monkeypatch
     runner = CliRunner()
     base = ["caption", "--preset", "tiny", "--out", str(tmp_path / "out"), "--dataset", str(tmp_path / "absent")]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for device, message in (("gpu0", "--device gpu0: not a torch device (use cpu, cuda, cuda:N or mps)"),
-                            ("cuda", "--device cuda: no CUDA GPU is available (use cpu, or leave --device out)"),
+    for device, message in (("gpu0", "--device gpu0: not a torch device (use auto, cpu, cuda, cuda:N or mps)"),
+                            ("cuda", "--device cuda: no CUDA GPU is available (use cpu or auto)"),
                             ("meta", "--device meta: SCF runs on cpu, cuda or mps, not 'meta'")):
         result = runner.invoke(main, [*base, "--device", device])
         # checked before the (absent) dataset is looked at, in one line

@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+
+from scf.captioning.captioner import DTYPE_CHOICES  # a constant: the module imports nothing heavy
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+VERBOSE_HELP = "Debug logging (also accepted before the command: scf -v ingest ...)."
+QUIET_LOGGERS = ("httpx", "urllib3", "filelock", "fsspec", "datasets", "huggingface_hub", "matplotlib", "PIL")
+"""Libraries kept at WARNING under -v, as the ifas-* commands do: their debug lines would bury scf's."""
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:  # noqa: ARG001 - click callback
+    """``-v/--verbose``: the root logger at DEBUG (the ifas-* commands' meaning), chatty libraries at WARNING."""
+    if not value:
+        return
+    logging.getLogger().setLevel(logging.DEBUG)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def verbose_option(func: F) -> F:
+    """The ``-v/--verbose`` flag of the scf group and of each scf command (it takes effect where it is given)."""
+    return click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose,
+                        help=VERBOSE_HELP)(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ifas-scf", prog_name="scf", message="%(prog)s (%(package)s) %(version)s")
+@verbose_option
 def main() -> None:
     """Spoof-aware Captioning and Filtering (SCF) for interpretable face anti-spoofing."""
-    import logging
-
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    level = logging.DEBUG if logging.getLogger().level == logging.DEBUG else logging.INFO  # scf -v: set already
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)])
     # bitsandbytes (imported with peft) warns on every CPU start that an optional Hub kernel is missing
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
@@ -25,7 +52,9 @@ def main() -> None:
               help="Write JPEG files and a CSV manifest per domain (to try `scf ingest --source csv` on), "
                    "instead of the benchmark dataset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The sample is deterministic for a seed.")
-@click.option("--frames-per-video", type=click.IntRange(1, 50), default=2, show_default=True)
+@click.option("--frames-per-video", type=click.IntRange(1, 50), default=2, show_default=True,
+              help="Frames per synthetic video.")
+@verbose_option
 def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -> None:
     """Write the embedded SYNTHETIC sample as a benchmark dataset (offline, no licence needed).
 
@@ -67,15 +96,19 @@ def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -
                    "(repeatable).")
 @click.option("--frames", default="flip", show_default=True,
               help="Video frames: 'flip' (frames 6 and 6 + n/2) or a number k of equidistant frames.")
-@click.option("--detect/--no-detect", default=None,
-              help="Face detection (default: on, off for pre-cropped readers flip-mcio and casia-fas-list).")
+@click.option("--detect/--no-detect", "--face-detection/--no-face-detection", "detect", default=None,
+              help="Face detection (--no-face-detection: the spelling of ifas-predict, accepted too). Default: on; "
+                   "off for the pre-cropped readers flip-mcio and casia-fas-list, and for a dataset reader given "
+                   "CASIA-FAS --list files (pre-cropped frames; OULU-NPU protocol files and the WMCA grand-test "
+                   "CSV name raw videos: on).")
 @click.option("--margin", type=float, default=0.2, show_default=True, help="Crop margin, fraction of the face box.")
 @click.option("--size", type=int, default=224, show_default=True, help="Output side in pixels.")
 @click.option("--neighbours", type=click.IntRange(0), default=3, show_default=True,
               help="Frames tried on each side of a sampled frame without a face.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Worker processes.")
 @click.option("--shard-size", type=click.IntRange(1), default=1000, show_default=True, help="Rows per parquet shard.")
-@click.option("--image-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
+@click.option("--image-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True,
+              help="Crop encoding: png (lossless, as FLIP's crops) or jpeg (quality 95, several times smaller).")
 @click.option("--push-to-hub", "push_to_hub", default=None, metavar="ORG/NAME",
               help="Upload OUT to this Hub dataset repo when done (token from HF_TOKEN or hf auth login).")
 @click.option("--public", is_flag=True,
@@ -86,6 +119,7 @@ def sample_command(out: str, as_files: bool, seed: int, frames_per_video: int) -
               help="On a resume, drop the rows of files no longer found under --root (moved, renamed, deleted).")
 @click.option("--list-sources", is_flag=True, help="List the sources and their expected layouts, then exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@verbose_option
 def ingest_command(source: str | None, root: str | None, out: str | None, config_name: str | None,
                    source_name: str | None, lists: tuple[str, ...], label_polarity: str | None, split: str | None,
                    celeba_labels: tuple[str, ...], frames: str,
@@ -124,36 +158,49 @@ def ingest_command(source: str | None, root: str | None, out: str | None, config
 @click.option("--interpretation", type=click.Choice(["spoof", "general", "none"]), default="spoof", show_default=True,
               help="Fakes' interpretation: spoof = T_S (the paper), general = T_F, none = judgment only (Table 4 ablations).")
 @click.option("--prompt", default="a photo of", show_default=True, help="Decoding and fine-tuning prompt.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--min-new-tokens", type=click.IntRange(0), default=8, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1), default=30, show_default=True,
+              help="Caption length cap in tokens (general and spoof-aware captions).")
+@click.option("--min-new-tokens", type=click.IntRange(0), default=8, show_default=True,
+              help="Shortest caption in tokens (no end-of-caption before that).")
 @click.option("--num-beams", type=click.IntRange(1), default=1, show_default=True, help="1 = greedy.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Images per generate call (default: 256 on a GPU, where the static-cache decoding step is "
-                   "compiled once for that batch; 32 on CPU).")
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+              help="Captioning stages (general, spoof): images per generate call (default: 256 on a GPU, where "
+                   "the static-cache decoding step is compiled once for that batch; 32 on CPU). For C_S "
+                   "fine-tuning see --ft-batch-size.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
+              help="Captioner weights: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 on CPU and MPS; "
+                   "bfloat16/float16/float32 = bf16/fp16/fp32 (the spellings of ifas-eval). A resume may change it.")
 @click.option("--load-in-8bit", is_flag=True, help="Load the captioners in 8 bits (bitsandbytes).")
-@click.option("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda:LOCAL_RANK when a CUDA GPU is available, else Apple MPS on an Apple silicon Mac, "
+                   "else cpu: ifas-eval's auto, one GPU per process under torchrun), cpu, cuda, cuda:N or mps. "
+                   "MPS is supported by reading, untested on a Mac.")
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True, help="C_S fine-tuning epochs.")
 @click.option("--lr", type=float, default=1e-5, show_default=True, help="C_S fine-tuning learning rate.")
-@click.option("--ft-batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--ft-batch-size", type=click.IntRange(1), default=16, show_default=True,
+              help="C_S fine-tuning batch size (per process); for captioning see --batch-size.")
 @click.option("--warmup-steps", type=click.IntRange(0), default=1000, show_default=True,
               help="Linear warm-up steps (capped at 10% of all steps).")
 @click.option("--lora-r", "--lora-rank", "lora_r", type=click.IntRange(0), default=0, show_default=True,
               help="0 = LLM frozen; > 0 = LoRA of this rank on the LLM (peft), merged on save.")
-@click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True,
+              help="C_S fine-tuning: optimizer steps between resumable checkpoints.")
 @click.option("--finetune-splits", default="train", show_default=True,
               help="Comma-separated splits whose fakes may enter D_S (all splits if none of them exists).")
 @click.option("--finetune-exclude-sources", default=None,
               help="Comma-separated `source` values whose fakes are left out of D_S, so C_S is not fine-tuned "
                    "on them (e.g. the held-out target: MSU-MFSD). Recorded; a resume must keep it.")
-@click.option("--shard-size", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard-size", type=click.IntRange(1), default=1000, show_default=True,
+              help="Caption rows per parquet shard, written as they are produced (a killed run resumes from them).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="C_S fine-tuning seed (data order and dropout).")
 @click.option("--push-to-hub", default=None, help="Hub dataset repo to upload the corpus to.")
 @click.option("--push-captioner-to-hub", default=None, help="Hub model repo to upload C_S to.")
 @click.option("--if-empty", type=click.Choice(["error", "general"]), default="error", show_default=True,
               help="When no fake's general caption has a keyword of its attack type (empty D_S): stop, or "
                    "'general': train no C_S and keep the fakes' general captions (the tiny random captioner).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@verbose_option
 def caption_command(out: str, split: str, stage: str | None, dataset: str | None, splits: str | None, preset: str,
                     captioner: str | None, keywords_file: str | None, interpretation: str, prompt: str,
                     max_new_tokens: int, min_new_tokens: int, num_beams: int, batch_size: int | None, dtype: str,
@@ -178,6 +225,8 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
     def _csv(text: str | None) -> tuple[str, ...] | None:
         return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
 
+    if device == "auto":
+        device = None  # pick_device's automatic choice, as when --device is left out
     try:
         batch_size = batch_size or default_batch_size(device)
         decoding = DecodingConfig(prompt=prompt, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,

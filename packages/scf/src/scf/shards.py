@@ -189,6 +189,9 @@ class SkipLog:
     A torn last line (a kill or a full disk in the middle of a write) is dropped with a warning
     and the file rewritten without it, so that item is simply tried again; a bad line elsewhere raises
     `ShardError` naming the file and the line.
+
+    The file exists from the moment the log is opened, empty when nothing was skipped, so a script can always
+    read it (``wc -l OUT/skipped.jsonl`` is 0, not "No such file").
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -198,6 +201,8 @@ class SkipLog:
         self._dirty = False  # entries were discarded and the file still holds them (see `save`)
         if self.path.exists():
             self._read()
+        else:
+            self.path.touch()
 
     def _read(self) -> None:
         try:

@@ -169,34 +169,63 @@ def check_blip2(source: str) -> None:
                              "supports the decoder-only (OPT) BLIP-2 checkpoints")
 
 
+AUTO_DEVICE = "auto"
+"""``--device auto``: the same as leaving ``--device`` out (see `pick_device`)."""
+
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32")
+"""The ``--dtype`` spellings of ``scf caption``: those of ``ifas-eval``, ``ifas-predict`` and ``ifas-demo``."""
+DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+"""Long dtype names and the short names SCF records (``scf_caption_config.json`` keeps ``bf16``, ``fp16``, ``fp32``)."""
+
+
+def canonical_dtype(dtype: str) -> str:
+    """A ``--dtype`` value in the short form SCF records: ``bfloat16`` -> ``bf16``, ``float16`` -> ``fp16``,
+    ``float32`` -> ``fp32``; ``auto`` and the short names unchanged.
+
+    Raises:
+        CaptionerError: not one of `DTYPE_CHOICES` (one line listing them).
+    """
+    if dtype not in DTYPE_CHOICES:
+        raise CaptionerError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    return DTYPE_ALIASES.get(dtype, dtype)
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def check_device(device: str | None) -> None:
     """Check a ``--device`` string before anything is loaded: a torch device that exists on this machine.
 
     Args:
-        device: ``cpu``, ``cuda``, ``cuda:N``, ``mps``; None (automatic) is always valid.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; None and ``auto`` (automatic, see
+            `pick_device`) are always valid.
 
     Raises:
         CaptionerError: not a device string, a device type SCF does not run on, or a CUDA/MPS device that this
             machine does not have (one line, naming the value given).
     """
-    if device is None:
+    if device is None or device == AUTO_DEVICE:
         return
     import torch
 
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as e:
-        raise CaptionerError(f"--device {device}: not a torch device (use cpu, cuda, cuda:N or mps)") from e
+        raise CaptionerError(f"--device {device}: not a torch device (use auto, cpu, cuda, cuda:N or mps)") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise CaptionerError(f"--device {device}: no CUDA GPU is available (use cpu, or leave --device out)")
+            raise CaptionerError(f"--device {device}: no CUDA GPU is available (use cpu or auto)")
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
             raise CaptionerError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0 to "
                                  f"cuda:{count - 1})")
     elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise CaptionerError(f"--device {device}: MPS (Apple GPU) is not available (use cpu)")
+        if not _mps_available():
+            raise CaptionerError(f"--device {device}: MPS (Apple GPU) is not available (use cpu or auto)")
     elif dev.type != "cpu":
         raise CaptionerError(f"--device {device}: SCF runs on cpu, cuda or mps, not {dev.type!r}")
 
@@ -214,7 +243,11 @@ def default_batch_size(device: str | None = None) -> int:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """The device to run on: the given one, else ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
+    """The device to run on: the given one; for None or ``auto``, ``cuda:LOCAL_RANK`` when CUDA is available
+    (each process of a torchrun / accelerate launch on its own GPU), else Apple's MPS when available (an
+    Apple-silicon Mac), else CPU: ``auto`` of ``ifas-eval``, ``ifas-predict`` and ``ifas-demo``, which pick the
+    same devices. MPS is supported by reading (standard torch operations, float32 by default, see `pick_dtype`),
+    not tested on a Mac.
 
     Raises:
         CaptionerError: the given device is not valid here (see `check_device`).
@@ -223,23 +256,30 @@ def pick_device(device: str | None = None) -> torch.device:
 
     import torch
 
-    if device:
+    if device and device != AUTO_DEVICE:
         check_device(device)
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if _mps_available():
+        return torch.device("mps")
     return torch.device("cpu")
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU; or ``bf16``/``fp16``/``fp32``."""
+    """``auto``: bf16 on a CUDA GPU that has it, else fp16 on CUDA; fp32 on CPU and MPS (as ``ifas-eval``:
+    bf16 needs macOS 14 on MPS). Or one of `DTYPE_CHOICES`: ``bf16``/``bfloat16``, ``fp16``/``float16``,
+    ``fp32``/``float32``.
+
+    Raises:
+        CaptionerError: not one of `DTYPE_CHOICES`.
+    """
     import torch
 
     table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    dtype = canonical_dtype(dtype)
     if dtype in table:
         return table[dtype]
-    if dtype != "auto":
-        raise CaptionerError(f"dtype must be auto, bf16, fp16 or fp32, got {dtype!r}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -251,8 +291,8 @@ def load_blip2(source: str, *, dtype: str = "auto", device: str | None = None, l
 
     Args:
         source: Hub id, local folder, or ``tiny``.
-        dtype: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (see `pick_dtype`).
-        device: torch device string; default `pick_device`.
+        dtype: one of `DTYPE_CHOICES` (see `pick_dtype`).
+        device: torch device string or ``auto``; default (None, ``auto``) `pick_device`.
         load_in_8bit: quantise the weights to 8 bits with bitsandbytes (``BitsAndBytesConfig(load_in_8bit=True)``).
         seed: seed of the tiny preset's random weights.
 
@@ -262,6 +302,8 @@ def load_blip2(source: str, *, dtype: str = "auto", device: str | None = None, l
     check_blip2(source)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
+    logger.debug("loading captioner %s on %s in %s (--device %s, --dtype %s)", source, dev,
+                 str(torch_dtype).removeprefix("torch."), device or AUTO_DEVICE, dtype)
     if source == TINY:
         if load_in_8bit:
             raise CaptionerError("8-bit loading needs a real checkpoint; the tiny preset is built in fp32")

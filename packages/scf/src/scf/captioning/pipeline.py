@@ -126,8 +126,11 @@ class CaptionRunConfig:
     """Images per ``generate`` call; None = `scf.captioning.captioner.default_batch_size` of ``device``
     (256 on a CUDA GPU, 32 on CPU), as ``scf caption`` does. Resolved when the config is made."""
     dtype: str = "auto"
+    """One of `scf.captioning.captioner.DTYPE_CHOICES`; kept (and recorded) in the short form: ``bfloat16`` is
+    ``bf16``, so a resume may spell it either way."""
     load_in_8bit: bool = False
     device: str | None = None
+    """A torch device string; None or ``auto``: `scf.captioning.captioner.pick_device`'s automatic choice."""
     interpretation: str = "spoof"
     shard_size: int = 1000
     dataset_splits: tuple[str, ...] | None = None
@@ -155,8 +158,14 @@ class CaptionRunConfig:
             raise PipelineError(f"--if-empty must be 'error' or 'general', got {self.if_empty!r}")
         if self.interpretation not in INTERPRETATIONS:
             raise PipelineError(f"--interpretation must be one of {', '.join(INTERPRETATIONS)}")
+        from scf.captioning.captioner import CaptionerError, canonical_dtype
+
+        try:
+            object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        except CaptionerError as e:
+            raise PipelineError(f"--{e}") from e
         if self.batch_size is None:
-            from scf.captioning.captioner import CaptionerError, default_batch_size
+            from scf.captioning.captioner import default_batch_size
 
             try:
                 object.__setattr__(self, "batch_size", default_batch_size(self.device))

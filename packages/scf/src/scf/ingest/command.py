@@ -17,15 +17,29 @@ def list_sources_table():  # noqa: ANN201 - rich.table.Table
 
     from .registry import SOURCES
 
-    table = Table(title="scf ingest --source NAME")
+    table = Table(title="scf ingest --source NAME",
+                  caption="detect: face detection by default (--detect / --no-detect override it). on*: off when "
+                          "the reader is given CASIA-FAS --list files (they list pre-cropped frames); OULU-NPU "
+                          "protocol files and the WMCA grand-test CSV name raw videos, so detection stays on.",
+                  caption_justify="left")
     # wrap (and fold long paths), never "…": a layout cut short in an 80-column terminal is useless
     table.add_column("name", no_wrap=True)
     table.add_column("dataset", overflow="fold", max_width=14)
     table.add_column("detect", no_wrap=True)
     table.add_column("expected layout under --root", overflow="fold", ratio=1)
     for name, cls in SOURCES.items():
-        table.add_row(name, cls.title, "off" if cls.precropped else "on", cls.layout)
+        table.add_row(name, cls.title, _detect_default(cls), cls.layout)
     return table
+
+
+def _detect_default(cls: type) -> str:
+    """The ``detect`` cell of `list_sources_table`: ``off`` (pre-cropped reader), ``on*`` (a dataset reader, off
+    with CASIA-FAS ``--list`` files: `DatasetReader.precropped_for`) or ``on``."""
+    from .readers import DatasetReader
+
+    if cls.precropped:
+        return "off"
+    return "on*" if issubclass(cls, DatasetReader) else "on"
 
 
 def no_rows_message(summary, folder: Path) -> str:  # noqa: ANN001 - runner.IngestSummary
