@@ -18,6 +18,18 @@ def test_detects_the_astronaut_and_crops_224(face):
     assert crop.size == (224, 224) and crop.mode == "RGB"
 
 
+def test_public_detector_names_find_what_ingest_crops(face):
+    """`detect_faces` / `default_detector` (public, what ifas-predict imports): every box, largest first, the
+    first being `detect_largest_face`'s; one shared detector per process."""
+    boxes = faces.detect_faces(face)
+    assert boxes and boxes[0] == faces.detect_largest_face(face)
+    assert [b[2] * b[3] for b in boxes] == sorted((b[2] * b[3] for b in boxes), reverse=True)
+    x, y, w, h = boxes[0]
+    assert 20 <= x <= 45 and 10 <= y <= 40 and 35 <= w <= 70  # the face, not the suit
+    assert faces.default_detector() is faces.default_detector()
+    assert faces.detect_faces(np.full((200, 200, 3), 128, np.uint8)) == []
+
+
 def test_no_face_in_a_flat_image():
     assert faces.detect_largest_face(np.full((120, 120, 3), 128, np.uint8)) is None
 

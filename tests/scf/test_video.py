@@ -29,6 +29,14 @@ def test_flip_rule_matches_flip_ssdg():
     assert video.flip_frame_indices(0) == []
 
 
+def test_neighbour_frame_indices_are_the_frames_tried_in_order():
+    """The public name `ifas-predict` imports (it used the private `scf.ingest.worker._candidates`)."""
+    assert video.neighbour_frame_indices(6, 8, 3) == [6, 7, 5, 4, 3]  # 8 and 9 are past the last frame
+    assert video.neighbour_frame_indices(0, 5, 2) == [0, 1, 2]
+    assert video.neighbour_frame_indices(3, 10, 0) == [3]
+    assert video.neighbour_frame_indices(0, 0, 3) == []
+
+
 def test_equidistant_indices():
     assert video.equidistant_frame_indices(100, 4) == [12, 37, 62, 87]
     assert video.equidistant_frame_indices(3, 10) == [0, 1, 2]

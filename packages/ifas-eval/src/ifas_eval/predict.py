@@ -116,9 +116,9 @@ def _check_margin(margin: float | None) -> float:
 def detect_faces_in(image: np.ndarray) -> list[list[int]]:
     """All face boxes ``[x, y, w, h]`` of an RGB array, largest first: the detector ``scf ingest`` uses
     (`scf.faces`, the shared default Haar cascade), so ``boxes[0]`` is the box ingest would crop."""
-    from scf.faces import _default_detector
+    from scf.faces import detect_faces
 
-    return [list(b) for b in _default_detector().detect(image)]
+    return [list(b) for b in detect_faces(image)]
 
 
 def face_crop(image: np.ndarray, detect: bool = True, margin: float | None = None) -> tuple[Any, list[int] | None]:
@@ -156,8 +156,13 @@ def _load_frames(path: Path, num_frames: int | None, detect: bool = True,
     from PIL import Image, UnidentifiedImageError
 
     from scf.imaging import to_rgb
-    from scf.ingest.worker import _candidates
-    from scf.video import equidistant_frame_indices, flip_frame_indices, frame_count, read_frame_map
+    from scf.video import (
+        equidistant_frame_indices,
+        flip_frame_indices,
+        frame_count,
+        neighbour_frame_indices,
+        read_frame_map,
+    )
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -167,12 +172,12 @@ def _load_frames(path: Path, num_frames: int | None, detect: bool = True,
         n = frame_count(path)
         targets = equidistant_frame_indices(n, num_frames) if num_frames else flip_frame_indices(n)
         radius = (default_neighbours() if neighbours is None else int(neighbours)) if detect else 0
-        frames = read_frame_map(path, {i for t in targets for i in _candidates(t, n, radius)})
+        frames = read_frame_map(path, {i for t in targets for i in neighbour_frame_indices(t, n, radius)})
         picked: list[dict[str, Any]] = []
         used: set[int] = set()
         for t in targets:
             fallback = None
-            for i in _candidates(t, n, radius):
+            for i in neighbour_frame_indices(t, n, radius):
                 if i in used or i not in frames:
                     continue
                 boxes = detect_faces_in(frames[i]) if detect else []

@@ -5,6 +5,9 @@ Used by ``scf ingest`` and by ``ifas-predict``. The whole public surface:
 * `to_rgb(image)`: any PIL image (grayscale, palette, RGBA, CMYK, 16-bit) to an ``(H, W, 3)`` uint8 RGB array
   (defined in the leaf module `scf.imaging`, which `ifas_model` may import; re-exported here with `ImageModeError`);
 * `FaceDetector`: the frontal-face Haar cascade of ``cv2.data.haarcascades`` (no download at run time);
+* `default_detector()`: the one `FaceDetector` with default settings shared by a process (what ``scf ingest``
+  detects with);
+* `detect_faces(image) -> list of boxes`: every face of an RGB array, largest first, with that detector;
 * `detect_largest_face(image) -> box | None`: the largest face of an RGB array, with a shared detector;
 * `crop_face(image, box, margin, size) -> PIL.Image`: a square crop around a box, resized to ``size``.
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_CASCADE", "DEFAULT_MARGIN", "DEFAULT_SIZE", "Box", "FaceDetector", "ImageModeError", "crop_face",
-           "detect_largest_face", "to_rgb"]
+           "default_detector", "detect_faces", "detect_largest_face", "to_rgb"]
 
 Box = tuple[int, int, int, int]
 """A face box ``(x, y, w, h)`` in pixels."""
@@ -94,8 +97,22 @@ class FaceDetector:
 
 
 @functools.lru_cache(maxsize=1)
-def _default_detector() -> FaceDetector:
+def default_detector() -> FaceDetector:
+    """The `FaceDetector` with default settings, built once per process and shared: the detector of
+    ``scf ingest`` (and of ``ifas-predict``, so that both crop the same face)."""
     return FaceDetector()
+
+
+def detect_faces(image: np.ndarray, detector: FaceDetector | None = None) -> list[Box]:
+    """Every face ``(x, y, w, h)`` of an RGB uint8 array, largest first (``[]`` when none is found).
+
+    ``detect_faces(image)[0]`` is the box ``scf ingest`` crops (`detect_largest_face`).
+
+    Args:
+        image: ``(H, W, 3)`` RGB or ``(H, W)`` grayscale uint8 array.
+        detector: a configured `FaceDetector`; default: `default_detector`.
+    """
+    return (detector or default_detector()).detect(image)
 
 
 def detect_largest_face(image: np.ndarray, detector: FaceDetector | None = None) -> Box | None:
@@ -103,9 +120,9 @@ def detect_largest_face(image: np.ndarray, detector: FaceDetector | None = None)
 
     Args:
         image: ``(H, W, 3)`` RGB or ``(H, W)`` grayscale uint8 array.
-        detector: a configured `FaceDetector`; default: one shared default detector per process.
+        detector: a configured `FaceDetector`; default: `default_detector`, one per process.
     """
-    return (detector or _default_detector()).largest(image)
+    return (detector or default_detector()).largest(image)
 
 
 def crop_face(image: np.ndarray, box: Box | None, margin: float = DEFAULT_MARGIN,

@@ -4,6 +4,8 @@ Used by ``scf ingest`` and by ``ifas-predict``. The whole public surface:
 
 * `flip_frame_indices(n)`: the FLIP/SSDG rule, frames 6 and ``6 + n // 2`` (FLIP's and SSDG's MCIO crops);
 * `equidistant_frame_indices(n, k)`: ``k`` frames spread evenly over the video;
+* `neighbour_frame_indices(target, n, radius)`: the frames tried, in order, for a sampled frame without a face
+  (the frame itself, then +1, -1, +2, -2, ... up to ``radius``: ``scf ingest --neighbours``, ``ifas-predict``);
 * `frame_count(path)`: number of frames (counted by decoding when the container does not say);
 * `read_frames(path, indices)`: the frames at those indices as RGB uint8 arrays, in the order asked;
 * `read_frame_map(path, indices)`: the same as a dict, leaving out indices the video does not have.
@@ -59,6 +61,27 @@ def equidistant_frame_indices(n: int, k: int) -> list[int]:
     if k >= n:
         return list(range(n))
     return sorted({int((i + 0.5) * n / k) for i in range(k)})
+
+
+def neighbour_frame_indices(target: int, n: int, radius: int) -> list[int]:
+    """The frames to try for sampled frame ``target`` of a video of ``n`` frames, in the order tried.
+
+    ``target`` first, then ``target + 1``, ``target - 1``, ``target + 2``, ... up to ``radius`` frames on each
+    side, leaving out indices outside ``[0, n)``. ``scf ingest`` takes the first of them in which a face is
+    found (``--neighbours`` is ``radius``), and ``ifas-predict`` picks a video's frames the same way.
+
+    Args:
+        target: the sampled frame index (`flip_frame_indices`, `equidistant_frame_indices`).
+        n: number of frames of the video.
+        radius: frames tried on each side (0: the target only).
+
+    Returns:
+        Frame indices, e.g. ``neighbour_frame_indices(6, 8, 3) == [6, 7, 5, 4, 3]``.
+    """
+    order = [target]
+    for d in range(1, radius + 1):
+        order += [target + d, target - d]
+    return [i for i in order if 0 <= i < n]
 
 
 def _open(path: str | Path):  # noqa: ANN202 - (cv2.VideoCapture, rotation to apply by hand)

@@ -143,13 +143,6 @@ def _crop(image: np.ndarray, settings: WorkSettings, item: Item) -> Any | None: 
     return None if box is None else faces.crop_face(image, box, settings.margin, settings.size)
 
 
-def _candidates(target: int, n: int, radius: int) -> list[int]:
-    order = [target]
-    for d in range(1, radius + 1):
-        order += [target + d, target - d]
-    return [i for i in order if 0 <= i < n]
-
-
 def _pending_slots(targets: list[int], done: set[int], skipped: set[int]) -> list[int]:
     """Targets not yet covered: a done frame covers the nearest target; a logged skip covers its own."""
     covered = set(skipped)
@@ -204,7 +197,7 @@ def _process_video(item: Item, base: Path, source: str, settings: WorkSettings, 
     if not pending:
         return Outcome([], [])
     radius = settings.neighbours if settings.detect else 0
-    wanted = {i for t in pending for i in _candidates(t, n, radius)}
+    wanted = {i for t in pending for i in video.neighbour_frame_indices(t, n, radius)}
     try:
         frames = video.read_frame_map(path, wanted)
     except video.VideoReadError as e:
@@ -246,7 +239,7 @@ def _fill_slots(item: Item, source: str, settings: WorkSettings, pending: list[i
     for target in pending:
         found = False
         decoded = 0
-        for i in _candidates(target, n, radius):
+        for i in video.neighbour_frame_indices(target, n, radius):
             if i in used:
                 continue
             frame = get(i)
