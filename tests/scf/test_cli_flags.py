@@ -30,6 +30,19 @@ def test_every_scf_option_has_help_text():
     assert missing == []
 
 
+def test_help_wraps_at_the_width_of_the_ifas_commands():
+    """Review 22 L4: `scf --help` wrapped at 80 columns, the ifas-* commands at 110."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200"}  # a wide terminal: click caps the help at max_content_width
+    for command in ([], ["caption"], ["ingest"]):
+        out = subprocess.run([sys.executable, "-c", "from scf.cli import main; main(prog_name='scf')", *command, "--help"], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        assert 80 < max(map(len, out.splitlines())) <= 110, command
+
+
 def test_caption_device_and_dtype_accept_the_ifas_eval_spellings():
     """Review 22 M1: `--device auto` was refused as "not a torch device", `--dtype bfloat16` as not a choice."""
     from scf.cli import main

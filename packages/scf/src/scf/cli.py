@@ -32,7 +32,7 @@ def verbose_option(func: F) -> F:
                         help=VERBOSE_HELP)(func)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})  # as ifas-*
 @click.version_option(package_name="ifas-scf", prog_name="scf", message="%(prog)s (%(package)s) %(version)s")
 @verbose_option
 def main() -> None:
