@@ -21,8 +21,9 @@ import logging
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -533,25 +534,35 @@ def _prune_rows(folder: Path, keys: set[str]) -> int:
     return dropped
 
 
+POOL_WINDOW = 4
+"""Items in flight per worker process: results are handled in submission order, so a slow item (a long video)
+holds back the writing of those after it, not their processing, up to this many per worker."""
+
+
 def _run_pool(workers: int, items: Iterator[Item], args: Any, handle: Any) -> None:  # noqa: ANN401
-    """Run `process` over items in ``workers`` processes, at most ``2 * workers`` items in flight."""
+    """Run `process` over items in ``workers`` processes, at most ``POOL_WINDOW * workers`` items in flight.
+
+    Results are handled in the order the items were submitted, not the order they finish, so the shards hold
+    the rows in the order ``--workers 1`` writes them, whatever the number of workers and their timing: row
+    order decides the training batches and the corpus order downstream, so it must not vary between runs.
+    """
     import multiprocessing
 
     # spawn: the parent holds pyarrow/datasets threads, which fork would copy in an undefined state.
     context = multiprocessing.get_context("spawn")
-    pending: dict[Future, Item] = {}
+    pending: deque[tuple[Future, Item]] = deque()
     # init_worker(pid): a worker ends itself when this process dies without shutting the pool down (kill -9)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker,
                                initargs=(os.getpid(),))
     try:
         for item in items:
-            pending[pool.submit(process, *args(item))] = item
-            if len(pending) >= 2 * workers:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    handle(future.result(), pending.pop(future))
-        for future in list(pending):
-            handle(future.result(), pending.pop(future))
+            pending.append((pool.submit(process, *args(item)), item))
+            if len(pending) >= POOL_WINDOW * workers:
+                future, submitted = pending.popleft()
+                handle(future.result(), submitted)
+        while pending:
+            future, submitted = pending.popleft()
+            handle(future.result(), submitted)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
