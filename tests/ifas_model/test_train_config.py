@@ -179,3 +179,33 @@ def test_global_batch_keeps_the_learning_rate_note():
     config = resolve_config({"dataset": "x", "llm": "lora", "global_batch_size": 32})
     assert "LoRA default" in config.learning_rate_note
     assert apply_global_batch(config, 8).learning_rate_note == config.learning_rate_note
+
+
+def test_every_default_in_the_help_is_the_resolved_default():
+    """review22 L4: ifas-train's `[default: X]` texts are typed by hand (the flags have no click default, so that
+    a YAML file can set them); each must be what a run without the flag resolves to."""
+    import re
+
+    from ifas_model.cli import main
+    from ifas_model.training.config import TRAIN_PRESETS, resolve_config
+
+    plain = resolve_config({"dataset": "org/x"}, None)
+    lora = resolve_config({"dataset": "org/x", "llm": "lora"}, None)
+    shown = {}
+    for param in main.params:
+        found = re.search(r"\[default: ([^\]]+)\]", getattr(param, "help", None) or "")
+        if found:
+            shown[param.name] = found.group(1)
+    assert len(shown) >= 20
+    special = {"learning_rate": f"{plain.learning_rate:.0e} (paper); {lora.learning_rate:.0e} with --llm lora/qlora",
+               "sources": "every source" if plain.sources is None else None}
+    for name, text in shown.items():
+        value = getattr(plain, name)
+        if name in special:
+            assert text.replace("e-0", "e-") == special[name].replace("e-0", "e-"), name
+        elif isinstance(value, float):
+            assert float(text) == value, name
+        else:
+            assert text == str(value), name
+    preset = next(p for p in main.params if p.name == "preset")
+    assert list(preset.type.choices) == list(TRAIN_PRESETS)

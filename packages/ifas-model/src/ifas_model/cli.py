@@ -19,17 +19,19 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 @click.option("--dataset", help="Hub id (org/name) or local path of the scf VQA corpus.")
 @click.option("--output", "--out", "-o", "output_dir", help="Run folder (config, metrics, checkpoints, final/); "
               "--out is the same option, as in scf and ifas-eval. [default: runs/ifas]")
-@click.option("--preset", help="Model and recipe preset: default (CLIP ViT-L/14 + OPT-2.7B) or tiny "
-              "(random, offline). [default: default]")
+@click.option("--preset", type=click.Choice(["default", "tiny"]),  # training.config.TRAIN_PRESETS (tested)
+              help="Model and recipe preset: default (CLIP ViT-L/14 + OPT-2.7B) or tiny (random, offline). "
+                   "[default: default]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML file of settings (TrainConfig field names); explicit flags override it.")
 @click.option("--llm", type=_CHOICE_LLM, help="How the LLM trains (the vision encoder is always frozen): full is the "
               "paper's recipe (estimated, not measured, to fit one 80 GB GPU at batch 32); lora/qlora train at lr 1e-4 unless --lr is given. "
               "[default: full]")
-@click.option("--loss", type=click.Choice(["lopsided", "plain"]), help="Lopsided LM loss or the plain LM loss.")
+@click.option("--loss", type=click.Choice(["lopsided", "plain"]), help="Lopsided LM loss or the plain LM loss. [default: lopsided]")
 @click.option("--alpha", type=float, help="Judgment weight of the Lopsided LM loss. [default: 0.7]")
 @click.option("--answers", type=click.Choice(["full", "judgment-only", "general-captions"]),
-              help="Answers trained on: full, judgment-only (no SCF), general-captions (T_F for fakes).")
+              help="Answers trained on: full, judgment-only (no SCF), general-captions (T_F for fakes). "
+                   "[default: full]")
 @click.option("--no-gac", "no_gac", is_flag=True, default=None, help="Ablation: no global features in the GAC.")
 @click.option("--lr", "learning_rate", type=float, help="Peak learning rate. [default: 1e-5 (paper); 1e-4 with --llm lora/qlora]")
 @click.option("--weight-decay", type=float, help="AdamW weight decay. [default: 1e-2]")
