@@ -88,7 +88,6 @@ def test_cli_end_to_end_writes_the_run_folder_and_a_loadable_final_model(corpus,
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--preset", "huge"], "unknown preset 'huge'"),
         (["--dataset", "/no/such/corpus"], "dataset not found: /no/such/corpus"),
         (["--llm", "lora", "--config", "/no/such.yaml"], "config file not found"),
         (["--alpha", "2"], "'alpha'"),
@@ -102,6 +101,15 @@ def test_user_errors_are_one_line_and_non_zero(corpus, tmp_path, args, needle):
     assert result.exit_code != 0
     assert needle in result.output and result.output.count("\n") == 1, result.output
     assert "Traceback" not in result.output
+
+
+def test_an_unknown_preset_is_a_usage_error_listing_the_presets(corpus, tmp_path):
+    from ifas_model.cli import main
+
+    result = CliRunner().invoke(main, ["--dataset", str(corpus), "--preset", "huge", "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Invalid value for '--preset': 'huge' is not one of 'default', 'tiny'." in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_schema_failure_via_cli_names_file_column_row(corpus, tmp_path):

@@ -159,3 +159,28 @@ def test_the_shared_folder_probe_lists_the_folder_before_each_new_look(tmp_path,
     started = time.monotonic()
     assert locking.wait_for_file(tmp_path / "never", seconds=0.6) is False
     assert 0.5 <= time.monotonic() - started < 5
+
+
+def test_deterministic_is_recorded_changes_nothing_on_cpu_and_may_change_on_resume(corpus, tmp_path):
+    """review21 L1: --deterministic asks torch for deterministic GPU kernels; on the CPU (deterministic already)
+    the weights are those of a run without it, and a resume may turn it on or off."""
+    import torch
+    import yaml
+
+    try:
+        plain = _invoke(*_args(corpus, tmp_path / "plain"))
+        assert plain.exit_code == 0, plain.output
+        det = _invoke(*_args(corpus, tmp_path / "det", "--deterministic", "--stop-after-steps", "2"))
+        assert det.exit_code == 0, det.output
+        assert torch.are_deterministic_algorithms_enabled()
+        assert "deterministic kernels on" in " ".join(det.output.split())
+        assert yaml.safe_load((tmp_path / "det" / "config.yaml").read_text())["deterministic"] is True
+    finally:
+        torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
+    resumed = _invoke(*_args(corpus, tmp_path / "det"))  # without the flag: not a changed setting
+    assert resumed.exit_code == 0 and "resumed from" in resumed.output, resumed.output
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "plain" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "det" / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

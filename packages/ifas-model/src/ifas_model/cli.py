@@ -47,7 +47,10 @@ _CHOICE_LLM = click.Choice(["full", "lora", "qlora", "frozen"])
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
               help="auto = bf16 autocast on CUDA, fp32 on CPU. [default: auto]")
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Recompute activations (less memory).")
-@click.option("--seed", type=int, help="Seed of model init, data order and dropout. [default: 0]")
+@click.option("--seed", type=int, help="Seed of model init, data order and dropout: bit-identical reruns on the "
+              "CPU; on a GPU the last bits may differ between runs unless --deterministic. [default: 0]")
+@click.option("--deterministic", is_flag=True, default=None,
+              help="Deterministic GPU kernels (torch.use_deterministic_algorithms, warn-only): slower.")
 @click.option("--sources", help="Comma-separated sources to train (and evaluate) on, as a protocol setting "
               "names them (ifas-eval --list-protocols); NAME:SPLIT+SPLIT keeps only those splits of a source "
               "(e.g. 'CelebA-Spoof:train,OULU-NPU'). [default: every source]")

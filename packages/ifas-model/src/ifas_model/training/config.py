@@ -129,7 +129,14 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute LLM activations in the backward pass (less memory, ~30% slower)."""
     seed: int = 0
-    """Seeds model construction, data order and dropout (results in the paper are the mean of 3 seeds)."""
+    """Seeds model construction, data order and dropout (results in the paper are the mean of 3 seeds). On the CPU
+    the same seed gives the same weights bit for bit; on a GPU some kernels (attention backward, scatter/index
+    reductions with atomics) are nondeterministic, so two runs may differ in the last bits unless
+    ``deterministic``."""
+    deterministic: bool = False
+    """Ask torch for deterministic GPU kernels (``torch.use_deterministic_algorithms(True, warn_only=True)``,
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, cuDNN benchmark off): slower, and an operation without a deterministic
+    kernel warns once instead of failing. No effect on the CPU, which is deterministic already."""
     dist_timeout_min: int = DEFAULT_TIMEOUT_MINUTES
     """Several processes: minutes a rank may wait at a collective (while rank 0 alone writes a checkpoint or
     ``final/``) before the run is aborted (`ifas_model.training.distributed.DEFAULT_TIMEOUT_MINUTES`: 120;
@@ -433,7 +440,7 @@ def apply_global_batch(config: TrainConfig, world_size: int) -> TrainConfig:
 
 RESUME_INVARIANT_FIELDS = frozenset({"output_dir", "resume", "push_to_hub", "hub_private", "num_workers",
                                      "log_every", "eval_every", "save_every", "keep_checkpoints",
-                                     "max_eval_samples", "dataset", "dist_timeout_min"})
+                                     "max_eval_samples", "dataset", "dist_timeout_min", "deterministic"})
 """Fields that may change between a run and its resumption without changing the trained weights."""
 
 

@@ -242,6 +242,22 @@ def describe_metrics(record: dict[str, Any]) -> str:
     return record.get("metrics_error", "AUC/HTER not computed")
 
 
+def use_deterministic_kernels() -> None:
+    """Deterministic GPU kernels for this process (``TrainConfig.deterministic``).
+
+    ``CUBLAS_WORKSPACE_CONFIG`` must be set before cuBLAS starts; an existing value is kept. Operations without
+    a deterministic kernel warn (once) rather than stop the run.
+    """
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    logger.info("deterministic kernels on (torch.use_deterministic_algorithms, warn-only)")
+
+
 class Trainer:
     """One training run of I-FAS in one process of (possibly) several.
 
@@ -264,6 +280,8 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.run_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
+        if config.deterministic:
+            use_deterministic_kernels()
 
         # -- cheap checks first: the run folder (resume mode, changed settings), the corpus, a finished run --
         self.resume_ckpt = self.check_run_dir()
