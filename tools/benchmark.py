@@ -1540,7 +1540,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="markdown file whose results block is regenerated (docs/benchmarks.md)")
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                         help="weights' dtype: auto = bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--iters", type=int, default=None, help="timed repetitions per figure")
+    parser.add_argument("--iters", type=int, default=None, help="timed repetitions per figure (default 5; 2 with --mode tiny)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds the whole run may take from its start (gpu_check.sh sets it below its own "
                              "time limit): a section that would not fit is skipped with the reason, not cut off")
