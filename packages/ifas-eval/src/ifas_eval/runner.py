@@ -45,9 +45,12 @@ class Scored:
     setting: Setting | None
     checkpoint: str
     seed_index: int
+    """The checkpoint's position among those of its setting on the command line (0, 1, ...), not a seed."""
     scores: ScoreSet
     result: dict[str, Any]
     rows: Any = None  # the benchmark rows (datasets.Dataset), for the explanation gallery
+    seed: int | None = None
+    """The checkpoint's training seed (`ifas_eval.scoring.training_seed`), None when unknown."""
 
 
 @dataclass
@@ -148,7 +151,7 @@ def evaluate_score_files(named: Sequence[tuple[str, str]], *, threshold: float |
     for name, path in named:
         ss = read_scores(path, name)
         result = evaluate_score_set(ss, threshold=threshold, threshold_source=source)
-        result.update({"setting": "", "checkpoint": str(path), "seed_index": 0})
+        result.update({"setting": "", "checkpoint": str(path), "seed_index": 0, "seed": None})
         out.append(Scored(None, str(path), 0, ss, result))
     return out
 
@@ -191,6 +194,7 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
         score_record,
         score_test_set,
         throughput_progress,
+        training_seed,
     )
 
     data_obj = load_benchmark(data, protocol, protocol.sources())
@@ -220,6 +224,8 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
         for ckpt in plan.per_setting[setting.name]:
             if ckpt not in tags:
                 tags[ckpt] = checkpoint_tag(ckpt, taken)
+    seeds = {ckpt: training_seed(ckpt) for ckpt in tags}
+    warn_repeated_seeds({s.name: plan.per_setting[s.name] for s, _, _, _ in jobs}, seeds)
     # score files of another normalisation or exclusion are kept apart; another model's never reused
     excl_fp = exclusion_fingerprint(exclusions) if exclusions else None
     suffix = ("" if normalize == "vocab" else f"-{normalize}") + (f"-x{excl_fp}" if excl_fp else "")
@@ -260,13 +266,44 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
                                         batch_size=batch_size, progress=progress, normalize=normalize)
                     result = evaluate_score_set(ss, threshold=thr, threshold_source=source)
                     result.update({"setting": setting.name, "setting_label": setting.label, "checkpoint": ckpt,
-                                   "score_file": str(score_file),
-                                   "seed_index": seed_index, **notes.get((setting.name, test.name), {})})
+                                   "score_file": str(score_file), "seed_index": seed_index,
+                                   "seed": seeds[ckpt][0], "seed_source": seeds[ckpt][1],
+                                   **notes.get((setting.name, test.name), {})})
                     if (setting.name, ckpt) in plan.seen_domain:
                         result["seen_domain"] = True
-                    scored.append(Scored(setting, ckpt, seed_index, ss, result, rows[test.name].ds))
+                    scored.append(Scored(setting, ckpt, seed_index, ss, result, rows[test.name].ds,
+                                         seeds[ckpt][0]))
                 del model
     return scored
+
+
+def warn_repeated_seeds(per_setting: dict[str, list[str]],
+                        seeds: dict[str, tuple[int | None, str | None]]) -> list[str]:
+    """Warn (one line per setting) when checkpoints of one setting share a known training seed.
+
+    Mean ± std over "three seeds" that are one seed three times (the same run given twice, or runs trained with
+    the same ``--seed``) understates the spread; the tables are still written. Returns the warnings.
+
+    Args:
+        per_setting: ``{setting: [checkpoint, ...]}`` in command-line order.
+        seeds: ``{checkpoint: (seed, source file)}`` (`ifas_eval.scoring.training_seed`); unknown seeds
+            (None) are never compared.
+    """
+    lines = []
+    for setting, ckpts in per_setting.items():
+        by_seed: dict[int, list[str]] = {}
+        for ckpt in ckpts:
+            seed = seeds.get(ckpt, (None, None))[0]
+            if seed is not None:
+                by_seed.setdefault(seed, []).append(ckpt)
+        repeated = {s: c for s, c in by_seed.items() if len(c) > 1}
+        if repeated:
+            line = (f"setting {setting}: " + "; ".join(f"checkpoints {', '.join(c)} were all trained with seed {s}"
+                                                      for s, c in repeated.items())
+                    + ": their mean ± std is not over different seeds")
+            logger.warning(line)
+            lines.append(line)
+    return lines
 
 
 def count_videos(ds: Any) -> tuple[int, int, int]:
@@ -422,10 +459,7 @@ def write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, expl
         by_test.setdefault((s.result["setting"], s.result["test_set"]), []).append(s)
     for (setting, test), items in by_test.items():
         name = f"{setting} {test}".strip() if setting and setting != test else test
-        curves = [(Path(s.checkpoint).name if len(items) > 1 else test, s.scores) for s in items]
-        if len(items) > 1:
-            curves = [(f"seed {s.seed_index}: {Path(s.checkpoint).parent.name}/{Path(s.checkpoint).name}",
-                       s.scores) for s in items]
+        curves = [(_curve_label(s) if len(items) > 1 else test, s.scores) for s in items]
         figures.append((name, report.plot_curves(report_dir, name, curves)))
     report.write_attack_table(report_dir, results)
     examples: list[report.Example] = []
@@ -448,6 +482,13 @@ def write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, expl
                                                    with_setting=any(r["setting"] for r in results)))
     report.write_html(report_dir, title, tables_html, figures, results, examples)
     return report_dir
+
+
+def _curve_label(s: Scored) -> str:
+    """A curve's legend when a test set has several checkpoints: the training seed when known, else the
+    checkpoint's position (``#0``, ``#1``: ``seed_index``), then the checkpoint's last two path parts."""
+    who = f"seed {s.seed}" if s.seed is not None else f"#{s.seed_index} (seed unknown)"
+    return f"{who}: {Path(s.checkpoint).parent.name}/{Path(s.checkpoint).name}"
 
 
 def _row_images(rows: Any, idx: Sequence[int]) -> list[Any]:

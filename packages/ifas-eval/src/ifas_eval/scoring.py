@@ -224,6 +224,76 @@ def checkpoint_folder(spec: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+_CARD_CONFIG = re.compile(r"^## Training configuration\s*$.*?^```yaml\s*$\n(.*?)^```\s*$", re.M | re.S)
+
+
+def _seed_of(mapping: Any) -> int | None:
+    seed = mapping.get("seed") if isinstance(mapping, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _read_yaml_seed(path: Path, card: bool) -> int | None:
+    """The ``seed`` of an ifas-train ``config.yaml`` or of the configuration block of its model card."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if card:
+            match = _CARD_CONFIG.search(text)
+            if match is None:
+                return None
+            text = match.group(1)
+        doc = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        logger.warning("%s: not readable (%s); the checkpoint's training seed is left empty", path,
+                       str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None
+    if not card and not (isinstance(doc, dict) and "output_dir" in doc):
+        return None  # some other config.yaml next to the checkpoint: not an ifas-train run's
+    return _seed_of(doc)
+
+
+def training_seed(spec: str) -> tuple[int | None, str | None]:
+    """The training seed of a checkpoint, and the file it was read from; ``(None, None)`` when unknown.
+
+    ``ifas-train`` records ``seed`` in two places, both plain YAML (nothing is unpickled or imported):
+
+    1. the model card ``README.md`` in ``<run>/final`` (its "Training configuration" block), which travels with
+       the weights (also to the Hub: a Hub id's card is read from the local Hugging Face cache when it is
+       there; nothing is downloaded for it);
+    2. the run's ``config.yaml``: ``<run>/config.yaml`` for ``<run>/final``, and for
+       ``<run>/checkpoints/step-N`` too.
+
+    The card wins when both are there; when they disagree (a ``final/`` copied next to another run's
+    ``config.yaml``) a warning names both. A checkpoint with neither (a Hub model whose card is not cached, a
+    folder saved by ``save_pretrained`` alone) has no known seed.
+    """
+    folder = checkpoint_folder(spec)
+    if folder is None or not folder.is_dir():
+        return None, None
+    found: list[tuple[int, Path]] = []
+    card = folder / "README.md"
+    if card.is_file():
+        seed = _read_yaml_seed(card, card=True)
+        if seed is not None:
+            found.append((seed, card))
+    if _looks_like_path(spec):
+        runs = [folder.parent] + ([folder.parent.parent] if folder.parent.name == "checkpoints" else [])
+        for run in runs:
+            config = run / "config.yaml"
+            if config.is_file():
+                seed = _read_yaml_seed(config, card=False)
+                if seed is not None:
+                    found.append((seed, config))
+                    break
+    if not found:
+        return None, None
+    if len({s for s, _ in found}) > 1:
+        logger.warning("checkpoint %s: its model card says seed %d but %s says seed %d; using the card's", spec,
+                       found[0][0], found[1][1], found[1][0])
+    return found[0][0], str(found[0][1])
+
+
 HASH_CACHE_ENV = "IFAS_EVAL_CACHE"
 """Environment variable naming the folder of ifas-eval's file-hash cache (default ``~/.cache/ifas-eval``)."""
 

@@ -1,7 +1,8 @@
 """Result tables: per-test-set metrics aggregated over checkpoints (mean ± std), as rich, Markdown, CSV and JSON.
 
-A *result* is the dict of `ifas_eval.metrics.evaluate_score_set` plus ``setting``, ``checkpoint`` and
-``seed_index`` (the position of the checkpoint among those of its setting). Rows of the paper-style table
+A *result* is the dict of `ifas_eval.metrics.evaluate_score_set` plus ``setting``, ``checkpoint``,
+``seed_index`` (the position of the checkpoint among those of its setting on the command line, not a seed) and
+``seed`` (the checkpoint's training seed, `ifas_eval.scoring.training_seed`; None when unknown). Rows of the paper-style table
 are test sets; numbers are percentages. With several checkpoints per setting (seeds) a cell is
 ``mean ± std`` with the sample standard deviation (ddof = 1). The "Average" row first averages the test
 sets of each seed index, then takes mean ± std over seed indices (the paper's "mean of three seeds").
@@ -202,9 +203,13 @@ def markdown_table(agg: dict[str, Any], title: str, columns: Sequence[tuple[str,
 
 
 def results_csv(results: Sequence[dict[str, Any]]) -> str:
-    """Long-format CSV: one line per (setting, test set, checkpoint) with every scalar metric (fractions)."""
-    fields = ["setting", "test_set", "checkpoint", "seed_index", "n_real", "n_fake", "n_frames", "auc", "eer",
-              "hter", "threshold", "tpr_at_fpr_1pct", "fixed_threshold", "threshold_source", "hter_at_threshold",
+    """Long-format CSV: one line per (setting, test set, checkpoint) with every scalar metric (fractions).
+
+    ``seed_index`` is the checkpoint's position among its setting's checkpoints; ``seed`` its training seed,
+    empty when unknown.
+    """
+    fields = ["setting", "test_set", "checkpoint", "seed_index", "seed", "n_real", "n_fake", "n_frames", "auc",
+              "eer", "hter", "threshold", "tpr_at_fpr_1pct", "fixed_threshold", "threshold_source", "hter_at_threshold",
               "apcer_max", "apcer_max_type", "bpcer", "acer", "bpcer_at_apcer_1pct", "bpcer_at_apcer_5pct",
               "bpcer_at_apcer_10pct", "excluded_videos", "skipped_corrupt", "seen_domain"]
     buf = io.StringIO()
@@ -213,7 +218,7 @@ def results_csv(results: Sequence[dict[str, Any]]) -> str:
     for r in results:
         iso, fixed = r["iso"], r["fixed_threshold"]
         writer.writerow([r.get("setting", ""), r["test_set"], r.get("checkpoint", ""), r.get("seed_index", 0),
-                         r["n_real"], r["n_fake"], r["n_frames"], r["auc"], r["eer"], r["hter"], r["threshold"],
+                         "" if r.get("seed") is None else r["seed"], r["n_real"], r["n_fake"], r["n_frames"], r["auc"], r["eer"], r["hter"], r["threshold"],
                          r["tpr_at_fpr_1pct"], fixed["threshold"], fixed["threshold_source"], fixed["hter"],
                          iso["apcer"], iso["apcer_type"], iso["bpcer"], iso["acer"],
                          iso["bpcer_at_apcer"]["1%"]["bpcer"], iso["bpcer_at_apcer"]["5%"]["bpcer"],
