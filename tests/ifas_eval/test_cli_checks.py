@@ -184,6 +184,25 @@ def test_dtype_and_dataset_aliases(tiny_ckpt, tmp_path):
         assert "bf16" in text and "bfloat16" in text
 
 
+
+def test_dtype_choices_are_scf_captions_and_each_loads_here():
+    """One --dtype list for scf caption, ifas-eval, ifas-predict and ifas-demo (scf's), every entry of which
+    ifas-eval's loader accepts; and taking it from scf keeps `--help` free of torch/transformers/datasets."""
+    import subprocess
+    import sys
+
+    from ifas_eval.scoring import DTYPES, canonical_dtype
+    from scf.captioning.captioner import DTYPE_CHOICES
+
+    for cli in (main, predict, demo):
+        (dtype,) = [p for p in cli.params if p.name == "dtype"]
+        assert tuple(dtype.type.choices) == DTYPE_CHOICES
+    assert {canonical_dtype(d) for d in DTYPE_CHOICES} == set(DTYPES)
+    code = ("import sys, ifas_eval.cli; print(sorted(m for m in ('torch', 'transformers', 'datasets', 'numpy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
 def test_thresholds_share_one_range():
     from ifas_eval.cli import demo as demo_cmd
     from ifas_eval.cli import main as eval_cmd

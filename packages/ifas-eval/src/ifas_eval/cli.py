@@ -12,11 +12,13 @@ from typing import Any
 
 import click
 
+# the one --dtype list of every command (scf caption too); scf.captioning.captioner imports no torch/transformers
+from scf.captioning.captioner import DTYPE_CHOICES
+
 logger = logging.getLogger(__name__)
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
-DTYPE_CHOICES = ["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32"]  # scoring.canonical_dtype
 DTYPE_HELP = "auto: bfloat16 on CUDA, float32 on CPU and MPS; bf16/fp16/fp32 are accepted too."
 DEVICE_HELP = ("auto (a CUDA GPU, else Apple MPS on an Apple silicon Mac, else cpu), cpu, cuda, cuda:N or mps. "
                "MPS is supported by reading, untested on a Mac.")
