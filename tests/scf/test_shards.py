@@ -125,3 +125,31 @@ def test_skip_log_discards_reach_the_file_in_one_rewrite_at_save(tmp_path, monke
     log.save()  # nothing new to write
     assert sorted(SkipLog(path).entries) == sorted(f"f{i}.png" for i in [1, *range(3, 300, 3)])
     assert len(path.read_text().splitlines()) == 100
+
+
+def test_a_process_that_reads_shards_and_exits_never_aborts_at_exit(tmp_path):
+    """review21 M2: read_parquet handed pyarrow a Python file and let its dataset scanner pre-buffer it; the I/O
+    threads sometimes released the read chunks (Python bytes) while the interpreter exited, and the process
+    aborted with exit 134 ("terminate called without an active exception") after its work was done: 13 of 60
+    runs of this script. The read is now synchronous on the calling thread."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from scf.shards import write_parquet
+
+    n = 64
+    table = pa.table({"label": [i % 2 for i in range(n)], "path": [f"v{i}.avi" for i in range(n)],
+                      "image": [bytes(4096) for _ in range(n)]})
+    for k in range(2):
+        write_parquet(table, tmp_path / f"train-{k:05d}.parquet")
+    script = ("import sys, glob\nfrom scf.shards import read_parquet\n"
+              "for p in sorted(glob.glob(sys.argv[1] + '/*.parquet')):\n"
+              "    assert read_parquet(p, columns=['label', 'path']).num_rows == 64\n")
+    codes = []
+    for _ in range(6):  # 4 processes at a time, 24 in all
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE)
+                 for _ in range(4)]
+        codes += [(p.wait(timeout=120), p.stderr.read().decode()[-300:]) for p in procs]
+    assert [c for c in codes if c[0] != 0] == []

@@ -45,11 +45,18 @@ def read_parquet(path: str | Path, columns: list[str] | None = None) -> pyarrow.
     shards) encodes it with the file-system encoding: under a non-UTF-8 locale (``LANG=en_US.ISO-8859-1``) a
     path with ``é`` names another file for pyarrow, which then does not find a shard Python just wrote.
     Opened here, the path is Python's. pyarrow still reads only the footer and the columns asked for.
+
+    The read is synchronous, on this thread (`pyarrow.parquet.ParquetFile`, not the dataset scanner of
+    ``read_table``; ``pre_buffer=False``, ``use_threads=False``): with a Python file, every chunk pyarrow reads
+    is a Python ``bytes`` object, and the scanner's I/O threads release such chunks, sometimes after the call
+    has returned. When that release came while the interpreter was exiting, the process aborted ("terminate
+    called without an active exception", exit 134) after its work was done (review21 M2: about one run in
+    five of a script that reads shards and exits).
     """
     import pyarrow.parquet as pq
 
     with open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
+        return pq.ParquetFile(f, pre_buffer=False).read(columns=columns, use_threads=False)
 
 
 def read_parquet_metadata(path: str | Path) -> pyarrow.parquet.FileMetaData:
