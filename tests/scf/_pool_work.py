@@ -10,3 +10,9 @@ def slow_first(index: int) -> int:
     if index == 0:
         time.sleep(1.5)
     return index
+
+
+def slow_first_timed(index: int) -> tuple[int, float]:
+    """As `slow_first`, returning when the item finished."""
+    slow_first(index)
+    return index, time.time()

@@ -498,3 +498,20 @@ def test_an_old_pickled_optimizer_checkpoint_is_refused_unread(tmp_path, monkeyp
     assert record["steps"] == 4
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_written_before_rng_states_were_saved_still_resumes(tmp_path):
+    """review23 L4: C_S checkpoints of the previous release hold no rng.* files; they resume (dropout then
+    differs from an uninterrupted run, as the docs say) instead of being called unreadable."""
+    from scf.captioning.finetune import finetune_captioner
+    from scf.presets import build_tiny_captioner
+
+    config, images = _checkpointed_run(tmp_path)
+    newest = tmp_path / "run" / "checkpoints" / "step-00000003"
+    for name in ("rng.json", "rng.safetensors"):
+        (newest / name).unlink()
+    model, processor = build_tiny_captioner(seed=0)
+    record = finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], CAPTIONS, config,
+                                tmp_path / "run", show_progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert record["steps"] == 4 and steps == [1, 2, 3, 4]  # resumed after step 3, not started again

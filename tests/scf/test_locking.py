@@ -181,3 +181,17 @@ def test_without_flock_a_folder_the_lock_created_is_removed_too(tmp_path, no_flo
     with output_lock(out, "scf caption"):
         assert (out / ".lock.excl").is_file()
     assert not out.exists()
+
+
+def test_without_flock_a_refused_run_never_removes_the_holders_folder(tmp_path, no_flock, monkeypatch):
+    """review23 L1: a refused start that had looked before the holder's mkdir (an NFS cached "no such file")
+    thought it created the folder and, refused, removed the holder's lock files and folder."""
+    out = tmp_path / "run"
+    with output_lock(out, "ifas-train"):
+        held = sorted(p.name for p in out.iterdir())
+        with monkeypatch.context() as m:
+            m.setattr(locking.Path, "exists", lambda self: False)  # "not there yet", as a stale NFS cache says
+            with pytest.raises(FolderInUse, match="is in use by ifas-train"), output_lock(out, "ifas-train"):
+                pass
+        assert sorted(p.name for p in out.iterdir()) == held == [".lock", ".lock.excl"]
+    assert not out.exists()  # the holder created it and wrote nothing: removed at its release

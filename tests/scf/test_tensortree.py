@@ -112,3 +112,23 @@ def test_an_unknown_node_or_a_missing_tensor_is_refused():
         join_tree({"__dict__": [["a", {"__pickle__": "x"}]]}, {})
     with pytest.raises(KeyError):
         join_tree({"__tensor__": "t1"}, {"t0": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("visible", [1, 0])
+def test_gpu_rng_states_of_more_gpus_than_visible_restore_what_fits_and_warn(monkeypatch, caplog, visible):
+    """review23 M1: a checkpoint written where 8 GPUs were visible raised IndexError on a 1-GPU resume (and C_S's
+    loader then called the good checkpoint unreadable). Now the visible GPUs get their states, with a warning."""
+    import torch
+
+    from scf import tensortree
+
+    state = {**tensortree.rng_state(), "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(2)]}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((i, s)))
+    with caplog.at_level("WARNING", logger="scf.tensortree"):
+        tensortree.set_rng_state(state)
+    assert [i for i, _ in restored] == list(range(visible))
+    assert all(torch.equal(s, state["cuda"][i]) for i, s in restored)
+    assert "holds the RNG states of 2 GPU(s), this process sees " + str(visible) in caplog.text

@@ -135,9 +135,14 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
     folder = Path(folder)
     lock = folder / LOCK_NAME
     writable = True
-    created = not folder.exists()
+    created = False  # by this call's own mkdir (atomic: two starts cannot both think they created it)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides (002: the group shares it)
         except PermissionError:
@@ -162,18 +167,22 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
                 if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise
                 logger.info("%s: flock unsupported here (%s); using %s", folder, e.strerror, EXCL_NAME)
-        try:
-            if flocked:
-                if writable:
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+        if flocked:
+            if writable:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+            try:
                 yield lock
-            else:
-                with _excl_lock(folder, owner) as path:
+            finally:
+                if created:
+                    _remove_if_only_lock(folder)  # the flock is still held: no other run can have started in it
+        else:
+            with _excl_lock(folder, owner) as path:  # a refusal raises here, before anything is removed
+                try:
                     yield path
-        finally:
-            if created:
-                _remove_if_only_lock(folder)  # the flock is still held: no other run can have started in it
+                finally:
+                    if created:
+                        _remove_if_only_lock(folder)  # .lock.excl is still ours until _excl_lock removes it
     finally:
         os.close(fd)  # releases the flock
 

@@ -6,12 +6,15 @@ run draws the same dropout masks and shuffles as an uninterrupted one."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["join_tree", "load_tree", "rng_state", "save_tree", "set_rng_state", "split_tree"]
 
@@ -153,12 +156,19 @@ def rng_state() -> dict[str, Any]:
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state_all()  # one per visible GPU
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned (the CUDA states only where CUDA is available)."""
+    """Restore what `rng_state` returned.
+
+    The GPU states are restored where there are GPUs to take them: a state saved where more GPUs were visible
+    (an 8-GPU node, resumed with ``CUDA_VISIBLE_DEVICES=0`` or on a smaller machine) restores the GPUs this
+    process sees and warns that dropout on the GPU then differs from an uninterrupted run; it is not an error.
+    """
     import numpy as np
     import torch
 
@@ -167,5 +177,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    saved = list(state.get("cuda") or [])
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, gpu_state in enumerate(saved[:visible]):
+        torch.cuda.set_rng_state(gpu_state, index)
+    if saved and len(saved) != visible:
+        logger.warning("the checkpoint holds the RNG states of %d GPU(s), this process sees %d: %s; dropout on "
+                       "the GPU differs from an uninterrupted run", len(saved), visible,
+                       f"the first {min(len(saved), visible)} restored" if visible else "none restored")
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])

@@ -23,7 +23,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -534,32 +534,48 @@ def _prune_rows(folder: Path, keys: set[str]) -> int:
     return dropped
 
 
-POOL_WINDOW = 4
-"""Items in flight per worker process: results are handled in submission order, so a slow item (a long video)
-holds back the writing of those after it, not their processing, up to this many per worker."""
+POOL_IN_FLIGHT = 2
+"""Items being processed per worker process (submitted, not finished)."""
+POOL_REORDER = 64
+"""Finished items per worker process that may wait for a slower item submitted before them: results are
+written in submission order, so a long video holds back the writing of those after it (not their processing)
+until this many have finished; only then do the workers wait for it."""
 
 
 def _run_pool(workers: int, items: Iterator[Item], args: Any, handle: Any) -> None:  # noqa: ANN401
-    """Run `process` over items in ``workers`` processes, at most ``POOL_WINDOW * workers`` items in flight.
+    """Run `process` over items in ``workers`` processes, at most ``POOL_IN_FLIGHT * workers`` in flight.
 
     Results are handled in the order the items were submitted, not the order they finish, so the shards hold
     the rows in the order ``--workers 1`` writes them, whatever the number of workers and their timing: row
     order decides the training batches and the corpus order downstream, so it must not vary between runs.
+    Items that finish before an earlier one wait in a reorder buffer (at most ``POOL_REORDER * workers``), so
+    the workers keep busy behind a slow item.
     """
     import multiprocessing
 
     # spawn: the parent holds pyarrow/datasets threads, which fork would copy in an undefined state.
     context = multiprocessing.get_context("spawn")
-    pending: deque[tuple[Future, Item]] = deque()
+    pending: deque[tuple[Future, Item]] = deque()  # submission order: running, then finished but not written
     # init_worker(pid): a worker ends itself when this process dies without shutting the pool down (kill -9)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker,
                                initargs=(os.getpid(),))
+
+    def write_finished_head() -> None:
+        while pending and pending[0][0].done():
+            future, submitted = pending.popleft()
+            handle(future.result(), submitted)
+
     try:
         for item in items:
             pending.append((pool.submit(process, *args(item)), item))
-            if len(pending) >= POOL_WINDOW * workers:
-                future, submitted = pending.popleft()
-                handle(future.result(), submitted)
+            write_finished_head()
+            while True:
+                running = [f for f, _ in pending if not f.done()]
+                if len(running) < POOL_IN_FLIGHT * workers and len(pending) < POOL_REORDER * workers:
+                    break
+                wait(running if len(running) >= POOL_IN_FLIGHT * workers else [pending[0][0]],
+                     return_when=FIRST_COMPLETED)
+                write_finished_head()
         while pending:
             future, submitted = pending.popleft()
             handle(future.result(), submitted)
