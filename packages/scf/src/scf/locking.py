@@ -225,10 +225,29 @@ def wait_for_file(path: Path, seconds: float) -> bool:
             os.listdir(path.parent)
 
 
+def not_shared_problem(folder: str | Path, views: list[tuple[int, str, bool]], waited_s: float, needs: str) -> str:
+    """The one line for ranks that did not see rank 0's probe file in ``folder`` ('' when every rank saw it).
+
+    Args:
+        folder: the output folder, as the user gave it.
+        views: ``(rank, host, saw the probe)`` of every rank, rank 0 first.
+        waited_s: how long the ranks looked (`wait_for_file`).
+        needs: the end of the line, e.g. ``"a run on several nodes needs --output"``.
+    """
+    blind = [(rank, host) for rank, host, seen in views if not seen]
+    if not blind:
+        return ""
+    hosts = sorted({host for _, host in blind})
+    return (f"{folder} is not the same folder on every process: rank(s) "
+            f"{', '.join(str(r) for r, _ in blind[:8])}{' ...' if len(blind) > 8 else ''} (on "
+            f"{', '.join(hosts[:4])}) do not see the file rank 0 (on {views[0][1]}) wrote there (looked for "
+            f"{waited_s:g} s); {needs} on a file system that every node shares")
+
+
 def is_lock_file(path: str | Path) -> bool:
     """True for the lock files of `output_lock` (to leave out of listings and uploads)."""
     return Path(path).name in (LOCK_NAME, EXCL_NAME)
 
 
-__all__ = ["EXCL_NAME", "LOCK_NAME", "SHARED_PROBE_WAIT_S", "FolderInUse", "is_lock_file", "output_lock",
-           "wait_for_file"]
+__all__ = ["EXCL_NAME", "LOCK_NAME", "SHARED_PROBE_WAIT_S", "FolderInUse", "is_lock_file", "not_shared_problem",
+           "output_lock", "wait_for_file"]

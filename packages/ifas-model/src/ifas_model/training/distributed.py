@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scf.locking import SHARED_PROBE_WAIT_S, wait_for_file  # the minute a rank looks for the probe (NFS)
+from scf.locking import SHARED_PROBE_WAIT_S, not_shared_problem, wait_for_file
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +172,9 @@ def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-
             views = gather_lists(state, [(state.rank, socket.gethostname(), seen)])
             if state.is_main:  # every rank has looked
                 Path(probe).unlink(missing_ok=True)
-            blind = [(rank, host) for rank, host, ok in views if not ok]
-            if blind:
-                hosts = sorted({host for _, host in blind})
-                raise FolderInUse(
-                    f"{run_dir} is not the same folder on every process: rank(s) "
-                    f"{', '.join(str(r) for r, _ in blind[:8])}{' ...' if len(blind) > 8 else ''} (on "
-                    f"{', '.join(hosts[:4])}) do not see the file rank 0 (on {views[0][1]}) wrote there (looked "
-                    f"for {SHARED_PROBE_WAIT_S:g} s); a run on "
-                    "several nodes needs --output on a file system that every node shares")
+            problem = not_shared_problem(run_dir, views, SHARED_PROBE_WAIT_S, "a run on several nodes needs --output")
+            if problem:
+                raise FolderInUse(problem)
         yield
 
 

@@ -505,7 +505,7 @@ class CaptionPipeline:
 
         import torch.distributed as dist
 
-        from scf.locking import SHARED_PROBE_WAIT_S, wait_for_file
+        from scf.locking import SHARED_PROBE_WAIT_S, not_shared_problem, wait_for_file
 
         probe, problem = f".scf-caption-shared-{uuid.uuid4().hex}", ""
         if self.dist.is_main:
@@ -521,15 +521,9 @@ class CaptionPipeline:
         dist.all_gather_object(views, (self.dist.rank, socket.gethostname(), seen))
         if self.dist.is_main:
             (self.out / probe).unlink(missing_ok=True)
-        blind = [(rank, host) for rank, host, ok in views if not ok]
-        if blind:
-            hosts = sorted({host for _, host in blind})
-            raise PipelineError(
-                f"{self.out} is not the same folder on every process: rank(s) "
-                f"{', '.join(str(r) for r, _ in blind[:8])}{' ...' if len(blind) > 8 else ''} (on "
-                f"{', '.join(hosts[:4])}) do not see the file rank 0 (on {views[0][1]}) wrote there (looked for "
-                f"{SHARED_PROBE_WAIT_S:g} s); captioning on several nodes needs --out on a file system that every "
-                "node shares")
+        problem = not_shared_problem(self.out, views, SHARED_PROBE_WAIT_S, "captioning on several nodes needs --out")
+        if problem:
+            raise PipelineError(problem)
 
     def close(self) -> None:
         """Release the output folder (`run` does so when it ends); the pipeline cannot run afterwards."""
