@@ -15,6 +15,7 @@ file names), and ``huggingface_hub.upload_folder`` publishes it unchanged.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -36,6 +37,62 @@ SKIPPED_FILE = "skipped.jsonl"
 
 class ShardError(ValueError):
     """A shard or skip log in an output folder cannot be read (the message names the file and what to do)."""
+
+
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.EIO})
+"""The ``errno`` values of an output that cannot be written (full disk, quota, file too large, read-only, no
+permission, I/O error): `write_error_message` turns them into one line."""
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(error: BaseException) -> OSError | None:
+    """The operating-system error behind ``error``: itself, one in its ``__cause__`` / ``__context__`` chain
+    (`datasets` wraps a full cache in ``DatasetGenerationError``), or one that safetensors' Rust writer spelled
+    out in its message (``SafetensorError: Error while serializing: I/O error: No space left on device (os
+    error 28)``; safetensors raises no `OSError`). None when there is none (with an ``errno``)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        if type(e).__name__ == "SafetensorError" and (m := _OS_ERROR_IN_TEXT.search(str(e))):
+            code = int(m.group(1))
+            return OSError(code, os.strerror(code))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def write_error_message(error: BaseException, where: str | Path, *, kept: str = "what was finished is kept",
+                        rerun: str = "rerun the same command to resume") -> str | None:
+    """One line for an output that could not be written, or None when ``error`` is not such an error.
+
+    ``where`` is the folder (or file) being written; the file the error names, when it names one, is added.
+    Python's and pyarrow's write errors often name no file, so ``where`` is what tells the user which file
+    system is full (``--out``, the `datasets` cache, ``/tmp``). Example::
+
+        cannot write to runs/scf/corpus.tmp (No space left on device): what was finished is kept; free space
+        (or raise the quota) and rerun the same command to resume
+
+    Args:
+        error: the exception (an `OSError`, or anything `os_error_of` finds one behind).
+        where: the output folder or file.
+        kept: what the user keeps (``the finished shards are kept``).
+        rerun: what to do once the cause is fixed.
+    """
+    e = os_error_of(error)
+    if e is None or e.errno not in WRITE_ERRNOS:
+        return None
+    name = os.fsdecode(e.filename) if e.filename else ""
+    target = f"{where}" + (f" ({name})" if name and os.path.abspath(name) != os.path.abspath(where) else "")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free space (or raise the quota) and"
+    elif e.errno == errno.EIO:
+        fix = "check the disk (or network file system) and"
+    else:
+        fix = "make it writable (or choose another folder) and"
+    return f"cannot write to {target} ({e.strerror or e}): {kept}; {fix} {rerun}"
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pyarrow.Table:
@@ -165,8 +222,12 @@ class ShardWriter:
         index = self._next_index.get(split, 0)
         final = self.data_dir / f"{split}-{index:05d}.parquet"
         tmp = self.data_dir / f".{final.name}.tmp"  # hidden: `datasets` never reads it as a data file
-        datasets.Dataset.from_list(rows, features=self.features).to_parquet(str(tmp))
-        os.replace(tmp, final)
+        try:
+            datasets.Dataset.from_list(rows, features=self.features).to_parquet(str(tmp))
+            os.replace(tmp, final)
+        except BaseException:  # a full disk: no half-written temporary left to fill it further (a kill may)
+            tmp.unlink(missing_ok=True)
+            raise
         self._next_index[split] = index + 1
         self._done.update(r[self.key_column] for r in rows)
         self.rows_written += len(rows)

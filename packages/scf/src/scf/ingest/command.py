@@ -52,6 +52,16 @@ def no_rows_message(summary, folder: Path) -> str:  # noqa: ANN001 - runner.Inge
             f"see {folder / 'skipped.jsonl'}")
 
 
+def read_errors_message(summary, folder: Path) -> str:  # noqa: ANN001 - runner.IngestSummary
+    """The one line ``scf ingest`` exits with when inputs could not be read (I/O errors, `worker.READ_ERROR`)."""
+    from .worker import READ_ERROR
+
+    n = summary.skipped.get(READ_ERROR, len(summary.read_errors))
+    return (f"{n} file(s) could not be read (I/O errors, e.g. {summary.read_errors[0]}): the {summary.rows_total} "
+            f"row(s) written to {folder} are kept; rerun the same command to retry them (nothing else is redone). "
+            "A file that fails every time: check the disk or mount it lives on")
+
+
 def ingest_main(*, source: str | None, root: str | None, out: str | None, config_name: str | None,
                 source_name: str | None = None, lists: tuple[str, ...], label_polarity: str | None, split: str | None,
                 celeba_labels: tuple[str, ...] = (), frames: str,
@@ -97,6 +107,8 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
     console.print(summary_table(summary))
     for note in summary.notes:
         console.print(f"note: {note}", soft_wrap=True)
+    if summary.read_errors:
+        raise click.ClickException(read_errors_message(summary, config.dataset_dir))
     if summary.rows_total == 0:
         raise click.ClickException(no_rows_message(summary, config.dataset_dir))
     if summary.pruned_rows:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -29,12 +28,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from scf import faces, schema
-from scf.shards import SKIPPED_FILE, ShardWriter, SkipLog, write_text_atomic
+from scf.shards import (
+    SKIPPED_FILE,
+    WRITE_ERRNOS,
+    ShardWriter,
+    SkipLog,
+    write_error_message,
+    write_text_atomic,
+)
 
 from .base import IngestError, Item, ReaderOptions, Skip
 from .lists import POLARITIES
 from .registry import canonical_name, get_reader
-from .worker import Outcome, WorkSettings, init_worker, process
+from .worker import READ_ERROR, Outcome, WorkSettings, init_worker, process
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +135,7 @@ class IngestSummary:
     stale_files: list[str] = field(default_factory=list)  # those files (at most 100)
     pruned_rows: int = 0  # rows dropped by prune_missing
     notes: list[str] = field(default_factory=list)  # what the user should know about the rows (printed, kept)
+    read_errors: list[str] = field(default_factory=list)  # "KEY: detail" of inputs an I/O error kept (at most 100)
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -332,10 +339,6 @@ def _holding(folder: Path) -> Iterator[None]:
         raise IngestError(str(e)) from None
 
 
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
-"""Errors that can only mean the output could not be written when an OSError names no file."""
-
-
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
@@ -390,6 +393,11 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
             # files still missing, and a file that is back is ingested. Dropped in memory here and written in one
             # rewrite before the summary (`SkipLog.save`), so a kill in between leaves the last complete run's log.
             was_missing = set(skiplog.discard_where(lambda e: e["reason"] == MISSING_FILE))
+            # Nor are "I/O error" skips (`worker.READ_ERROR`): the disk or the network failed, not the file; they are
+            # read again now.
+            retried = skiplog.discard_where(lambda e: e["reason"] == READ_ERROR)
+            if retried:
+                logger.info("retrying %d input(s) an I/O error kept from an earlier run", len(retried))
             done_keys = writer.done_keys
             done_by_unit: dict[str, set[str]] = {}
             for key in done_keys:
@@ -498,8 +506,8 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
             return summary
         except OSError as e:  # creating or writing the output (a read-only or full disk, a file in the way)
             where = os.fsdecode(e.filename2 or e.filename or "")  # a rename's target, else the file
-            if not where and e.errno in _WRITE_ERRNOS:  # pyarrow's errors name no file
-                raise IngestError(f"cannot write to {folder}: {e.strerror or _one_line(e)}") from e
+            if e.errno in WRITE_ERRNOS and (not where or _inside(Path(where), config.out)):  # pyarrow names no file
+                raise IngestError(write_error_message(e, folder, kept="the finished shards are kept")) from e
             if not where or not _inside(Path(where), config.out):
                 raise
             raise IngestError(f"cannot write to {folder}: {where}: {e.strerror or _one_line(e)}") from e
@@ -624,4 +632,6 @@ def summarize(folder: Path, source: str, title: str | None, units: set[str], oth
         files_with_rows=len(seen & row_units), files_skipped=len((seen & skip_units) - row_units),
         unaccounted=unaccounted[:100], rows_total=sum(s["rows"] for s in splits.values()),
         skipped_total=len(skiplog.entries), rows_this_run=0, other_files=dict(sorted(other_files.items())),
+        read_errors=[f"{k}: {e.get('detail', '')}" for k, e in skiplog.entries.items()
+                     if e["reason"] == READ_ERROR][:100],
     )

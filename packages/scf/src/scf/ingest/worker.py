@@ -54,6 +54,41 @@ class SkipItem(Exception):
         self.reason, self.detail = reason, detail
 
 
+READ_ERROR = "I/O error"
+"""The skip reason of an input the operating system could not read (EIO, ESTALE, ETIMEDOUT, EACCES, ENOENT in the
+middle of a run: an `OSError` carrying an ``errno``; a network file system hiccup, a remount). Unlike a decoding
+error (Pillow's "image file is truncated" or "cannot identify" carry no ``errno``) it says nothing about the file:
+such skips are not kept from one run to the next (the rerun reads the file again), and ``scf ingest`` exits
+non-zero while any is left, naming one."""
+
+
+def read_error(error: BaseException) -> bool:
+    """Whether ``error`` is the operating system failing to read (an `OSError` with an ``errno``), not bad data."""
+    return isinstance(error, OSError) and not isinstance(error, video.VideoReadError) and error.errno is not None
+
+
+def _read_error_detail(error: OSError) -> str:
+    import errno as errno_codes
+
+    name = errno_codes.errorcode.get(error.errno, str(error.errno))
+    return f"{error.strerror or error} ({name})"[:200]
+
+
+def check_readable(path: Path) -> None:
+    """Read ``path`` to its end; `SkipItem` (`READ_ERROR`) when the operating system cannot.
+
+    Called only after OpenCV failed on a video (OpenCV reports no ``errno``): tells an I/O failure, which a rerun
+    retries, from a video that is really broken, which stays a permanent skip.
+    """
+    try:
+        with open(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except OSError as e:
+        if read_error(e):
+            raise SkipItem(READ_ERROR, _read_error_detail(e)) from e
+
+
 PARENT_POLL_SECONDS = 1.0
 
 
@@ -88,11 +123,11 @@ def load_image(path: Path) -> np.ndarray:
     """An image file as an RGB uint8 array; `SkipItem` with the reason for anything unreadable."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
-        raise SkipItem("missing file", str(path))
-    if path.stat().st_size == 0:
-        raise SkipItem("empty file", "0 bytes")
     try:
+        if not path.is_file():
+            raise SkipItem("missing file", str(path))
+        if path.stat().st_size == 0:
+            raise SkipItem("empty file", "0 bytes")
         with Image.open(path) as im:
             im.load()
             return faces.to_rgb(im)
@@ -102,7 +137,11 @@ def load_image(path: Path) -> np.ndarray:
         raise SkipItem("unreadable image", f"too large ({e})") from e
     except faces.ImageModeError as e:
         raise SkipItem("unsupported image mode", str(e)) from e
-    except (OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
+        if read_error(e):  # the disk or the network, not the file's contents: a rerun retries it
+            raise SkipItem(READ_ERROR, _read_error_detail(e)) from e
+        raise SkipItem("corrupt image", str(e)[:200]) from e
+    except (SyntaxError, ValueError) as e:
         raise SkipItem("corrupt image", str(e)[:200]) from e
 
 
@@ -176,6 +215,11 @@ def process(item: Item, root: str, source: str, settings: WorkSettings, done: fr
         return _process_frames(item, base, source, settings, done, skipped)
     except SkipItem as e:
         return Outcome([], [(item.key, e.reason, e.detail)])
+    except OSError as e:
+        if not read_error(e):
+            logger.debug("unexpected error on %s", item.path, exc_info=True)
+            return Outcome([], [(item.key, "unexpected error", f"{type(e).__name__}: {e}"[:300])])
+        return Outcome([], [(item.key, READ_ERROR, _read_error_detail(e))])
     except Exception as e:  # noqa: BLE001 - a worker never dies on one bad file; the skip names the error
         logger.debug("unexpected error on %s", item.path, exc_info=True)
         return Outcome([], [(item.key, "unexpected error", f"{type(e).__name__}: {e}"[:300])])
@@ -189,6 +233,8 @@ def _process_video(item: Item, base: Path, source: str, settings: WorkSettings, 
     except video.VideoReadError as e:
         reason = "empty file" if "0 bytes" in str(e) else "missing file" if "no such file" in str(e) else \
             "unreadable video"
+        if reason == "unreadable video":
+            check_readable(path)
         raise SkipItem(reason, str(e).split(": ", 1)[-1]) from e
     targets = settings.frame_indices(n)
     done_idx = {int(k.rsplit("#", 1)[1]) for k in done}
@@ -201,11 +247,16 @@ def _process_video(item: Item, base: Path, source: str, settings: WorkSettings, 
     try:
         frames = video.read_frame_map(path, wanted)
     except video.VideoReadError as e:
+        check_readable(path)
         raise SkipItem("unreadable video", str(e).split(": ", 1)[-1]) from e
     if not frames:
+        check_readable(path)
         raise SkipItem("unreadable video", f"no frame of {sorted(wanted)[:4]}... decodes (container says {n})")
-    return _fill_slots(item, source, settings, pending, done_idx, n, radius, frames.get,
-                       key=lambda i: f"{item.path}#{i}")
+    outcome = _fill_slots(item, source, settings, pending, done_idx, n, radius, frames.get,
+                          key=lambda i: f"{item.path}#{i}")
+    if any(reason == "unreadable frame" for _, reason, _ in outcome.skips):
+        check_readable(path)  # frames that did not decode because a read failed: the whole video is retried
+    return outcome
 
 
 def _process_frames(item: Item, base: Path, source: str, settings: WorkSettings, done: frozenset[str],
@@ -225,7 +276,9 @@ def _process_frames(item: Item, base: Path, source: str, settings: WorkSettings,
         if i not in cache:
             try:
                 cache[i] = load_image(base / files[i])
-            except SkipItem:
+            except SkipItem as e:
+                if e.reason == READ_ERROR:  # not the frame's fault: the whole folder is retried by the next run
+                    raise
                 cache[i] = None
         return cache[i]
 

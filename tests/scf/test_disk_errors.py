@@ -1,0 +1,122 @@
+"""Review 25: what a user sees when the disk or the network fails in the middle of a long scf job."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+from ingest_cli import ingest, rows, write_image  # tests/scf/ingest_cli.py
+
+
+def _eio(path) -> OSError:
+    return OSError(errno.EIO, "Input/output error", str(path))
+
+
+def test_an_input_read_failing_with_an_io_error_is_retried_by_the_rerun(tmp_path, face, monkeypatch):
+    """H1: an image whose read fails with EIO (an NFS hiccup) is not a permanent "corrupt image" skip: the run
+    exits 1 naming it, keeps the other rows, and the same command on a healthy disk ingests it. A file that is
+    really broken stays skipped."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for i in range(3):
+        write_image(root / f"train/real/r{i}.png", face)
+    write_image(root / "train/real/cut.jpg", face)
+    cut = root / "train/real/cut.jpg"
+    cut.write_bytes(cut.read_bytes()[:400])  # a decoder error ("image file is truncated"): no errno
+    real_open = Image.open
+
+    def failing_open(fp, *a, **kw):
+        if str(fp).endswith("r1.png"):
+            raise _eio(fp)
+        return real_open(fp, *a, **kw)
+
+    monkeypatch.setattr(Image, "open", failing_open)
+    out = tmp_path / "o"
+    args = ["--source", "image-folder", "--root", str(root), "--out", str(out), "--shard-size", "1"]
+    r = ingest(*args)
+    assert r.exit_code == 1, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last == (f"Error: 1 file(s) could not be read (I/O errors, e.g. train/real/r1.png: Input/output error "
+                    f"(EIO)): the 2 row(s) written to {out} are kept; rerun the same command to retry them "
+                    "(nothing else is redone). A file that fails every time: check the disk or mount it lives on")
+    log = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert {(e["key"], e["reason"]) for e in log} == {("train/real/r1.png", "I/O error"),
+                                                      ("train/real/cut.jpg", "corrupt image")}
+    monkeypatch.setattr(Image, "open", real_open)  # the disk is back
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert [x["path"] for x in rows(out)] == ["train/real/r0.png", "train/real/r1.png", "train/real/r2.png"]
+    log = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(e["key"], e["reason"]) for e in log] == [("train/real/cut.jpg", "corrupt image")]
+
+
+def test_a_video_whose_file_cannot_be_read_is_retried_and_a_broken_one_stays_skipped(tmp_path, face, monkeypatch):
+    """H1 for videos: OpenCV names no errno, so when it fails the file is read once more; an I/O error there
+    makes the video an "I/O error" skip that the rerun retries; a file that reads but does not decode stays an
+    "unreadable video" skip."""
+    from test_ingest_run import write_video
+
+    from scf.ingest import worker
+
+    root = tmp_path / "vids"
+    write_video(root / "train/replay/v1.avi", face, n=8)
+    (root / "train/replay/bad.avi").write_bytes(b"RIFF" + b"\0" * 300)
+    real_open = open
+
+    def failing_open(path, *a, **kw):
+        if str(path).endswith("v1.avi"):
+            raise _eio(path)
+        return real_open(path, *a, **kw)
+
+    real_map = worker.video.read_frame_map
+    monkeypatch.setattr(worker.video, "read_frame_map",
+                        lambda path, idx: {} if str(path).endswith("v1.avi") else real_map(path, idx))
+    monkeypatch.setattr(worker, "open", failing_open, raising=False)
+    out = tmp_path / "o"
+    args = ["--source", "image-folder", "--root", str(root), "--out", str(out), "--frames", "2"]
+    r = ingest(*args)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "1 file(s) could not be read (I/O errors, e.g. train/replay/v1.avi: Input/output error (EIO))" in r.output
+    monkeypatch.undo()
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert [x["path"] for x in rows(out)] == ["train/replay/v1.avi#2", "train/replay/v1.avi#6"]
+    log = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(e["key"], e["reason"]) for e in log] == [("train/replay/bad.avi", "unreadable video")]
+
+
+def test_a_full_disk_in_ingest_is_one_line_and_the_rerun_finishes(tmp_path, face, monkeypatch):
+    """M5: pyarrow's ENOSPC names no file; the line names the folder, says the shards are kept and what to do,
+    and leaves no temporary; the rerun after space is freed writes every row once."""
+    import datasets
+
+    root = tmp_path / "imgs"
+    for i in range(4):
+        write_image(root / f"train/real/r{i}.png", face)
+    real_write = datasets.Dataset.to_parquet
+    calls = []
+
+    def full_after_two(self, where, *a, **kw):
+        calls.append(1)
+        if len(calls) > 2:
+            with open(where, "wb") as f:
+                f.write(b"PAR1 half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, where, *a, **kw)
+
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", full_after_two)
+    out = tmp_path / "o"
+    args = ["--source", "image-folder", "--root", str(root), "--out", str(out), "--shard-size", "1"]
+    r = ingest(*args)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.output.splitlines()[-1] == (f"Error: cannot write to {out} (No space left on device): the finished "
+                                         "shards are kept; free space (or raise the quota) and rerun the same "
+                                         "command to resume")
+    assert len(rows(out)) == 2
+    assert not [p for p in (out / "data").iterdir() if p.name.endswith(".tmp")]  # the half shard is removed
+    monkeypatch.undo()
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert [x["path"] for x in rows(out)] == [f"train/real/r{i}.png" for i in range(4)]
+    assert not [p for p in (out / "data").iterdir() if p.name.endswith(".tmp")]
