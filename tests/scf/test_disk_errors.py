@@ -120,3 +120,39 @@ def test_a_full_disk_in_ingest_is_one_line_and_the_rerun_finishes(tmp_path, face
     assert r.exit_code == 0, r.output
     assert [x["path"] for x in rows(out)] == [f"train/real/r{i}.png" for i in range(4)]
     assert not [p for p in (out / "data").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_while_staging_the_hub_copy_points_at_the_folder_not_the_half_copy(tmp_path, face, monkeypatch):
+    """M3: the upload copy of --push-to-hub cannot be written (a full disk): no half copy is left, and the line
+    says so and suggests `hf upload` of the dataset folder itself (not of a copy without data/)."""
+    import huggingface_hub
+    from ingest_cli import OfflineHfApi
+
+    import scf.hub
+
+    root = tmp_path / "imgs"
+    for i in range(2):
+        write_image(root / f"train/real/r{i}.png", face)
+    out = tmp_path / "bench"
+
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def full_copy(src, dst):
+        with open(dst, "wb") as f:
+            f.write(b"PAR1")
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineHfApi)
+    monkeypatch.setattr(scf.hub.os, "link", no_link)
+    monkeypatch.setattr(scf.hub.shutil, "copy2", full_copy)
+    r = ingest("--source", "image-folder", "--root", str(root), "--out", str(out), "--push-to-hub", "someone/x")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    stage = tmp_path / ".bench.hub-upload"
+    assert r.output.strip().splitlines()[-1] == (
+        f"Error: cannot write the upload copy {stage} (No space left on device): nothing was uploaded and the partial "
+        f"copy is removed; free space beside the folder first; the dataset is in {out}: rerun the same command to "
+        f"retry (nothing is ingested again), or hf upload --repo-type dataset --private someone/x {out} (its text "
+        "files may name local paths)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "imgs"]  # no .bench.hub-upload[.tmp]
+    assert len(rows(out)) == 2

@@ -110,10 +110,25 @@ def stage_redacted(folder: Path, replacements: Sequence[tuple[str, str]]) -> Pat
     """Write ``.FOLDER.hub-upload`` (`staged_folder`): the records and cards of ``folder`` (`REDACTED_FILES`)
     redacted (`redact_text`; in skip logs every absolute path, `redact_absolute_paths`), every other file
     hard-linked (copied where a link is impossible), temporaries (``*.tmp``), hidden entries and staged copies of sub-folders left out. Returns
-    the copy."""
+    the copy.
+
+    The copy is built in ``.FOLDER.hub-upload.tmp`` and renamed when complete; a failure (a full disk) removes
+    it, so a half-built copy is never left to be uploaded by hand (`hf_upload_advice` then names ``folder``)."""
     folder = Path(folder)
-    stage = staged_folder(folder)
+    final = staged_folder(folder)
+    stage = final.with_name(final.name + ".tmp")  # built here, renamed to `final` only when complete
+    shutil.rmtree(final, ignore_errors=True)
     shutil.rmtree(stage, ignore_errors=True)
+    try:
+        _stage_into(folder, stage, replacements)
+        os.replace(stage, final)
+    except BaseException:  # a full disk: no half-built copy left (`hf_upload_advice` then names ``folder``)
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return final
+
+
+def _stage_into(folder: Path, stage: Path, replacements: Sequence[tuple[str, str]]) -> None:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not _is_temporary(d) and not is_hidden_from_loaders(d))
         here = Path(dirpath)
@@ -133,7 +148,22 @@ def stage_redacted(folder: Path, replacements: Sequence[tuple[str, str]]) -> Pat
                 os.link(src, dst)
             except OSError:
                 shutil.copy2(src, dst)
-    return stage
+
+
+def stage_write_failure(error: BaseException, folder: str | Path) -> str | None:
+    """The start of the one line for a push of ``folder`` that stopped because its upload copy (`staged_folder`)
+    could not be written (a full disk, a quota; `stage_redacted` has then removed the partial copy): ``cannot
+    write the upload copy STAGE (No space left on device): nothing was uploaded and the partial copy is removed;
+    free space beside the folder first``.
+    None for any other failure (the network, the token): the caller says ``push to REPO failed: ...``."""
+    from scf.shards import WRITE_ERRNOS, os_error_of
+
+    stage = staged_folder(folder)
+    os_error = os_error_of(error)
+    if os_error is None or os_error.errno not in WRITE_ERRNOS or stage.is_dir():
+        return None
+    return (f"cannot write the upload copy {stage} ({os_error.strerror or os_error}): nothing was uploaded and the "
+            "partial copy is removed; free space beside the folder first")
 
 
 def upload_redacted(api: Any, folder: str | Path, *, repo_id: str, repo_type: str, private: bool,  # noqa: ANN401

@@ -127,11 +127,12 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
         try:
             url = push(config.out, push_to_hub, private=not public)
         except Exception as e:  # noqa: BLE001 - network / auth errors become one line (no token in them)
-            from scf.hub import hf_upload_advice
+            from scf.hub import hf_upload_advice, stage_write_failure
 
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             upload = f"or {hf_upload_advice('dataset', push_to_hub, config.out, private=not public)}"
+            head = stage_write_failure(e, config.out) or f"push to {push_to_hub} failed: {type(e).__name__}: {first}"
             raise click.ClickException(
-                f"push to {push_to_hub} failed: {type(e).__name__}: {first}; the dataset is in {config.out}: rerun "
-                f"the same command to retry (nothing is ingested again), {upload}") from e
+                f"{head}; the dataset is in {config.out}: rerun the same command to retry (nothing is ingested "
+                f"again), {upload}") from e
         console.print(f"pushed to {url} ({'public' if public else 'private'} repository)")
