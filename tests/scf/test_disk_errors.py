@@ -156,3 +156,41 @@ def test_a_full_disk_while_staging_the_hub_copy_points_at_the_folder_not_the_hal
         "files may name local paths)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "imgs"]  # no .bench.hub-upload[.tmp]
     assert len(rows(out)) == 2
+
+
+def test_a_full_datasets_cache_is_named_as_such_not_as_shards_that_disagree(tmp_path, monkeypatch):
+    """M2: the Arrow copy `load_table` makes in the datasets cache hits ENOSPC (a home quota): the line names
+    the cache folder, the cause and the size needed, and suggests HF_DATASETS_CACHE; nothing about the shards.
+    scf caption, ifas-train and ifas-eval print this line (SchemaError)."""
+    import datasets
+    import datasets.arrow_writer
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from scf import schema
+    from scf.shards import ShardWriter
+
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    ds = tmp_path / "ds"
+    with ShardWriter(ds, schema.benchmark_features(), shard_size=100) as w:
+        for i in range(3):
+            w.add({"label": 1, "attack_type": "live", "attack_detail": "", "source": "s", "subject_id": "1",
+                   "video_id": f"v{i}", "frame_index": 0, "split": "train", "path": f"p{i}", "image": img}, "train")
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+
+    def full(self, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_table", full)
+    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_batch", full)
+    with pytest.raises(schema.SchemaError) as err:
+        schema.load_table(str(ds))
+    assert str(err.value) == (
+        f"cannot write the datasets cache copy of {ds} into {cache} (No space left on device); it needs about 1 MB "
+        "(the size of its shards) there: free space there, or set HF_DATASETS_CACHE to a folder on a larger disk, "
+        "then rerun the same command (docs/ingest.md#disk-space)")
+    monkeypatch.undo()
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    assert len(schema.load_table(str(ds))["train"]) == 3  # space freed: the same call loads

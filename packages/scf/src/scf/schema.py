@@ -21,6 +21,7 @@ file in taylover-pei/SSDG-CVPR2020); datasets that ship the opposite polarity
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,11 +383,16 @@ def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None 
             users = "`datasets` names its Arrow copy of the folder after it, and pyarrow writes that copy with"
             if utf8_path_problem(path.name, users):  # only the folder's own name: its files are read by Python
                 raise SchemaError(utf8_path_problem(path, users))
+            cache_dir = _local_cache_dir(path)
             try:
-                cache_dir = _local_cache_dir(path)
                 loaded = datasets.load_dataset(str(path), name=name, cache_dir=str(cache_dir))
                 _drop_older_copies(cache_dir)
-            except datasets.exceptions.DatasetGenerationError as e:
+            except (datasets.exceptions.DatasetGenerationError, OSError) as e:
+                full = _cache_write_problem(e, path, cache_dir)
+                if full:
+                    raise SchemaError(full) from e
+                if isinstance(e, OSError):
+                    raise
                 # the cause names the data file (a truncated shard: "Parquet magic bytes not found ...")
                 cause = e.__cause__ or e
                 bad = _unreadable_parquet(path)
@@ -414,6 +420,34 @@ def load_table(source: str | Path, kind: str = "benchmark", *, name: str | None 
         for split, ds in loaded.items():
             validate_dataset(ds, kind, file=f"{source} [{split}]")
     return loaded
+
+
+def _cache_write_problem(error: BaseException, folder: Path, cache_dir: Path) -> str | None:
+    """The one line for a load that failed because the `datasets` cache could not be written (its Arrow copy of
+    ``folder``, `_local_cache_dir`: a full disk or home quota, a read-only cache), or None for any other failure.
+
+    A full disk, quota, too-large file or read-only file system can only be the cache (the load writes nowhere
+    else); a refused permission or an I/O error only when the file it names is in the cache (else it was
+    reading the dataset)."""
+    import errno
+
+    from scf.shards import os_error_of
+
+    e = os_error_of(error)
+    if e is None:
+        return None
+    root = cache_dir.parent.parent.parent  # $HF_DATASETS_CACHE (scf-local/<folder hash>/<content hash>)
+    named = os.fsdecode(e.filename) if e.filename else ""
+    in_cache = bool(named) and Path(os.path.abspath(named)).is_relative_to(os.path.abspath(root))
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) and not (
+            e.errno in (errno.EACCES, errno.EPERM, errno.EIO) and in_cache):
+        return None
+    data = folder / "data" if (folder / "data").is_dir() else folder
+    size = sum(p.stat().st_size for p in data.rglob("*.parquet") if p.is_file())
+    need = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{max(1, round(size / 1e6))} MB"
+    return (f"cannot write the datasets cache copy of {folder} into {root} ({e.strerror or e}); it needs about "
+            f"{need} (the size of its shards) there: free space there, or set HF_DATASETS_CACHE to a "
+            "folder on a larger disk, then rerun the same command (docs/ingest.md#disk-space)")
 
 
 def _unreadable_parquet(folder: Path) -> tuple[Path, str] | None:
