@@ -697,11 +697,35 @@ def test_threaded_decoding_gives_the_batches_and_the_first_corrupt_row_in_order(
     jobs = [(ds, items[a:a + 40]) for a in range(0, len(items), 40)]
     plain = list(_decoded_batches(jobs, threads=0))
     threaded = list(_decoded_batches(jobs, threads=3))
-    assert [len(imgs) for imgs, _ in threaded] == [len(imgs) for imgs, _ in plain] == [40, 5]
-    for (a, fa), (b, fb) in zip(plain, threaded, strict=True):
+    assert [len(imgs) for imgs, _, _ in threaded] == [len(imgs) for imgs, _, _ in plain] == [40, 5]
+    for (a, fa, pa), (b, fb, pb) in zip(plain, threaded, strict=True):
         assert [im.tobytes() for im in a] == [im.tobytes() for im in b]
-        assert (fa is None) == (fb is None)
+        assert (fa is None) == (fb is None) and pa is None and pb is None  # no captioner preprocessing asked
     assert threaded[1][1][0].index == 45
+
+
+def test_preprocessing_in_the_prefetch_threads_gives_the_same_captions():
+    """review24 H1: on a GPU the BLIP-2 preprocessing ran on the main thread, alternating with the GPU; the
+    prefetch threads now run it (Blip2Captioner.prepare) and caption_prepared captions the pixels: the same
+    greedy captions as caption(images), the corrupt-row batch included."""
+    import datasets
+
+    from scf.captioning.captioner import Blip2Captioner, DecodingConfig
+    from scf.captioning.pipeline import _decoded_batches, _Item
+    from scf.schema import benchmark_features
+
+    rows = toy_dataset(n=12, attacks=("live",))["test"].to_list()
+    rows[10]["image"] = {"bytes": b"garbage", "path": None}
+    ds = datasets.Dataset.from_list(rows, features=benchmark_features()).select_columns(["image"])
+    items = [_Item(key=str(i), index=i, split="test", label=1, attack_type="live", path=str(i)) for i in range(len(ds))]
+    jobs = [(ds, items[a:a + 8]) for a in range(0, len(items), 8)]
+    captioner = Blip2Captioner.load("tiny", decoding=DecodingConfig(max_new_tokens=4, min_new_tokens=1),
+                                    batch_size=8)
+    reference = [captioner.caption(images) for images, _, _ in _decoded_batches(jobs, threads=0)]
+    batches = list(_decoded_batches(jobs, threads=2, prepare=captioner.prepare))
+    assert [len(images) for images, _, _ in batches] == [8, 2]  # the second batch ends at the corrupt row 10
+    assert [captioner.caption_prepared(prepared) for _, _, prepared in batches] == reference
+    assert all(len(prepared) == 1 for _, _, prepared in batches)  # one chunk each (chunks of 32 images)
 
 
 def test_damaged_state_files_and_input_shards_are_named_with_what_to_do(pipeline_run, tmp_path):

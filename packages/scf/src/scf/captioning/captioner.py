@@ -415,6 +415,7 @@ class Blip2Captioner:
         self.fast = fast
         self.stop_token_ids = caption_stop_ids(model, processor.tokenizer)
         self.processor.tokenizer.padding_side = "left"  # decoder-only generation continues at the right edge
+        self._prompt_inputs: tuple[Any, Any] | None = None
 
     @classmethod
     def load(cls, source: str, *, decoding: DecodingConfig | None = None, batch_size: int = 32,
@@ -452,21 +453,47 @@ class Blip2Captioner:
         ``batch_size`` is padded with copies of its first image (their captions are dropped), so the compiled
         decoding step of full batches is reused instead of compiled again for a new shape.
         """
+        return self.caption_prepared([self.prepare(images)])
+
+    def prepare(self, images: Sequence[Image.Image]) -> Any:  # noqa: ANN401 - a pixel tensor
+        """The CPU half of captioning: the pixels of ``images`` (RGB, resized, normalised), pinned on CUDA.
+
+        Thread-safe (the image processor only; the fixed prompt is tokenised once), so `scf caption` runs it in
+        its prefetch threads beside decoding while the GPU captions the previous batch. `caption_prepared` of
+        the results gives the captions `caption` gives.
+        """
+        pixels = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+        pixel_values = pixels["pixel_values"]
+        return pixel_values.pin_memory() if self.device.type == "cuda" else pixel_values
+
+    def caption_prepared(self, parts: Sequence[Any]) -> list[str]:
+        """Captions of the images whose pixels `prepare` returned (``parts``, in order), as one batch."""
         import torch
 
-        images = [im.convert("RGB") for im in images]
-        n = len(images)
-        if self.fast and self.device.type == "cuda" and 0 < n < self.batch_size:
-            images = images + [images[0]] * (self.batch_size - n)
-        inputs = self.processor(images=images, text=[self.decoding.prompt_text] * len(images), return_tensors="pt")
-        pixel_values = inputs["pixel_values"].to(self.device, self.dtype)  # (B, 3, H, W)
-        input_ids = inputs["input_ids"].to(self.device)  # (B, num_query_tokens + 1 + prompt tokens)
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return []
+        pixel_values = torch.cat([p.to(self.device, self.dtype, non_blocking=True) for p in parts])  # (B, 3, H, W)
+        n = pixel_values.shape[0]
+        if self.fast and self.device.type == "cuda" and n < self.batch_size:
+            pixel_values = torch.cat([pixel_values, pixel_values[:1].expand(self.batch_size - n, -1, -1, -1)])
+        input_ids, attention_mask = (t.to(self.device).expand(pixel_values.shape[0], -1) for t in self._prompt())
         with torch.inference_mode():
-            new_tokens = generate_caption_ids(self.model, pixel_values, input_ids,
-                                              inputs["attention_mask"].to(self.device), self.decoding, fast=self.fast,
-                                              stop_token_ids=self.stop_token_ids)
+            new_tokens = generate_caption_ids(self.model, pixel_values, input_ids, attention_mask, self.decoding,
+                                              fast=self.fast, stop_token_ids=self.stop_token_ids)
         texts = self.processor.batch_decode(new_tokens[:n], skip_special_tokens=True)
         return [clean_caption(t.rstrip()) for t in texts]  # the "\n" that ends a BLIP-2-OPT caption goes
+
+    def _prompt(self) -> tuple[Any, Any]:
+        """The prompt's ``input_ids`` and ``attention_mask`` (1, L), as the processor builds them with an image
+        (its query-token placeholders first): the same for every image, so tokenised once."""
+        if self._prompt_inputs is None:
+            from PIL import Image
+
+            inputs = self.processor(images=[Image.new("RGB", (8, 8))], text=[self.decoding.prompt_text],
+                                    return_tensors="pt")
+            self._prompt_inputs = (inputs["input_ids"], inputs["attention_mask"])
+        return self._prompt_inputs
 
     def describe(self) -> dict[str, Any]:
         """What produced the captions: recorded in the run configuration."""

@@ -336,31 +336,41 @@ def _decode_batch(images_ds: datasets.Dataset, batch: Sequence[_Item]) -> tuple[
     return images, None
 
 
-def _decoded_batches(batches: list[tuple[datasets.Dataset, list[_Item]]], threads: int) -> Any:
-    """`_decode_batch` of each ``(images, batch)`` in order, as ``(images, failure)``.
+def _decoded_batches(batches: list[tuple[datasets.Dataset, list[_Item]]], threads: int,
+                     prepare: Callable[[list[Any]], Any] | None = None) -> Any:
+    """`_decode_batch` of each ``(images, batch)`` in order, as ``(images, failure, prepared)``.
 
     ``threads`` = 0 decodes each batch when it is asked for. Otherwise ``threads`` threads decode the next
     batches in chunks of 32 while the captioner runs on the current one (`scf.prefetch.prefetched`), so that
-    on a GPU decoding does not leave it idle. A chunk with a corrupt image ends its batch there, as
-    `_decode_batch` does.
+    on a GPU decoding does not leave it idle. With ``prepare`` (the captioner's CPU preprocessing,
+    `Blip2Captioner.prepare`) the threads also preprocess each decoded chunk, and ``prepared`` lists the
+    results (else it is None): the main thread then only feeds the GPU. A chunk with a corrupt image ends its
+    batch there, as `_decode_batch` does.
     """
     from functools import partial
 
     from scf.prefetch import prefetched
 
+    def decode_and_prepare(images_ds: datasets.Dataset, chunk: list[_Item]) -> tuple[list, Any, Any]:
+        images, failure = _decode_batch(images_ds, chunk)
+        return images, failure, (prepare(images) if prepare is not None and images else None)
+
     def tasks(job: tuple[datasets.Dataset, list[_Item]]) -> list[Any]:
         images_ds, batch = job
         size = 32 if threads > 0 else max(1, len(batch))
-        return [partial(_decode_batch, images_ds, batch[a:a + size]) for a in range(0, len(batch), size)]
+        return [partial(decode_and_prepare, images_ds, batch[a:a + size]) for a in range(0, len(batch), size)]
 
     for parts in prefetched(batches, tasks, threads):
         images: list = []
+        prepared: list[Any] = []
         failure = None
-        for part, failure in parts:
+        for part, failure, ready in parts:
             images += part
+            if ready is not None:
+                prepared.append(ready)
             if failure is not None:
                 break
-        yield images, failure
+        yield images, failure, (prepared if prepare is not None else None)
 
 
 def _image_error(error: Exception) -> str:
@@ -686,11 +696,19 @@ class CaptionPipeline:
                 jobs += [(split, images_ds, its[b : b + self.config.batch_size])
                          for b in range(0, len(its), self.config.batch_size)]
             threads = min(8, os.cpu_count() or 1) if pick_device(self.config.device).type == "cuda" else 0
-            decoded = _decoded_batches([(ds, batch) for _, ds, batch in jobs], threads)
-            for (split, _, batch), (images, failure) in zip(jobs, decoded, strict=True):
+            # On a GPU the prefetch threads also run the captioner's preprocessing (resize, normalise, pin):
+            # done on this thread it would alternate with the GPU instead of overlapping it.
+            prepare = getattr(captioner, "prepare", None) if threads > 0 else None
+            decoded = _decoded_batches([(ds, batch) for _, ds, batch in jobs], threads, prepare)
+            for (split, _, batch), (images, failure, prepared) in zip(jobs, decoded, strict=True):
                 if failure is not None:  # caption and keep the rows before the corrupt one, then stop
                     batch = batch[: len(images)]
-                captions = captioner.caption(images) if images else []
+                if not images:
+                    captions = []
+                elif prepared is not None:
+                    captions = captioner.caption_prepared(prepared)
+                else:
+                    captions = captioner.caption(images)
                 if len(captions) != len(batch):
                     raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
                 writer.add_many(({"key": it.key, "caption": c} for it, c in zip(batch, captions, strict=True)),
