@@ -194,3 +194,88 @@ def test_a_full_datasets_cache_is_named_as_such_not_as_shards_that_disagree(tmp_
     monkeypatch.undo()
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
     assert len(schema.load_table(str(ds))["train"]) == 3  # space freed: the same call loads
+
+
+def test_a_full_disk_while_saving_a_c_s_checkpoint_is_one_line_and_leaves_no_partial_checkpoint(tmp_path,
+                                                                                               monkeypatch):
+    """M1: safetensors raises SafetensorError (not an OSError) on a full disk. The C_S checkpoint being written
+    is removed, the older one is kept, and scf caption's line names --out and says rerunning resumes."""
+    import pytest
+    import safetensors.torch
+    from PIL import Image
+    from safetensors import SafetensorError
+
+    from scf.captioning.finetune import FinetuneConfig, finetune_captioner
+    from scf.cli import _caption_write_error
+    from scf.presets import build_tiny_captioner
+
+    images = [Image.new("RGB", (32, 32), (i * 40, 90, 120)) for i in range(4)]
+    captions = ["a man holding a printed paper", "a face on a phone screen", "a paper mask", "a monitor"]
+    config = FinetuneConfig(learning_rate=1e-3, warmup_steps=0, epochs=2, batch_size=2, checkpoint_every=2)
+    real_save = safetensors.torch.save_file
+    saves = []
+
+    def full_on_second(tensors, filename, metadata=None):
+        saves.append(filename)
+        if "step-00000004" in str(filename):  # the second checkpoint does not fit
+            with open(filename, "wb") as f:
+                f.write(b"\0" * 10)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, filename, metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_on_second)
+    model, processor = build_tiny_captioner(seed=0)
+    out = tmp_path / "out"
+    with pytest.raises(SafetensorError) as err:
+        finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], captions, config,
+                           out / "finetune", show_progress=False)
+    checkpoints = out / "finetune" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000002"]  # no .tmp-step-00000004
+    assert _caption_write_error(err.value, out) == (
+        f"cannot write to {out} (No space left on device): the captions finished so far (and C_S's checkpoints) "
+        "are kept; free space (or raise the quota) and rerun the same command to resume (nothing finished is "
+        "redone)")
+    monkeypatch.undo()  # space freed: the same fine-tuning resumes from step 2 and finishes
+    model, processor = build_tiny_captioner(seed=0)
+    record = finetune_captioner(model, processor, lambda idx: [images[i] for i in idx], captions, config,
+                                out / "finetune", show_progress=False)
+    assert record["steps"] == 4
+
+
+def test_a_full_disk_while_writing_the_caption_corpus_is_one_line_and_removes_the_partial_copy(tmp_path,
+                                                                                             monkeypatch):
+    """M5 (scf caption) and L3: the corpus shards hit ENOSPC; the line names --out and says the captions are
+    kept; corpus.tmp is removed; the rerun captions nothing again and writes the corpus."""
+    import datasets
+    from click.testing import CliRunner
+    from test_caption_pipeline import toy_dataset
+
+    from scf.cli import main
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    toy_dataset(n=1).save_to_disk(str(tmp_path / "bench"))
+    out = tmp_path / "out"
+    args = ["caption", "--preset", "tiny", "--dataset", str(tmp_path / "bench"), "--out", str(out),
+            "--max-new-tokens", "3", "--min-new-tokens", "1", "--no-progress", "--if-empty", "general"]
+    real_write = datasets.Dataset.to_parquet
+
+    def full(self, where, *a, **kw):
+        if "corpus" in str(where):
+            with open(where, "wb") as f:
+                f.write(b"PAR1")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, where, *a, **kw)
+
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", full)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.output.strip().splitlines()[-1] == (
+        f"Error: cannot write to {out} (No space left on device): the captions finished so far (and C_S's "
+        "checkpoints) are kept; free space (or raise the quota) and rerun the same command to resume (nothing "
+        "finished is redone)")
+    assert not (out / "corpus.tmp").exists() and not (out / "corpus").exists()
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", real_write)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "all 6 images already captioned" in r.output
+    assert (out / "corpus" / "README.md").is_file()

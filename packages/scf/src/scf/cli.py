@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -242,5 +243,31 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
             push_to_hub=push_to_hub, push_captioner_to_hub=push_captioner_to_hub, show_progress=not no_progress,
             if_empty=if_empty)
         CaptionPipeline(config).run()
-    except (CaptionerError, KeywordError, PipelineError, SchemaError, OSError, ValueError) as e:  # OSError: files, Hub
-        raise click.ClickException(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - a full disk (safetensors raises SafetensorError, not OSError) is checked first
+        full = _caption_write_error(e, Path(out))
+        if full:
+            raise click.ClickException(full) from e
+        if isinstance(e, (CaptionerError, KeywordError, PipelineError, SchemaError, OSError, ValueError)):
+            raise click.ClickException(str(e)) from e  # OSError: files, Hub
+        raise
+
+
+def _caption_write_error(error: BaseException, out: Path) -> str | None:
+    """The one line of ``scf caption`` for an output that could not be written (`scf.shards.write_error_message`):
+    a full disk or quota anywhere (the message names the file when the error does, else ``--out``), or a refused
+    permission or I/O error on a file under ``--out``. None otherwise (reading the dataset, the network)."""
+    import errno
+    import os
+
+    from scf.shards import os_error_of, write_error_message
+
+    e = os_error_of(error)
+    if e is None:
+        return None
+    named = Path(os.fsdecode(e.filename)) if e.filename else None
+    inside = named is not None and os.path.abspath(named).startswith(os.path.abspath(out) + os.sep)
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) and not inside:
+        return None
+    where = out if named is None or inside else named.parent
+    return write_error_message(e, where, kept="the captions finished so far (and C_S's checkpoints) are kept",
+                               rerun="rerun the same command to resume (nothing finished is redone)")

@@ -202,11 +202,15 @@ def _save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer:
     final = folder / f"step-{step:08d}"
     tmp = folder / f".tmp-step-{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
-    save_tree(optimizer.state_dict(), tmp / OPTIMIZER_STEM)
-    save_tree(rng_state(), tmp / RNG_STEM)  # dropout masks after a resume are those of an uninterrupted run
-    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}), encoding="utf-8")
+    try:
+        tmp.mkdir(parents=True)
+        save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_tree(optimizer.state_dict(), tmp / OPTIMIZER_STEM)
+        save_tree(rng_state(), tmp / RNG_STEM)  # dropout masks after a resume are those of an uninterrupted run
+        (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}), encoding="utf-8")
+    except BaseException:  # a full disk (safetensors raises SafetensorError): no partial checkpoint left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(folder.glob("step-*"))[:-2]:  # keep the two newest
@@ -345,7 +349,9 @@ def finetune_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Pro
     metrics_path = work / METRICS_FILE
     if metrics_path.exists():  # drop the lines of steps after the checkpoint (all, from the start): they are redone
         kept = _read_metrics(metrics_path, step)
-        metrics_path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        from scf.shards import write_text_atomic
+
+        write_text_atomic(metrics_path, "".join(ln + "\n" for ln in kept))  # a full disk keeps the old file
     logger.info("C_S targets end with token %d (%r), the token the model's generate stops on", end_token_id,
                 processor.tokenizer.decode([end_token_id]))
     logger.info("fine-tuning C_S: %d samples, %d steps (%d epochs x %d), batch %d, trainable %s, frozen %s",
@@ -406,11 +412,15 @@ def save_captioner(model: Blip2ForConditionalGeneration, processor: Blip2Process
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    processor.save_pretrained(str(tmp))
-    if record is not None:
-        clean = {k: v for k, v in record.items() if k != "model"}
-        (tmp / FINETUNE_RECORD).write_text(json.dumps(clean, indent=2), encoding="utf-8")
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        processor.save_pretrained(str(tmp))
+        if record is not None:
+            clean = {k: v for k, v in record.items() if k != "model"}
+            (tmp / FINETUNE_RECORD).write_text(json.dumps(clean, indent=2), encoding="utf-8")
+    except BaseException:  # a full disk: no partial copy left (the C_S checkpoints are kept; a rerun saves again)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

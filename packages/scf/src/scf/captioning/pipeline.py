@@ -805,10 +805,14 @@ class CaptionPipeline:
         folder = self.out / "filter"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (DS_FILE + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in kept:
-                f.write(json.dumps(row) + "\n")
-        os.replace(tmp, folder / DS_FILE)
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in kept:
+                    f.write(json.dumps(row) + "\n")
+            os.replace(tmp, folder / DS_FILE)
+        except BaseException:  # a full disk: no partial copy left behind
+            tmp.unlink(missing_ok=True)
+            raise
         _write_json(folder / STATS_FILE, {"splits": splits, "per_attack_type": stats, "d_s_size": len(kept),
                                           "keywords_fingerprint": self.keywords.fingerprint()})
         return {"d_s": len(kept), "stats": stats}
@@ -941,39 +945,43 @@ class CaptionPipeline:
         final = self.out / CORPUS_DIRS[mode]
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        counts: dict[str, int] = {}
-        samples: list[dict[str, str]] = []
-        chunk = 256
-        with ShardWriter(tmp, vqa_features(), shard_size=self.config.shard_size) as writer:
-            for split, ds in self.dataset.items():
-                raw = ds.cast_column("image", datasets.Image(decode=False)).select_columns(list(BENCHMARK_COLUMNS))
-                keys = {it.index: it for it in self.items if it.split == split}
-                for start in range(0, len(raw), chunk):
-                    block = raw[start : start + chunk]
-                    rows = [dict(zip(block, values, strict=True)) for values in zip(*block.values(), strict=True)]
-                    out_rows = []
-                    for offset, row in enumerate(rows):
-                        it = keys[start + offset]
-                        out_rows.append(vqa_row(
-                            row, caption_general=general[it.key], caption_spoof=spoof.get(it.key),
-                            captioner_general=self.config.captioner, captioner_spoof=spoof_name,
-                            keyword=self.keywords.match(general[it.key], it.attack_type) if it.label != LABEL_REAL else "",
-                            interpretation=mode))
-                    validate_rows(out_rows, "vqa", file=str(final), start=start)
-                    writer.add_many(out_rows, split)
-                    for r in out_rows:
-                        s = self._sample(r)
-                        if sum(x["label"] == s["label"] for x in samples) < (4 if s["label"] == "fake" else 2):
-                            samples.append(s)
-                counts[split] = len(raw)
-        stats_file = self.out / "filter" / STATS_FILE
-        stats = read_json(stats_file, "rerun without --stage (or with --stage filter) to rewrite it")[
-            "per_attack_type"] if stats_file.exists() else None
-        card_config = {k: v for k, v in self.record.items() if k != "versions"} | {"interpretation": mode}
-        (tmp / "README.md").write_text(dataset_card(
-            title="I-FAS VQA corpus (SCF captions)", splits=counts, config=card_config, filter_stats=stats,
-            samples=samples, interpretation=mode), encoding="utf-8")
-        _write_json(tmp / CONFIG_FILE, self.record | {"interpretation": mode})
+        try:  # a full disk: the partial copy (tens of GB at real scale) is removed, not left to fill it
+            counts: dict[str, int] = {}
+            samples: list[dict[str, str]] = []
+            chunk = 256
+            with ShardWriter(tmp, vqa_features(), shard_size=self.config.shard_size) as writer:
+                for split, ds in self.dataset.items():
+                    raw = ds.cast_column("image", datasets.Image(decode=False)).select_columns(list(BENCHMARK_COLUMNS))
+                    keys = {it.index: it for it in self.items if it.split == split}
+                    for start in range(0, len(raw), chunk):
+                        block = raw[start : start + chunk]
+                        rows = [dict(zip(block, values, strict=True)) for values in zip(*block.values(), strict=True)]
+                        out_rows = []
+                        for offset, row in enumerate(rows):
+                            it = keys[start + offset]
+                            out_rows.append(vqa_row(
+                                row, caption_general=general[it.key], caption_spoof=spoof.get(it.key),
+                                captioner_general=self.config.captioner, captioner_spoof=spoof_name,
+                                keyword=self.keywords.match(general[it.key], it.attack_type) if it.label != LABEL_REAL else "",
+                                interpretation=mode))
+                        validate_rows(out_rows, "vqa", file=str(final), start=start)
+                        writer.add_many(out_rows, split)
+                        for r in out_rows:
+                            s = self._sample(r)
+                            if sum(x["label"] == s["label"] for x in samples) < (4 if s["label"] == "fake" else 2):
+                                samples.append(s)
+                    counts[split] = len(raw)
+            stats_file = self.out / "filter" / STATS_FILE
+            stats = read_json(stats_file, "rerun without --stage (or with --stage filter) to rewrite it")[
+                "per_attack_type"] if stats_file.exists() else None
+            card_config = {k: v for k, v in self.record.items() if k != "versions"} | {"interpretation": mode}
+            (tmp / "README.md").write_text(dataset_card(
+                title="I-FAS VQA corpus (SCF captions)", splits=counts, config=card_config, filter_stats=stats,
+                samples=samples, interpretation=mode), encoding="utf-8")
+            _write_json(tmp / CONFIG_FILE, self.record | {"interpretation": mode})
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         self.console.print(f"[bold]corpus[/]: {sum(counts.values())} rows ({', '.join(f'{s} {n}' for s, n in counts.items())}) "
