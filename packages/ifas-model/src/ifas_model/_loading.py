@@ -95,6 +95,39 @@ class SafetensorsRequired(OSError, ValueError):
     or none at all)."""
 
 
+class WeightsUnreadable(OSError, ValueError):
+    """A local model folder's safetensors weights are cut short or damaged (a full disk while writing, a partial
+    copy or download). Both an ``OSError`` and a ``ValueError``, so callers catching either make it one line."""
+
+
+WEIGHTS_HINT = ("a full disk while it was written, or a partial copy? Copy the folder again; a final/ of an ifas-train "
+                "run is written again by rerunning the same ifas-train command (nothing is trained again)")
+
+
+def check_local_weights(name: str | os.PathLike, what: str) -> None:
+    """Read the header of every ``model*.safetensors`` file of a local folder; a file cut short names itself.
+
+    Cheap (only the header is read; safetensors checks that its tensors fit the file), and done before
+    ``from_pretrained`` loads anything, whose own error would be a traceback from safetensors
+    (``SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered``),
+    neither an ``OSError`` nor a ``ValueError`` and naming no file. A Hub id (no local folder) is skipped.
+
+    Raises:
+        WeightsUnreadable: ``<what> FILE: cut short or damaged (DETAIL); <hint>``.
+    """
+    from safetensors import safe_open
+
+    folder = _local_dir(name)
+    if folder is None:
+        return
+    for file in sorted(folder.glob("model*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - SafetensorError is neither OSError nor ValueError
+            raise WeightsUnreadable(f"{what} {file}: cut short or damaged ({one_line(err)}); {WEIGHTS_HINT}") from err
+
+
 def _local_dir(name: str | os.PathLike) -> Path | None:
     """The folder ``name`` names on this machine (as transformers decides: an existing directory), else None."""
     path = Path(os.path.expanduser(str(name)))

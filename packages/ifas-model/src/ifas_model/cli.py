@@ -125,6 +125,7 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     import traceback
 
     from ifas_model._loading import one_line
+    from ifas_model.training.checkpoint import RunWriteError, write_failure
     from ifas_model.training.distributed import hold_run_folder, init_distributed, shutdown_distributed
     from ifas_model.training.trainer import NonFiniteLossError, PushError, ResumeError, Trainer
     from scf.locking import FolderInUse
@@ -137,9 +138,14 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
             return trainer.fit(stop_after=stop_after)
     except (FolderInUse, SchemaError, ResumeError, NonFiniteLossError, PushError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
-    except (ValueError, OSError) as err:  # a missing model path, an unloadable corpus, a bad setting
+    except Exception as err:
         logging.getLogger(__name__).debug("details", exc_info=True)
-        raise click.ClickException(one_line(err)) from err
+        disk = write_failure(err) if not isinstance(err, RunWriteError) else None
+        if disk is not None:  # a write the trainer does not name itself (a cache); safetensors' error is no OSError
+            raise click.ClickException(disk_message(err, disk, config.output_dir)) from err
+        if isinstance(err, (ValueError, OSError)):  # a missing model path, an unloadable corpus, a bad setting,
+            raise click.ClickException(one_line(err)) from err  # a RunWriteError (a full disk, one line already)
+        raise
     finally:
         # DDP's reducer holds the process group: while the trainer lives, destroy_process_group() cannot free it
         # and it is torn down at interpreter exit instead (once seen to abort a finished two-process gloo run with
@@ -152,6 +158,23 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
             exc = exc.__cause__ or exc.__context__
         gc.collect()
         shutdown_distributed()
+
+
+def disk_message(err: BaseException, disk: tuple[int, str], run_dir: Any) -> str:
+    """One line for a write that failed for want of space or a working disk outside the trainer's own named writes
+    (`ifas_model.training.checkpoint.writing` names those): the file when the error names one, else the run folder
+    (or a cache folder the run uses), what is kept, and that rerunning the same command resumes."""
+    import os
+
+    from ifas_model.training.checkpoint import SPACE_ERRNOS, latest_checkpoint
+
+    code, reason = disk
+    named = os.fsdecode(err.filename) if isinstance(err, OSError) and err.filename else \
+        f"to {run_dir} (or a cache folder the run uses)"
+    latest = latest_checkpoint(run_dir)
+    kept = f"the finished checkpoints are kept (newest: {latest})" if latest else "no checkpoint was finished yet"
+    remedy = "free space" if code in SPACE_ERRNOS else "once the disk can be written again"
+    return f"cannot write {named} ({reason}): {kept}: {remedy} and rerun the same command to resume"
 
 
 if __name__ == "__main__":  # ``python -m ifas_model.cli`` (also what torchrun can launch)

@@ -167,13 +167,19 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
             RemoteCodeRefused: the folder ships Python code or an ``auto_map``.
             SafetensorsRequired: the local folder has only ``pytorch_model.bin`` (or no weights); says how to
                 convert.
+            WeightsUnreadable: a ``model*.safetensors`` file is cut short or damaged (a full disk while it was
+                written, a partial copy): one line naming the file; an ``OSError`` and a ``ValueError``.
             OSError: the checkpoint cannot be read (message ``checkpoint 'ID': ...``).
             ValueError: the folder or Hub id holds another model_type (e.g. "clip", "blip-2").
         """
         from ._loading import (
+            WEIGHTS_HINT,
+            WeightsUnreadable,
             check_local,
+            check_local_weights,
             loading,
             no_remote_code,
+            one_line,
             refuse_remote_code,
             require_local_safetensors,
         )
@@ -198,9 +204,16 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         if kwargs.get("use_safetensors") is not False:
             kwargs["use_safetensors"] = True
             require_local_safetensors(pretrained_model_name_or_path, "checkpoint", "IFASForConditionalGeneration")
+            check_local_weights(pretrained_model_name_or_path, "checkpoint")
         if kwargs.get("dtype") is None and kwargs.get("torch_dtype") is None:
             kwargs["dtype"] = torch.float32
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":  # transformers' own errors are OSError/ValueError already
+                raise
+            raise WeightsUnreadable(f"checkpoint {str(pretrained_model_name_or_path)!r}: its safetensors weights "
+                                    f"cannot be read ({one_line(err)}); {WEIGHTS_HINT}") from err
         model.vision_model.requires_grad_(False)
         return model
 
@@ -237,6 +250,7 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
             FileNotFoundError: ``vision model folder not found: PATH`` (or language model, tokenizer) for a
                 path that looks local and does not exist.
             SafetensorsRequired: a local part folder without safetensors weights (names the part).
+            WeightsUnreadable: a local part's ``model*.safetensors`` is cut short or damaged (names the file).
             RemoteCodeRefused: a part ships Python code or asks for it (names the part).
             OSError: a part cannot be loaded; the message names it: ``vision model 'ID': ...``.
         """
@@ -244,6 +258,7 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
 
         from ._loading import (
             check_local,
+            check_local_weights,
             loading,
             note_hub_weights,
             refuse_remote_code,
@@ -260,6 +275,8 @@ class IFASForConditionalGeneration(IFASPreTrainedModel, GenerationMixin):
         # a local folder: safetensors or a one-line refusal; a Hub id: transformers' choice (see docs/model.md)
         local_vision = require_local_safetensors(vision, "vision model", "CLIPVisionModel")
         local_text = require_local_safetensors(text, "language model", "AutoModelForCausalLM")
+        check_local_weights(vision, "vision model")  # a weights file cut short: one line naming it
+        check_local_weights(text, "language model")
         connector_kw, top_kw = split_overrides(overrides)
         load_kw: dict[str, Any] = {"trust_remote_code": False}
         if dtype is not None:

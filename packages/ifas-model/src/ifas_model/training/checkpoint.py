@@ -16,10 +16,14 @@ anything (``torch.load`` is not used at all).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
+import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +58,113 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a small state file under a temporary name and rename it into place, so a kill never tears it."""
+    """Write a small state file under a temporary name and rename it into place, so a kill never tears it.
+
+    A failed write (a full disk) removes the temporary file and leaves the old file as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --- a full disk, a quota, a read-only or failing disk: one line naming what could not be written --------------
+
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Write errors that freeing space (or raising the quota) cures."""
+WRITE_ERRNOS = SPACE_ERRNOS | {errno.EROFS, errno.EIO}
+"""Errors of a write that mean the disk, not the data, is the problem (`write_failure` recognises them)."""
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+class RunWriteError(OSError):
+    """A file or folder of the run could not be written (a full disk, a quota, a read-only or failing disk).
+
+    The message is one line naming it, what is kept and that rerunning the same command resumes; ``reason_errno``
+    is the ``errno`` of the failure."""
+
+    def __init__(self, message: str, reason_errno: int | None = None) -> None:
+        super().__init__(message)
+        self.reason_errno = reason_errno
+
+
+def write_failure(err: BaseException) -> tuple[int, str] | None:
+    """``(errno, reason)`` when ``err`` is a write failing for want of space or a working disk, else None.
+
+    Covers an ``OSError`` whose errno is in `WRITE_ERRNOS` and safetensors' ``SafetensorError`` ("Error while
+    serializing: I/O error: No space left on device (os error 28)"), which is not an ``OSError``."""
+    if isinstance(err, OSError):
+        code = err.errno
+    elif type(err).__name__ == "SafetensorError" and "serializ" in str(err):
+        found = _OS_ERROR.search(str(err))
+        code = int(found.group(1)) if found else None
+    else:
+        return None
+    if code not in WRITE_ERRNOS:
+        return None
+    return code, os.strerror(code)
+
+
+def human_size(n_bytes: float) -> str:
+    """``1.5 GB``, ``940 KB``: a size in powers of 1000, for messages."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit in ("bytes", "KB") else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def writing(target: str | Path, advice: str) -> Iterator[None]:
+    """Turn a write failing for want of space or a working disk into a `RunWriteError`, one line.
+
+    The message is ``cannot write TARGET (REASON): ADVICE``, with the file of the ``OSError`` instead of
+    ``TARGET`` when it names one (Python's and safetensors' write errors name none). Other errors pass unchanged.
+
+    Args:
+        target: the file or folder being written (the temporary folder of a checkpoint or of ``final/``).
+        advice: what is kept and what to do, e.g. "the finished checkpoints are kept ...: free space and rerun".
+    """
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except Exception as err:
+        found = write_failure(err)
+        if found is None:
+            raise
+        code, reason = found
+        named = os.fsdecode(err.filename) if isinstance(err, OSError) and err.filename else str(target)
+        remedy = "free space" if code in SPACE_ERRNOS else "once the disk can be written again"
+        logger.debug("writing %s failed", named, exc_info=True)
+        raise RunWriteError(f"cannot write {named} ({reason}): {advice.format(remedy=remedy)}", code) from err
+
+
+def fsync_files(folder: str | Path) -> None:
+    """``fsync`` every file of ``folder`` (not recursive), so that a write error only reported when the data
+    reaches the disk (a quota on NFS, a failing disk) is raised here, before the folder is renamed into place."""
+    for file in sorted(Path(folder).iterdir()):
+        if file.is_file():
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def replace_dir(tmp: str | Path, final: str | Path) -> None:
+    """Rename the complete folder ``tmp`` to ``final``, replacing an existing ``final`` (moved aside to
+    ``final.old`` first, so a kill in between leaves a complete folder under one of the two names)."""
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 class CheckpointError(ValueError):
@@ -177,23 +283,29 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, o
 
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    if barrier:
-        barrier()
-    save_tree(rng_state(), tmp / f"rng-rank{rank}")
-    if rank == 0:
-        save_file(trainable_state_dict(model), str(tmp / "model.safetensors"))
-        save_tree(optimizer.state_dict(), tmp / "optimizer")
-    if barrier:
-        barrier()
-    if rank == 0:
-        state = {**trainer_state, "step": step, "world_size": world_size, "scheduler": scheduler.state_dict()}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+    try:
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        if barrier:
+            barrier()
+        save_tree(rng_state(), tmp / f"rng-rank{rank}")
+        if rank == 0:
+            save_file(trainable_state_dict(model), str(tmp / "model.safetensors"))
+            save_tree(optimizer.state_dict(), tmp / "optimizer")
+        if barrier:
+            barrier()
+        if rank == 0:
+            state = {**trainer_state, "step": step, "world_size": world_size, "scheduler": scheduler.state_dict()}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            fsync_files(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+    except BaseException:
+        if rank == 0:  # a full disk: the partial folder would only hold the space a rerun needs
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint saved: %s", final)

@@ -10,11 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import checkpoint_dir, write_text_atomic
+from .checkpoint import (
+    checkpoint_dir,
+    fsync_files,
+    human_size,
+    latest_checkpoint,
+    replace_dir,
+    write_text_atomic,
+    writing,
+)
 from .config import CONFIG_END, TrainConfig, apply_global_batch, resume_differences, write_config
 from .data import (
     Batch,
@@ -448,12 +457,21 @@ class Trainer:
     def finished_summary(self, ckpt: Path | None) -> dict[str, Any] | None:
         """The saved ``summary.json`` when the run folder holds a finished run with these settings, else None.
 
-        Finished: the newest checkpoint is at its run's last step and ``final/`` and ``summary.json`` exist.
+        Finished: the newest checkpoint is at its run's last step and ``final/`` and ``summary.json`` exist, and the
+        weights of ``final/`` are whole (their safetensors headers are read: a ``final/`` cut short by a full disk in
+        an older version, or damaged since, is written again from the last checkpoint, with a warning).
         """
+        from ifas_model._loading import WeightsUnreadable, check_local_weights
+
         from .checkpoint import read_json
 
         summary, final = self.run_dir / "summary.json", self.run_dir / "final"
         if ckpt is None or not summary.is_file() or not (final / "config.json").is_file():
+            return None
+        try:
+            check_local_weights(final, "final model")
+        except WeightsUnreadable as err:
+            logger.warning("%s; writing final/ again from the last checkpoint", err)
             return None
         state = read_json(ckpt / "trainer_state.json", f"delete {ckpt} to resume from the previous checkpoint")
         if state.get("total_steps") is None or state["step"] < state["total_steps"]:
@@ -469,12 +487,13 @@ class Trainer:
         The settings were checked in `check_run_dir` / `check_corpus` when the trainer was built.
         """
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_config(self.config, self.run_dir / "config.yaml")
-            record = {"dataset": self.config.dataset, **self.corpus_fingerprint}
-            write_text_atomic(self.run_dir / "corpus.json", json.dumps(record, indent=1))
-            if self.resume_ckpt is None:  # a fresh start: lines of a session killed before its first checkpoint
-                self._truncate_metrics(0, eval_at_step=False)
+            with writing(self.run_dir, self.rerun_advice()):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                write_config(self.config, self.run_dir / "config.yaml")
+                record = {"dataset": self.config.dataset, **self.corpus_fingerprint}
+                write_text_atomic(self.run_dir / "corpus.json", json.dumps(record, indent=1))
+                if self.resume_ckpt is None:  # a fresh start: lines of a session killed before its first checkpoint
+                    self._truncate_metrics(0, eval_at_step=False)
         barrier(self.dist)
         return self.resume_ckpt
 
@@ -494,8 +513,9 @@ class Trainer:
         if saved_window and self.dist.is_main:  # global sums on rank 0: the next log's all-reduce adds them once
             self.window.update({k: saved_window[k] for k in ("loss", "loss_judgment", "loss_interpretation", "n")})
         if self.dist.is_main:
-            self._truncate_metrics(self.step, eval_at_step=bool(self.last_eval)
-                                   and self.last_eval.get("step") == self.step)
+            with writing(self.run_dir / "metrics.jsonl", self.rerun_advice()):
+                self._truncate_metrics(self.step, eval_at_step=bool(self.last_eval)
+                                       and self.last_eval.get("step") == self.step)
         logger.info("resumed from %s (step %d, epoch %d, micro-batch %d)", ckpt, self.step, self.epoch, self.micro)
 
     def _truncate_metrics(self, step: int, *, eval_at_step: bool) -> None:
@@ -531,9 +551,40 @@ class Trainer:
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to ``<run>/metrics.jsonl`` (rank 0 only)."""
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with (self.run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            with writing(self.run_dir / "metrics.jsonl", self.rerun_advice()):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                with (self.run_dir / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+
+    # --- what a full disk leaves, and how much space the run's files take ---------------------------------------
+
+    def rerun_advice(self, *, finishing: bool = False) -> str:
+        """What is kept and what to do after a failed write, for `checkpoint.writing` (``{remedy}`` is filled
+        in there: "free space", or "once the disk can be written again")."""
+        latest = latest_checkpoint(self.run_dir)
+        if finishing and latest is not None:
+            return (f"training is done and its last checkpoint {latest} is kept: {{remedy}} (final/ takes about "
+                    f"{human_size(self.final_bytes())}) and rerun the same command: it writes final/ only, nothing is "
+                    "trained again")
+        if latest is None:
+            return ("no checkpoint was finished yet: {remedy} and rerun the same command (it starts again at step 0; "
+                    f"a checkpoint of this run takes about {human_size(self.checkpoint_bytes())})")
+        return (f"the finished checkpoints are kept (newest: {latest}): {{remedy}} (a checkpoint of this run takes "
+                f"about {human_size(self.checkpoint_bytes())}) and rerun the same command: it resumes from there")
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: the trainable parameters and AdamW's two moments per parameter
+        (same dtype), RNG and JSON files aside (kilobytes)."""
+        return sum(3 * p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+
+    def final_bytes(self) -> int:
+        """About the size of ``final/``: every parameter in its dtype; 4-bit (uint8-packed) weights count as two
+        values each in the embeddings' dtype, as `merge_for_save` dequantizes them (the processor files are small)."""
+        import torch
+
+        embed = self.model.language_model.get_input_embeddings().weight.element_size()
+        return sum(2 * p.numel() * embed if p.dtype == torch.uint8 else p.numel() * p.element_size()
+                   for p in self.model.parameters())
 
     def banner(self, resumed_from: Path | None) -> None:
         """Print the resolved configuration and the derived figures once (rank 0)."""
@@ -799,11 +850,13 @@ class Trainer:
         window = {"loss": sums[0], "loss_judgment": sums[1], "loss_interpretation": sums[2], "n": int(sums[3])}
         state = {"epoch": self.epoch, "micro": self.micro, "skipped_images": skipped, "last_eval": self.last_eval,
                  "total_steps": self.total_steps, "train_window": window}
-        return save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=self.optimizer,
-                               scheduler=self.scheduler, trainer_state=state, rank=self.dist.rank,
-                               world_size=self.dist.world_size,
-                               barrier=(lambda: barrier(self.dist)) if self.dist.distributed else None,
-                               keep=self.config.keep_checkpoints)
+        folder = checkpoint_dir(self.run_dir, self.step)
+        with writing(folder.with_name(folder.name + ".tmp"), self.rerun_advice()):
+            return save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=self.optimizer,
+                                   scheduler=self.scheduler, trainer_state=state, rank=self.dist.rank,
+                                   world_size=self.dist.world_size,
+                                   barrier=(lambda: barrier(self.dist)) if self.dist.distributed else None,
+                                   keep=self.config.keep_checkpoints)
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation, ``<run>/final`` (LoRA merged, loadable with one ``from_pretrained``), model card,
@@ -826,17 +879,28 @@ class Trainer:
                    "parameters": self.counts, "skipped_images": skipped, "eval": final_eval,
                    "final": "final", "versions": versions}
         if self.dist.is_main:
-            final = self.run_dir / "final"
-            merged = merge_for_save(self.model)
-            with local_paths_hidden(merged.config):  # config.json is published with --push-to-hub
-                merged.save_pretrained(final)
-            self.processor.save_pretrained(final)
-            base = base_models(self.config)
-            card = model_card(self.config.to_dict(), eval_metrics=final_eval, eval_source=self.eval_name,
-                              base_models=base, parameter_counts=self.counts, steps=self.step,
-                              skipped_images=skipped, versions=versions)
-            (final / "README.md").write_text(card)
-            write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+            final, tmp = self.run_dir / "final", self.run_dir / "final.tmp"
+            # written complete under final.tmp/ and renamed, as checkpoints are: a full disk or a kill never leaves
+            # a final/ that looks like a model with a cut-short model.safetensors
+            with writing(tmp, self.rerun_advice(finishing=True)):  # advice (and sizes) taken before the merge
+                shutil.rmtree(tmp, ignore_errors=True)
+                try:
+                    merged = merge_for_save(self.model)
+                    with local_paths_hidden(merged.config):  # config.json is published with --push-to-hub
+                        merged.save_pretrained(tmp)
+                    self.processor.save_pretrained(tmp)
+                    base = base_models(self.config)
+                    card = model_card(self.config.to_dict(), eval_metrics=final_eval, eval_source=self.eval_name,
+                                      base_models=base, parameter_counts=self.counts, steps=self.step,
+                                      skipped_images=skipped, versions=versions)
+                    (tmp / "README.md").write_text(card)
+                    fsync_files(tmp)
+                    replace_dir(tmp, final)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)  # the space it holds is what the rerun needs
+                    raise
+            with writing(self.run_dir / "summary.json", self.rerun_advice(finishing=True)):
+                write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
             self.console.print(f"[bold green]done[/]: {self.step} steps, skipped images {skipped}, "
                                + (f"eval on {self.eval_name}: {describe_metrics(final_eval)}, " if final_eval
                                   else "")
@@ -868,4 +932,7 @@ class Trainer:
                             f"is saved in {final} and the summary in {self.run_dir / 'summary.json'}: rerun the "
                             "same command to retry the push (nothing is trained again)") from err
         summary.update(hub_repo=repo, hub_commit=commit)
-        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        with writing(self.run_dir / "summary.json", f"the model is saved in {final} and pushed to {repo} "
+                     f"(commit {commit}); only summary.json does not record the push yet: {{remedy}} and rerun the "
+                     "same command (it pushes again)"):
+            write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
