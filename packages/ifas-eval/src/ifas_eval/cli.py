@@ -42,7 +42,31 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    return (ValueError, FileNotFoundError, OSError, KeyError)
+    """Errors said in one line: bad input, unreadable files; also safetensors' own error (neither an OSError
+    nor a ValueError), e.g. a checkpoint's ``model.safetensors`` cut short by a full disk."""
+    errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, OSError, KeyError)
+    try:  # called only once an error is raised: safetensors (small, no torch) is imported then
+        from safetensors import SafetensorError
+    except ImportError:
+        return errors
+    return (*errors, SafetensorError)
+
+
+@contextlib.contextmanager
+def _said_as_write_problem(out: Path | None, *, kept: str, resumes: bool) -> Iterator[None]:
+    """A failed write of the run's outputs (a full disk, a quota, EIO, a read-only folder) becomes one line:
+    the file that could not be written, what is kept, and that rerunning the same command resumes
+    (`ifas_eval.outputs.write_problem`); other errors pass as they are."""
+    from ifas_eval.outputs import write_problem
+
+    try:
+        yield
+    except OSError as e:
+        problem = write_problem(e, out, kept=kept, resumes=resumes)
+        if problem is None:
+            raise
+        logger.debug("error", exc_info=True)
+        raise click.ClickException(problem) from None
 
 
 def _one_line(e: BaseException) -> str:
@@ -275,11 +299,12 @@ def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, thres
     named = _named_files(score_files)
     scored = evaluate_score_files(named, threshold=threshold, dev=dev_scores)
     title = "Score files"
-    with _output_folders(out_dir, report_dir):
+    with _output_folders(out_dir, report_dir), \
+            _said_as_write_problem(out_dir, kept="the score files given are read only, never changed",
+                                   resumes=False):
         if out_dir is not None:
             meta = run_meta(mode="scores", score_files=dict(named), dev_scores=dev_scores, threshold=threshold)
-            write_tables(out_dir, scored, title, meta, with_setting=False)
-            (out_dir / "run.json").write_text(json.dumps(meta, indent=2))
+            write_tables(out_dir, scored, title, meta, with_setting=False)  # run.json too, with the tables
         if report_dir is not None:
             write_report(report_dir, scored, title)
             logger.info("report: %s", report_dir / "index.html")
@@ -334,22 +359,19 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
                     test_sets=list(test_sets), skip_corrupt=skip_corrupt, shared_checkpoint=shared_checkpoint,
                     exclude_videos=[{"file": e.path, "label": e.label, "entries": len(e.keys)} for e in exclusions])
 
-    def write_run_json() -> None:
-        # only once --data and the test sets are found: a mistyped path must not overwrite the run.json of a
-        # finished evaluation in the same --out
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(meta, indent=2))
-
     if protocol.default_data == "embedded-sample" and data is None:
         logger.warning("data: the embedded SYNTHETIC sample; its numbers test the toolkit, they are not FAS "
                        "results")
     title = protocol.title
     # one run per --out (and --report) at a time: refused here, before the data or a model loads
-    with _output_folders(out, None if no_report else report_dir):
+    kept = f"finished score files and the rows scored so far (*.csv.partial) in {out / 'scores'} are kept"
+    with _output_folders(out, None if no_report else report_dir), \
+            _said_as_write_problem(out, kept=kept, resumes=True):
         scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
                                    device=device, dtype=dtype, test_sets=test_sets, normalize=normalize,
-                                   exclusions=exclusions, skip_corrupt=skip_corrupt,
-                                   on_inputs_checked=write_run_json)
+                                   exclusions=exclusions, skip_corrupt=skip_corrupt)
+        # run.json is written with results.*, as one set: a run that fails before (a mistyped --data, a full
+        # disk) leaves the previous evaluation's four files as they were, never a mix of two runs
         write_tables(out, scored, title, meta, with_setting=True)
         if not no_report:
             write_report(report_dir or out / "report", scored, title, explain=explain,

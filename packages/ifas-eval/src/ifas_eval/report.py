@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,10 +50,23 @@ def _plt() -> Any:
 
 
 def _save(plt: Any, fig: Any, out: Path, name: str) -> str:
-    """Lay out, write ``out/name`` (PNG, 110 dpi) and close ``fig``; returns ``name``."""
+    """Lay out, write ``out/name`` (PNG, 110 dpi) and close ``fig``; returns ``name``.
+
+    The figure is written whole or not at all (a hidden temporary renamed into place, removed when the write
+    fails); a failure raises `ifas_eval.outputs.OutputWriteError` naming ``out/name``."""
+    import os
+
+    from ifas_eval.outputs import writing
+
     fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
+    tmp = out / f".{name}.{os.getpid()}.tmp"
+    try:
+        with writing(out / name):
+            fig.savefig(tmp, dpi=110, format="png")
+            tmp.replace(out / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return name
 
 
@@ -166,6 +180,7 @@ def explain_examples(model: Any, processor: Any, ss: ScoreSet, images: Sequence[
         max_new_tokens: generation budget of the explanation.
         normalize: how ``p_real`` is read ("vocab" or "yes_no", as in scoring).
     """
+    from ifas_eval.outputs import writing
     from ifas_model.inference import explain_images
 
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -174,7 +189,8 @@ def explain_examples(model: Any, processor: Any, ss: ScoreSet, images: Sequence[
     means = video_means(ss)
     for k, (i, image, ans) in enumerate(zip(indices, images, answers, strict=True)):
         file = f"images/{safe_name(ss.name)}_{k:02d}.jpg"
-        image.convert("RGB").save(out / file, quality=90)
+        with writing(out / file):  # a full disk: named; a torn crop is only shown, never read again
+            image.convert("RGB").save(out / file, quality=90)
         label = int(ss.labels[i])
         examples.append(Example(file, ss.name, label, ss.attack_types[i], float(means[i]),
                                 str(ans.get("judgment", "")), str(ans.get("explanation", "")),
@@ -185,14 +201,17 @@ def explain_examples(model: Any, processor: Any, ss: ScoreSet, images: Sequence[
 def write_attack_table(out: Path, results: Sequence[dict[str, Any]]) -> str:
     """``attack_types.md`` and ``attack_types.csv``; returns the Markdown."""
     rows = attack_type_rows(results)
-    with (out / "attack_types.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(ATTACK_TABLE_HEADER)
-        writer.writerows(rows)
+    from ifas_eval.outputs import write_text_atomic
+
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(ATTACK_TABLE_HEADER)
+    writer.writerows(rows)
+    write_text_atomic(out / "attack_types.csv", table.getvalue())  # whole or not at all (a full disk)
     md = ["| " + " | ".join(ATTACK_TABLE_HEADER) + " |", "|" + "---|" * len(ATTACK_TABLE_HEADER)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     text = "\n".join(["# Errors per attack type", "", *md, "", f"*{ATTACK_TABLE_CAPTION}*", ""])
-    (out / "attack_types.md").write_text(text)
+    write_text_atomic(out / "attack_types.md", text)
     return text
 
 
@@ -237,6 +256,8 @@ def write_html(out: Path, title: str, tables_html: str, figures: Sequence[tuple[
                     f"({'right' if x.correct else 'wrong'})<br><b>answer:</b> {e(answer)}</div></div>")
             parts.append("</div>")
     parts.append("</body></html>")
+    from ifas_eval.outputs import write_text_atomic
+
     path = out / "index.html"
-    path.write_text("\n".join(parts))
+    write_text_atomic(path, "\n".join(parts))
     return path

@@ -6,8 +6,8 @@ Outputs in ``--out`` (checkpoint flow; the score-file flow writes the same table
   with ``scored_with.json`` (the checkpoint's file hashes, dtype, normalisation: reuse only when they match);
 * ``results.md``, ``results.csv``, ``results.json``: the paper-style table (FLIP/SSDG), the operating-point
   table (fixed threshold, ISO/IEC 30107-3), and every per-checkpoint number with its convention;
-* ``run.json``: the resolved run (protocol, data, checkpoints, threshold, software versions), written once the
-  inputs are checked;
+* ``run.json``: the resolved run (protocol, data, checkpoints, threshold, software versions), written with the
+  tables as one set (`write_tables`: all four files are current, or none was replaced);
 * ``report/``: curves, histograms, per-attack-type errors and the explanation page (`ifas_eval.report`).
 """
 
@@ -175,8 +175,8 @@ def evaluate_protocol(protocol: Protocol, plan: CheckpointPlan, *, data: str | N
             set (``skipped_corrupt``); without it a corrupt image stops the run with a message naming its
             dataset, split, row and path.
         on_inputs_checked: called once the benchmark, its test sets and the exclusion lists have been found
-            and checked, before any checkpoint loads (``ifas-eval`` writes ``run.json`` there, so that a
-            mistyped ``--data`` does not overwrite the ``run.json`` of an earlier evaluation in ``out``).
+            and checked, before any checkpoint loads (``ifas-eval`` writes ``run.json`` later, with the
+            tables: `write_tables`).
 
     No lock is taken here: ``ifas-eval`` holds ``scf.locking.output_lock(out)`` around this call and
     `write_tables`; a Python caller whose ``out`` other processes may write should do the same.
@@ -390,9 +390,23 @@ def _drop_corrupt(rows: Any, what: str, progress: Any, note: dict[str, Any]) -> 
     return rows
 
 
+RESULT_FILES = ("results.md", "results.csv", "results.json", "run.json")
+"""The files `write_tables` writes as one set."""
+
+
 def write_tables(out: Path, scored: Sequence[Scored], title: str, meta: dict[str, Any],
-                 with_setting: bool) -> str:
-    """``results.md``, ``results.csv``, ``results.json`` in ``out``; returns the Markdown."""
+                 with_setting: bool, *, run_json: bool = True) -> str:
+    """``results.md``, ``results.csv``, ``results.json`` and ``run.json`` (``meta``) in ``out``; returns the
+    Markdown.
+
+    The files are written as one set (`ifas_eval.outputs.write_files_together`): each to a hidden temporary
+    first, then all renamed into place, so a full disk leaves the previous run's files as they were (never a
+    folder holding two runs' files) and no temporary behind.
+
+    Raises:
+        ifas_eval.outputs.OutputWriteError: a file could not be written; its message names it and says that
+            the previous files are still in place.
+    """
     from ifas_eval.tables import (
         OPERATING_COLUMNS,
         aggregate,
@@ -413,9 +427,14 @@ def write_tables(out: Path, scored: Sequence[Scored], title: str, meta: dict[str
         markdown_table(aggregate(results, OPERATING_COLUMNS), "At the operating threshold", OPERATING_COLUMNS,
                        (FIXED_CONVENTION, ISO_CONVENTION), with_setting=with_setting, extra_caption=thr_note),
     ])
-    (out / "results.md").write_text(md)
-    (out / "results.csv").write_text(results_csv(results))
-    (out / "results.json").write_text(results_json(results, meta))
+    from ifas_eval.outputs import write_files_together
+
+    files = {out / "results.md": md, out / "results.csv": results_csv(results),
+             out / "results.json": results_json(results, meta)}
+    if run_json:
+        files[out / "run.json"] = json.dumps(meta, indent=2)
+    names = [p.name for p in files]
+    write_files_together(files, ", ".join(names[:-1]) + " and " + names[-1])
     return md
 
 
@@ -447,7 +466,20 @@ def write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, expl
 
     With ``explain > 0`` and checkpoint results, the first checkpoint of each setting explains up to
     ``explain`` wrong and ``explain`` right frames of each of its test sets.
+
+    Raises:
+        ifas_eval.outputs.OutputWriteError: a report file could not be written (a full disk); named in the
+            message. The text files are each written whole (temporary + rename).
     """
+    from ifas_eval.outputs import writing
+
+    with writing(report_dir, note="the report is incomplete; the tables written before it (results.*, run.json) are this run's"):
+        return _write_report(report_dir, scored, title, explain=explain, max_new_tokens=max_new_tokens,
+                             device=device, dtype=dtype, normalize=normalize)
+
+
+def _write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, explain: int,
+                  max_new_tokens: int, device: str, dtype: str, normalize: str) -> Path:
     from ifas_eval import report
     from ifas_eval.tables import MAIN_COLUMNS, aggregate, markdown_table
 

@@ -112,10 +112,13 @@ def read_scores(path: str | Path, name: str | None = None) -> ScoreSet:
 
 
 def write_header(path: Path) -> None:
-    """Start a score file (overwrites)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        csv.writer(fh).writerow(WRITE_COLUMNS)
+    """Start a score file (overwrites); a failed write raises `ifas_eval.outputs.OutputWriteError` naming it."""
+    from ifas_eval.outputs import writing
+
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerow(WRITE_COLUMNS)
 
 
 def append_rows(path: Path, rows: Iterable[tuple[str, int, float, str, int, str]]) -> None:
@@ -123,24 +126,46 @@ def append_rows(path: Path, rows: Iterable[tuple[str, int, float, str, int, str]
 
     Scores are written as ``repr(float(score))``, the shortest text that reads back as the same float64, so a
     float32 or float64 score round-trips exactly and the metrics from the file equal those from memory (files
-    written before with 8 significant digits still read)."""
-    with path.open("a", newline="") as fh:
+    written before with 8 significant digits still read). Rows end in ``\r\n`` (`csv.writer`'s), as the
+    header does. A failed write (a full disk) raises `ifas_eval.outputs.OutputWriteError` naming the file."""
+    from ifas_eval.outputs import writing
+
+    with writing(path), path.open("a", newline="") as fh:
         writer = csv.writer(fh)
         for video, label, score, attack, frame, p in rows:
             writer.writerow((video, int(label), repr(float(score)), attack, int(frame), p))
         fh.flush()
 
 
-def count_rows(path: Path) -> int:
-    """Number of complete data rows in a score file being written (a torn last line is dropped)."""
+def count_rows(path: Path, batch_size: int | None = None) -> int:
+    """Number of complete data rows in a score file being written, after cutting its torn tail off.
+
+    A torn last line (a crash or a full disk in the middle of a write) is dropped; with ``batch_size``, the
+    rows of an incomplete last batch are dropped too, so that a resumed run scores exactly the batches of an
+    uninterrupted run with that batch size (a frame's score can differ by ~1e-7 with the other images of its
+    batch). The file is cut with a truncate at the byte offset, never rewritten: nothing needs disk space, the
+    kept rows (and their ``\r\n`` line ends) stay byte for byte, and a file that cannot be cut is left whole.
+    """
     if not path.exists():
         return 0
-    text = path.read_text()
-    if not text.endswith("\n"):
-        # a crash mid-line: cut the partial row so that appending resumes cleanly
-        text = text[: text.rfind("\n") + 1]
-        path.write_text(text)
-    return max(0, text.count("\n") - 1)
+    data = path.read_bytes()
+    complete = data.count(b"\n")  # whole lines: the header and the complete data rows
+    rows = max(0, complete - 1)
+    if batch_size:
+        rows -= rows % batch_size
+    keep_bytes = len(data) if data.endswith(b"\n") else data.rfind(b"\n") + 1  # 0 when not even a header
+    for _ in range(complete - 1 - rows if complete else 0):  # walk back over the lines of the incomplete batch
+        keep_bytes = data.rfind(b"\n", 0, keep_bytes - 1) + 1
+    if keep_bytes < len(data):
+        logger.info("%s: resuming after row %d: %s cut off (%d bytes; a crash or a full disk in the middle of a "
+                    "write)", path, rows, "a torn last line" if complete - 1 == rows else
+                    f"{complete - 1 - rows} row(s) of an incomplete batch of {batch_size}"
+                    + (" and a torn last line" if not data.endswith(b"\n") else ""), len(data) - keep_bytes)
+        from ifas_eval.outputs import writing
+
+        with writing(path), path.open("r+b") as fh:
+            fh.truncate(keep_bytes)
+    return rows
 
 
 def write_scores(path: str | Path, score_set: ScoreSet) -> Path:

@@ -326,8 +326,12 @@ def _write_hash_cache(cache: dict[str, dict[str, Any]]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(cache))
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: no half-written temporary left behind
+            raise
     except OSError as e:  # a read-only home: hashes are computed again next time
         logger.debug("cannot write the hash cache %s: %s", path, e)
 
@@ -499,9 +503,9 @@ def prepare_score_folder(folder: Path, record: dict[str, Any]) -> bool:
                         "normalize %s%s (delete the folder to score again)", folder, record["weights"][:12],
                         record["dtype"], record["normalize"],
                         f", checkpoint then {old['checkpoint']}" if old["checkpoint"] != record["checkpoint"] else "")
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(record_path)
+    from ifas_eval.outputs import write_text_atomic
+
+    write_text_atomic(record_path, json.dumps(record, indent=2))  # its temporary is removed if it fails
     return reused
 
 
@@ -596,14 +600,15 @@ def check_checkpoint(spec: str) -> None:
     """Cheap checks of a ``--checkpoint`` value before anything heavy runs.
 
     A local path must be a folder holding an I-FAS ``config.json`` (``model_type`` ``"ifas"``), no code of its
-    own (`ifas_model._loading.refuse_remote_code`: no ``auto_map``, no ``*.py``) and safetensors weights (a ``pytorch_model.bin``
-    pickle is never loaded). A value that is not a local path (``org/name``) is taken as a Hub id and left to
-    `load_checkpoint`.
+    own (`ifas_model._loading.refuse_remote_code`: no ``auto_map``, no ``*.py``) and safetensors weights (a
+    ``pytorch_model.bin`` pickle is never loaded) whose headers promise no more bytes than the files hold. A
+    value that is not a local path (``org/name``) is taken as a Hub id and left to `load_checkpoint`.
 
     Raises:
         FileNotFoundError: ``checkpoint folder not found: PATH``.
         ValueError: the path is a file, has no ``config.json``, holds another kind of model, asks for code of
-            its own, or has no safetensors weights (pickled ones: the message says how to convert them).
+            its own, or has no safetensors weights (pickled ones: the message says how to convert them), or
+            weights cut short (a full disk during save_pretrained, a partial copy: `safetensors_problem`).
     """
     import json
 
@@ -636,6 +641,49 @@ def check_checkpoint(spec: str) -> None:
 
     refuse_remote_code(spec, "checkpoint")
     _refuse_pickled_weights(path, spec)
+    for weights in sorted(path.glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            raise ValueError(f"checkpoint {spec}: {weights.name} {problem}{_cut_short_advice(path)}")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a ``.safetensors`` file, read from its header only (cheap: no tensor is loaded), or
+    None when its header is whole and its size is what the header promises.
+
+    A file cut short (a full disk during ``save_pretrained``, a partial copy or download) is ``is cut short
+    (N of M bytes)``; a header that does not parse is ``is not a safetensors file (...)``.
+    """
+    import json
+    import struct
+
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"is cut short ({size} bytes, not even a header)"
+            (header_len,) = struct.unpack("<Q", head)
+            if 8 + header_len > size:
+                return f"is cut short ({size} bytes; its header alone needs {8 + header_len})"
+            header = json.loads(fh.read(header_len))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"is not a safetensors file (its header does not parse: {type(e).__name__})"
+    expected = 8 + header_len + max(ends, default=0)
+    if size < expected:
+        return f"is cut short ({size} of {expected} bytes)"
+    return None
+
+
+def _cut_short_advice(folder: Path) -> str:
+    """What to do about a checkpoint whose weights are cut short: an ifas-train run's ``final/`` is written
+    again by rerunning that run (nothing else is redone); anything else is copied or saved again."""
+    advice = " (a full disk or a partial copy?)"
+    if folder.name == "final" and (folder.parent / "checkpoints").is_dir():
+        return (f"{advice}: rerun the same ifas-train command for run {folder.parent}: it writes only final/ "
+                "again")
+    return f"{advice}: copy or save the checkpoint again"
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -675,6 +723,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             asks for code of its own.
     """
     import torch
+    from safetensors import SafetensorError
 
     from ifas_model._loading import NEVER_RUN, refuse_remote_code
     from ifas_model.modeling import IFASForConditionalGeneration
@@ -693,9 +742,15 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             if folder is not None and folder.is_dir():
                 refuse_remote_code(folder, "checkpoint")
         processor = IFASProcessor.from_pretrained(path)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, SafetensorError) as e:
         if "trust_remote_code" in str(e):  # a Hub checkpoint asking for its own code: never "pass it True"
             raise ValueError(f"checkpoint {path}: asks for Python code of its own (auto_map); {NEVER_RUN}") from None
+        if isinstance(e, SafetensorError) or "safetensors" in str(e).lower():
+            # e.g. "Error while deserializing header: incomplete metadata" from weights cut short; name them
+            folder = Path(path) if _looks_like_path(path) else checkpoint_folder(path)
+            advice = _cut_short_advice(folder) if folder is not None else " (a partial download?)"
+            raise ValueError(f"checkpoint {path}: its safetensors weights cannot be read ({' '.join(str(e).split())})"
+                             f"{advice}") from None
         raise
     model.to(device).eval()
     return model, processor
@@ -883,7 +938,8 @@ def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, na
                        len(done), n)
         out_csv.unlink()
     partial = out_csv.with_name(out_csv.name + ".partial")
-    start = scorefile.count_rows(partial) if partial.exists() else 0
+    # cut back to whole batches: the resumed batches are an uninterrupted run's (same --batch-size), same scores
+    start = scorefile.count_rows(partial, batch_size) if partial.exists() else 0
     if start > n or (start and list(scorefile.read_scores(partial, name).video_ids) != videos[:start]):
         logger.warning("%s: %s holds other rows than the test set: scoring from the start", name, partial)
         start = 0
@@ -908,7 +964,10 @@ def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, na
                                            frames[lo:hi], paths[lo:hi], strict=True))
         if progress is not None:
             progress.update(task, advance=hi - lo)
-    partial.replace(out_csv)
+    from ifas_eval.outputs import writing
+
+    with writing(out_csv):
+        partial.replace(out_csv)
     return scorefile.read_scores(out_csv, name)
 
 

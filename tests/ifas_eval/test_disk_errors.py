@@ -1,0 +1,232 @@
+"""A full disk (ENOSPC) in the middle of ``ifas-eval``: one line naming the file, nothing torn or mixed, and the
+same command resumes once space is freed (review25 M4, M5, M6, L1, L3)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import re
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(pattern, nth=1, after=0)``: the ``nth`` open for writing of a path matching ``pattern``
+    writes ``after`` bytes, then fails with ENOSPC (as a write on a full disk does: the error names no file)."""
+    real_open = io.open
+    state = {"pattern": None, "nth": 1, "after": 0, "count": 0}
+
+    class Full:
+        def __init__(self, fh):
+            self._fh, self._left = fh, state["after"]
+
+        def write(self, data):
+            if len(data) <= self._left:
+                self._left -= len(data)
+                return self._fh.write(data)
+            self._fh.write(data[: self._left])
+            self._left = 0
+            self._fh.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._fh.close()
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        if (state["pattern"] and isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wa+")
+                and re.search(state["pattern"], os.fspath(file))):
+            state["count"] += 1
+            if state["count"] == state["nth"]:
+                return Full(fh)
+        return fh
+
+    monkeypatch.setattr(io, "open", fake_open)
+    monkeypatch.setattr("builtins.open", fake_open)
+
+    def arm(pattern: str | None, nth: int = 1, after: int = 0) -> None:
+        state.update(pattern=pattern, nth=nth, after=after, count=0)
+
+    return arm
+
+
+def _args(ckpt, out, *extra):
+    return ["--protocol", "sample", "--setting", "sample-domain-a", "--checkpoint", f"sample-domain-a={ckpt}",
+            "--out", str(out), "--batch-size", "8", *extra]
+
+
+def _last(res):
+    return res.output.strip().splitlines()[-1]
+
+
+def _hidden_temporaries(folder):
+    return sorted(p.name for p in folder.rglob(".*.tmp"))
+
+
+def test_full_disk_while_scoring_says_the_file_and_the_rerun_resumes_with_the_same_scores(tiny_ckpt, tmp_path,
+                                                                                         full_disk):
+    from ifas_eval.cli import main
+
+    whole = tmp_path / "whole"
+    assert CliRunner().invoke(main, _args(tiny_ckpt, whole, "--no-report")).exit_code == 0
+    out = tmp_path / "eval"
+    full_disk(r"\.csv\.partial$", nth=3, after=100)  # header, batch 1; batch 2 is torn after 100 bytes
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--no-report"))
+    partial = out / "scores" / "sample-domain-a" / "tiny-final" / "sample-domain-a.csv.partial"
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert _last(res) == (f"Error: cannot write {partial} (No space left on device): finished score files and the "
+                          f"rows scored so far (*.csv.partial) in {out / 'scores'} are kept; free space and rerun "
+                          "the same command: it resumes from them")
+    assert partial.read_bytes().count(b"\n") == 1 + 8  # header + batch 1 + a torn row of batch 2
+
+    full_disk(None)  # space freed
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--no-report"))
+    assert res.exit_code == 0, res.output
+    assert "resuming after 8 of 30 frames" in " ".join(res.output.split())
+    # the torn batch was scored again whole: the same batches, byte-identical scores and line ends (\r\n)
+    done = partial.with_name("sample-domain-a.csv").read_bytes()
+    assert done == (whole / "scores" / "sample-domain-a" / "tiny-final" / "sample-domain-a.csv").read_bytes()
+    assert done.count(b"\r\n") == done.count(b"\n") == 31
+    assert (out / "results.csv").read_bytes() == (whole / "results.csv").read_bytes()
+
+
+def test_count_rows_cuts_back_to_whole_batches_at_the_byte_offset(tmp_path):
+    from ifas_eval import scorefile
+
+    path = tmp_path / "t.csv.partial"
+    scorefile.write_header(path)
+    scorefile.append_rows(path, [(f"v{i}", 1, 0.5, "live", 0, f"p{i}") for i in range(10)])
+    whole = path.read_bytes()
+    rows = whole.split(b"\r\n")
+    path.write_bytes(whole + b"v10,1,0.4")  # a torn 11th row
+    assert scorefile.count_rows(path, batch_size=4) == 8
+    assert path.read_bytes() == b"\r\n".join(rows[:9]) + b"\r\n"  # header + 8 rows, byte for byte
+    assert scorefile.count_rows(path, batch_size=4) == 8 and scorefile.count_rows(path) == 8
+    path.write_bytes(b"video_id,la")  # not even a header
+    assert scorefile.count_rows(path, batch_size=4) == 0 and path.read_bytes() == b""
+
+
+def test_a_failed_result_write_leaves_the_previous_four_files_as_they_were(tiny_ckpt, tmp_path, full_disk):
+    from ifas_eval.cli import main
+
+    out = tmp_path / "eval"
+    assert CliRunner().invoke(main, _args(tiny_ckpt, out, "--no-report")).exit_code == 0
+    names = ("results.md", "results.csv", "results.json", "run.json")
+    before = {n: (out / n).read_bytes() for n in names}
+    for failing in ("results.csv", "results.json", "run.json"):
+        full_disk(rf"\.{re.escape(failing)}\.\d+\.tmp$", after=10)
+        res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--no-report", "--threshold", "0.3"))
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert _last(res).startswith(f"Error: cannot write {out / failing} (No space left on device); results.md, "
+                                     "results.csv, results.json and run.json are still the previous run's (none "
+                                     "was replaced): finished score files")
+        assert {n: (out / n).read_bytes() for n in names} == before, failing
+        assert _hidden_temporaries(out) == []
+    full_disk(None)
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--no-report", "--threshold", "0.3"))
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "run.json").read_text())["threshold"] == 0.3
+    assert json.loads((out / "results.json").read_text())["threshold"] == 0.3
+
+
+def test_a_full_disk_in_the_report_names_its_file_and_says_the_tables_are_current(tiny_ckpt, tmp_path, full_disk):
+    from ifas_eval.cli import main
+
+    out = tmp_path / "eval"
+    full_disk(r"\.index\.html\.\d+\.tmp$", after=50)
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--explain", "0"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert _last(res).startswith(f"Error: cannot write {out / 'report' / 'index.html'} (No space left on device);"
+                                 " the report is incomplete; the tables written before it (results.*, run.json) "
+                                 "are this run's: finished score files")
+    assert not (out / "report" / "index.html").exists() and _hidden_temporaries(out) == []
+    assert json.loads((out / "run.json").read_text())["checkpoints"]
+
+
+def test_score_file_mode_on_a_full_disk(tmp_path, full_disk):
+    from ifas_eval.cli import main
+    from ifas_eval.metrics import ScoreSet
+    from ifas_eval.scorefile import write_scores
+
+    scores = write_scores(tmp_path / "s.csv", ScoreSet("s", [0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0], ["a", "b", "c", "d"]))
+    out = tmp_path / "tables"
+    full_disk(r"\.results\.json\.\d+\.tmp$")
+    res = CliRunner().invoke(main, ["--scores", str(scores), "--out", str(out)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert _last(res) == (f"Error: cannot write {out / 'results.json'} (No space left on device); results.md, "
+                          "results.csv, results.json and run.json are still the previous run's (none was "
+                          "replaced): the score files given are read only, never changed; free space and rerun "
+                          "the same command")
+    assert not out.exists() or not [p for p in out.rglob("*") if p.name != ".lock"]  # nothing half-written
+
+
+def test_write_problem_leaves_other_errors_alone(tmp_path):
+    from ifas_eval.outputs import OutputWriteError, write_problem
+
+    out = tmp_path / "eval"
+    kept = "k"
+    # a write that names no file (pyarrow, a datasets cache copy): the folders it may be in
+    assert write_problem(OSError(errno.EDQUOT, "Disk quota exceeded"), out, kept=kept, resumes=True) == (
+        f"cannot write {out} (or $HF_DATASETS_CACHE or $TMPDIR) (Disk quota exceeded): k; free space and rerun the "
+        "same command: it resumes from them")
+    # inside --out, named: said as a write problem; an I/O error reading an input: left as it is
+    assert write_problem(OSError(errno.EROFS, "Read-only file system", str(out / "x")), out, kept=kept,
+                         resumes=False) == f"cannot write {out / 'x'} (Read-only file system): k; make it writable " \
+                                           "and rerun the same command"
+    assert write_problem(OSError(errno.EIO, "Input/output error", str(tmp_path / "in.parquet")), out, kept=kept,
+                         resumes=True) is None
+    assert write_problem(OSError(errno.EIO, "Input/output error"), out, kept=kept, resumes=True) is None
+    assert write_problem(FileNotFoundError(errno.ENOENT, "No such file", str(out / "x")), out, kept=kept,
+                         resumes=True) is None
+    assert write_problem(OutputWriteError(errno.EIO, "Input/output error", str(out / "x")), out, kept=kept,
+                         resumes=True).endswith("k; once the disk works again, rerun the same command: it resumes "
+                                                "from them")
+
+
+@pytest.fixture
+def cut_short_run(tiny_ckpt, tmp_path):
+    """An ifas-train run folder whose final/model.safetensors was cut in half by a full disk."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tiny_ckpt, run / "final")
+    weights = run / "final" / "model.safetensors"
+    size = weights.stat().st_size
+    os.truncate(weights, size // 2)
+    return run, size
+
+
+def test_a_cut_short_checkpoint_is_one_line_in_ifas_eval_and_ifas_predict(cut_short_run, tmp_path):
+    from ifas_eval.cli import main, predict
+
+    run, size = cut_short_run
+    expected = (f"Error: checkpoint {run / 'final'}: model.safetensors is cut short ({size // 2} of {size} bytes) "
+                f"(a full disk or a partial copy?): rerun the same ifas-train command for run {run}: it writes "
+                "only final/ again")
+    res = CliRunner().invoke(main, _args(run / "final", tmp_path / "eval"))
+    assert res.exit_code == 1 and "Traceback" not in res.output and _last(res) == expected
+    res = CliRunner().invoke(predict, [str(tmp_path), "--checkpoint", str(run / "final"), "--no-face-detection"])
+    assert res.exit_code == 1 and "Traceback" not in res.output and _last(res) == expected
+
+
+def test_load_checkpoint_names_the_checkpoint_for_any_safetensors_error(cut_short_run, monkeypatch):
+    """Past the header check (a Hub snapshot, a corruption the sizes do not show): safetensors' own error,
+    neither an OSError nor a ValueError, becomes a ValueError naming the checkpoint."""
+    from ifas_eval import scoring
+
+    run, _ = cut_short_run
+    monkeypatch.setattr(scoring, "safetensors_problem", lambda path: None)
+    with pytest.raises(ValueError, match=rf"^checkpoint {re.escape(str(run / 'final'))}: its safetensors weights "
+                                         r"cannot be read \(.+\) \(a full disk or a partial copy\?\): rerun the "
+                                         "same ifas-train command"):
+        scoring.load_checkpoint(run / "final", "cpu")
