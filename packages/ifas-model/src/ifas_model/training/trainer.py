@@ -578,13 +578,22 @@ class Trainer:
         return sum(3 * p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
 
     def final_bytes(self) -> int:
-        """About the size of ``final/``: every parameter in its dtype; 4-bit (uint8-packed) weights count as two
-        values each in the embeddings' dtype, as `merge_for_save` dequantizes them (the processor files are small)."""
+        """About the size of ``final/``, as `merge_for_save` writes it: a LoRA layer's base weight merged in fp32
+        (its adapters gone), other 4-bit (uint8-packed, two values per element) weights dequantized to the
+        embeddings' dtype, every other parameter in its dtype (the processor files are small)."""
         import torch
 
         embed = self.model.language_model.get_input_embeddings().weight.element_size()
-        return sum(2 * p.numel() * embed if p.dtype == torch.uint8 else p.numel() * p.element_size()
-                   for p in self.model.parameters())
+        total = 0
+        for name, p in self.model.named_parameters():
+            values = p.numel() * (2 if p.dtype == torch.uint8 else 1)
+            if ".lora_" in name:
+                continue
+            if name.endswith("base_layer.weight"):
+                total += values * 4
+            else:
+                total += values * (embed if p.dtype == torch.uint8 else p.element_size())
+        return total
 
     def banner(self, resumed_from: Path | None) -> None:
         """Print the resolved configuration and the derived figures once (rank 0)."""
