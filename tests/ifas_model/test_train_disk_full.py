@@ -193,3 +193,7 @@ def test_a_disk_error_outside_the_named_writes_is_still_one_line_with_the_run_fo
     assert disk_message(err, write_failure(err), tmp_path) == (
         f"cannot write to {tmp_path} (or a cache folder the run uses) (Disk quota exceeded): no checkpoint was "
         "finished yet: free space and rerun the same command to resume")
+    named = OSError(errno.EIO, "Input/output error", str(tmp_path / "metrics.jsonl"))
+    assert disk_message(named, write_failure(named), tmp_path).startswith(
+        f"cannot write {tmp_path / 'metrics.jsonl'} (Input/output error): no checkpoint was finished yet: make the "
+        "disk writable again and rerun")

@@ -173,7 +173,7 @@ def disk_message(err: BaseException, disk: tuple[int, str], run_dir: Any) -> str
         f"to {run_dir} (or a cache folder the run uses)"
     latest = latest_checkpoint(run_dir)
     kept = f"the finished checkpoints are kept (newest: {latest})" if latest else "no checkpoint was finished yet"
-    remedy = "free space" if code in SPACE_ERRNOS else "once the disk can be written again"
+    remedy = "free space" if code in SPACE_ERRNOS else "make the disk writable again"
     return f"cannot write {named} ({reason}): {kept}: {remedy} and rerun the same command to resume"
 
 

@@ -138,7 +138,7 @@ def writing(target: str | Path, advice: str) -> Iterator[None]:
             raise
         code, reason = found
         named = os.fsdecode(err.filename) if isinstance(err, OSError) and err.filename else str(target)
-        remedy = "free space" if code in SPACE_ERRNOS else "once the disk can be written again"
+        remedy = "free space" if code in SPACE_ERRNOS else "make the disk writable again"
         logger.debug("writing %s failed", named, exc_info=True)
         raise RunWriteError(f"cannot write {named} ({reason}): {advice.format(remedy=remedy)}", code) from err
 

@@ -560,7 +560,7 @@ class Trainer:
 
     def rerun_advice(self, *, finishing: bool = False) -> str:
         """What is kept and what to do after a failed write, for `checkpoint.writing` (``{remedy}`` is filled
-        in there: "free space", or "once the disk can be written again")."""
+        in there: "free space", or "make the disk writable again")."""
         latest = latest_checkpoint(self.run_dir)
         if finishing and latest is not None:
             return (f"training is done and its last checkpoint {latest} is kept: {{remedy}} (final/ takes about "
