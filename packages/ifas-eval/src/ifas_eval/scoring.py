@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -869,31 +870,99 @@ def _meta_rows(ds: datasets.Dataset) -> tuple[list[int], list[str], list[str], l
     return cols["label"], videos, cols["attack_type"], cols["frame_index"], cols["path"]
 
 
+class _BatchBuffer:
+    """One batch's tensors, filled chunk by chunk by the prefetch threads (each writes its own rows).
+
+    The first chunk to arrive allocates, in its own thread, one tensor per key for the whole batch (pinned
+    when ``pin``: a pinned host tensor is what makes ``.to(device, non_blocking=True)`` a true asynchronous
+    copy); every chunk then copies its rows into its slice. The values are those of ``torch.cat`` of the
+    chunks, so the consumer's thread only takes the finished tensors. One chunk spanning the whole batch
+    (``threads=0``) is used as it is when nothing is to be pinned.
+    """
+
+    def __init__(self, size: int, pin: bool) -> None:
+        import threading
+
+        self.size, self.pin = size, pin
+        self.tensors: dict[str, torch.Tensor] | None = None
+        self._lock = threading.Lock()
+
+    def put(self, offset: int, parts: dict[str, torch.Tensor]) -> None:
+        """Write one chunk's tensors (first dimension = its rows) at row ``offset`` of the batch."""
+        import torch
+
+        with self._lock:
+            if self.tensors is None:
+                if offset == 0 and not self.pin and all(len(v) == self.size for v in parts.values()):
+                    self.tensors = parts  # the whole batch in one chunk: nothing to copy
+                    return
+                self.tensors = {k: torch.empty((self.size, *v.shape[1:]), dtype=v.dtype, pin_memory=self.pin)
+                                for k, v in parts.items()}
+        for k, v in parts.items():
+            out = self.tensors[k]
+            if out.shape[1:] != v.shape[1:] or out.dtype != v.dtype:
+                raise ValueError(f"the processor gave {k} of shape {tuple(v.shape)} ({v.dtype}) for rows "
+                                 f"{offset}-{offset + len(v)} of a batch whose other rows have "
+                                 f"{tuple(out.shape[1:])} ({out.dtype})")
+            out[offset:offset + len(v)].copy_(v)
+
+
 def _prepared_batches(rows: RowSet, raw: datasets.Dataset, processor: Any, bounds: list[tuple[int, int]],
-                      threads: int) -> Any:
+                      threads: int, pin: bool = False) -> Any:
     """The processor's CPU tensors of each ``(lo, hi)`` batch of rows, in order.
 
     ``threads`` = 0 prepares each batch when it is asked for. Otherwise a pool of ``threads`` threads decodes
-    and preprocesses the next batches in chunks while the model scores the current one (PIL's decoding and
-    resizing and numpy release the GIL), so that on a GPU the image pipeline does not leave it idle; at most
-    two batches are prepared ahead. The tensors are those of one `processor` call on the whole batch.
+    and preprocesses the next batches in chunks of 32 while the model scores the current one (PIL's decoding
+    and resizing and numpy release the GIL), so that on a GPU the image pipeline does not leave it idle; at
+    most two batches are prepared ahead. The threads also build each batch's tensors (`_BatchBuffer`: each
+    chunk copied into its rows of one tensor per key, pinned when ``pin``, i.e. on CUDA), so the consumer's
+    thread does no per-image or per-pixel work at all. The tensors equal those of one `processor` call on the
+    whole batch.
     """
     from functools import partial
 
-    import torch
-
     from scf.prefetch import prefetched
 
-    def prepare(lo: int, hi: int) -> dict[str, Any]:
-        return dict(processor(_images(rows, raw, lo, hi)))
+    def prepare(batch: _BatchBuffer, lo: int, a: int, b: int) -> _BatchBuffer:
+        batch.put(a - lo, dict(processor(_images(rows, raw, a, b))))
+        return batch
 
     def tasks(bound: tuple[int, int]) -> list[Any]:
         lo, hi = bound
         size = 32 if threads > 0 else max(1, hi - lo)
-        return [partial(prepare, a, min(hi, a + size)) for a in range(lo, hi, size)]
+        batch = _BatchBuffer(hi - lo, pin)
+        return [partial(prepare, batch, lo, a, min(hi, a + size)) for a in range(lo, hi, size)]
 
     for parts in prefetched(bounds, tasks, threads):
-        yield parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        yield parts[0].tensors  # every task of a batch returns its (now filled) buffer
+
+
+def _one_batch_late(jobs: Iterable[Any], launch: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
+    """``(job, launch(job))`` for each job in order, each handed out only once the next job is launched.
+
+    On a GPU, `launch` queues a batch's copy and forward pass and returns at once; reading its scores back
+    waits for that batch. Handing batch i out after batch i+1 is queued lets the GPU compute batch i+1 while
+    the caller reads and writes batch i's scores, instead of idling until the next launch. When getting or
+    launching the next job fails (a corrupt image, an interrupt), the launched batch is still handed out
+    before the error is raised, so everything scored before the failing batch is written, as without the
+    delay.
+    """
+    pending = None
+    try:
+        for job in jobs:
+            launched = (job, launch(job))
+            if pending is not None:
+                yield pending
+            pending = launched
+    except GeneratorExit:  # the caller stopped: nothing more to hand out
+        raise
+    except BaseException:
+        if pending is not None:
+            done, pending = pending, None
+            yield done
+        raise
+    if pending is not None:
+        yield pending
 
 
 def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, name: str, out_csv: Path, *,
@@ -954,12 +1023,26 @@ def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, na
         decode_threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
     model.eval()
     bounds = [(lo, min(n, lo + batch_size)) for lo in range(start, n, batch_size)]
-    batches = _prepared_batches(rows, raw, processor, bounds, decode_threads)
-    for (lo, hi), inputs in zip(bounds, batches, strict=True):
+    cuda = device.type == "cuda"
+    batches = _prepared_batches(rows, raw, processor, bounds, decode_threads, pin=cuda)
+
+    def launch(job: tuple[tuple[int, int], dict[str, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
+        # queue the batch (pinned on CUDA, so the copies are asynchronous) and its scores' copy back
         with torch.inference_mode():  # the pass of ifas_model.inference.score_images
-            p_real = model.score(**{k: v.to(device, non_blocking=True) for k, v in inputs.items()},
-                                 normalize=normalize)
-        scores = p_real.float().cpu().numpy().astype(np.float64)
+            p_real = model.score(**{k: v.to(device, non_blocking=True) for k, v in job[1].items()},
+                                 normalize=normalize).float()
+            if not cuda:
+                return p_real, None
+            # into pinned memory (a pageable destination would make this copy wait for the batch here)
+            scores = torch.empty(p_real.shape, dtype=p_real.dtype, pin_memory=True).copy_(p_real, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return scores, done
+
+    for ((lo, hi), _), (p_real, done) in _one_batch_late(zip(bounds, batches, strict=True), launch):
+        if done is not None:
+            done.synchronize()  # this batch only: the next one is already queued behind it
+        scores = p_real.cpu().numpy().astype(np.float64)
         scorefile.append_rows(partial, zip(videos[lo:hi], labels[lo:hi], scores.tolist(), attacks[lo:hi],
                                            frames[lo:hi], paths[lo:hi], strict=True))
         if progress is not None:
