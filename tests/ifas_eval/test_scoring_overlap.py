@@ -72,6 +72,23 @@ def test_batches_are_assembled_in_the_threads_equal_to_one_processor_call(tiny, 
             assert not got[k].is_pinned()  # pinned only on CUDA (pin=True)
 
 
+def test_a_batch_handed_out_is_held_by_the_caller_only(tiny, rows70):
+    import gc
+    import weakref
+
+    from ifas_eval.scoring import RowSet, _prepared_batches, _raw_images
+
+    _, processor = tiny
+    rows = RowSet(rows70, [("s", "test", i) for i in range(70)])
+    gen = _prepared_batches(rows, _raw_images(rows70), processor, [(0, 35), (35, 70)], threads=2)
+    batch = next(gen)
+    pixels = weakref.ref(batch["pixel_values"])
+    del batch
+    gc.collect()
+    assert pixels() is None  # freed before the next batch is asked for (one batch less in memory)
+    assert next(gen)["pixel_values"].shape[0] == 35
+
+
 def test_a_corrupt_image_writes_every_batch_before_it_then_stops(tiny, rows70, tmp_path):
     import datasets
 

@@ -887,6 +887,13 @@ class _BatchBuffer:
         self.tensors: dict[str, torch.Tensor] | None = None
         self._lock = threading.Lock()
 
+    def take(self) -> dict[str, torch.Tensor]:
+        """The finished tensors, handed over (the buffer keeps no reference to them)."""
+        tensors, self.tensors = self.tensors, None
+        if tensors is None:
+            raise RuntimeError("a batch's tensors were taken twice or never filled")
+        return tensors
+
     def put(self, offset: int, parts: dict[str, torch.Tensor]) -> None:
         """Write one chunk's tensors (first dimension = its rows) at row ``offset`` of the batch."""
         import torch
@@ -917,7 +924,8 @@ def _prepared_batches(rows: RowSet, raw: datasets.Dataset, processor: Any, bound
     most two batches are prepared ahead. The threads also build each batch's tensors (`_BatchBuffer`: each
     chunk copied into its rows of one tensor per key, pinned when ``pin``, i.e. on CUDA), so the consumer's
     thread does no per-image or per-pixel work at all. The tensors equal those of one `processor` call on the
-    whole batch.
+    whole batch. A batch handed out is held by the caller only, so it is freed (or, pinned, returned to
+    torch's pinned-memory cache) as soon as the caller drops it.
     """
     from functools import partial
 
@@ -934,7 +942,9 @@ def _prepared_batches(rows: RowSet, raw: datasets.Dataset, processor: Any, bound
         return [partial(prepare, batch, lo, a, min(hi, a + size)) for a in range(lo, hi, size)]
 
     for parts in prefetched(bounds, tasks, threads):
-        yield parts[0].tensors  # every task of a batch returns its (now filled) buffer
+        # every task of a batch returns its (now filled) buffer; the batch is then held by the caller only
+        # (not by this generator or the prefetcher's futures), so it is freed as soon as the caller drops it
+        yield parts[0].take()
 
 
 def _one_batch_late(jobs: Iterable[Any], launch: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
