@@ -49,3 +49,29 @@ def test_a_failing_task_raises_when_its_job_is_reached():
         for parts in prefetched(list(range(5)), tasks, threads=2):
             seen += parts
     assert seen == [0, 1]
+
+
+def test_a_job_handed_out_is_not_kept_alive_by_the_prefetcher():
+    """review (ifas-eval H2 follow-up): the generator held the futures of the job it had handed out until the
+    next job was asked for, so a caller that dropped a batch (hundreds of MB of pixels) still had it in memory."""
+    import gc
+    import weakref
+
+    from scf.prefetch import prefetched
+
+    class Batch:
+        pass
+
+    refs = []
+
+    def make():
+        b = Batch()
+        refs.append(weakref.ref(b))
+        return b
+
+    gen = prefetched(list(range(4)), lambda job: [make], threads=2, ahead=1)
+    first = next(gen)
+    del first
+    gc.collect()
+    assert refs[0]() is None  # freed while the generator is suspended
+    assert len(list(gen)) == 3

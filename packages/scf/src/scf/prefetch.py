@@ -25,7 +25,8 @@ def prefetched(jobs: Sequence[Any], tasks: Callable[[Any], list[Callable[[], Any
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
         pending = deque([pool.submit(t) for t in tasks(job)] for job in jobs[: ahead + 1])
         for i in range(len(jobs)):
-            futures = pending.popleft()
             if i + ahead + 1 < len(jobs):
                 pending.append([pool.submit(t) for t in tasks(jobs[i + ahead + 1])])
-            yield [f.result() for f in futures]
+            # No name keeps this job's futures: once handed out, its results belong to the caller alone and are
+            # freed when the caller drops them, not held here until the next job is asked for.
+            yield [f.result() for f in pending.popleft()]
