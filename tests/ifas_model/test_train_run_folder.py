@@ -184,3 +184,11 @@ def test_deterministic_is_recorded_changes_nothing_on_cpu_and_may_change_on_resu
     a = load_file(tmp_path / "plain" / "final" / "model.safetensors")
     b = load_file(tmp_path / "det" / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_only_the_newest_checkpoints_are_kept(corpus, tmp_path):
+    """review26 H1: the pruning of old checkpoints sat after a `raise` and never ran: a run kept every one."""
+    result = _invoke(*_args(corpus, tmp_path / "run", "--keep-checkpoints", "2"))  # 4 steps, one per step
+    assert result.exit_code == 0, result.output
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["step-00000003", "step-00000004"]

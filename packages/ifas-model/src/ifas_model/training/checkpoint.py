@@ -306,6 +306,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, o
         if rank == 0:  # a full disk: the partial folder would only hold the space a rerun needs
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if rank == 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint saved: %s", final)
