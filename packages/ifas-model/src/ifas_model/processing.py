@@ -255,6 +255,23 @@ class IFASProcessor:
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         return BatchFeature(data=data, tensor_type=return_tensors)
 
+    def prompt_inputs(self, batch_size: int) -> dict[str, Any]:
+        """The prompt-only ``input_ids`` and ``attention_mask`` of ``batch_size`` images, without the images.
+
+        Every row is the fixed prompt (`prompt_ids`), so no padding: the same int64 tensors as
+        ``self(images, judgments=None)["input_ids"]`` / ``["attention_mask"]``, with no image processed. The
+        trainer's evaluation batches pair them with the training call's ``pixel_values`` (same images).
+
+        Raises:
+            ValueError: ``batch_size`` < 1.
+        """
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        ids = torch.tensor([self.prompt_ids] * batch_size, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
     # --- decoding -------------------------------------------------------------------------------------
     def decode_answer(self, token_ids: Sequence[int]) -> tuple[str, str]:
         """Split generated answer ids into (judgment, explanation).

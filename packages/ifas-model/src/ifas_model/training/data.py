@@ -320,7 +320,8 @@ class Batch:
     inputs: dict[str, torch.Tensor]
     """``pixel_values``, ``input_ids``, ``attention_mask`` and, for training, ``labels``, ``answer_segments``."""
     prompt_inputs: dict[str, torch.Tensor] | None
-    """Prompt-only inputs for ``model.score`` (evaluation batches only)."""
+    """Prompt-only ``input_ids`` and ``attention_mask`` for ``model.score`` (evaluation batches only); the
+    pixels are ``inputs["pixel_values"]`` (the same images: processed and copied to the device once)."""
     labels: list[int]
     video_ids: list[str]
     indices: list[int]
@@ -329,6 +330,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def pin_memory(self) -> Batch:
+        """This batch with its tensors in page-locked memory (the DataLoader's ``pin_memory=True`` calls it), so
+        that ``.to("cuda", non_blocking=True)`` is an asynchronous copy."""
+        prompt = None if self.prompt_inputs is None else {k: v.pin_memory() for k, v in self.prompt_inputs.items()}
+        return Batch({k: v.pin_memory() for k, v in self.inputs.items()}, prompt, self.labels, self.video_ids,
+                     self.indices, self.skipped)
 
 
 class VQACollator:
@@ -351,10 +359,9 @@ class VQACollator:
         images = [e["image"] for e in good]
         enc = self.processor(images=images, judgments=[e["judgment"] for e in good],
                              interpretations=[e["interpretation"] for e in good], return_tensors="pt")
-        prompt = None
-        if self.with_prompts:
-            p = self.processor(images=images, judgments=None, interpretations=None, return_tensors="pt")
-            prompt = {k: p[k] for k in ("pixel_values", "input_ids", "attention_mask")}
+        # the prompt-only inputs for scoring: the fixed prompt's ids, no second pass of the image processor (the
+        # pixels are enc["pixel_values"]: same images, same processor)
+        prompt = self.processor.prompt_inputs(len(images)) if self.with_prompts else None
         keys = ("pixel_values", "input_ids", "attention_mask", "labels", "answer_segments")
         return Batch({k: enc[k] for k in keys if k in enc}, prompt, [e["label"] for e in good],
                      [e["video_id"] for e in good], [e["index"] for e in good], skipped)

@@ -36,7 +36,7 @@ from .data import (
     split_train_eval,
     stratified_subsample,
 )
-from .distributed import DistState, all_reduce_sum, any_rank, barrier, gather_lists, init_distributed
+from .distributed import DistState, all_reduce_sum, barrier, gather_lists, init_distributed
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+
+LOSS_KEYS = ("loss", "loss_judgment", "loss_interpretation")
+"""The losses summed over the micro-batches of a train log line (their means are the line's values)."""
 
 PROVENANCE_EXTRA = ("peft", "accelerate", "bitsandbytes")
 """Libraries recorded in ``summary.json`` and the model card besides `scf.schema.software_versions`' own list
@@ -353,9 +356,14 @@ class Trainer:
         self.last_eval: dict[str, Any] | None = None
         self.placeholder: Batch | None = None
         self.eval_loader: Any = None  # built at the first evaluation
-        # losses of the micro-batches since the last train log line (this rank's; saved summed over ranks)
-        self.window: dict[str, Any] = {"loss": 0.0, "loss_judgment": 0.0, "loss_interpretation": 0.0, "n": 0,
-                                       "samples": 0}
+        # Losses of the micro-batches since the last train log line (this rank's; saved summed over ranks): summed
+        # on the device in float64 (the same IEEE double additions as summing Python floats, so the logged means
+        # are bit-identical to reading each loss back), read back only at a log line or a checkpoint.
+        self.loss_sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.dist.device)
+        self.window: dict[str, int] = {"n": 0, "samples": 0}
+        # (micro-batch, its row indices, its loss on the device) of the micro-batches of the current optimizer step:
+        # checked for NaN/inf once, with the gradient norm, before the optimizer step (`_check_finite`)
+        self.step_losses: list[tuple[int, list[int], torch.Tensor]] = []
 
     # --- set-up helpers ---------------------------------------------------------------------------------
 
@@ -367,10 +375,12 @@ class Trainer:
         # would shift every later dropout mask. Persistent workers: started once per loader, not at every epoch
         # and evaluation (under the spawn start method, macOS' default, each start re-imports torch and
         # transformers in every worker). The batch sampler stays in this process, so `set_epoch` before each
-        # ``iter(loader)`` still selects the order; the workers only decode the rows they are sent.
+        # ``iter(loader)`` still selects the order; the workers only decode the rows they are sent. On CUDA the
+        # batches are pinned (`Batch.pin_memory`), so the ``non_blocking`` copies to the GPU are asynchronous.
         workers = self.config.num_workers
         return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=workers,
-                          generator=torch.Generator().manual_seed(0), persistent_workers=workers > 0)
+                          generator=torch.Generator().manual_seed(0), persistent_workers=workers > 0,
+                          pin_memory=self.dist.device.type == "cuda")
 
     @property
     def effective_batch(self) -> int:
@@ -499,6 +509,8 @@ class Trainer:
 
     def resume_from(self, ckpt: Path) -> None:
         """Restore weights, optimizer, schedule, RNG and the data position from a checkpoint."""
+        import torch
+
         from .checkpoint import load_checkpoint
 
         kernel = {k: self.optimizer.defaults.get(k) for k in ("fused", "foreach")}  # chosen for this device
@@ -511,7 +523,8 @@ class Trainer:
         self.last_eval = state.get("last_eval")
         saved_window = state.get("train_window")  # checkpoints before it was saved: the window starts empty
         if saved_window and self.dist.is_main:  # global sums on rank 0: the next log's all-reduce adds them once
-            self.window.update({k: saved_window[k] for k in ("loss", "loss_judgment", "loss_interpretation", "n")})
+            self.loss_sums.copy_(torch.tensor([float(saved_window[k]) for k in LOSS_KEYS], dtype=torch.float64))
+            self.window["n"] = int(saved_window["n"])
         if self.dist.is_main:
             with writing(self.run_dir / "metrics.jsonl", self.rerun_advice()):
                 self._truncate_metrics(self.step, eval_at_step=bool(self.last_eval)
@@ -669,11 +682,8 @@ class Trainer:
                 while not epoch_done and self.step < self.total_steps:
                     n_group = min(self.config.grad_accum, self.micro_per_epoch - self.micro)
                     for j in range(n_group):
-                        out = self._forward_backward(next(batches), n_group, sync=j == n_group - 1)
-                        for key in ("loss", "loss_judgment", "loss_interpretation"):
-                            window[key] += out[key]
-                        window["n"] += out["n"]
-                        window["samples"] += out["samples"]
+                        self._forward_backward(next(batches), n_group, sync=j == n_group - 1, micro=self.micro + j)
+                    self._check_finite()  # before anything of this step is applied
                     self.micro += n_group
                     self._optimizer_step()
                     if self.micro >= self.micro_per_epoch:  # (epoch, micro) always names the next micro-batch
@@ -718,8 +728,13 @@ class Trainer:
                                          "judgment": JUDGMENT_FAKE, "interpretation": "", "video_id": "-"}])
         return self.placeholder
 
-    def _forward_backward(self, batch: Batch, n_group: int, *, sync: bool) -> dict[str, float]:
-        """Forward and backward one micro-batch, its loss scaled by 1 / micro-batches in the step."""
+    def _forward_backward(self, batch: Batch, n_group: int, *, sync: bool, micro: int) -> None:
+        """Forward and backward one micro-batch (number ``micro`` of the epoch), its loss scaled by 1 / micro-
+        batches in the step.
+
+        Nothing is read back from the device: the batch is copied ``non_blocking`` (pinned on CUDA), the losses are
+        added to `loss_sums` on the device and the loss is kept for `_check_finite`.
+        """
         import contextlib
 
         import torch
@@ -728,48 +743,69 @@ class Trainer:
         weight = 1.0 / n_group
         if len(batch) == 0:
             batch, weight = self._placeholder_batch(), 0.0
-        inputs = {k: v.to(self.dist.device) for k, v in batch.inputs.items()}
+        inputs = {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.inputs.items()}
         no_sync = self.ddp.no_sync() if (self.dist.distributed and not sync) else contextlib.nullcontext()
         with no_sync:
             with torch.autocast(self.dist.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
                 out = self.ddp(**inputs)
             loss = out.loss
-            bad = not bool(torch.isfinite(loss.detach()).item())
-            if any_rank(self.dist, bad):
-                self._stop_non_finite("loss", float(loss.detach()), batch)
             (loss * weight).backward()
-        parts = {k: float(getattr(out, k).detach()) if getattr(out, k, None) is not None else 0.0
-                 for k in ("loss_judgment", "loss_interpretation")}
-        if not weight:  # the placeholder: nothing to report
-            return {"loss": 0.0, "loss_judgment": 0.0, "loss_interpretation": 0.0, "n": 0, "samples": 0}
-        return {"loss": float(loss.detach()), **parts, "n": 1, "samples": len(batch)}
+        loss = loss.detach()
+        self.step_losses.append((micro, batch.indices, loss))
+        if not weight:  # the placeholder: checked for NaN/inf, not reported
+            return
+        zero = loss.new_zeros((), dtype=torch.float64)
+        parts = [loss] + [getattr(out, k).detach() if getattr(out, k, None) is not None else zero
+                          for k in LOSS_KEYS[1:]]
+        self.loss_sums += torch.stack([p.to(torch.float64) for p in parts])
+        self.window["n"] += 1
+        self.window["samples"] += len(batch)
 
-    def _optimizer_step(self) -> None:
+    def _check_finite(self) -> None:
+        """Stop on a NaN/inf loss of this step's micro-batches or a NaN/inf gradient norm (any rank), before the
+        optimizer step: one read-back (and, with several processes, one all-reduce) per optimizer step.
+
+        The gradient is clipped here (``--max-grad-norm``), as before the step.
+        """
         import torch
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.config.max_grad_norm > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         else:
-            norm = float(torch.linalg.vector_norm(
-                torch.stack([p.grad.detach().float().norm() for p in params if p.grad is not None])))
-        if any_rank(self.dist, not math.isfinite(norm)):
-            self._stop_non_finite("gradient norm", norm, None)
+            norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.detach().float().norm() for p in params if p.grad is not None]))
+        steps, self.step_losses = self.step_losses, []
+        losses = torch.stack([loss.float() for _, _, loss in steps])
+        flags = torch.stack([(~torch.isfinite(losses)).any(), ~torch.isfinite(norm.detach())]).to(torch.float64)
+        if self.dist.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        bad_loss, bad_norm = flags.tolist()  # the one read-back of the step
+        if bad_loss:  # name this rank's first bad micro-batch (another rank's when this one has none)
+            values = losses.tolist()
+            k = next((i for i, v in enumerate(values) if not math.isfinite(v)), len(values) - 1)
+            self._stop_non_finite("loss", values[k], steps[k][0], steps[k][1])
+        if bad_norm:
+            self._stop_non_finite("gradient norm", float(norm), steps[0][0], None)
+
+    def _optimizer_step(self) -> None:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
-    def _stop_non_finite(self, what: str, value: float, batch: Batch | None) -> None:
+    def _stop_non_finite(self, what: str, value: float, micro: int, rows: list[int] | None) -> None:
         from .checkpoint import latest_checkpoint
 
         good = latest_checkpoint(self.run_dir)
-        rows = f", rows {batch.indices[:8]}" if batch is not None and batch.indices else ""
+        named = f", rows {rows[:8]}" if rows else ""
         message = (f"non-finite {what} ({value}) at step {self.step + 1} (epoch {self.epoch}, micro-batch "
-                   f"{self.micro}{rows}); stopped. Last good checkpoint: {good or 'none'}")
+                   f"{micro}{named}); stopped. Last good checkpoint: {good or 'none'}")
         self.log_metrics({"event": "non_finite", "what": what, "step": self.step + 1, "epoch": self.epoch,
-                          "micro_batch": self.micro, "last_good_checkpoint": str(good) if good else None})
+                          "micro_batch": micro, "last_good_checkpoint": str(good) if good else None})
         raise NonFiniteLossError(message)
 
     def skipped_images(self) -> int:
@@ -777,8 +813,8 @@ class Trainer:
         return int(self.skipped_before + all_reduce_sum(self.dist, [float(self.skipped_local)])[0])
 
     def _log_train(self, window: dict[str, Any], t_window: float, progress: Any, task: Any) -> float:
-        n, samples = all_reduce_sum(self.dist, [float(window["n"]), float(window["samples"])])
-        sums = all_reduce_sum(self.dist, [window["loss"], window["loss_judgment"], window["loss_interpretation"]])
+        n, samples, *sums = all_reduce_sum(self.dist, [float(window["n"]), float(window["samples"]),
+                                                       *self.loss_sums.tolist()])  # the read-back of the window
         now = time.perf_counter()
         rate = samples / max(now - t_window, 1e-9)
         record = {"step": self.step, "epoch": self.epoch, "split": "train", "loss": sums[0] / max(n, 1),
@@ -788,7 +824,8 @@ class Trainer:
         self.log_metrics(record)
         progress.update(task, loss=record["loss"], rate=rate)
         for key in window:
-            window[key] = 0 if key in ("n", "samples") else 0.0
+            window[key] = 0
+        self.loss_sums.zero_()
         return now
 
     # --- evaluation, checkpoints, the end -------------------------------------------------------------------
@@ -810,20 +847,29 @@ class Trainer:
             self.eval_loader = self._loader(self.eval_set, sampler, VQACollator(self.processor, with_prompts=True))
         loader = self.eval_loader
         self.model.eval()
-        loss_sum, loss_n, rows, skipped = 0.0, 0, [], 0
-        with torch.no_grad(), torch.autocast(self.dist.device.type, dtype=self.autocast_dtype or torch.float32,
+        # Each batch's pixels are processed once and copied to the device once (for the loss and the score); the
+        # loss sum (float64: the same additions as in Python floats) and the scores stay on the device until the
+        # last batch, so nothing waits for the GPU inside the loop.
+        device = self.dist.device
+        loss_sum_t = torch.zeros((), dtype=torch.float64, device=device)
+        loss_n, skipped, rows, scores = 0, 0, [], []
+        with torch.no_grad(), torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
                                              enabled=self.autocast_dtype is not None):
             for batch in loader:
                 skipped += batch.skipped
                 if not len(batch):
                     continue
-                out = self.model(**{k: v.to(self.dist.device) for k, v in batch.inputs.items()})
-                loss_sum += float(out.loss) * len(batch)
+                inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
+                out = self.model(**inputs)
+                loss_sum_t += out.loss.detach().to(torch.float64) * len(batch)
                 loss_n += len(batch)
-                prompt = {k: v.to(self.dist.device) for k, v in batch.prompt_inputs.items()}
-                scores = self.model.score(**prompt).float().cpu().tolist()
-                rows += list(zip(batch.indices, scores, batch.labels, batch.video_ids, strict=True))
+                prompt = {k: v.to(device, non_blocking=True) for k, v in batch.prompt_inputs.items()}
+                scores.append(self.model.score(pixel_values=inputs["pixel_values"], **prompt).float())
+                rows += list(zip(batch.indices, batch.labels, batch.video_ids, strict=True))
         self.model.train()
+        loss_sum = float(loss_sum_t)
+        values = torch.cat(scores).cpu().tolist() if scores else []
+        rows = [(i, score, label, video) for (i, label, video), score in zip(rows, values, strict=True)]
         loss_sum, loss_n, skipped = all_reduce_sum(self.dist, [loss_sum, float(loss_n), float(skipped)])
         rows = gather_lists(self.dist, rows)
         unique = {r[0]: r for r in rows}.values()  # wrap-around padding repeats rows in multi-process runs
@@ -854,9 +900,8 @@ class Trainer:
         from .checkpoint import save_checkpoint
 
         skipped = self.skipped_images()
-        w = self.window
-        sums = all_reduce_sum(self.dist, [w["loss"], w["loss_judgment"], w["loss_interpretation"], float(w["n"])])
-        window = {"loss": sums[0], "loss_judgment": sums[1], "loss_interpretation": sums[2], "n": int(sums[3])}
+        *sums, n = all_reduce_sum(self.dist, [*self.loss_sums.tolist(), float(self.window["n"])])
+        window = {**dict(zip(LOSS_KEYS, sums, strict=True)), "n": int(n)}
         state = {"epoch": self.epoch, "micro": self.micro, "skipped_images": skipped, "last_eval": self.last_eval,
                  "total_steps": self.total_steps, "train_window": window}
         folder = checkpoint_dir(self.run_dir, self.step)
