@@ -92,3 +92,19 @@ def test_loading_the_processor_first_gives_no_model_type_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(processor.eos_token_id)
     assert "model of type" not in proc.stderr, proc.stderr
+
+
+def test_a_git_lfs_pointer_in_place_of_the_weights_says_git_lfs_pull(tmp_path):
+    """review26 L2: a Hub repository cloned without git-lfs leaves a 130-byte pointer file; it was called "cut
+    short (a full disk or a partial copy?)"."""
+    from ifas_model._loading import WeightsUnreadable
+    from ifas_model.modeling import IFASForConditionalGeneration
+    from ifas_model.presets import build_model
+
+    model, _ = build_model("tiny")
+    model.save_pretrained(tmp_path / "final")
+    (tmp_path / "final" / "model.safetensors").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 123456789\n")
+    with pytest.raises(WeightsUnreadable, match=r"model\.safetensors: a Git LFS pointer, not the weights .*"
+                                                r"run `git lfs pull`"):
+        IFASForConditionalGeneration.from_pretrained(tmp_path / "final")

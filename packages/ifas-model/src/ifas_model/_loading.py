@@ -125,7 +125,20 @@ def check_local_weights(name: str | os.PathLike, what: str) -> None:
             with safe_open(str(file), framework="pt"):
                 pass
         except Exception as err:  # noqa: BLE001 - SafetensorError is neither OSError nor ValueError
+            if is_lfs_pointer(file):
+                raise WeightsUnreadable(f"{what} {file}: a Git LFS pointer, not the weights (a clone without "
+                                        "git-lfs); run `git lfs pull` in that repository, or download it with "
+                                        "`hf download`") from err
             raise WeightsUnreadable(f"{what} {file}: cut short or damaged ({one_line(err)}); {WEIGHTS_HINT}") from err
+
+
+def is_lfs_pointer(file: str | os.PathLike) -> bool:
+    """A small text file in place of a large one: what ``git clone`` of a Hub repository leaves without git-lfs."""
+    try:
+        with open(file, "rb") as f:
+            return f.read(64).startswith(b"version https://git-lfs.github.com/spec/")
+    except OSError:
+        return False
 
 
 def _local_dir(name: str | os.PathLike) -> Path | None:
