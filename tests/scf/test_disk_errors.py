@@ -196,6 +196,43 @@ def test_a_full_datasets_cache_is_named_as_such_not_as_shards_that_disagree(tmp_
     assert len(schema.load_table(str(ds))["train"]) == 3  # space freed: the same call loads
 
 
+def test_scf_caption_with_a_full_datasets_cache_names_the_cache_not_out(tmp_path, monkeypatch):
+    """review26 M2: through the command, a full datasets cache (a nameless ENOSPC while `load_table` writes its
+    Arrow copy) prints load_table's line naming the cache and HF_DATASETS_CACHE, not "cannot write to OUT"
+    (--out is often on another disk: the user would free space in the wrong place)."""
+    import datasets
+    import datasets.arrow_writer
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from scf import schema
+    from scf.cli import main
+    from scf.shards import ShardWriter
+
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    with ShardWriter(tmp_path / "bench", schema.benchmark_features(), shard_size=100) as w:
+        for i in range(3):
+            w.add({"label": 1, "attack_type": "live", "attack_detail": "", "source": "s", "subject_id": "1",
+                   "video_id": f"v{i}", "frame_index": 0, "split": "train", "path": f"p{i}", "image": img}, "train")
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+
+    def full(self, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_table", full)
+    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_batch", full)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["caption", "--preset", "tiny", "--dataset", str(tmp_path / "bench"), "--out",
+                                  str(out), "--no-progress"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: cannot write the datasets cache copy of {tmp_path / 'bench'} into {cache} "
+                           "(No space left on device); it needs about "), last
+    assert "set HF_DATASETS_CACHE to a folder on a larger disk" in last and str(out) not in last
+
+
 def test_a_full_disk_while_saving_a_c_s_checkpoint_is_one_line_and_leaves_no_partial_checkpoint(tmp_path,
                                                                                                monkeypatch):
     """M1: safetensors raises SafetensorError (not an OSError) on a full disk. The C_S checkpoint being written

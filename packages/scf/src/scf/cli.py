@@ -243,11 +243,16 @@ def caption_command(out: str, split: str, stage: str | None, dataset: str | None
             push_to_hub=push_to_hub, push_captioner_to_hub=push_captioner_to_hub, show_progress=not no_progress,
             if_empty=if_empty)
         CaptionPipeline(config).run()
-    except Exception as e:  # noqa: BLE001 - a full disk (safetensors raises SafetensorError, not OSError) is checked first
+    except (CaptionerError, KeywordError, PipelineError, SchemaError) as e:
+        # already one line that says what failed and where, e.g. load_table's "cannot write the datasets cache
+        # copy of ... set HF_DATASETS_CACHE": checked before the full-disk classifier below, which would follow
+        # the cause (a nameless ENOSPC in the cache) and blame --out (review26 M2)
+        raise click.ClickException(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - a full disk (safetensors raises SafetensorError, not OSError)
         full = _caption_write_error(e, Path(out))
         if full:
             raise click.ClickException(full) from e
-        if isinstance(e, (CaptionerError, KeywordError, PipelineError, SchemaError, OSError, ValueError)):
+        if isinstance(e, (OSError, ValueError)):
             raise click.ClickException(str(e)) from e  # OSError: files, Hub
         raise
 
