@@ -230,3 +230,64 @@ def test_load_checkpoint_names_the_checkpoint_for_any_safetensors_error(cut_shor
                                          r"cannot be read \(.+\) \(a full disk or a partial copy\?\): rerun the "
                                          "same ifas-train command"):
         scoring.load_checkpoint(run / "final", "cpu")
+
+
+def test_a_read_error_in_the_report_step_says_what_could_not_be_read(tiny_ckpt, tmp_path, monkeypatch):
+    """review26 M3: an EIO reading the benchmark for --explain (or the Hub unreachable while the checkpoint
+    loads) is a read, not "cannot write <input>" nor "cannot write .../report"."""
+    from ifas_eval import runner
+    from ifas_eval.cli import main
+
+    out = tmp_path / "eval"
+    cache_file = tmp_path / "hfcache" / "bench" / "data-00000.arrow"
+
+    def eio(rows, idx):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(cache_file))
+
+    monkeypatch.setattr(runner, "_row_images", eio)
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--explain", "1"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert _last(res) == (f"Error: cannot read {cache_file} (Input/output error) for the report (--explain); the "
+                          "report is incomplete; the tables written before it (results.*, run.json) are this "
+                          "run's")
+    assert json.loads((out / "run.json").read_text())["checkpoints"] and "cannot write" not in res.output
+
+    from ifas_eval import scoring
+
+    real_load, loads = scoring.load_checkpoint, []
+
+    def offline(*args, **kwargs):  # scoring loads it; the report's load finds the Hub gone (transformers'
+        loads.append(args)         # OSError, no errno)
+        if len(loads) > 1:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files of org/ckpt")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "load_checkpoint", offline)
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--explain", "1"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert _last(res) == ("Error: cannot read what the report (--explain) needs: We couldn't connect to "
+                          "'https://huggingface.co' to load the files of org/ckpt; the report is incomplete; the "
+                          "tables written before it (results.*, run.json) are this run's")
+
+
+def test_a_full_disk_writing_an_explained_image_names_it(tiny_ckpt, tmp_path, monkeypatch):
+    """The writes of the report (here an --explain crop, ENOSPC) stay write failures naming the file."""
+    from PIL import Image
+
+    from ifas_eval.cli import main
+
+    real_save = Image.Image.save
+
+    def full(self, fp, *args, **kwargs):
+        if str(fp).endswith(".jpg"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--explain", "1", "--max-new-tokens", "2"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    image = out / "report" / "images" / "sample-domain-a_00.jpg"
+    assert _last(res).startswith(f"Error: cannot write {image} (No space left on device); the report is "
+                                 "incomplete; the tables written before it (results.*, run.json) are this run's: "
+                                 "finished score files")

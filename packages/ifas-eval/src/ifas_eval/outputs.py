@@ -33,6 +33,23 @@ class OutputWriteError(OSError):
         return f"{text}; {self.note}" if self.note else text
 
 
+class ReportInputError(OSError):
+    """An input of the report step (the checkpoint, the benchmark rows ``--explain`` shows) could not be read.
+
+    Never a write failure: it carries no errno, so `write_problem` leaves it alone and it is said as it is, one
+    line naming what could not be read, with ``note`` (what the failure left current).
+    """
+
+    def __init__(self, error: OSError, step: str, note: str) -> None:
+        where = error.filename2 or error.filename
+        if error.errno is not None and where is not None:
+            text = f"cannot read {os.fsdecode(where)} ({error.strerror or os.strerror(error.errno)}) for {step}"
+        else:  # no file named (transformers' "couldn't connect to the Hub"): its own words
+            text = f"cannot read what {step} needs: {' '.join(str(error).split()) or type(error).__name__}"
+        super().__init__(f"{text}; {note}" if note else text)
+        self.error = error
+
+
 @contextlib.contextmanager
 def writing(path: str | os.PathLike[str], note: str = "") -> Iterator[None]:
     """Turn an `OSError` raised inside into an `OutputWriteError` naming ``path`` (when the error names no

@@ -183,7 +183,8 @@ def explain_examples(model: Any, processor: Any, ss: ScoreSet, images: Sequence[
     from ifas_eval.outputs import writing
     from ifas_model.inference import explain_images
 
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    with writing(out / "images"):
+        (out / "images").mkdir(parents=True, exist_ok=True)
     answers = explain_images(model, processor, list(images), max_new_tokens, normalize=normalize) if len(images) else []
     examples = []
     means = video_means(ss)

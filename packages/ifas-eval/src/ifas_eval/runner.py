@@ -468,22 +468,33 @@ def write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, expl
     ``explain`` wrong and ``explain`` right frames of each of its test sets.
 
     Raises:
-        ifas_eval.outputs.OutputWriteError: a report file could not be written (a full disk); named in the
-            message. The text files are each written whole (temporary + rename).
+        ifas_eval.outputs.OutputWriteError: a file (or folder) under ``report_dir`` could not be written (a full
+            disk); named in the message. The text files are each written whole (temporary + rename).
+        ifas_eval.outputs.ReportInputError: something the report reads could not be read (``--explain``: the
+            checkpoint, the benchmark rows: an I/O error on the datasets cache, an unreachable Hub); named in
+            the message, never called a write failure.
     """
-    from ifas_eval.outputs import writing
+    from ifas_eval.outputs import OutputWriteError, ReportInputError
 
-    with writing(report_dir, note="the report is incomplete; the tables written before it (results.*, run.json) are this run's"):
+    note = "the report is incomplete; the tables written before it (results.*, run.json) are this run's"
+    try:
         return _write_report(report_dir, scored, title, explain=explain, max_new_tokens=max_new_tokens,
                              device=device, dtype=dtype, normalize=normalize)
+    except OutputWriteError as e:  # only the writes under report_dir are wrapped as such (`writing`)
+        e.note = e.note or note
+        raise
+    except OSError as e:  # anything else is a read: the checkpoint, the benchmark's images, the Hub
+        raise ReportInputError(e, "the report (--explain)" if explain > 0 else "the report", note) from e
 
 
 def _write_report(report_dir: Path, scored: Sequence[Scored], title: str, *, explain: int,
                   max_new_tokens: int, device: str, dtype: str, normalize: str) -> Path:
     from ifas_eval import report
+    from ifas_eval.outputs import writing
     from ifas_eval.tables import MAIN_COLUMNS, aggregate, markdown_table
 
-    report_dir.mkdir(parents=True, exist_ok=True)
+    with writing(report_dir):
+        report_dir.mkdir(parents=True, exist_ok=True)
     results = [s.result for s in scored]
     figures = []
     by_test: dict[tuple[str, str], list[Scored]] = {}
