@@ -86,6 +86,149 @@ def test_a_video_whose_file_cannot_be_read_is_retried_and_a_broken_one_stays_ski
     assert [(e["key"], e["reason"]) for e in log] == [("train/replay/bad.avi", "unreadable video")]
 
 
+class _RecordingHfApi:
+    """A stand-in for ``huggingface_hub.HfApi`` that records the pushes (no network)."""
+
+    pushes: list[str] = []
+
+    def __init__(self, *a, **kw):
+        pass
+
+    def create_repo(self, repo_id, *a, **kw):
+        return f"https://huggingface.co/datasets/{repo_id}"
+
+    def upload_folder(self, *a, repo_id, folder_path, **kw):
+        self.pushes.append(repo_id)
+        return type("Commit", (), {"oid": "abc", "commit_url": "u"})()
+
+    def __getattr__(self, name):
+        return lambda *a, **kw: None
+
+
+def _denied(path) -> OSError:
+    return PermissionError(errno.EACCES, "Permission denied", str(path))
+
+
+def test_an_input_without_read_permission_is_skipped_the_run_exits_0_and_pushes(tmp_path, face, monkeypatch):
+    """review26 M1: a file this user may not read (EACCES; root ignores chmod, so Image.open is made to refuse)
+    is a "permission denied" skip, not an "I/O error" retried forever: the run exits 0, pushes the other rows and
+    prints how many files were refused and that rerunning the same command after chmod reads them again; it
+    does. An EIO beside it still fails the run (transient)."""
+    import huggingface_hub
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for i in range(3):
+        write_image(root / f"train/real/r{i}.png", face)
+    real_open = Image.open
+    refused = {"r1.png"}
+
+    def open_(fp, *a, **kw):
+        if str(fp).rsplit("/", 1)[-1] in refused:
+            raise _denied(fp)
+        return real_open(fp, *a, **kw)
+
+    monkeypatch.setattr(Image, "open", open_)
+    monkeypatch.setattr(huggingface_hub, "HfApi", _RecordingHfApi)
+    monkeypatch.setattr(_RecordingHfApi, "pushes", [])
+    out = tmp_path / "o"
+    args = ["--source", "image-folder", "--root", str(root), "--out", str(out), "--push-to-hub", "me/x"]
+    r = ingest(*args)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert _RecordingHfApi.pushes == ["me/x"]
+    said = " ".join(r.output.split())
+    assert (f"warning: 1 file(s) could not be read for lack of permission (e.g. train/real/r1.png: Permission "
+            f"denied (EACCES)) and are skipped ('permission denied' in {out / 'skipped.jsonl'}); the rows of the "
+            "other files are written. Give this user read access (chmod/chown), then rerun the same command: those "
+            "files are read again (nothing else is redone)") in said, r.output
+    assert "skipped: permission denied" in r.output  # the summary table's count
+    assert json.loads((out / "ingest_summary.json").read_text())["permission_denied"] == [
+        "train/real/r1.png: Permission denied (EACCES)"]
+    log = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(e["key"], e["reason"]) for e in log] == [("train/real/r1.png", "permission denied")]
+    assert len(rows(out)) == 2
+
+    refused.clear()  # chmod done: the same command reads the file and pushes again
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert "lack of permission" not in r.output
+    assert [x["path"] for x in rows(out)] == [f"train/real/r{i}.png" for i in range(3)]
+    assert (out / "skipped.jsonl").read_text() == ""
+    assert _RecordingHfApi.pushes == ["me/x", "me/x"]
+
+    write_image(root / "train/real/r3.png", face)  # a transient error (EIO): exit 1, no push
+    write_image(root / "train/real/r4.png", face)
+    refused.add("r4.png")
+
+    def eio_on_r3(fp, *a, **kw):
+        if str(fp).endswith("r3.png"):
+            raise _eio(fp)
+        return open_(fp, *a, **kw)
+
+    monkeypatch.setattr(Image, "open", eio_on_r3)
+    r = ingest(*args)
+    assert r.exit_code == 1, r.output
+    assert "1 file(s) could not be read (I/O errors, e.g. train/real/r3.png: Input/output error (EIO))" in r.output
+    assert "1 file(s) could not be read for lack of permission (e.g. train/real/r4.png" in " ".join(r.output.split())
+    assert _RecordingHfApi.pushes == ["me/x", "me/x"]
+
+
+def test_a_video_or_frame_folder_without_read_permission_is_a_permission_skip(tmp_path, face, monkeypatch):
+    """review26 M1 for videos (OpenCV names no errno: the check read gets EPERM) and frame folders (one frame
+    refused skips the folder, which the rerun redoes whole): "permission denied", exit 0."""
+    from test_ingest_run import write_video
+
+    from scf.ingest import worker
+
+    root = tmp_path / "vids"
+    write_video(root / "train/replay/v1.avi", face, n=8)
+    write_video(root / "train/replay/v2.avi", face, n=8)
+    real_open = open
+
+    def refused_open(path, *a, **kw):
+        if str(path).endswith("v1.avi"):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_open(path, *a, **kw)
+
+    real_map = worker.video.read_frame_map
+    monkeypatch.setattr(worker.video, "read_frame_map",
+                        lambda path, idx: {} if str(path).endswith("v1.avi") else real_map(path, idx))
+    monkeypatch.setattr(worker, "open", refused_open, raising=False)
+    out = tmp_path / "o"
+    args = ["--source", "image-folder", "--root", str(root), "--out", str(out), "--frames", "2"]
+    r = ingest(*args)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert "1 file(s) could not be read for lack of permission (e.g. train/replay/v1.avi: Operation not " \
+           "permitted (EPERM))" in " ".join(r.output.split())
+    assert [x["path"] for x in rows(out)] == ["train/replay/v2.avi#2", "train/replay/v2.avi#6"]
+    monkeypatch.undo()
+    r = ingest(*args)
+    assert r.exit_code == 0, r.output
+    assert sorted(x["path"] for x in rows(out)) == ["train/replay/v1.avi#2", "train/replay/v1.avi#6",
+                                                     "train/replay/v2.avi#2", "train/replay/v2.avi#6"]
+
+    from PIL import Image
+
+    from scf.ingest.base import Item, Meta
+
+    frames = tmp_path / "frames"
+    for i in range(4):
+        write_image(frames / f"clip/{i:03d}.png", face)
+    real_image_open = Image.open
+
+    def refused_frame(fp, *a, **kw):
+        if str(fp).endswith(f"{target:03d}.png"):
+            raise _denied(fp)
+        return real_image_open(fp, *a, **kw)
+
+    target = worker.video.equidistant_frame_indices(4, 2)[-1]  # a frame the sampling reads
+    monkeypatch.setattr(Image, "open", refused_frame)
+    item = Item("clip", "frames", Meta(label=1, attack_type="live"), "train", "clip",
+                frames=tuple(f"clip/{i:03d}.png" for i in range(4)))
+    outcome = worker.process(item, str(frames), "s", worker.WorkSettings(frames="2", detect=False))
+    assert outcome.rows == [] and outcome.skips == [("clip", "permission denied", "Permission denied (EACCES)")]
+
+
 def test_a_full_disk_in_ingest_is_one_line_and_the_rerun_finishes(tmp_path, face, monkeypatch):
     """M5: pyarrow's ENOSPC names no file; the line names the folder, says the shards are kept and what to do,
     and leaves no temporary; the rerun after space is freed writes every row once."""

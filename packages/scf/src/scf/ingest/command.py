@@ -62,6 +62,18 @@ def read_errors_message(summary, folder: Path) -> str:  # noqa: ANN001 - runner.
             "A file that fails every time: check the disk or mount it lives on")
 
 
+def permission_denied_message(summary, folder: Path) -> str:  # noqa: ANN001 - runner.IngestSummary
+    """The line ``scf ingest`` prints (exit status 0) when inputs could not be read for lack of permission
+    (EACCES, EPERM: `worker.PERMISSION_DENIED`): how many, one of them, and how to get them in (rerun)."""
+    from .worker import PERMISSION_DENIED
+
+    n = summary.skipped.get(PERMISSION_DENIED, len(summary.permission_denied))
+    return (f"warning: {n} file(s) could not be read for lack of permission (e.g. {summary.permission_denied[0]}) "
+            f"and are skipped ({PERMISSION_DENIED!r} in {folder / 'skipped.jsonl'}); the rows of the other files are "
+            "written. Give this user read access (chmod/chown), then rerun the same command: those files are read "
+            "again (nothing else is redone)")
+
+
 def ingest_main(*, source: str | None, root: str | None, out: str | None, config_name: str | None,
                 source_name: str | None = None, lists: tuple[str, ...], label_polarity: str | None, split: str | None,
                 celeba_labels: tuple[str, ...] = (), frames: str,
@@ -107,6 +119,9 @@ def ingest_main(*, source: str | None, root: str | None, out: str | None, config
     console.print(summary_table(summary))
     for note in summary.notes:
         console.print(f"note: {note}", soft_wrap=True)
+    if summary.permission_denied:
+        console.print(permission_denied_message(summary, config.dataset_dir), soft_wrap=True, markup=False,
+                      highlight=False)
     if summary.read_errors:
         raise click.ClickException(read_errors_message(summary, config.dataset_dir))
     if summary.rows_total == 0:

@@ -40,7 +40,7 @@ from scf.shards import (
 from .base import IngestError, Item, ReaderOptions, Skip
 from .lists import POLARITIES
 from .registry import canonical_name, get_reader
-from .worker import READ_ERROR, Outcome, WorkSettings, init_worker, process
+from .worker import PERMISSION_DENIED, READ_ERROR, Outcome, WorkSettings, init_worker, process
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class IngestSummary:
     pruned_rows: int = 0  # rows dropped by prune_missing
     notes: list[str] = field(default_factory=list)  # what the user should know about the rows (printed, kept)
     read_errors: list[str] = field(default_factory=list)  # "KEY: detail" of inputs an I/O error kept (at most 100)
+    permission_denied: list[str] = field(default_factory=list)  # "KEY: detail" of inputs not readable by this user
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -394,10 +395,12 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
             # rewrite before the summary (`SkipLog.save`), so a kill in between leaves the last complete run's log.
             was_missing = set(skiplog.discard_where(lambda e: e["reason"] == MISSING_FILE))
             # Nor are "I/O error" skips (`worker.READ_ERROR`): the disk or the network failed, not the file; they are
-            # read again now.
-            retried = skiplog.discard_where(lambda e: e["reason"] == READ_ERROR)
+            # read again now. Nor "permission denied" ones (`worker.PERMISSION_DENIED`): the user may have fixed the
+            # permissions (the documented way to retry them is to rerun the same command).
+            retried = skiplog.discard_where(lambda e: e["reason"] in (READ_ERROR, PERMISSION_DENIED))
             if retried:
-                logger.info("retrying %d input(s) an I/O error kept from an earlier run", len(retried))
+                logger.info("retrying %d input(s) an I/O error or a refused permission kept from an earlier run",
+                            len(retried))
             done_keys = writer.done_keys
             done_by_unit: dict[str, set[str]] = {}
             for key in done_keys:
@@ -634,4 +637,6 @@ def summarize(folder: Path, source: str, title: str | None, units: set[str], oth
         skipped_total=len(skiplog.entries), rows_this_run=0, other_files=dict(sorted(other_files.items())),
         read_errors=[f"{k}: {e.get('detail', '')}" for k, e in skiplog.entries.items()
                      if e["reason"] == READ_ERROR][:100],
+        permission_denied=[f"{k}: {e.get('detail', '')}" for k, e in skiplog.entries.items()
+                           if e["reason"] == PERMISSION_DENIED][:100],
     )

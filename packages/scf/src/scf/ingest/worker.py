@@ -6,6 +6,7 @@ can run it. Nothing heavy is imported at module level beyond numpy (cv2 and PIL 
 
 from __future__ import annotations
 
+import errno as errno_codes
 import io
 import logging
 from dataclasses import dataclass
@@ -55,11 +56,21 @@ class SkipItem(Exception):
 
 
 READ_ERROR = "I/O error"
-"""The skip reason of an input the operating system could not read (EIO, ESTALE, ETIMEDOUT, EACCES, ENOENT in the
-middle of a run: an `OSError` carrying an ``errno``; a network file system hiccup, a remount). Unlike a decoding
-error (Pillow's "image file is truncated" or "cannot identify" carry no ``errno``) it says nothing about the file:
-such skips are not kept from one run to the next (the rerun reads the file again), and ``scf ingest`` exits
-non-zero while any is left, naming one."""
+"""The skip reason of an input the operating system could not read for a reason taken as transient (EIO, ESTALE,
+ETIMEDOUT, ENOENT in the middle of a run: any `OSError` carrying an ``errno`` other than `PERMISSION_ERRNOS`; a
+network file system hiccup, a remount). Unlike a decoding error (Pillow's "image file is truncated" or "cannot
+identify" carry no ``errno``) it says nothing about the file: such skips are not kept from one run to the next (the
+rerun reads the file again), and ``scf ingest`` exits non-zero while any is left, naming one."""
+
+PERMISSION_DENIED = "permission denied"
+"""The skip reason of an input this user may not read (`PERMISSION_ERRNOS`: a file with mode 000, owned by
+someone else). A rerun would fail the same way until the permissions change, so, unlike `READ_ERROR`, it does not
+make ``scf ingest`` exit non-zero (the rows are written, ``--push-to-hub`` pushes them); the summary counts such
+files. Like "missing file" the skip is not kept from one run to the next: after ``chmod``/``chown``, rerunning the
+same command reads the files again (an EACCES during a remount is retried the same way)."""
+
+PERMISSION_ERRNOS = frozenset({errno_codes.EACCES, errno_codes.EPERM})
+"""The errnos of `PERMISSION_DENIED`; every other errno of a failed read is `READ_ERROR` (transient)."""
 
 
 def read_error(error: BaseException) -> bool:
@@ -67,15 +78,21 @@ def read_error(error: BaseException) -> bool:
     return isinstance(error, OSError) and not isinstance(error, video.VideoReadError) and error.errno is not None
 
 
-def _read_error_detail(error: OSError) -> str:
-    import errno as errno_codes
+def os_skip(error: OSError) -> SkipItem:
+    """The skip of an input whose read failed with ``error`` (a `read_error`): `PERMISSION_DENIED` for
+    `PERMISSION_ERRNOS`, else `READ_ERROR`."""
+    reason = PERMISSION_DENIED if error.errno in PERMISSION_ERRNOS else READ_ERROR
+    return SkipItem(reason, _read_error_detail(error))
 
+
+def _read_error_detail(error: OSError) -> str:
     name = errno_codes.errorcode.get(error.errno, str(error.errno))
     return f"{error.strerror or error} ({name})"[:200]
 
 
 def check_readable(path: Path) -> None:
-    """Read ``path`` to its end; `SkipItem` (`READ_ERROR`) when the operating system cannot.
+    """Read ``path`` to its end; `SkipItem` (`READ_ERROR` or `PERMISSION_DENIED`: `os_skip`) when the operating
+    system cannot.
 
     Called only after OpenCV failed on a video (OpenCV reports no ``errno``): tells an I/O failure, which a rerun
     retries, from a video that is really broken, which stays a permanent skip.
@@ -86,7 +103,7 @@ def check_readable(path: Path) -> None:
                 pass
     except OSError as e:
         if read_error(e):
-            raise SkipItem(READ_ERROR, _read_error_detail(e)) from e
+            raise os_skip(e) from e
 
 
 PARENT_POLL_SECONDS = 1.0
@@ -138,8 +155,8 @@ def load_image(path: Path) -> np.ndarray:
     except faces.ImageModeError as e:
         raise SkipItem("unsupported image mode", str(e)) from e
     except OSError as e:
-        if read_error(e):  # the disk or the network, not the file's contents: a rerun retries it
-            raise SkipItem(READ_ERROR, _read_error_detail(e)) from e
+        if read_error(e):  # the disk, the network or the permissions, not the file's contents: a rerun retries it
+            raise os_skip(e) from e
         raise SkipItem("corrupt image", str(e)[:200]) from e
     except (SyntaxError, ValueError) as e:
         raise SkipItem("corrupt image", str(e)[:200]) from e
@@ -219,7 +236,8 @@ def process(item: Item, root: str, source: str, settings: WorkSettings, done: fr
         if not read_error(e):
             logger.debug("unexpected error on %s", item.path, exc_info=True)
             return Outcome([], [(item.key, "unexpected error", f"{type(e).__name__}: {e}"[:300])])
-        return Outcome([], [(item.key, READ_ERROR, _read_error_detail(e))])
+        skip = os_skip(e)
+        return Outcome([], [(item.key, skip.reason, skip.detail)])
     except Exception as e:  # noqa: BLE001 - a worker never dies on one bad file; the skip names the error
         logger.debug("unexpected error on %s", item.path, exc_info=True)
         return Outcome([], [(item.key, "unexpected error", f"{type(e).__name__}: {e}"[:300])])
@@ -277,7 +295,7 @@ def _process_frames(item: Item, base: Path, source: str, settings: WorkSettings,
             try:
                 cache[i] = load_image(base / files[i])
             except SkipItem as e:
-                if e.reason == READ_ERROR:  # not the frame's fault: the whole folder is retried by the next run
+                if e.reason in (READ_ERROR, PERMISSION_DENIED):  # not the frame's: the next run retries the folder
                     raise
                 cache[i] = None
         return cache[i]
