@@ -291,3 +291,46 @@ def test_a_full_disk_writing_an_explained_image_names_it(tiny_ckpt, tmp_path, mo
     assert _last(res).startswith(f"Error: cannot write {image} (No space left on device); the report is "
                                  "incomplete; the tables written before it (results.*, run.json) are this run's: "
                                  "finished score files")
+
+
+def test_a_run_removes_the_temporaries_a_killed_run_left_and_nothing_else(tiny_ckpt, tmp_path, monkeypatch):
+    """review26 L3: a kill between a temporary's write and its rename leaves ``.<name>.<pid>.tmp``; the next
+    run (holding the folder's lock) removes those of ifas-eval's own files, and only those."""
+    from ifas_eval.cli import main
+    from ifas_eval.scoring import HASH_CACHE_ENV
+
+    monkeypatch.setenv(HASH_CACHE_ENV, str(tmp_path / "cache"))
+    out = tmp_path / "eval"
+    assert CliRunner().invoke(main, _args(tiny_ckpt, out, "--explain", "0")).exit_code == 0
+    dead = 2 ** 22 + 7  # above Linux's pid_max: no such process
+    score_dir = out / "scores" / "sample-domain-a" / "tiny-final"
+    stale = [out / f".results.md.{dead}.tmp", out / f".run.json.{dead}.tmp",
+             score_dir / f".scored_with.json.{dead}.tmp", out / "report" / f".index.html.{dead}.tmp",
+             out / "report" / f".roc_sample-domain-a.png.{dead}.tmp",
+             out / "report" / f".attack_types.csv.{dead}.tmp", tmp_path / "cache" / f".fingerprints.json.{dead}.tmp"]
+    others = [out / f".notes.txt.{dead}.tmp", out / f"results.md.{dead}.tmp", out / ".results.md.tmp",
+              out / f".results.md.{os.getppid()}.tmp",  # a live process's: never touched
+              out / "report" / "images" / f".x.jpg.{dead}.tmp", out / "mine" / f".results.md.{dead}.tmp"]
+    for path in stale + others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    (tmp_path / "cache" / "fingerprints.json").unlink()  # killed before its rename: this run writes it again
+    res = CliRunner().invoke(main, _args(tiny_ckpt, out, "--explain", "0"))
+    assert res.exit_code == 0, res.output
+    assert [p for p in stale if p.exists()] == []
+    assert [p for p in others if not p.exists()] == []
+
+
+def test_sweep_temporaries_takes_only_dead_processes_plain_files_of_the_given_names(tmp_path):
+    from ifas_eval.outputs import REPORT_NAMES, sweep_stale_temporaries, sweep_temporaries
+
+    dead = 2 ** 22 + 7
+    (tmp_path / f".index.html.{dead}.tmp").mkdir()  # a folder so named: not a temporary of ours
+    (tmp_path / f".hist_a.png.{os.getpid()}.tmp").write_text("mine, being written")
+    (tmp_path / "target").write_text("kept")
+    (tmp_path / f".det_a.png.{dead}.tmp").symlink_to(tmp_path / "target")
+    (tmp_path / f".roc_a.png.{dead}.tmp").write_text("stale")
+    assert sweep_temporaries(tmp_path, REPORT_NAMES, locked=True) == [tmp_path / f".roc_a.png.{dead}.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f".index.html.{dead}.tmp", f".hist_a.png.{os.getpid()}.tmp", "target", f".det_a.png.{dead}.tmp"])
+    assert sweep_stale_temporaries(tmp_path / "none", None) == []  # no folder yet: nothing to do

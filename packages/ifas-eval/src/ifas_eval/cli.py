@@ -294,6 +294,7 @@ def _output_folders(*folders: Path | None) -> Iterator[None]:
 
 def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, threshold: float | None,
                      out_dir: Path | None, report_dir: Path | None, as_json: bool) -> None:
+    from ifas_eval.outputs import sweep_stale_temporaries
     from ifas_eval.runner import evaluate_score_files, print_tables, run_meta, write_report, write_tables
 
     named = _named_files(score_files)
@@ -302,6 +303,7 @@ def _score_file_mode(score_files: tuple[str, ...], dev_scores: str | None, thres
     with _output_folders(out_dir, report_dir), \
             _said_as_write_problem(out_dir, kept="the score files given are read only, never changed",
                                    resumes=False):
+        sweep_stale_temporaries(out_dir, report_dir)  # a killed run's .<name>.<pid>.tmp (under the lock)
         if out_dir is not None:
             meta = run_meta(mode="scores", score_files=dict(named), dev_scores=dev_scores, threshold=threshold)
             write_tables(out_dir, scored, title, meta, with_setting=False)  # run.json too, with the tables
@@ -326,6 +328,7 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
                      exclude_files: tuple[str, ...] = (), skip_corrupt: bool = False,
                      shared_checkpoint: bool = False) -> None:
     from ifas_eval.exclusion import read_exclusion_files
+    from ifas_eval.outputs import sweep_stale_temporaries
     from ifas_eval.protocols import load_protocol
     from ifas_eval.runner import (
         evaluate_protocol,
@@ -367,6 +370,8 @@ def _checkpoint_mode(protocol_name: str, checkpoints: tuple[str, ...], data: str
     kept = f"finished score files and the rows scored so far (*.csv.partial) in {out / 'scores'} are kept"
     with _output_folders(out, None if no_report else report_dir), \
             _said_as_write_problem(out, kept=kept, resumes=True):
+        # a killed run's .<name>.<pid>.tmp in the locked folders (--no-report --report DIR: that one is not held)
+        sweep_stale_temporaries(out, out / "report" if report_dir is None else None if no_report else report_dir)
         scored = evaluate_protocol(protocol, plan, data=data, out=out, batch_size=batch_size, threshold=threshold,
                                    device=device, dtype=dtype, test_sets=test_sets, normalize=normalize,
                                    exclusions=exclusions, skip_corrupt=skip_corrupt)

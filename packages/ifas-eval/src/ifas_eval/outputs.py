@@ -6,6 +6,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -137,3 +138,89 @@ def write_problem(e: OSError, out: Path | None, *, kept: str, resumes: bool) -> 
     else:
         advice = f"make it writable and {rerun}"
     return f"{e}: {kept}; {advice}"
+
+
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp$")
+"""The name of a temporary written before its rename into place: ``.<file name>.<process id>.tmp``."""
+RESULT_NAMES = re.compile(r"results\.(md|csv|json)|run\.json")
+"""The files ifas-eval writes through temporaries in ``--out`` (`write_files_together`)."""
+SCORE_FOLDER_NAMES = re.compile(r"scored_with\.json")
+"""... in a score folder ``--out/scores/<setting>/<checkpoint>/`` (the ``.csv.partial`` files are appended)."""
+REPORT_NAMES = re.compile(r"index\.html|attack_types\.(md|csv)|(roc|det|hist)_.+\.png")
+"""... in the report folder (``--explain``'s crops in ``images/`` are written directly, never through one)."""
+
+
+def _process_alive(pid: int) -> bool | None:
+    """Whether ``pid`` is a running process of this machine; None where that cannot be asked (Windows, whose
+    ``os.kill`` would end it)."""
+    if os.name == "nt":
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
+
+
+def sweep_temporaries(folder: Path, names: re.Pattern[str], *, locked: bool) -> list[Path]:
+    """Remove the temporaries that a killed process left in ``folder`` (a kill between a temporary's write and
+    its rename); returns the removed paths.
+
+    Only plain files named ``.<name>.<pid>.tmp`` (`TEMPORARY_NAME`) whose ``<name>`` matches ``names`` whole,
+    whose ``<pid>`` is not this process and is no running process of this machine (a second guard: a pid
+    reused by another process keeps its file until a later run). Nothing else in ``folder`` is touched, and
+    subfolders are not entered. Where the liveness of a process cannot be asked (Windows), only a ``locked``
+    folder (held by this run's `scf.locking.output_lock`, so no other ifas-eval writes it) is swept. A file
+    that cannot be removed is left, with a debug log line: sweeping never fails a run.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no folder yet (a first run), or unreadable: nothing to sweep
+        return []
+    removed: list[Path] = []
+    for entry in entries:
+        match = TEMPORARY_NAME.match(entry.name)
+        if match is None or not names.fullmatch(match["name"]):
+            continue
+        pid = int(match["pid"])
+        alive = _process_alive(pid) if pid != os.getpid() else True
+        if alive or (alive is None and not locked):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            logger.debug("cannot remove the stale temporary %s: %s", entry.path, e)
+            continue
+        removed.append(Path(entry.path))
+    if removed:
+        logger.info("removed %d temporary file(s) a stopped run left in %s", len(removed), folder)
+    return removed
+
+
+def sweep_stale_temporaries(out: Path | None, report: Path | None) -> list[Path]:
+    """At the start of a run, while its output folders are locked: remove the temporaries (`sweep_temporaries`)
+    a killed run left in ``out`` (the tables), its score folders ``out/scores/*/*`` and ``report``.
+
+    Args:
+        out: the ``--out`` folder, or None when the run writes none.
+        report: the report folder, or None when the run holds no lock on it (``--no-report --report DIR``).
+
+    Returns:
+        The removed paths.
+    """
+    removed: list[Path] = []
+    if out is not None:
+        removed += sweep_temporaries(out, RESULT_NAMES, locked=True)
+        with contextlib.suppress(OSError):
+            for folder in sorted(out.glob("scores/*/*")):
+                if folder.is_dir() and not folder.is_symlink():
+                    removed += sweep_temporaries(folder, SCORE_FOLDER_NAMES, locked=True)
+    if report is not None:
+        removed += sweep_temporaries(report, REPORT_NAMES, locked=True)
+    return removed
