@@ -187,6 +187,30 @@ def test_scores_are_read_back_one_batch_late_in_order(tiny, rows70, tmp_path, mo
     np.testing.assert_array_equal(got.scores, pixels[:, 0, 0, 0].sigmoid().double().numpy())  # rows in order
 
 
+def test_a_launched_batch_is_not_kept_alive_by_the_loop(tiny, rows70, tmp_path):
+    """review27 M1: the loop kept the two previous batches' inputs (147 MiB of pinned pixels each at batch 256)
+    alive while launching the next; once launched, a batch's pixels are freed."""
+    import gc
+    import weakref
+
+    from ifas_eval.scoring import score_test_set
+
+    _, processor = tiny
+    seen = []
+
+    class Model(_FakeModel):
+        def score(self, pixel_values, normalize, **kw):
+            gc.collect()
+            alive = sum(ref() is not None for ref in seen)
+            seen.append(weakref.ref(pixel_values))
+            self.log.append(("alive before launch", alive))
+            return super().score(pixel_values, normalize, **kw)
+
+    log = []
+    score_test_set(Model(log), processor, rows70, "t", tmp_path / "t.csv", batch_size=10, decode_threads=2)
+    assert [n for what, n in log if what == "alive before launch"] == [0] * 7
+
+
 def test_one_batch_late_hands_out_the_launched_batch_before_an_error():
     from ifas_eval.scoring import _one_batch_late
 

@@ -1041,20 +1041,25 @@ def score_test_set(model: Any, processor: Any, ds: RowSet | datasets.Dataset, na
     cuda = device.type == "cuda"
     batches = _prepared_batches(rows, raw, processor, bounds, decode_threads, pin=cuda)
 
-    def launch(job: tuple[tuple[int, int], dict[str, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
-        # queue the batch (pinned on CUDA, so the copies are asynchronous) and its scores' copy back
+    def launch(job: list) -> tuple[torch.Tensor, Any]:
+        # queue the batch (pinned on CUDA, so the copies are asynchronous) and its scores' copy back; the
+        # inputs are taken out of the job, so once launched nothing here keeps the batch's pixels alive
+        inputs = job.pop()
         with torch.inference_mode():  # the pass of ifas_model.inference.score_images
-            p_real = model.score(**{k: v.to(device, non_blocking=True) for k, v in job[1].items()},
+            p_real = model.score(**{k: v.to(device, non_blocking=True) for k, v in inputs.items()},
                                  normalize=normalize).float()
             if not cuda:
                 return p_real, None
             # into pinned memory (a pageable destination would make this copy wait for the batch here)
             scores = torch.empty(p_real.shape, dtype=p_real.dtype, pin_memory=True).copy_(p_real, non_blocking=True)
             done = torch.cuda.Event()
-            done.record()
+            # on the stream of the model's GPU, not of the current GPU: with --device cuda:N the copy above is
+            # queued on cuda:N's stream, and an event on another GPU's stream would not wait for it
+            done.record(torch.cuda.current_stream(p_real.device))
             return scores, done
 
-    for ((lo, hi), _), (p_real, done) in _one_batch_late(zip(bounds, batches, strict=True), launch):
+    jobs = ([bound, inputs] for bound, inputs in zip(bounds, batches, strict=True))
+    for ((lo, hi),), (p_real, done) in _one_batch_late(jobs, launch):
         if done is not None:
             done.synchronize()  # this batch only: the next one is already queued behind it
         scores = p_real.cpu().numpy().astype(np.float64)
