@@ -183,3 +183,21 @@ def test_cuda_batches_are_pinned_and_a_short_run_logs_finite_values(corpus, tmp_
     evals = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
              if r.get("split") == "eval"]
     assert [r["step"] for r in evals] == [2, 4] and all(r["loss"] == r["loss"] for r in evals)
+
+
+def test_a_rank_without_a_bad_loss_says_another_process_had_it(tmp_path):
+    """review27 L1: under torchrun, a rank whose losses were finite stopped with "non-finite loss (5.59...)"
+    naming its own (finite) value and rows; it now says the bad loss was on another process."""
+    import pytest
+
+    from ifas_model.training.trainer import NonFiniteLossError, Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.run_dir, trainer.step, trainer.epoch = tmp_path, 6, 1
+    events = []
+    trainer.log_metrics = events.append
+    with pytest.raises(NonFiniteLossError) as caught:
+        trainer._stop_non_finite("loss", float("nan"), 3, None, elsewhere=True)
+    assert str(caught.value) == ("non-finite loss at step 7 (epoch 1) on another process (this one's were finite); "
+                                 "stopped. Last good checkpoint: none")
+    assert events[0]["event"] == "non_finite"

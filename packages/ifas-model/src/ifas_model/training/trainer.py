@@ -784,9 +784,11 @@ class Trainer:
 
             dist.all_reduce(flags, op=dist.ReduceOp.SUM)
         bad_loss, bad_norm = flags.tolist()  # the one read-back of the step
-        if bad_loss:  # name this rank's first bad micro-batch (another rank's when this one has none)
+        if bad_loss:  # name this rank's first bad micro-batch; a rank that has none says another rank had it
             values = losses.tolist()
-            k = next((i for i, v in enumerate(values) if not math.isfinite(v)), len(values) - 1)
+            k = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if k is None:
+                self._stop_non_finite("loss", float("nan"), steps[-1][0], None, elsewhere=True)
             self._stop_non_finite("loss", values[k], steps[k][0], steps[k][1])
         if bad_norm:
             self._stop_non_finite("gradient norm", float(norm), steps[0][0], None)
@@ -797,13 +799,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
-    def _stop_non_finite(self, what: str, value: float, micro: int, rows: list[int] | None) -> None:
+    def _stop_non_finite(self, what: str, value: float, micro: int, rows: list[int] | None, *,
+                         elsewhere: bool = False) -> None:
         from .checkpoint import latest_checkpoint
 
         good = latest_checkpoint(self.run_dir)
         named = f", rows {rows[:8]}" if rows else ""
-        message = (f"non-finite {what} ({value}) at step {self.step + 1} (epoch {self.epoch}, micro-batch "
-                   f"{micro}{named}); stopped. Last good checkpoint: {good or 'none'}")
+        if elsewhere:
+            place = f"at step {self.step + 1} (epoch {self.epoch}) on another process (this one's were finite)"
+        else:
+            place = f"({value}) at step {self.step + 1} (epoch {self.epoch}, micro-batch {micro}{named})"
+        message = f"non-finite {what} {place}; stopped. Last good checkpoint: {good or 'none'}"
         self.log_metrics({"event": "non_finite", "what": what, "step": self.step + 1, "epoch": self.epoch,
                           "micro_batch": micro, "last_good_checkpoint": str(good) if good else None})
         raise NonFiniteLossError(message)
