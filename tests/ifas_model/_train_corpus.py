@@ -79,3 +79,36 @@ def tiny_run_args(corpus, out, *more) -> list:
     """The arguments of a 4-step tiny run on ``corpus`` into ``out`` that saves a checkpoint at every step."""
     return ["--dataset", corpus, "--preset", "tiny", "--out", out, "--max-steps", "4", "--batch-size", "4",
             "--eval-split", "none", "--save-every", "1", "--log-every", "1", *more]
+
+
+def tiny_lora_config(corpus, out, **kw):
+    """The `TrainConfig` of a 4-step tiny LoRA run (batch 4, dropout 0.1, cosine with warm-up, a line per step,
+    a checkpoint every 2 steps) on ``corpus`` into ``out``; ``kw`` overrides any setting."""
+    from ifas_model.training.config import resolve_config
+
+    settings = {"dataset": str(corpus), "preset": "tiny", "output_dir": str(out), "batch_size": 4,
+                "max_steps": 4, "save_every": 2, "eval_split": "none", "llm": "lora", "lora_dropout": 0.1,
+                "schedule": "cosine", "warmup_ratio": 0.25, "log_every": 1}
+    return resolve_config({**settings, **kw})
+
+
+def poison_loss(trainer, at_call: int, factor: float) -> None:
+    """Make the ``at_call``-th forward pass of ``trainer``'s model return its loss times ``factor`` (NaN or inf,
+    as an overflow would), passing every other call through."""
+    import torch
+
+    model, calls = trainer.ddp, {"n": 0}
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, **inputs):
+            out = self.inner(**inputs)
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                out.loss = out.loss * factor
+            return out
+
+    trainer.ddp = Poisoned()

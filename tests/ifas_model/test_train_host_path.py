@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _train_corpus import build_corpus
+from _train_corpus import build_corpus, poison_loss, tiny_lora_config
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +16,7 @@ def corpus(tmp_path_factory):
 
 
 def _config(corpus, out, **kw):
-    from ifas_model.training.config import resolve_config
-
-    settings = {"dataset": str(corpus), "preset": "tiny", "output_dir": str(out), "batch_size": 4,
-                "max_steps": 4, "save_every": 0, "eval_split": "none", "llm": "lora", "lora_dropout": 0.1,
-                "schedule": "cosine", "warmup_ratio": 0.25, "log_every": 1}
-    return resolve_config({**settings, **kw})
+    return tiny_lora_config(corpus, out, **{"save_every": 0, **kw})
 
 
 def _train_lines(run):
@@ -132,21 +127,7 @@ def test_a_nan_in_the_second_micro_batch_stops_before_the_step_naming_that_micro
     from ifas_model.training.trainer import NonFiniteLossError, Trainer
 
     trainer = Trainer(_config(corpus, tmp_path, grad_accum=2))
-    model, calls = trainer.ddp, {"n": 0}
-
-    class InjectInf(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, **inputs):
-            out = self.inner(**inputs)
-            calls["n"] += 1
-            if calls["n"] == 4:  # step 2, its second micro-batch (micro-batch 3 of the epoch)
-                out.loss = out.loss * float("inf")
-            return out
-
-    trainer.ddp = InjectInf()
+    poison_loss(trainer, 4, float("inf"))  # step 2, its second micro-batch (micro-batch 3 of the epoch)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(inf\) at step 2 \(epoch 0, micro-batch 3, rows"):
         trainer.fit()
     assert trainer.step == 1  # the bad step was not applied

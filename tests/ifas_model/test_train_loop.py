@@ -5,21 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from _train_corpus import build_corpus
+from _train_corpus import build_corpus, poison_loss
+from _train_corpus import tiny_lora_config as _config
 
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
     return build_corpus(tmp_path_factory.mktemp("corpus") / "vqa", splits=("train",), max_rows=24)
-
-
-def _config(corpus, out, **kw):
-    from ifas_model.training.config import resolve_config
-
-    settings = {"dataset": str(corpus), "preset": "tiny", "output_dir": str(out), "batch_size": 4,
-                "max_steps": 4, "save_every": 2, "eval_split": "none", "llm": "lora", "lora_dropout": 0.1,
-                "schedule": "cosine", "warmup_ratio": 0.25, "log_every": 1}
-    return resolve_config({**settings, **kw})
 
 
 def _state(model):
@@ -93,29 +85,12 @@ def test_frozen_parameters_stay_bit_identical(small_corpus, tmp_path, llm):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(small_corpus, tmp_path):
-    import torch
 
     from ifas_model.training.checkpoint import list_checkpoints
     from ifas_model.training.trainer import NonFiniteLossError, Trainer
 
     trainer = Trainer(_config(small_corpus, tmp_path))
-    model, calls = trainer.ddp, {"n": 0}
-
-    class InjectNaN(torch.nn.Module):
-        """Passes through, but the third forward's loss is NaN (as an overflow would make it)."""
-
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, **inputs):
-            out = self.inner(**inputs)
-            calls["n"] += 1
-            if calls["n"] == 3:
-                out.loss = out.loss * float("nan")
-            return out
-
-    trainer.ddp = InjectNaN()
+    poison_loss(trainer, 3, float("nan"))  # the third forward's loss is NaN (as an overflow would make it)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 3 \(epoch 0, micro-batch 2, rows"):
         trainer.fit()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002"]

@@ -51,6 +51,20 @@ def test_an_input_read_failing_with_an_io_error_is_retried_by_the_rerun(tmp_path
     assert [(e["key"], e["reason"]) for e in log] == [("train/real/cut.jpg", "corrupt image")]
 
 
+def _video_unreadable(monkeypatch, worker, name: str, error) -> None:
+    """The video ``name`` decodes to nothing in OpenCV and its check read raises ``error(path)``."""
+    real_open, real_map = open, worker.video.read_frame_map
+
+    def failing_open(path, *a, **kw):
+        if str(path).endswith(name):
+            raise error(path)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(worker.video, "read_frame_map",
+                        lambda path, idx: {} if str(path).endswith(name) else real_map(path, idx))
+    monkeypatch.setattr(worker, "open", failing_open, raising=False)
+
+
 def test_a_video_whose_file_cannot_be_read_is_retried_and_a_broken_one_stays_skipped(tmp_path, face, monkeypatch):
     """H1 for videos: OpenCV names no errno, so when it fails the file is read once more; an I/O error there
     makes the video an "I/O error" skip that the rerun retries; a file that reads but does not decode stays an
@@ -62,17 +76,7 @@ def test_a_video_whose_file_cannot_be_read_is_retried_and_a_broken_one_stays_ski
     root = tmp_path / "vids"
     write_video(root / "train/replay/v1.avi", face, n=8)
     (root / "train/replay/bad.avi").write_bytes(b"RIFF" + b"\0" * 300)
-    real_open = open
-
-    def failing_open(path, *a, **kw):
-        if str(path).endswith("v1.avi"):
-            raise _eio(path)
-        return real_open(path, *a, **kw)
-
-    real_map = worker.video.read_frame_map
-    monkeypatch.setattr(worker.video, "read_frame_map",
-                        lambda path, idx: {} if str(path).endswith("v1.avi") else real_map(path, idx))
-    monkeypatch.setattr(worker, "open", failing_open, raising=False)
+    _video_unreadable(monkeypatch, worker, "v1.avi", _eio)
     out = tmp_path / "o"
     args = ["--source", "image-folder", "--root", str(root), "--out", str(out), "--frames", "2"]
     r = ingest(*args)
@@ -183,17 +187,8 @@ def test_a_video_or_frame_folder_without_read_permission_is_a_permission_skip(tm
     root = tmp_path / "vids"
     write_video(root / "train/replay/v1.avi", face, n=8)
     write_video(root / "train/replay/v2.avi", face, n=8)
-    real_open = open
-
-    def refused_open(path, *a, **kw):
-        if str(path).endswith("v1.avi"):
-            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
-        return real_open(path, *a, **kw)
-
-    real_map = worker.video.read_frame_map
-    monkeypatch.setattr(worker.video, "read_frame_map",
-                        lambda path, idx: {} if str(path).endswith("v1.avi") else real_map(path, idx))
-    monkeypatch.setattr(worker, "open", refused_open, raising=False)
+    _video_unreadable(monkeypatch, worker, "v1.avi",
+                      lambda path: PermissionError(errno.EPERM, "Operation not permitted", str(path)))
     out = tmp_path / "o"
     args = ["--source", "image-folder", "--root", str(root), "--out", str(out), "--frames", "2"]
     r = ingest(*args)
@@ -301,26 +296,26 @@ def test_a_full_disk_while_staging_the_hub_copy_points_at_the_folder_not_the_hal
     assert len(rows(out)) == 2
 
 
-def test_a_full_datasets_cache_is_named_as_such_not_as_shards_that_disagree(tmp_path, monkeypatch):
-    """M2: the Arrow copy `load_table` makes in the datasets cache hits ENOSPC (a home quota): the line names
-    the cache folder, the cause and the size needed, and suggests HF_DATASETS_CACHE; nothing about the shards.
-    scf caption, ifas-train and ifas-eval print this line (SchemaError)."""
-    import datasets
-    import datasets.arrow_writer
+def _three_row_bench(folder) -> None:
+    """A 3-row benchmark dataset folder (4x4 black images)."""
     import numpy as np
-    import pytest
     from PIL import Image
 
     from scf import schema
     from scf.shards import ShardWriter
 
     img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
-    ds = tmp_path / "ds"
-    with ShardWriter(ds, schema.benchmark_features(), shard_size=100) as w:
+    with ShardWriter(folder, schema.benchmark_features(), shard_size=100) as w:
         for i in range(3):
             w.add({"label": 1, "attack_type": "live", "attack_detail": "", "source": "s", "subject_id": "1",
                    "video_id": f"v{i}", "frame_index": 0, "split": "train", "path": f"p{i}", "image": img}, "train")
-    cache = tmp_path / "cache"
+
+
+def _full_datasets_cache(monkeypatch, cache) -> None:
+    """The `datasets` cache is ``cache`` and every Arrow write into it fails with ENOSPC (a nameless one)."""
+    import datasets
+    import datasets.arrow_writer
+
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
 
     def full(self, *a, **kw):
@@ -328,6 +323,20 @@ def test_a_full_datasets_cache_is_named_as_such_not_as_shards_that_disagree(tmp_
 
     monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_table", full)
     monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_batch", full)
+
+
+def test_a_full_datasets_cache_is_named_as_such_not_as_shards_that_disagree(tmp_path, monkeypatch):
+    """M2: the Arrow copy `load_table` makes in the datasets cache hits ENOSPC (a home quota): the line names
+    the cache folder, the cause and the size needed, and suggests HF_DATASETS_CACHE; nothing about the shards.
+    scf caption, ifas-train and ifas-eval print this line (SchemaError)."""
+    import datasets
+    import pytest
+
+    from scf import schema
+
+    ds, cache = tmp_path / "ds", tmp_path / "cache"
+    _three_row_bench(ds)
+    _full_datasets_cache(monkeypatch, cache)
     with pytest.raises(schema.SchemaError) as err:
         schema.load_table(str(ds))
     assert str(err.value) == (
@@ -343,29 +352,13 @@ def test_scf_caption_with_a_full_datasets_cache_names_the_cache_not_out(tmp_path
     """review26 M2: through the command, a full datasets cache (a nameless ENOSPC while `load_table` writes its
     Arrow copy) prints load_table's line naming the cache and HF_DATASETS_CACHE, not "cannot write to OUT"
     (--out is often on another disk: the user would free space in the wrong place)."""
-    import datasets
-    import datasets.arrow_writer
-    import numpy as np
     from click.testing import CliRunner
-    from PIL import Image
 
-    from scf import schema
     from scf.cli import main
-    from scf.shards import ShardWriter
 
-    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
-    with ShardWriter(tmp_path / "bench", schema.benchmark_features(), shard_size=100) as w:
-        for i in range(3):
-            w.add({"label": 1, "attack_type": "live", "attack_detail": "", "source": "s", "subject_id": "1",
-                   "video_id": f"v{i}", "frame_index": 0, "split": "train", "path": f"p{i}", "image": img}, "train")
     cache = tmp_path / "cache"
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-
-    def full(self, *a, **kw):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_table", full)
-    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "write_batch", full)
+    _three_row_bench(tmp_path / "bench")
+    _full_datasets_cache(monkeypatch, cache)
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["caption", "--preset", "tiny", "--dataset", str(tmp_path / "bench"), "--out",
                                   str(out), "--no-progress"])
