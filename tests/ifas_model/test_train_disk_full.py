@@ -197,3 +197,32 @@ def test_a_disk_error_outside_the_named_writes_is_still_one_line_with_the_run_fo
     assert disk_message(named, write_failure(named), tmp_path).startswith(
         f"cannot write {tmp_path / 'metrics.jsonl'} (Input/output error): no checkpoint was finished yet: make the "
         "disk writable again and rerun")
+
+
+def test_an_io_error_reading_a_file_outside_the_run_is_not_called_a_write(tmp_path, monkeypatch):
+    """review26 L1: an EIO while the base model's shards were read said "cannot write /models/... make the disk
+    writable again"; a read outside --output is reported as what it is (an EIO inside it is still a write)."""
+    import click
+    import pytest
+
+    from ifas_model import cli
+    from ifas_model.training import trainer as trainer_module
+    from ifas_model.training.config import resolve_config
+
+    config = resolve_config({"dataset": "org/x", "preset": "tiny", "output_dir": str(tmp_path / "run")})
+    shard = tmp_path / "models" / "model-00001-of-00002.safetensors"
+
+    def failing(*a, **kw):
+        raise OSError(errno.EIO, "Input/output error", str(shard))
+
+    monkeypatch.setattr(trainer_module, "Trainer", failing)
+    with pytest.raises(click.ClickException) as caught:
+        cli.run(config)
+    assert "cannot write" not in caught.value.message and str(shard) in caught.value.message
+    assert "Input/output error" in caught.value.message and "\n" not in caught.value.message
+    inside = tmp_path / "run" / "metrics.jsonl"
+    monkeypatch.setattr(trainer_module, "Trainer",
+                        lambda *a, **kw: (_ for _ in ()).throw(OSError(errno.EIO, "Input/output error", str(inside))))
+    with pytest.raises(click.ClickException) as caught:
+        cli.run(config)
+    assert caught.value.message.startswith(f"cannot write {inside} (Input/output error)")

@@ -120,6 +120,7 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     The run folder is held for the whole run (`hold_run_folder`, rank 0) before anything is loaded or
     written in it: a second run on the same ``--output`` is refused in seconds, as is a folder that cannot be
     created or written, and on every rank."""
+    import errno
     import gc
     import sys
     import traceback
@@ -141,6 +142,8 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
     except Exception as err:
         logging.getLogger(__name__).debug("details", exc_info=True)
         disk = write_failure(err) if not isinstance(err, RunWriteError) else None
+        if disk is not None and disk[0] == errno.EIO and not _under(err, config.output_dir):
+            disk = None  # an I/O error reading a file outside the run (the base model's shards): not a write
         if disk is not None:  # a write the trainer does not name itself (a cache); safetensors' error is no OSError
             raise click.ClickException(disk_message(err, disk, config.output_dir)) from err
         if isinstance(err, (ValueError, OSError)):  # a missing model path, an unloadable corpus, a bad setting,
@@ -158,6 +161,16 @@ def run(config: Any, stop_after: int | None = None) -> dict[str, Any]:
             exc = exc.__cause__ or exc.__context__
         gc.collect()
         shutdown_distributed()
+
+
+def _under(err: BaseException, run_dir: Any) -> bool:
+    """Whether ``err`` names no file, or one inside ``run_dir`` (where the run writes)."""
+    import os
+    from pathlib import Path
+
+    if not (isinstance(err, OSError) and err.filename):
+        return True
+    return Path(os.fsdecode(err.filename)).resolve().is_relative_to(Path(run_dir).resolve())
 
 
 def disk_message(err: BaseException, disk: tuple[int, str], run_dir: Any) -> str:
