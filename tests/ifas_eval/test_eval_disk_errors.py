@@ -219,6 +219,22 @@ def test_a_cut_short_checkpoint_is_one_line_in_ifas_eval_and_ifas_predict(cut_sh
     assert res.exit_code == 1 and "Traceback" not in res.output and _last(res) == expected
 
 
+def test_a_git_lfs_pointer_in_place_of_the_weights_says_git_lfs_pull(tiny_ckpt, tmp_path):
+    """review26 L2: a checkpoint cloned without git-lfs was "cut short (135 bytes; its header alone needs
+    2336927755350992254)"; it now says what it is."""
+    from ifas_eval.cli import main
+
+    ckpt = tmp_path / "clone"
+    shutil.copytree(tiny_ckpt, ckpt)
+    (ckpt / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64
+                                             + "\nsize 123456789\n")
+    res = CliRunner().invoke(main, _args(ckpt, tmp_path / "eval"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert _last(res) == (f"Error: checkpoint {ckpt}: model.safetensors is a Git LFS pointer, not the weights (a "
+                          "clone without git-lfs): run `git lfs pull` in that repository, or download it with "
+                          "`hf download`")
+
+
 def test_load_checkpoint_names_the_checkpoint_for_any_safetensors_error(cut_short_run, monkeypatch):
     """Past the header check (a Hub snapshot, a corruption the sizes do not show): safetensors' own error,
     neither an OSError nor a ValueError, becomes a ValueError naming the checkpoint."""

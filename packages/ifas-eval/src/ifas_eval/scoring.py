@@ -643,11 +643,15 @@ def check_checkpoint(spec: str) -> None:
     if model_type != "ifas":
         raise ValueError(f"checkpoint {spec}: config.json has model_type {model_type!r}, not an I-FAS ('ifas') "
                          "checkpoint")
-    from ifas_model._loading import refuse_remote_code
+    from ifas_model._loading import is_lfs_pointer, refuse_remote_code
 
     refuse_remote_code(spec, "checkpoint")
     _refuse_pickled_weights(path, spec)
     for weights in sorted(path.glob("*.safetensors")):
+        if is_lfs_pointer(weights):
+            raise ValueError(f"checkpoint {spec}: {weights.name} is a Git LFS pointer, not the weights (a clone "
+                             "without git-lfs): run `git lfs pull` in that repository, or download it with "
+                             "`hf download`")
         problem = safetensors_problem(weights)
         if problem:
             raise ValueError(f"checkpoint {spec}: {weights.name} {problem}{_cut_short_advice(path)}")
