@@ -17,11 +17,15 @@ connector), with SDPA attention, and measures in one run:
 * ``caption``: SCF captioning images/s with the real BLIP-2 architecture, 30 new tokens, greedy, on the
   library's default (fast) path and on plain ``generate``, and whether their greedy tokens agree;
 * ``anchor``: the anchor's training step, scoring pass and ``generate`` captioning, same sizes;
+* ``feed``: images/s that the CLIs' own default host data paths (``ifas-eval``'s scoring input, ``scf caption``'s
+  decoding and preprocessing, ``ifas-train``'s DataLoader) deliver into device copies on this run's host, the
+  model a no-op, each beside the kernel figure it feeds: the GPU figures start from tensors already on the
+  device, so a path's ceiling is min(kernel, feed);
 * ``pipeline``: the CPU image pipeline of ``ifas-eval`` (PNG decoding + CLIP preprocessing in threads), images/s,
   to compare with the scoring rate (the GPU figures start from tensors already on the device).
 
-They run in the order matmul, score, train, qlora (issue 8's targets first), anchor, caption (its compile time
-is the one that cannot be foreseen), pipeline; with ``--budget-s`` a section that would not fit in the time left
+They run in the order matmul, score, train, qlora (issue 8's targets first), feed, anchor, caption (its compile
+time is the one that cannot be foreseen), pipeline; with ``--budget-s`` a section that would not fit in the time left
 is skipped with the reason, and a run that is cut off anyway renders what it measured and which requested
 figures it lacks, and why. ``--resume-from JSON`` completes an earlier run: it measures only the requested
 sections that run lacks and writes the two merged (tools/gpu_check.sh ``--resume``).
@@ -66,7 +70,7 @@ import flops as F  # noqa: E402  (tools/ is not a package)
 
 logger = logging.getLogger("benchmark")
 
-WHAT = ("matmul", "score", "train", "qlora", "caption", "anchor", "pipeline")
+WHAT = ("matmul", "score", "train", "qlora", "feed", "caption", "anchor", "pipeline")
 TRAIN_MODES = ("frozen", "lora", "full")
 GIB = 1024**3
 RESULTS_BEGIN = "<!-- benchmark-results:begin -->"
@@ -85,7 +89,7 @@ TARGETS = {
 NEED_S = {
     "full": {"matmul": 15, "pipeline": 30, "anchor.build": 30, "anchor.train": 20, "anchor.score": 15,
              "anchor.caption": 30, "ifas.build": 30, "ifas.score": 15, "ifas.train_frozen": 30,
-             "ifas.train_full": 40, "ifas.train_lora": 30, "ifas.train_qlora": 90, "blip2.caption": 25,
+             "ifas.train_full": 40, "ifas.train_lora": 30, "ifas.train_qlora": 90, "feed": 45, "blip2.caption": 25,
              "blip2.caption_reference": 20, "blip2.caption_fast": 90},
     "tiny": {},
 }
@@ -103,6 +107,7 @@ SECTION_FIGURES: dict[str, tuple[tuple[str, str | None], ...]] = {
     "ifas.train_frozen": (("ifas", "train_frozen"), ("ifas", "train_frozen_reference")),
     "ifas.train_full": (("ifas", "train_full"),), "ifas.train_lora": (("ifas", "train_lora"),),
     "ifas.train_qlora": (("ifas", "train_qlora"),),
+    "feed": (("feed", "eval"), ("feed", "caption"), ("feed", "train")),
     "blip2.caption": (("blip2", "caption_reference"), ("blip2", "caption_fast")),
 }
 """The figures (group, key; key None = the whole group) each measuring section writes."""
@@ -293,7 +298,8 @@ class Runner:
             dtype = "bf16" if self.cuda else "fp32"
         self.dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
         self.results: dict[str, Any] = {"meta": environment(mode, self.device, self.dtype, sizes),
-                                        "matmul": None, "pipeline": None, "ifas": {}, "blip2": {}, "anchor": {}, "skipped": {},
+                                        "matmul": None, "pipeline": None, "ifas": {}, "blip2": {}, "anchor": {}, "feed": {},
+                                        "skipped": {},
                                         "errors": {}}
         meta = self.results["meta"]
         meta.update(budget_s=budget_s, finished=False, running=None, section_start_s={}, memory_at_start_gib={})
@@ -576,6 +582,229 @@ def measure_pipeline(r: Runner) -> None:
     threads = min(8, os.cpu_count() or 1)
     r.results["pipeline"] = {"images": n, "batch": batch, "threads": threads, "cpu_count": os.cpu_count(),
                              "images_per_s": rate(threads), "images_per_s_one_thread": rate(0)}
+
+
+FEED_PATHS = ("eval", "caption", "train")
+"""The host-feed figures (`measure_feed`), in the order they are measured."""
+
+FEED_KERNELS = {"eval": ("ifas", "score"), "caption": ("blip2", "caption_fast"), "train": ("ifas", "train_frozen")}
+"""The kernel figure each host path feeds (the fastest training mode, where the host is likeliest to limit)."""
+
+FEED_LABELS = {"eval": "ifas-eval scoring input (`_prepared_batches`)",
+               "caption": "scf caption input (`_decoded_batches` + `prepare`)",
+               "train": "ifas-train DataLoader (`VQADataset` + `VQACollator`)"}
+
+
+def _feed_pngs(count: int, size: int = 224) -> list[bytes]:
+    """``count`` distinct ``size`` x ``size`` RGB PNGs of a noisy synthetic face (a shaded ellipse on a gradient,
+    plus per-pixel noise): about the 70-90 KB of the PNG crops `scf ingest` writes, so decoding costs what it
+    costs on real crops (PNG of pure noise, about 150 KB, would overstate it; flat images would understate it)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(count):
+        base = 60 + 120 * x[..., None] * rng.uniform(0.5, 1.0, 3) + 40 * y[..., None]
+        face = ((x - 0.5) / 0.3) ** 2 + ((y - 0.5) / 0.4) ** 2 < 1
+        base[face] = base[face] * 0.4 + rng.uniform(120, 200, 3) * 0.6
+        noisy = base + rng.normal(0, 4, (size, size, 3))
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def _feed_table(n: int, pngs: list[bytes]) -> Any:
+    """``n`` rows in the VQA schema (a superset of the benchmark schema), cycling through ``pngs``."""
+    import datasets
+
+    from scf.schema import interpretation_for, judgment_for, vqa_features
+
+    cols: dict[str, list[Any]] = {name: [] for name in vqa_features()}
+    for i in range(n):
+        label = i % 2
+        caption = "a person holding a printed photo of a face" if label == 0 else "a young man with short hair"
+        row = {"image": {"bytes": pngs[i % len(pngs)], "path": None}, "label": label,
+               "attack_type": "print" if label == 0 else "live", "attack_detail": "", "source": "feed",
+               "subject_id": f"s{i % 7}", "video_id": f"feed/v{i // 2}", "frame_index": i % 2, "split": "test",
+               "path": f"feed/{i}.png", "question": "", "judgment": judgment_for(label),
+               "interpretation": interpretation_for(caption), "answer": "", "caption": caption,
+               "caption_general": caption, "captioner": "", "captioner_general": "", "keyword": ""}
+        for name, value in row.items():
+            cols[name].append(value)
+    return datasets.Dataset.from_dict(cols, features=vqa_features())
+
+
+def _drain(r: Runner, batches: Any, consume: Callable[[Any], int]) -> dict[str, Any]:
+    """Take every batch of ``batches``, ``consume`` it (copy it to the device: the model is a no-op) and wait for
+    the copy. ``value`` is all images over all the time, the start of the threads or workers included (the
+    conservative figure); ``steady_value`` counts only the images after the first batch over the time after it,
+    an upper bound (the batches prepared ahead while the first one was made come in early)."""
+    t0 = time.perf_counter()
+    first_at, first_n, count = None, 0, 0
+    for batch in batches:
+        count += consume(batch)
+        r.sync()
+        if first_at is None:
+            first_at, first_n = time.perf_counter(), count
+    end = time.perf_counter()
+    if first_at is None or end <= first_at or count == first_n:
+        raise RuntimeError(f"the path delivered {count} images in one batch or none: too few to time")
+    return {"value": count / (end - t0), "unit": "images/s", "images": count, "seconds": end - t0,
+            "first_batch_s": first_at - t0, "steady_value": (count - first_n) / (end - first_at)}
+
+
+def _feed_eval(r: Runner, table: Any, batch: int, threads: int) -> dict[str, Any]:
+    """`ifas_eval.scoring._prepared_batches` as `score_test_set` runs it: real-size CLIP ViT-L/14 preprocessing
+    (`build_image_processor(224)`) in ``threads`` threads, batches pinned on CUDA, each copied to the device."""
+    from ifas_eval.scoring import RowSet, _prepared_batches, _raw_images
+    from ifas_model.processing import IFASProcessor, build_image_processor
+    from scf.presets import build_tiny_tokenizer
+    from scf.schema import BENCHMARK_COLUMNS
+
+    ds = table.select_columns(list(BENCHMARK_COLUMNS))
+    n = len(ds)
+    rows = RowSet(ds, [("feed", "test", i) for i in range(n)])
+    processor = IFASProcessor(build_image_processor(224), build_tiny_tokenizer())
+    bounds = [(lo, min(n, lo + batch)) for lo in range(0, n, batch)]
+
+    def consume(inputs: dict[str, Any]) -> int:
+        moved = {k: v.to(r.device, non_blocking=True) for k, v in inputs.items()}
+        return len(moved["pixel_values"])
+
+    fig = _drain(r, _prepared_batches(rows, _raw_images(ds), processor, bounds, threads, pin=r.cuda), consume)
+    return {**fig, "batch": batch, "threads": threads, "pinned": r.cuda,
+            "path": "ifas_eval.scoring._prepared_batches", "processor": "CLIP ViT-L/14 224 px (build_image_processor)"}
+
+
+def blip2_image_processor() -> Any:
+    """``Salesforce/blip2-opt-2.7b``'s image processor from its config values (no download): 224 x 224 bicubic
+    resize, CLIP mean/std, the PIL backend `load_blip2` asks for."""
+    from transformers import BlipImageProcessorPil
+
+    return BlipImageProcessorPil(size={"height": 224, "width": 224}, resample=3, do_rescale=True,
+                                 rescale_factor=1 / 255, do_normalize=True,
+                                 image_mean=[0.48145466, 0.4578275, 0.40821073],
+                                 image_std=[0.26862954, 0.26130258, 0.27577711], do_convert_rgb=True)
+
+
+def _feed_caption(r: Runner, table: Any, batch: int, threads: int) -> dict[str, Any]:
+    """`scf.captioning.pipeline._decoded_batches` with `Blip2Captioner.prepare` as `scf caption` runs them:
+    decoding and preprocessing in ``threads`` threads (with none, ``prepare`` runs on the main thread, as
+    `Blip2Captioner.caption` does), the pixels pinned on CUDA and copied to the device in the run's dtype as
+    `Blip2Captioner.caption_prepared` copies them. The captioner is the tiny one (its model never runs); with
+    the full mode its image processor is the real-size one (`blip2_image_processor`)."""
+    import torch
+
+    from scf.captioning.captioner import Blip2Captioner
+    from scf.captioning.pipeline import _decoded_batches, _Item
+    from scf.presets import build_tiny_captioner
+
+    model, processor = build_tiny_captioner()
+    if not r.tiny:
+        processor.image_processor = blip2_image_processor()
+    captioner = Blip2Captioner(model.to(r.device), processor, "feed", batch_size=batch)
+    images_ds = table.select_columns(["image"])
+    items = [_Item("test", i, f"feed/{i}", 0, "print") for i in range(len(images_ds))]
+    jobs = [(images_ds, items[a:a + batch]) for a in range(0, len(items), batch)]
+    prepare = captioner.prepare if threads > 0 else None
+
+    def consume(decoded: tuple[list[Any], Any, Any]) -> int:
+        images, failure, prepared = decoded
+        if failure is not None:
+            raise RuntimeError(f"row {failure[0].index} does not decode: {failure[1]}")
+        parts = prepared if prepared is not None else [captioner.prepare(images)]
+        pixels = torch.cat([p.to(r.device, r.dtype, non_blocking=True) for p in parts])
+        return len(pixels)
+
+    fig = _drain(r, _decoded_batches(jobs, threads, prepare), consume)
+    return {**fig, "batch": batch, "threads": threads, "pinned": r.cuda,
+            "prepare_in": "prefetch threads" if prepare else "main thread",
+            "path": "scf.captioning.pipeline._decoded_batches + Blip2Captioner.prepare",
+            "processor": "tiny captioner's (224 px)" if r.tiny else "BLIP-2 224 px (blip2_image_processor)"}
+
+
+def _feed_train(r: Runner, table: Any, batch: int, workers: int) -> dict[str, Any]:
+    """ifas-train's DataLoader (`Trainer._loader`: ``num_workers`` processes, persistent, pinned on CUDA) over
+    `VQADataset` and `VQACollator` with the real-size CLIP preprocessing, rows in `ResumableBatchSampler`'s
+    shuffled order, each batch copied to the device."""
+    from types import SimpleNamespace
+
+    import datasets
+
+    from ifas_model.processing import IFASProcessor, build_image_processor
+    from ifas_model.training.data import ResumableBatchSampler, VQACollator, VQADataset
+    from ifas_model.training.trainer import Trainer
+    from scf.presets import build_tiny_tokenizer
+
+    undecoded = table.cast_column("image", datasets.Image(decode=False))  # as load_corpus reads the corpus
+    dataset = VQADataset(undecoded)
+    sampler = ResumableBatchSampler(len(dataset), batch, seed=0)
+    collate = VQACollator(IFASProcessor(build_image_processor(224), build_tiny_tokenizer()))
+    owner = SimpleNamespace(config=SimpleNamespace(num_workers=workers), dist=SimpleNamespace(device=r.device))
+    loader = Trainer._loader(owner, dataset, sampler, collate)
+
+    def consume(b: Any) -> int:
+        moved = {k: v.to(r.device, non_blocking=True) for k, v in b.inputs.items()}
+        return len(moved["pixel_values"])
+
+    batches = iter(loader)
+    try:
+        fig = _drain(r, batches, consume)
+    finally:
+        del batches
+        del loader  # persistent workers end with the loader
+    return {**fig, "batch": batch, "workers": workers, "pinned": r.cuda,
+            "path": "ifas_model.training.trainer.Trainer._loader (VQADataset, VQACollator)",
+            "processor": "CLIP ViT-L/14 224 px (build_image_processor)"}
+
+
+def measure_feed(r: Runner) -> None:
+    """Images/s the CLIs' default host data paths deliver into device copies, the model a no-op (`FEED_PATHS`).
+
+    On this run's host, over synthetic 224 x 224 PNG rows (`_feed_pngs`) in a VQA-schema table: ``eval``
+    (`_feed_eval`, batch ``score_batch``, `score_test_set`'s default threads: min(8, CPUs) on CUDA, none on
+    CPU), ``caption`` (`_feed_caption`, batch ``caption_batch``, `scf caption`'s default threads, the same rule)
+    and ``train`` (`_feed_train`, batch ``train_batch``, ifas-train's default ``--num-workers``). ``--mode tiny``:
+    a few small batches on 2 threads. A path that fails is recorded under ``errors`` as ``feed.<path>`` and the
+    others still run. Needs `datasets` (the paths read a datasets table, as the CLIs do): without it the section
+    is skipped with the reason.
+    """
+    r.require_time()
+    error = _import_error("datasets")
+    if error:
+        r.results["skipped"]["feed"] = (f"cannot import datasets: {error} (the CLIs' data paths read datasets "
+                                        "tables; the GPU image lacks it unless carried)")
+        return
+    from dataclasses import fields
+
+    from ifas_model.training.config import TrainConfig
+
+    s, cpus = r.sizes, os.cpu_count() or 1
+    workers = next(f.default for f in fields(TrainConfig) if f.name == "num_workers")  # ifas-train's default
+    threads = 2 if r.tiny else (min(8, cpus) if r.cuda else 0)  # score_test_set's and scf caption's default
+    batches = 3 if r.tiny else 16
+    pngs = _feed_pngs(4 if r.tiny else 16)
+    n = max(s.score_batch, s.caption_batch, s.train_batch) * batches
+    table = _feed_table(n, pngs)
+    host = {"cpu_count": cpus, "distinct_pngs": len(pngs), "png_kib_mean": round(sum(map(len, pngs)) / len(pngs) / 1024, 1)}
+    runs = {"eval": lambda: _feed_eval(r, table.select(range(s.score_batch * batches)), s.score_batch, threads),
+            "caption": lambda: _feed_caption(r, table.select(range(s.caption_batch * batches)), s.caption_batch,
+                                             threads),
+            "train": lambda: _feed_train(r, table.select(range(s.train_batch * (4 if r.tiny else 64))),
+                                         s.train_batch, workers)}
+    for path in FEED_PATHS:
+        try:
+            r.results["feed"][path] = {**runs[path](), **host}
+        except Exception as e:  # noqa: BLE001 - one path's failure must not lose the others
+            message = f"{type(e).__name__}: {e}"
+            logger.error("feed %s failed: %s", path, message)
+            r.results["errors"][f"feed.{path}"] = f"{message}\n{traceback.format_exc(limit=6)}"
+        r.save()
 
 
 def measure_matmul(r: Runner) -> None:
@@ -1024,7 +1253,7 @@ def print_table(results: dict[str, Any]) -> None:
         return
     if results.get("comparison"):
         console.print(table)
-    for line in (anchor_line(results), pipeline_line(results)):
+    for line in (anchor_line(results), pipeline_line(results), *feed_lines(results)):
         if line:
             console.print(line, markup=False)
     for key, why in not_measured(results):
@@ -1125,6 +1354,75 @@ def pipeline_line(results: dict[str, Any]) -> str:
             f"{_fmt(p['images_per_s_one_thread'])} on one{versus}.")
 
 
+def feed_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per host path measured (`measure_feed`): its feed rate, the kernel figure it feeds
+    (`FEED_KERNELS`, when the results have it) and the path's ceiling min(kernel, feed), with which limits it."""
+    feed = results.get("feed") or {}
+    rows = []
+    for path in FEED_PATHS:
+        fig = feed.get(path)
+        if not fig:
+            continue
+        group, key = FEED_KERNELS[path]
+        kernel = (results.get(group) or {}).get(key) or {}
+        kv = kernel.get("value")
+        rows.append({"path": path, "key": f"feed.{path}", "label": FEED_LABELS[path], "value": fig["value"],
+                     "unit": fig.get("unit", "images/s"), "batch": fig.get("batch"), "threads": fig.get("threads"),
+                     "workers": fig.get("workers"), "cpu_count": fig.get("cpu_count"),
+                     "kernel_key": f"{group}.{key}", "kernel_value": kv, "kernel_unit": kernel.get("unit"),
+                     "ceiling": min(kv, fig["value"]) if kv else None,
+                     "limited_by": None if not kv else ("host feed" if fig["value"] < kv else "kernel")})
+    return rows
+
+
+def _feed_workers(row: dict[str, Any]) -> str:
+    if row.get("workers") is not None:
+        return f"{row['workers']} DataLoader workers"
+    threads = row.get("threads")
+    return "main thread (0 threads)" if threads == 0 else f"{threads} threads"
+
+
+def feed_markdown(results: dict[str, Any]) -> list[str]:
+    """The host-feed table of the results block (empty without feed figures)."""
+    rows = results.get("feed_vs_kernel")
+    if rows is None:
+        rows = feed_rows(results)
+    if not rows:
+        return []
+    first = (results.get("feed") or {}).get(rows[0]["path"]) or {}
+    merged = bool(merged_runs(results))
+    lines = [f"Host feed on the run's host ({rows[0].get('cpu_count')} CPUs): images/s the CLIs' default data paths "
+             f"deliver into device copies with the model a no-op, from synthetic 224 x 224 PNG rows "
+             f"({_fmt(first.get('png_kib_mean'))} KiB each); a path's ceiling is min(kernel, feed)"
+             + (" (the runs column: feed / kernel)" if merged else "") + ".", "",
+             "| host path | feed (images/s) | batch | threads / workers | kernel figure | kernel | ceiling | limited by |"
+             + (" runs |" if merged else ""),
+             "|---|---:|---:|---|---|---:|---:|---|" + ("---|" if merged else "")]
+    for row in rows:
+        runs = ""
+        if merged:
+            kernel_run = run_of(results, row["kernel_key"]) if row["kernel_value"] is not None else None
+            runs = f" {run_of(results, row['key']) or '?'} / {kernel_run or '-'} |"
+        lines.append(f"| {row['label']} | {_fmt(row['value'])} | {row.get('batch')} | {_feed_workers(row)} | "
+                     f"`{row['kernel_key']}` | {_fmt(row['kernel_value'])} | {_fmt(row['ceiling'])} | "
+                     f"{row['limited_by'] or 'no kernel figure'} |{runs}")
+    return lines
+
+
+def feed_lines(results: dict[str, Any]) -> list[str]:
+    """The host-feed figures as plain lines (the terminal table's companion)."""
+    rows = results.get("feed_vs_kernel")
+    if rows is None:
+        rows = feed_rows(results)
+    out = []
+    for row in rows:
+        kernel = (f"; kernel {row['kernel_key']} {_fmt(row['kernel_value'])} -> ceiling {_fmt(row['ceiling'])} "
+                  f"(limited by {row['limited_by']})" if row["kernel_value"] else f"; no {row['kernel_key']} figure")
+        out.append(f"host feed {row['path']}: {_fmt(row['value'])} images/s at batch {row.get('batch')} on "
+                   f"{_feed_workers(row)} ({row.get('cpu_count')} CPUs){kernel}")
+    return out
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The results block of docs/benchmarks.md, from one run's JSON."""
     meta = results["meta"]
@@ -1188,6 +1486,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     for line in (anchor_line(results), pipeline_line(results)):
         if line:
             lines += ["", line]
+    feed = feed_markdown(results)
+    if feed:
+        lines += ["", *feed]
     cap = (results.get("blip2") or {}).get("caption_fast") or {}
     if "greedy_rows_identical_to_reference" in cap:
         rows = f" {cap['greedy_rows_compared']}" if cap.get("greedy_rows_compared") else ""
@@ -1227,7 +1528,7 @@ def gpu_figures_line(meta: dict[str, Any]) -> str:
 def measured_anything(results: dict[str, Any]) -> bool:
     """Whether the run has any figure at all (matmul, pipeline, anchor, I-FAS or BLIP-2)."""
     return bool(results.get("matmul") or results.get("pipeline")
-                or any((results.get(g) or {}).values() for g in ("anchor", "ifas", "blip2")))
+                or any((results.get(g) or {}).values() for g in ("anchor", "ifas", "blip2", "feed")))
 
 
 def nothing_measured_line(results: dict[str, Any]) -> str:
@@ -1263,10 +1564,11 @@ def update_docs(path: Path, results: dict[str, Any]) -> None:
 # --- entry point -----------------------------------------------------------------------------------------
 
 RUN_ORDER = ("matmul", "ifas.score", "ifas.train_frozen", "ifas.train_full", "ifas.train_lora", "ifas.train_qlora",
-             "anchor.train", "anchor.score", "anchor.caption", "blip2.caption", "pipeline")
+             "feed", "anchor.train", "anchor.score", "anchor.caption", "blip2.caption", "pipeline")
 """The measuring sections in the order they run: the matmul ceiling (every fraction needs it), then issue 8's
 targets (I-FAS scoring, training LLM frozen and full at batch 32, QLoRA at batch 8; LoRA shares the I-FAS model
-and comes after full), the anchor (its captioning figure is the captioning target's denominator), captioning
+and comes after full), the host feed of those paths (whether the CLIs' data paths can deliver what the kernels
+take; short and predictable), the anchor (its captioning figure is the captioning target's denominator), captioning
 (its compile time is the one that cannot be foreseen), and the CPU image pipeline, which no target needs."""
 
 
@@ -1275,7 +1577,7 @@ def requested_sections(what: set[str], train_modes: tuple[str, ...]) -> list[str
 
     ``anchor`` alone names no section: its figures are those of ``train``, ``score`` and ``caption`` asked too.
     """
-    wanted = {name for name in ("matmul", "pipeline") if name in what}
+    wanted = {name for name in ("matmul", "pipeline", "feed") if name in what}
     if "anchor" in what:
         wanted |= {f"anchor.{w}" for w in ("train", "score", "caption") if w in what}
     if "score" in what:
@@ -1345,7 +1647,7 @@ def check_resumable(previous: dict[str, Any], meta: dict[str, Any], source: str)
 def run_summary(results: dict[str, Any]) -> dict[str, Any]:
     """One run's entry of ``meta.runs`` in a merged file: when, where, what it measured and its matmul ceiling."""
     meta = results["meta"]
-    figures = [f"{g}.{k}" for g in ("ifas", "blip2", "anchor") for k in (results.get(g) or {})]
+    figures = [f"{g}.{k}" for g in ("ifas", "blip2", "anchor", "feed") for k in (results.get(g) or {})]
     figures += [g for g in ("matmul", "pipeline") if results.get(g)]
     return {"date": meta.get("date"), "card": meta.get("card"), "device": meta.get("device"),
             "dtype": meta.get("dtype"), "git_commit": meta.get("git_commit"), "command": meta.get("command"), "budget_s": meta.get("budget_s"), "finished": meta.get("finished"),
@@ -1367,6 +1669,7 @@ def merge_results(previous: dict[str, Any], current: dict[str, Any], attempted: 
 
     merged = copy.deepcopy(previous)
     merged.pop("comparison", None)
+    merged.pop("feed_vs_kernel", None)
     meta = merged["meta"]
     runs = meta.get("runs") or [run_summary(previous)]
     meta["runs"] = [*runs, run_summary(current)]
@@ -1376,7 +1679,7 @@ def merge_results(previous: dict[str, Any], current: dict[str, Any], attempted: 
     meta.update(finished=cm.get("finished"), running=cm.get("running"))
     for key in ("section_start_s", "section_seconds", "memory_at_start_gib"):
         meta[key] = {**(meta.get(key) or {}), **(cm.get(key) or {})}
-    for group in ("ifas", "blip2", "anchor"):
+    for group in ("ifas", "blip2", "anchor", "feed"):
         merged[group] = {**(previous.get(group) or {}), **(current.get(group) or {})}
     merged["matmul"] = previous.get("matmul") or current.get("matmul")
     merged["pipeline"] = current.get("pipeline") or previous.get("pipeline")
@@ -1454,7 +1757,8 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
     Raises:
         ValueError: an unknown section or mode, or a ``resume_from`` that cannot be read or merged (one line).
 
-    The order is `RUN_ORDER`: matmul, I-FAS scoring and training, QLoRA (issue 8's targets first), the anchor,
+    The order is `RUN_ORDER`: matmul, I-FAS scoring and training, QLoRA (issue 8's targets first), the host
+    feed of those paths, the anchor,
     captioning (whose compile time is the least predictable, so a slow compile cannot cost the figures before
     it), the CPU image pipeline. ``meta.requested`` lists the sections asked for, so that a cut-off run's report
     names what it lacks.
@@ -1479,7 +1783,7 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
         done = measured_sections(previous)
         todo = [name for name in requested if name not in done]
         caption_parts = frozenset(p for p in ("reference", "fast") if not _has_figure(previous, "blip2", f"caption_{p}"))
-        if set(todo) - {"matmul", "pipeline"} and "matmul" not in todo:
+        if set(todo) - {"matmul", "pipeline", "feed"} and "matmul" not in todo:
             todo.insert(0, "matmul")  # the ceiling of the new figures' fractions, measured on this machine
         logger.info("resuming %s: %s already measured; measuring %s", resume_from,
                     ", ".join(sorted(done & set(requested))) or "nothing", ", ".join(todo) or "nothing")
@@ -1498,6 +1802,9 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
     if "ifas.train_qlora" in todo:
         with r.section("ifas.train_qlora"):
             measure_qlora(r)
+    if "feed" in todo:
+        with r.section("feed"):
+            measure_feed(r)
     if any(name.startswith("anchor.") for name in todo):
         with r.section("anchor.build"):
             r.require_time()
@@ -1512,6 +1819,7 @@ def run(mode: str = "tiny", device: str | None = None, what: tuple[str, ...] = W
     r.results["meta"]["finished"] = True
     results = r.merged()
     results["comparison"] = compare(results)
+    results["feed_vs_kernel"] = feed_rows(results)
     results["targets"] = TARGETS
     r.write(results)
     return results
@@ -1559,6 +1867,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read {args.render}: {e}", file=sys.stderr)
             return 2
         results["comparison"] = compare(results)  # a run cut off before its end has none yet
+        results["feed_vs_kernel"] = feed_rows(results)
         print_table(results)
         return _write_docs(args.docs, results)
     sizes = TINY_SIZES if args.mode == "tiny" else Sizes()

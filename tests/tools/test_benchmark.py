@@ -210,7 +210,7 @@ def test_benchmark_runs_without_datasets_or_bitsandbytes(tmp_path):
         "sys.meta_path.insert(0, Block())\n"
         "import runpy\n"
         f"sys.argv = ['benchmark.py', '--mode', 'tiny', '--device', 'cpu', '--dtype', 'bf16', '--iters', '1',\n"
-        f"            '--what', 'train,qlora,pipeline', '--train-modes', 'frozen,full', '--out', {str(tmp_path / 'b.json')!r}]\n"
+        f"            '--what', 'train,qlora,pipeline,feed', '--train-modes', 'frozen,full', '--out', {str(tmp_path / 'b.json')!r}]\n"
         "runpy.run_path('tools/benchmark.py', run_name='__main__')\n"
     )
     src = [str(root / "packages" / p / "src") for p in ("scf", "ifas-model", "ifas-eval")]
@@ -223,6 +223,8 @@ def test_benchmark_runs_without_datasets_or_bitsandbytes(tmp_path):
     assert set(results["ifas"]) == {"train_frozen", "train_frozen_reference", "train_full"}
     assert "bitsandbytes" in results["skipped"]["ifas.train_qlora"]
     assert results["pipeline"]["images_per_s"] > 0
+    # the host-feed paths read datasets tables, as the CLIs do: skipped with the reason, not failed
+    assert results["skipped"]["feed"].startswith("cannot import datasets: ") and results["feed"] == {}
 
 
 def test_pipeline_section_measures_the_cpu_image_pipeline(tmp_path):
@@ -606,7 +608,7 @@ def test_resume_measures_only_what_the_earlier_run_lacks_and_merges(tmp_path, mo
     # the order of a full run: issue 8's targets first, captioning after the anchor it is compared with
     assert bench.requested_sections(set(bench.WHAT), bench.TRAIN_MODES) == [
         "matmul", "ifas.score", "ifas.train_frozen", "ifas.train_full", "ifas.train_lora", "ifas.train_qlora",
-        "anchor.train", "anchor.score", "anchor.caption", "blip2.caption", "pipeline"]
+        "feed", "anchor.train", "anchor.score", "anchor.caption", "blip2.caption", "pipeline"]
     sizes = _small(bench, caption_batch=4, anchor_caption_batch=4, caption_check_rows=2)
     out = tmp_path / "bench.json"
     # run 1: the fast captioning path does not fit its budget (skipped, with the reason); scoring is measured
@@ -741,3 +743,113 @@ def test_resume_refuses_another_dtype_or_device_kind_and_labels_each_figure_with
     single = bench.results_markdown(bench.run("tiny", "cpu", what=("matmul", "score", "anchor"), sizes=sizes))
     assert "anchor (same run)" in single and "Anchor, same run: scoring" in single and "runs (figure" not in single
     assert "Measured matmul ceiling (" in single and "*" not in single.split("| scoring (images/s) |")[1].split("|")[3]
+
+
+def test_feed_section_runs_the_clis_own_host_paths_and_renders_them_beside_the_kernels(tmp_path, monkeypatch):
+    """review24 M1: ``feed`` measures images/s of ifas-eval's `_prepared_batches`, scf caption's `_decoded_batches`
+    with `Blip2Captioner.prepare` and ifas-train's DataLoader (`Trainer._loader`) on this host, the model a no-op,
+    and renders each beside the kernel figure it feeds, the ceiling being min(kernel, feed)."""
+    import os
+
+    import ifas_eval.scoring as scoring
+    import scf.captioning.pipeline as pipeline
+    from ifas_model.training.trainer import Trainer
+
+    bench = _load("benchmark")
+    calls = {}
+    real_eval, real_cap, real_loader = scoring._prepared_batches, pipeline._decoded_batches, Trainer._loader
+
+    def eval_spy(rows, raw, processor, bounds, threads, pin=False):
+        calls["eval"] = (len(bounds), threads, pin, processor.image_processor.crop_size)
+        return real_eval(rows, raw, processor, bounds, threads, pin)
+
+    def cap_spy(batches, threads, prepare=None):
+        calls["caption"] = (len(batches), threads, getattr(prepare, "__name__", None))
+        return real_cap(batches, threads, prepare)
+
+    def loader_spy(self, dataset, batch_sampler, collate):
+        calls["train"] = (self.config.num_workers, len(dataset), batch_sampler.batch_size)
+        return real_loader(self, dataset, batch_sampler, collate)
+
+    monkeypatch.setattr(scoring, "_prepared_batches", eval_spy)
+    monkeypatch.setattr(pipeline, "_decoded_batches", cap_spy)
+    monkeypatch.setattr(Trainer, "_loader", loader_spy)
+    results = bench.run("tiny", "cpu", what=("feed",), out=tmp_path / "b.json")
+    assert results["errors"] == {} and results["skipped"] == {}
+    s = bench.TINY_SIZES
+    # the real paths ran, with --mode tiny's 2 threads and ifas-train's default --num-workers (2)
+    assert calls == {"eval": (3, 2, False, {"height": 224, "width": 224}), "caption": (3, 2, "prepare"),
+                     "train": (2, 4 * s.train_batch, s.train_batch)}
+    feed = json.loads((tmp_path / "b.json").read_text())["feed"]
+    assert set(feed) == {"eval", "caption", "train"}
+    for path, batch in (("eval", s.score_batch), ("caption", s.caption_batch), ("train", s.train_batch)):
+        fig = feed[path]
+        assert fig["value"] > 0 and fig["steady_value"] > 0 and fig["unit"] == "images/s", path
+        assert fig["batch"] == batch and fig["cpu_count"] == os.cpu_count() and fig["pinned"] is False, path
+        assert fig["images"] == batch * (4 if path == "train" else 3) and fig["seconds"] > fig["first_batch_s"] > 0
+        assert 50 < fig["png_kib_mean"] < 150, path  # PNG crops of about scf ingest's size, not flat images
+    assert feed["eval"]["threads"] == feed["caption"]["threads"] == 2 and feed["train"]["workers"] == 2
+    assert feed["caption"]["prepare_in"] == "prefetch threads"
+    assert bench.measured_sections(results) == {"feed"}
+
+    text = bench.results_markdown(results)
+    assert "Host feed on the run's host" in text and "a path's ceiling is min(kernel, feed)" in text
+    assert f"| ifas-eval scoring input (`_prepared_batches`) | {bench._fmt(feed['eval']['value'])} | 8 | 2 threads | " \
+           "`ifas.score` | - | - | no kernel figure |" in text
+    assert "| 4 | 2 DataLoader workers | `ifas.train_frozen` |" in text
+    # beside kernel figures of the same run: the ceiling is the smaller, and the row says which limits the path
+    results["ifas"] = {"score": {"value": 1e9, "unit": "images/s"}, "train_frozen": {"value": 1e-3, "unit": "samples/s"}}
+    results["feed_vs_kernel"] = bench.feed_rows(results)
+    rows = {row["path"]: row for row in results["feed_vs_kernel"]}
+    assert rows["eval"]["ceiling"] == feed["eval"]["value"] and rows["eval"]["limited_by"] == "host feed"
+    assert rows["train"]["ceiling"] == 1e-3 and rows["train"]["limited_by"] == "kernel"
+    assert rows["caption"]["ceiling"] is None and rows["caption"]["kernel_key"] == "blip2.caption_fast"
+    text = bench.results_markdown(results)
+    assert "| `ifas.score` | 1e+09 | " in text and "| host feed |" in text and "| 0.001 | 0.001 | kernel |" in text
+
+
+def test_feed_without_datasets_is_skipped_and_a_failing_path_keeps_the_others(tmp_path, monkeypatch):
+    """A missing datasets skips the section with the reason; one path's failure is recorded under its own key
+    (feed.<path>), the other paths' figures stand, and the report names what failed."""
+    bench = _load("benchmark")
+    monkeypatch.setattr(bench, "_import_error", lambda lib: "not installed" if lib == "datasets" else None)
+    results = bench.run("tiny", "cpu", what=("feed",), out=tmp_path / "a.json")
+    assert results["feed"] == {} and results["errors"] == {}
+    assert results["skipped"]["feed"].startswith("cannot import datasets: not installed")
+    assert "`feed.eval`, `feed.caption`, `feed.train`: skipped: cannot import datasets" in bench.results_markdown(results)
+
+    monkeypatch.undo()
+    monkeypatch.setattr(bench, "_feed_eval", lambda *a: 1 / 0)
+    monkeypatch.setattr(bench, "_feed_train", lambda *a: (_ for _ in ()).throw(RuntimeError("no workers")))
+    results = bench.run("tiny", "cpu", what=("feed",), out=tmp_path / "b.json")
+    assert set(results["feed"]) == {"caption"} and set(results["errors"]) == {"feed.eval", "feed.train"}
+    text = bench.results_markdown(results)
+    assert "- `feed.eval`: failed: ZeroDivisionError: division by zero" in text
+    assert "- `feed.train`: failed: RuntimeError: no workers" in text and "| scf caption input" in text
+    assert bench.main(["--render", str(tmp_path / "b.json")]) == 0
+
+
+def test_feed_is_resumed_and_merged_like_the_other_sections():
+    """A run that measured feed is not measured again by --resume-from; a later run's figures merge beside it,
+    and a resumed run that lacks only feed does not measure the matmul ceiling again (feed has no fraction)."""
+    bench = _load("benchmark")
+    fig = {"value": 900.0, "unit": "images/s", "batch": 256, "threads": 8, "cpu_count": 16}
+    meta = {"mode": "full", "device": "cuda:0", "card": "NVIDIA H200 (renderer test fixture)", "dtype": "bfloat16",
+            "date": "fixture", "requested": ["feed"], "finished": True, "python": "3.12", "torch": "2.11",
+            "transformers": "5.17", "command": "fixture"}
+    previous = {"meta": meta, "matmul": None, "pipeline": None, "ifas": {}, "blip2": {}, "anchor": {},
+                "feed": {"eval": fig, "caption": {**fig, "value": 800.0}, "train": {**fig, "value": 700.0,
+                                                                                  "workers": 2, "threads": None}},
+                "skipped": {}, "errors": {"feed.train": "old failure"}}
+    assert "feed" in bench.measured_sections(previous)
+    assert bench.requested_sections({"feed", "score"}, bench.TRAIN_MODES) == ["ifas.score", "feed"]
+    current = {"meta": {**meta, "requested": ["ifas.score"], "date": "later"}, "matmul": None, "pipeline": None,
+               "ifas": {"score": {"value": 1000.0, "unit": "images/s", "batch": 256}}, "blip2": {}, "anchor": {},
+               "feed": {}, "skipped": {}, "errors": {}}
+    merged = bench.merge_results(previous, current, ["ifas.score", "feed"])
+    assert merged["feed"] == previous["feed"] and merged["errors"] == {}  # the attempted section's old error goes
+    assert merged["meta"]["runs"][0]["measured"] == ["feed.caption", "feed.eval", "feed.train"]
+    rows = {row["path"]: row for row in bench.feed_rows(merged)}
+    assert rows["eval"]["ceiling"] == 900.0 and rows["eval"]["limited_by"] == "host feed"
+    text = bench.results_markdown(merged)
+    assert "(the runs column: feed / kernel)" in text and "| 1e+03 | 900 | host feed | 1 / 2 |" in text
