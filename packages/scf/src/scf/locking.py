@@ -167,22 +167,16 @@ def output_lock(folder: str | Path, command: str) -> Iterator[Path]:
                 if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise
                 logger.info("%s: flock unsupported here (%s); using %s", folder, e.strerror, EXCL_NAME)
-        if flocked:
-            if writable:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+        if flocked and writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+        # without flock, .lock.excl holds the folder; a refusal raises here, before anything is removed
+        with contextlib.nullcontext(lock) if flocked else _excl_lock(folder, owner) as path:
             try:
-                yield lock
+                yield path
             finally:
-                if created:
-                    _remove_if_only_lock(folder)  # the flock is still held: no other run can have started in it
-        else:
-            with _excl_lock(folder, owner) as path:  # a refusal raises here, before anything is removed
-                try:
-                    yield path
-                finally:
-                    if created:
-                        _remove_if_only_lock(folder)  # .lock.excl is still ours until _excl_lock removes it
+                if created:  # still held (flock, or our .lock.excl): no other run can have started in it
+                    _remove_if_only_lock(folder)
     finally:
         os.close(fd)  # releases the flock
 
