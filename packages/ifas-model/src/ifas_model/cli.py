@@ -177,16 +177,12 @@ def disk_message(err: BaseException, disk: tuple[int, str], run_dir: Any) -> str
     """One line for a write that failed for want of space or a working disk outside the trainer's own named writes
     (`ifas_model.training.checkpoint.writing` names those): the file when the error names one, else the run folder
     (or a cache folder the run uses), what is kept, and that rerunning the same command resumes."""
-    import os
-
-    from ifas_model.training.checkpoint import SPACE_ERRNOS, latest_checkpoint
+    from ifas_model.training.checkpoint import failure_target_and_remedy, latest_checkpoint
 
     code, reason = disk
-    named = os.fsdecode(err.filename) if isinstance(err, OSError) and err.filename else \
-        f"to {run_dir} (or a cache folder the run uses)"
+    named, remedy = failure_target_and_remedy(err, code, f"to {run_dir} (or a cache folder the run uses)")
     latest = latest_checkpoint(run_dir)
     kept = f"the finished checkpoints are kept (newest: {latest})" if latest else "no checkpoint was finished yet"
-    remedy = "free space" if code in SPACE_ERRNOS else "make the disk writable again"
     return f"cannot write {named} ({reason}): {kept}: {remedy} and rerun the same command to resume"
 
 

@@ -117,6 +117,14 @@ def human_size(n_bytes: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def failure_target_and_remedy(err: BaseException, code: int, target: str | Path) -> tuple[str, str]:
+    """What a failed write names and what to do: the file of ``err`` when it is an ``OSError`` naming one (Python's
+    and safetensors' write errors name none), else ``target``; "free space" for an errno in `SPACE_ERRNOS`, else
+    "make the disk writable again"."""
+    named = os.fsdecode(err.filename) if isinstance(err, OSError) and err.filename else str(target)
+    return named, "free space" if code in SPACE_ERRNOS else "make the disk writable again"
+
+
 @contextlib.contextmanager
 def writing(target: str | Path, advice: str) -> Iterator[None]:
     """Turn a write failing for want of space or a working disk into a `RunWriteError`, one line.
@@ -137,8 +145,7 @@ def writing(target: str | Path, advice: str) -> Iterator[None]:
         if found is None:
             raise
         code, reason = found
-        named = os.fsdecode(err.filename) if isinstance(err, OSError) and err.filename else str(target)
-        remedy = "free space" if code in SPACE_ERRNOS else "make the disk writable again"
+        named, remedy = failure_target_and_remedy(err, code, target)
         logger.debug("writing %s failed", named, exc_info=True)
         raise RunWriteError(f"cannot write {named} ({reason}): {advice.format(remedy=remedy)}", code) from err
 
