@@ -321,23 +321,17 @@ def _read_hash_cache() -> dict[str, dict[str, Any]]:
 
 def _write_hash_cache(cache: dict[str, dict[str, Any]]) -> None:
     import json
-    import os
     import re
 
     from ifas_eval.outputs import sweep_temporaries
+    from scf.shards import write_text_atomic
 
     path = hash_cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # a killed run's temporary (no lock here: only those of processes no longer running, `sweep_temporaries`)
         sweep_temporaries(path.parent, re.compile(re.escape(path.name)), locked=False)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(cache))
-            tmp.replace(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a full disk: no half-written temporary left behind
-            raise
+        write_text_atomic(path, json.dumps(cache))  # a full disk: no half-written temporary left behind
     except OSError as e:  # a read-only home: hashes are computed again next time
         logger.debug("cannot write the hash cache %s: %s", path, e)
 
