@@ -804,15 +804,9 @@ class CaptionPipeline:
                            "words of their captions: %s", ", ".join(empty), hints)
         folder = self.out / "filter"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (DS_FILE + ".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as f:
-                for row in kept:
-                    f.write(json.dumps(row) + "\n")
-            os.replace(tmp, folder / DS_FILE)
-        except BaseException:  # a full disk: no partial copy left behind
-            tmp.unlink(missing_ok=True)
-            raise
+        from scf.shards import write_text_atomic
+
+        write_text_atomic(folder / DS_FILE, "".join(json.dumps(row) + "\n" for row in kept))  # a full disk: no partial copy
         _write_json(folder / STATS_FILE, {"splits": splits, "per_attack_type": stats, "d_s_size": len(kept),
                                           "keywords_fingerprint": self.keywords.fingerprint()})
         return {"d_s": len(kept), "stats": stats}
