@@ -75,6 +75,15 @@ def invoke_train(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+def error_line(result) -> str:
+    """The one ``Error: ...`` line of a failed ``ifas-train`` (exit code 1, no traceback, the output's last line),
+    its whitespace runs (a message wrapped by the terminal) joined to single spaces."""
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and result.output.rstrip().splitlines()[-1] == errors[0], result.output
+    return " ".join(errors[0].split())
+
+
 def tiny_run_args(corpus, out, *more) -> list:
     """The arguments of a 4-step tiny run on ``corpus`` into ``out`` that saves a checkpoint at every step."""
     return ["--dataset", corpus, "--preset", "tiny", "--out", out, "--max-steps", "4", "--batch-size", "4",

@@ -14,6 +14,7 @@ import json
 
 import pytest
 from _train_corpus import build_corpus
+from _train_corpus import error_line as _error_line
 from _train_corpus import invoke_train as _invoke
 from _train_corpus import tiny_run_args as _args
 
@@ -23,13 +24,6 @@ ENOSPC_SAFETENSORS = "Error while serializing: I/O error: No space left on devic
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return build_corpus(tmp_path_factory.mktemp("corpus") / "vqa", splits=("train",), max_rows=16)
-
-
-def _error_line(result):
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and result.output.rstrip().splitlines()[-1] == errors[0], result.output
-    return " ".join(errors[0].split())
 
 
 def _resumed(output: str) -> bool:

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from _train_corpus import build_corpus
+from _train_corpus import error_line as _error_line
 from _train_corpus import invoke_train as _invoke
 from _train_corpus import tiny_run_args as _args
 
@@ -20,13 +21,6 @@ def corpus(tmp_path_factory):
 def _half(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-def _error_line(result):
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and result.output.rstrip().splitlines()[-1] == errors[0], result.output
-    return " ".join(errors[0].split())
 
 
 @pytest.fixture(scope="module")
