@@ -340,6 +340,22 @@ def _holding(folder: Path) -> Iterator[None]:
         raise IngestError(str(e)) from None
 
 
+@contextlib.contextmanager
+def _output_errors(folder: Path, out: Path) -> Iterator[None]:
+    """Turn an `OSError` creating or writing the output (a read-only or full disk, a file in the way) into an
+    `IngestError` naming the dataset ``folder`` (and the file); an `OSError` about a file outside ``out`` (reading
+    an input) passes through."""
+    try:
+        yield
+    except OSError as e:
+        where = os.fsdecode(e.filename2 or e.filename or "")  # a rename's target, else the file
+        if e.errno in WRITE_ERRNOS and (not where or _inside(Path(where), out)):  # pyarrow names no file
+            raise IngestError(write_error_message(e, folder, kept="the finished shards are kept")) from e
+        if not where or not _inside(Path(where), out):
+            raise
+        raise IngestError(f"cannot write to {folder}: {where}: {e.strerror or _one_line(e)}") from e
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
@@ -381,139 +397,133 @@ def run_ingest(config: IngestConfig, *, console: Any = None, show_progress: bool
                 "list_sha256": {k: _sha256(p) for k, p in list_files.items()},
                 "list_size": {k: p.stat().st_size for k, p in list_files.items()},
                 "versions": ingest_versions()}
-    with _holding(folder):  # one run per dataset folder: before anything there is read for a resume or written
-        try:
-            old = _check_settings(folder, recorded)
-            folder.mkdir(parents=True, exist_ok=True)
-            writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
-            _check_root(folder, Path(config.root).expanduser(), writer.done_keys, old.get("root") or "")
-            _write_json(folder / CONFIG_FILE, recorded)
+    # One run per dataset folder (held before anything there is read for a resume or written); an OSError writing
+    # there becomes one line.
+    with _holding(folder), _output_errors(folder, config.out):
+        old = _check_settings(folder, recorded)
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = ShardWriter(folder, schema.benchmark_features(), shard_size=config.shard_size, key_column="path")
+        _check_root(folder, Path(config.root).expanduser(), writer.done_keys, old.get("root") or "")
+        _write_json(folder / CONFIG_FILE, recorded)
 
-            skiplog = SkipLog(folder / SKIPPED_FILE)
-            # "missing file" skips are not kept from one run to the next: this run's scan logs again (at the end) the
-            # files still missing, and a file that is back is ingested. Dropped in memory here and written in one
-            # rewrite before the summary (`SkipLog.save`), so a kill in between leaves the last complete run's log.
-            was_missing = set(skiplog.discard_where(lambda e: e["reason"] == MISSING_FILE))
-            # Nor are "I/O error" skips (`worker.READ_ERROR`): the disk or the network failed, not the file; they are
-            # read again now. Nor "permission denied" ones (`worker.PERMISSION_DENIED`): the user may have fixed the
-            # permissions (the documented way to retry them is to rerun the same command).
-            retried = skiplog.discard_where(lambda e: e["reason"] in (READ_ERROR, PERMISSION_DENIED))
-            if retried:
-                logger.info("retrying %d input(s) an I/O error or a refused permission kept from an earlier run",
-                            len(retried))
-            done_keys = writer.done_keys
-            done_by_unit: dict[str, set[str]] = {}
-            for key in done_keys:
-                unit = key.rsplit("#", 1)[0] if "#" in key else PurePosixPath(key).parent.as_posix()
-                done_by_unit.setdefault(unit, set()).add(key)
-            skipped_by_unit: dict[str, set[str]] = {}
-            for key in skiplog.entries:
-                if "#" in key:
-                    skipped_by_unit.setdefault(key.rsplit("#", 1)[0], set()).add(key)
+        skiplog = SkipLog(folder / SKIPPED_FILE)
+        # "missing file" skips are not kept from one run to the next: this run's scan logs again (at the end) the
+        # files still missing, and a file that is back is ingested. Dropped in memory here and written in one
+        # rewrite before the summary (`SkipLog.save`), so a kill in between leaves the last complete run's log.
+        was_missing = set(skiplog.discard_where(lambda e: e["reason"] == MISSING_FILE))
+        # Nor are "I/O error" skips (`worker.READ_ERROR`): the disk or the network failed, not the file; they are
+        # read again now. Nor "permission denied" ones (`worker.PERMISSION_DENIED`): the user may have fixed the
+        # permissions (the documented way to retry them is to rerun the same command).
+        retried = skiplog.discard_where(lambda e: e["reason"] in (READ_ERROR, PERMISSION_DENIED))
+        if retried:
+            logger.info("retrying %d input(s) an I/O error or a refused permission kept from an earlier run",
+                        len(retried))
+        done_keys = writer.done_keys
+        done_by_unit: dict[str, set[str]] = {}
+        for key in done_keys:
+            unit = key.rsplit("#", 1)[0] if "#" in key else PurePosixPath(key).parent.as_posix()
+            done_by_unit.setdefault(unit, set()).add(key)
+        skipped_by_unit: dict[str, set[str]] = {}
+        for key in skiplog.entries:
+            if "#" in key:
+                skipped_by_unit.setdefault(key.rsplit("#", 1)[0], set()).add(key)
 
-            units: set[str] = set()
-            missing: dict[str, str] = {}  # unit -> detail of this scan's "missing file" skips (logged at the end)
-            rows_before = len(done_keys)
-            console = console or Console(stderr=True)
-            progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                                TextColumn("{task.completed} files"), TextColumn("{task.fields[rows]} rows"),
-                                TextColumn("{task.fields[skips]} skipped"), TimeElapsedColumn(), console=console,
-                                disable=not show_progress, transient=False)
-            counters = {"rows": 0, "skips": 0}
+        units: set[str] = set()
+        missing: dict[str, str] = {}  # unit -> detail of this scan's "missing file" skips (logged at the end)
+        rows_before = len(done_keys)
+        console = console or Console(stderr=True)
+        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.completed} files"), TextColumn("{task.fields[rows]} rows"),
+                            TextColumn("{task.fields[skips]} skipped"), TimeElapsedColumn(), console=console,
+                            disable=not show_progress, transient=False)
+        counters = {"rows": 0, "skips": 0}
 
-            def tasks() -> Iterator[Item]:
-                for entry in reader.scan(Path(config.root).expanduser(), options):
-                    if isinstance(entry, Skip):
-                        units.add(entry.path)
-                        if entry.reason == MISSING_FILE:  # logged at the end, and only if the file has no rows (stale)
-                            missing[entry.path] = entry.detail
-                            counters["skips"] += entry.path not in was_missing
-                            progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
-                            continue
-                        if entry.path not in skiplog.entries:
-                            counters["skips"] += 1
-                        skiplog.add(entry.path, entry.reason, entry.detail)
+        def tasks() -> Iterator[Item]:
+            for entry in reader.scan(Path(config.root).expanduser(), options):
+                if isinstance(entry, Skip):
+                    units.add(entry.path)
+                    if entry.reason == MISSING_FILE:  # logged at the end, and only if the file has no rows (stale)
+                        missing[entry.path] = entry.detail
+                        counters["skips"] += entry.path not in was_missing
                         progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
                         continue
-                    if entry.path in units:  # the same file twice (a manifest or list naming it twice): once only
-                        skiplog.add(f"{entry.path}@duplicate", "duplicate entry", entry.path)
+                    if entry.path not in skiplog.entries:
                         counters["skips"] += 1
-                        continue
-                    units.add(entry.path)
-                    if entry.key in done_keys or entry.key in skiplog.entries:
-                        progress.update(task, advance=1)
-                        continue  # finished by an earlier run (a row or a logged skip)
-                    if entry.kind == "video" and (problem := schema.utf8_path_problem(
-                            Path(config.root).expanduser() / entry.path)):
-                        raise IngestError(problem)  # OpenCV cannot open it: stop, not a skip that a rerun keeps
-                    yield entry
+                    skiplog.add(entry.path, entry.reason, entry.detail)
+                    progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
+                    continue
+                if entry.path in units:  # the same file twice (a manifest or list naming it twice): once only
+                    skiplog.add(f"{entry.path}@duplicate", "duplicate entry", entry.path)
+                    counters["skips"] += 1
+                    continue
+                units.add(entry.path)
+                if entry.key in done_keys or entry.key in skiplog.entries:
+                    progress.update(task, advance=1)
+                    continue  # finished by an earlier run (a row or a logged skip)
+                if entry.kind == "video" and (problem := schema.utf8_path_problem(
+                        Path(config.root).expanduser() / entry.path)):
+                    raise IngestError(problem)  # OpenCV cannot open it: stop, not a skip that a rerun keeps
+                yield entry
 
-            def handle(outcome: Outcome, item: Item) -> None:
-                for row in outcome.rows:
-                    writer.add(row, row["split"])
-                for key, reason, detail in outcome.skips:
-                    skiplog.add(key, reason, detail)
-                counters["rows"] += len(outcome.rows)
-                counters["skips"] += len(outcome.skips)
-                progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
+        def handle(outcome: Outcome, item: Item) -> None:
+            for row in outcome.rows:
+                writer.add(row, row["split"])
+            for key, reason, detail in outcome.skips:
+                skiplog.add(key, reason, detail)
+            counters["rows"] += len(outcome.rows)
+            counters["skips"] += len(outcome.skips)
+            progress.update(task, advance=1, rows=counters["rows"], skips=counters["skips"])
 
-            def args(item: Item) -> tuple:
-                done = frozenset(done_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
-                skipped = frozenset(skipped_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
-                source = config.source_name or item.source or reader.title
-                return item, str(Path(config.root).expanduser()), source, settings, done, skipped
+        def args(item: Item) -> tuple:
+            done = frozenset(done_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
+            skipped = frozenset(skipped_by_unit.get(item.path, ())) if item.kind != "image" else frozenset()
+            source = config.source_name or item.source or reader.title
+            return item, str(Path(config.root).expanduser()), source, settings, done, skipped
 
-            logger.info("ingest %s from %s into %s (%s)", source_value, config.root, folder,
-                        ", ".join(f"{k}={v}" for k, v in asdict(settings).items()))
-            with progress, writer:
-                task = progress.add_task(f"ingest {reader.title}", total=None, rows=0, skips=0)
-                if config.workers == 1:
-                    for item in tasks():
-                        handle(process(*args(item)), item)
-                else:
-                    _run_pool(config.workers, tasks(), args, handle)
+        logger.info("ingest %s from %s into %s (%s)", source_value, config.root, folder,
+                    ", ".join(f"{k}={v}" for k, v in asdict(settings).items()))
+        with progress, writer:
+            task = progress.add_task(f"ingest {reader.title}", total=None, rows=0, skips=0)
+            if config.workers == 1:
+                for item in tasks():
+                    handle(process(*args(item)), item)
+            else:
+                _run_pool(config.workers, tasks(), args, handle)
 
-            found = units - missing.keys()
-            stale = sorted(k for k in done_keys if _unit_of(k, units) not in found)  # their file was not found this time
-            pruned = _prune_rows(folder, set(stale)) if stale and config.prune_missing else 0
-            stale_units = {_unit_of(k, units) for k in stale}
-            with_rows = set() if pruned else stale_units
-            for unit, detail in missing.items():  # a missing file with rows is reported as stale, not as a skip
-                if unit not in with_rows:
-                    skiplog.add(unit, MISSING_FILE, detail)
-            skiplog.save()  # the earlier runs' "missing file" records of files found now are gone from the file
-            summary = summarize(folder, name, config.source_name, units, reader.other_files, default_title=reader.title)
-            if stale and not pruned:
-                summary.stale_rows = len(stale)
-                summary.stale_files = sorted(stale_units)[:100]
-                logger.warning("%d row(s) of files no longer found under --root (or in the lists) are still in %s, e.g. "
-                               "%s; --prune-missing drops them", len(stale), folder, stale[0])
-            summary.pruned_rows = pruned
-            written = {_unit_of(k, units) for k in writer.done_keys} - (stale_units if pruned else set())
-            defaulted = len(reader.default_split_paths & written)  # items with rows, not every row of the manifest
-            if defaulted:
-                summary.notes.append(
-                    f"{defaulted} item(s) had no split folder (train/, dev/, test/) or split column and no "
-                    "--split, so they went to the 'test' split; to train on them, sort them into train/ and test/ "
-                    "folders (or a split column), or ingest with --split train")
-            for note in summary.notes:
-                logger.debug("%s", note)  # the CLI prints the notes under its summary table (once)
-            summary.rows_this_run = summary.rows_total - rows_before + pruned
-            summary.seconds = round(time.monotonic() - start, 2)
-            summary.settings = recorded
-            _write_json(folder / SUMMARY_FILE, summary.to_json())
-            write_cards(config, reader, summary)
-            if summary.unaccounted:
-                logger.error("%d file(s) seen have neither rows nor a skip record, e.g. %s", len(summary.unaccounted),
-                             summary.unaccounted[:3])
-            return summary
-        except OSError as e:  # creating or writing the output (a read-only or full disk, a file in the way)
-            where = os.fsdecode(e.filename2 or e.filename or "")  # a rename's target, else the file
-            if e.errno in WRITE_ERRNOS and (not where or _inside(Path(where), config.out)):  # pyarrow names no file
-                raise IngestError(write_error_message(e, folder, kept="the finished shards are kept")) from e
-            if not where or not _inside(Path(where), config.out):
-                raise
-            raise IngestError(f"cannot write to {folder}: {where}: {e.strerror or _one_line(e)}") from e
+        found = units - missing.keys()
+        stale = sorted(k for k in done_keys if _unit_of(k, units) not in found)  # their file was not found this time
+        pruned = _prune_rows(folder, set(stale)) if stale and config.prune_missing else 0
+        stale_units = {_unit_of(k, units) for k in stale}
+        with_rows = set() if pruned else stale_units
+        for unit, detail in missing.items():  # a missing file with rows is reported as stale, not as a skip
+            if unit not in with_rows:
+                skiplog.add(unit, MISSING_FILE, detail)
+        skiplog.save()  # the earlier runs' "missing file" records of files found now are gone from the file
+        summary = summarize(folder, name, config.source_name, units, reader.other_files, default_title=reader.title)
+        if stale and not pruned:
+            summary.stale_rows = len(stale)
+            summary.stale_files = sorted(stale_units)[:100]
+            logger.warning("%d row(s) of files no longer found under --root (or in the lists) are still in %s, e.g. "
+                           "%s; --prune-missing drops them", len(stale), folder, stale[0])
+        summary.pruned_rows = pruned
+        written = {_unit_of(k, units) for k in writer.done_keys} - (stale_units if pruned else set())
+        defaulted = len(reader.default_split_paths & written)  # items with rows, not every row of the manifest
+        if defaulted:
+            summary.notes.append(
+                f"{defaulted} item(s) had no split folder (train/, dev/, test/) or split column and no "
+                "--split, so they went to the 'test' split; to train on them, sort them into train/ and test/ "
+                "folders (or a split column), or ingest with --split train")
+        for note in summary.notes:
+            logger.debug("%s", note)  # the CLI prints the notes under its summary table (once)
+        summary.rows_this_run = summary.rows_total - rows_before + pruned
+        summary.seconds = round(time.monotonic() - start, 2)
+        summary.settings = recorded
+        _write_json(folder / SUMMARY_FILE, summary.to_json())
+        write_cards(config, reader, summary)
+        if summary.unaccounted:
+            logger.error("%d file(s) seen have neither rows nor a skip record, e.g. %s", len(summary.unaccounted),
+                         summary.unaccounted[:3])
+        return summary
 
 
 def _prune_rows(folder: Path, keys: set[str]) -> int:
