@@ -402,10 +402,10 @@ class Runner:
 
     def write(self, results: dict[str, Any]) -> None:
         if self.out is not None:
+            from scf.shards import write_text_atomic
+
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=2, default=str))
-            tmp.replace(self.out)
+            write_text_atomic(self.out, json.dumps(results, indent=2, default=str))
 
     @contextlib.contextmanager
     def section(self, name: str) -> Any:
