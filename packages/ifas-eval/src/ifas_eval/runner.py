@@ -390,12 +390,8 @@ def _drop_corrupt(rows: Any, what: str, progress: Any, note: dict[str, Any]) -> 
     return rows
 
 
-RESULT_FILES = ("results.md", "results.csv", "results.json", "run.json")
-"""The files `write_tables` writes as one set."""
-
-
 def write_tables(out: Path, scored: Sequence[Scored], title: str, meta: dict[str, Any],
-                 with_setting: bool, *, run_json: bool = True) -> str:
+                 with_setting: bool) -> str:
     """``results.md``, ``results.csv``, ``results.json`` and ``run.json`` (``meta``) in ``out``; returns the
     Markdown.
 
@@ -430,9 +426,7 @@ def write_tables(out: Path, scored: Sequence[Scored], title: str, meta: dict[str
     from ifas_eval.outputs import write_files_together
 
     files = {out / "results.md": md, out / "results.csv": results_csv(results),
-             out / "results.json": results_json(results, meta)}
-    if run_json:
-        files[out / "run.json"] = json.dumps(meta, indent=2)
+             out / "results.json": results_json(results, meta), out / "run.json": json.dumps(meta, indent=2)}
     names = [p.name for p in files]
     write_files_together(files, ", ".join(names[:-1]) + " and " + names[-1])
     return md
