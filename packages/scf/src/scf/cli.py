@@ -261,17 +261,16 @@ def _caption_write_error(error: BaseException, out: Path) -> str | None:
     """The one line of ``scf caption`` for an output that could not be written (`scf.shards.write_error_message`):
     a full disk or quota anywhere (the message names the file when the error does, else ``--out``), or a refused
     permission or I/O error on a file under ``--out``. None otherwise (reading the dataset, the network)."""
-    import errno
     import os
 
-    from scf.shards import os_error_of, write_error_message
+    from scf.shards import NO_ROOM_ERRNOS, os_error_of, write_error_message
 
     e = os_error_of(error)
     if e is None:
         return None
     named = Path(os.fsdecode(e.filename)) if e.filename else None
     inside = named is not None and os.path.abspath(named).startswith(os.path.abspath(out) + os.sep)
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) and not inside:
+    if e.errno not in NO_ROOM_ERRNOS and not inside:
         return None
     where = out if named is None or inside else named.parent
     return write_error_message(e, where, kept="the captions finished so far (and C_S's checkpoints) are kept",

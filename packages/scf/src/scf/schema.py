@@ -429,9 +429,7 @@ def _cache_write_problem(error: BaseException, folder: Path, cache_dir: Path) ->
     A full disk, quota, too-large file or read-only file system can only be the cache (the load writes nowhere
     else); a refused permission or an I/O error only when the file it names is in the cache (else it was
     reading the dataset)."""
-    import errno
-
-    from scf.shards import os_error_of
+    from scf.shards import NO_ROOM_ERRNOS, WRITE_ERRNOS, os_error_of
 
     e = os_error_of(error)
     if e is None:
@@ -439,8 +437,7 @@ def _cache_write_problem(error: BaseException, folder: Path, cache_dir: Path) ->
     root = cache_dir.parent.parent.parent  # $HF_DATASETS_CACHE (scf-local/<folder hash>/<content hash>)
     named = os.fsdecode(e.filename) if e.filename else ""
     in_cache = bool(named) and Path(os.path.abspath(named)).is_relative_to(os.path.abspath(root))
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) and not (
-            e.errno in (errno.EACCES, errno.EPERM, errno.EIO) and in_cache):
+    if e.errno not in NO_ROOM_ERRNOS and not (e.errno in WRITE_ERRNOS and in_cache):
         return None
     data = folder / "data" if (folder / "data").is_dir() else folder
     size = sum(p.stat().st_size for p in data.rglob("*.parquet") if p.is_file())

@@ -39,10 +39,12 @@ class ShardError(ValueError):
     """A shard or skip log in an output folder cannot be read (the message names the file and what to do)."""
 
 
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                          errno.EIO})
-"""The ``errno`` values of an output that cannot be written (full disk, quota, file too large, read-only, no
-permission, I/O error): `write_error_message` turns them into one line."""
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""The ``errno`` values of a file system that takes no more data (full disk, quota, file too large, read-only):
+whatever file they name, the failure was a write, not a read of an input."""
+WRITE_ERRNOS = NO_ROOM_ERRNOS | {errno.EACCES, errno.EPERM, errno.EIO}
+"""The ``errno`` values of an output that cannot be written (`NO_ROOM_ERRNOS`, no permission, I/O error):
+`write_error_message` turns them into one line."""
 _OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
 
 
