@@ -103,11 +103,6 @@ def all_reduce_sum(state: DistState, values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def any_rank(state: DistState, flag: bool) -> bool:
-    """True when ``flag`` is true on at least one rank (so every rank takes the same branch)."""
-    return all_reduce_sum(state, [1.0 if flag else 0.0])[0] > 0
-
-
 def gather_lists(state: DistState, items: list[Any]) -> list[Any]:
     """Concatenate a Python list from every rank, in rank order (every rank gets the result)."""
     if not state.distributed:
@@ -176,5 +171,3 @@ def hold_run_folder(run_dir: str | Path, state: DistState, command: str = "ifas-
             if problem:
                 raise FolderInUse(problem)
         yield
-
-
